@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -29,6 +29,8 @@ __all__ = [
     "BarSpec",
     "Bar",
     "TIME_UNITS_NS",
+    "MalformedMessage",
+    "VendorReply",
 ]
 
 BUY = 1
@@ -165,6 +167,45 @@ class BookTicker:
     ask: float
     ask_size: float
     ts_ns: int = 0
+
+
+class MalformedMessage(ValueError):
+    """A vendor message that cannot be used; counted under ``reason`` and skipped.
+
+    Parameters
+    ----------
+    reason : str
+        Short stable counter key, e.g. ``"bad_json"``, ``"bad_price"``, ``"unknown_event"``.
+    detail : str
+        Human-readable explanation (never contains secrets).
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True, frozen=True)
+class VendorReply:
+    """A vendor's answer to a control request (subscribe, auth, heartbeat).
+
+    Parameters
+    ----------
+    ok : bool
+        False when the vendor refused the request.
+    message : str
+        The vendor's words, or ours, fit to show a user (no tokens).
+    request_id : str or None
+        The request id the vendor echoed, when it has one.
+    symbols : tuple of str
+        Symbols the reply concerns, when known.
+    """
+
+    ok: bool
+    message: str = ""
+    request_id: str | None = None
+    symbols: tuple[str, ...] = ()
 
 
 BarKind = Literal["time", "tick", "volume", "value"]
