@@ -1,0 +1,583 @@
+"""Bar aggregation: streaming aggregators per bar kind and a batch ``aggregate``.
+
+Pure: no threads, no I/O, no wall clock. Time comes in as an argument (``Trade.ts_ns``,
+``on_clock(now_ns)``), so live, replay and batch produce the same bars.
+
+Rules (see DESIGN.md "Time and bars")
+-------------------------------------
+* Time bars: a bar labelled ``t`` holds trades with ``t <= ts < t + interval`` (label at the
+  interval start). Buckets are aligned to the Unix epoch plus ``offset_ns`` (e.g. +08:00
+  for Binance's UTC+8 klines is ``offset_ns=-8h``; any offset works modulo the interval).
+  A bar closes when a trade of a later interval arrives or when ``on_clock(now_ns)`` shows
+  its interval has passed, whichever comes first.
+* Empty intervals: ``empty="gap"`` (default) emits nothing, leaving a visible gap;
+  ``empty="flat"`` emits a bar at the previous close with zero volume for each empty
+  interval (the Binance kline convention).
+* Late trades (``ts`` before the bar in progress): if the trade is at most
+  ``late_tolerance_ns`` older than the newest trade seen, it revises the closed bar it
+  belongs to (``generation`` increases so readers redraw); otherwise, or when that bar is
+  no longer held, it is counted in ``late`` and left out. Never silently dropped.
+* Tick bars of N close on the N-th trade.
+* Volume bars of V and value bars of X: a trade that overshoots the threshold is split
+  (nautilus_trader's convention): the part that fills the bar to exactly the threshold goes
+  into it, the bar closes, and the remainder carries into the next bar (possibly closing
+  several bars for a huge trade). A split trade counts once in ``trade_count`` of every bar
+  it contributes to, and its taker volume is split in the same proportion.
+* Trades with ``in_bars=False`` (Binance futures trades whose ``X`` is not ``MARKET``) are
+  left out of bars, as Binance's own klines do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from .models import BAR_COLUMNS, BUY, SELL, Bar, BarSpec, Trade
+
+__all__ = [
+    "BarAggregator",
+    "TimeBarAggregator",
+    "TickBarAggregator",
+    "VolumeBarAggregator",
+    "ValueBarAggregator",
+    "AGGREGATORS",
+    "make_aggregator",
+    "aggregate",
+    "bars_to_frame",
+]
+
+EmptyPolicy = Literal["gap", "flat"]
+
+# Relative slack when comparing a running sum with a threshold: float sums of decimal
+# sizes (0.1 + 0.2) must still close a bar "at" the threshold.
+_REL_EPS = 1e-9
+
+
+class BarAggregator:
+    """Base class: accumulate trades into the bar in progress; subclasses decide closes.
+
+    Parameters
+    ----------
+    symbol : str
+        Symbol stamped on every bar.
+    spec : BarSpec
+        Bar kind and step.
+    max_bars : int or None
+        Closed bars held in ``closed`` (oldest dropped first); None keeps all.
+
+    Attributes
+    ----------
+    closed : list of Bar
+        Closed bars held, oldest first; ``closed[i]`` has index ``first_index + i``.
+    current : Bar or None
+        The bar in progress.
+    n_closed : int
+        Closed bars produced since construction (``first_index + len(closed)``).
+    generation : int
+        Increases whenever a bar already closed is revised, so readers can redraw.
+    late : int
+        Trades counted as late and left out of bars.
+    """
+
+    def __init__(self, symbol: str, spec: BarSpec, *, max_bars: int | None = None) -> None:
+        self.symbol = symbol
+        self.spec = spec
+        self.max_bars = max_bars
+        self.closed: list[Bar] = []
+        self.current: Bar | None = None
+        self.first_index = 0  # index of closed[0] among all closed bars produced
+        self.generation = 0
+        self.late = 0
+        self.last_close: float | None = None  # close of the last closed bar
+        self.last_ts_ns: int | None = None  # newest trade time seen (ns)
+
+    # -- public ---------------------------------------------------------------------
+
+    @property
+    def n_closed(self) -> int:
+        """Return the number of closed bars produced (held or already dropped)."""
+        return self.first_index + len(self.closed)
+
+    def on_trade(self, trade: Trade) -> list[Bar]:
+        """Add one trade; return the bars it closed (oldest first, possibly empty)."""
+        raise NotImplementedError
+
+    def on_trades(self, trades: Iterable[Trade]) -> list[Bar]:
+        """Add trades in order; return every bar they closed."""
+        out: list[Bar] = []
+        for t in trades:
+            out.extend(self.on_trade(t))
+        return out
+
+    def on_clock(self, now_ns: int) -> list[Bar]:
+        """Advance the clock to ``now_ns`` (UTC ns); return bars closed by time alone.
+
+        Only time bars close on the clock; the base implementation returns ``[]``.
+        """
+        return []
+
+    def bars(self) -> list[Bar]:
+        """Return held closed bars plus the bar in progress (the live objects; copy to share)."""
+        return self.closed + [self.current] if self.current is not None else list(self.closed)
+
+    # -- private --------------------------------------------------------------------
+
+    def _new_bar(self, start_ns: int, end_ns: int, price: float) -> Bar:
+        return Bar(self.symbol, self.spec, start_ns, end_ns, price, price, price, price)
+
+    def _close_current(self) -> Bar:
+        # Move the bar in progress to the closed list and forget it.
+        bar = self.current
+        assert bar is not None
+        bar.closed = True
+        self.closed.append(bar)
+        self.last_close = bar.close
+        self.current = None
+        if self.max_bars is not None and len(self.closed) > self.max_bars:
+            drop = len(self.closed) - self.max_bars
+            del self.closed[:drop]
+            self.first_index += drop
+        return bar
+
+
+def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
+    # Accumulate a (part of a) trade into a bar. Hot path: plain attribute updates.
+    if price > bar.high:
+        bar.high = price
+    elif price < bar.low:
+        bar.low = price
+    bar.close = price
+    bar.volume += size
+    bar.turnover += price * size
+    bar.trade_count += 1
+    if side == BUY:
+        bar.buy_volume += size
+    elif side == SELL:
+        bar.sell_volume += size
+
+
+class TimeBarAggregator(BarAggregator):
+    """Time bars of a fixed interval aligned to the epoch plus an offset.
+
+    Parameters
+    ----------
+    symbol : str
+    spec : BarSpec
+        A time spec (``1s`` .. ``1d``).
+    offset_ns : int, default 0
+        Alignment offset in ns; buckets start at ``offset_ns + k * interval``. Epoch/UTC
+        alignment is 0; Binance's ``@kline_<i>@+08:00`` streams correspond to -8 h.
+    empty : {"gap", "flat"}, default "gap"
+        What an interval without trades becomes: nothing, or a zero-volume bar at the
+        previous close (Binance kline convention).
+    late_tolerance_ns : int, default 2_000_000_000
+        How far (ns) behind the newest trade a trade may be and still revise its closed
+        bar; older trades are counted in ``late``.
+    max_bars : int or None
+        See :class:`BarAggregator`.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is not a time spec or ``empty`` is unknown.
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        spec: BarSpec,
+        *,
+        offset_ns: int = 0,
+        empty: EmptyPolicy = "gap",
+        late_tolerance_ns: int = 2_000_000_000,
+        max_bars: int | None = None,
+    ) -> None:
+        if not spec.is_time:
+            raise ValueError(f"TimeBarAggregator needs a time spec, got {spec}")
+        if empty not in ("gap", "flat"):
+            raise ValueError(f"empty must be 'gap' or 'flat', not {empty!r}")
+        super().__init__(symbol, spec, max_bars=max_bars)
+        self.interval_ns = spec.interval_ns
+        self.offset_ns = offset_ns % self.interval_ns
+        self.empty = empty
+        self.late_tolerance_ns = late_tolerance_ns
+
+    def bucket_start(self, ts_ns: int) -> int:
+        """Return the start (UTC ns) of the interval holding ``ts_ns``."""
+        return ts_ns - (ts_ns - self.offset_ns) % self.interval_ns
+
+    def on_trade(self, trade: Trade) -> list[Bar]:
+        if not trade.in_bars:
+            return []
+        ts = trade.ts_ns
+        if self.last_ts_ns is None or ts > self.last_ts_ns:
+            self.last_ts_ns = ts
+        cur = self.current
+        if cur is not None and cur.start_ns <= ts < cur.end_ns:
+            _add(cur, trade.price, trade.size, trade.side, ts)
+            return []
+        start = ts - (ts - self.offset_ns) % self.interval_ns
+        closed: list[Bar] = []
+        if cur is not None:
+            if start < cur.start_ns:
+                self._late(trade, start)
+                return []
+            closed.append(self._close_current())
+        elif self.closed and start < self.closed[-1].end_ns:
+            # Closed by the clock; this trade belongs to a bar already closed.
+            self._late(trade, start)
+            return []
+        closed.extend(self._fill_empty(start))
+        self.current = self._new_bar(start, start + self.interval_ns, trade.price)
+        _add(self.current, trade.price, trade.size, trade.side, ts)
+        return closed
+
+    def on_clock(self, now_ns: int) -> list[Bar]:
+        closed: list[Bar] = []
+        if self.current is not None and now_ns >= self.current.end_ns:
+            closed.append(self._close_current())
+        if self.empty == "flat" and self.last_close is not None and self.closed:
+            # Emit flat bars for intervals that have fully passed with no trade.
+            closed.extend(self._fill_empty(self.bucket_start(now_ns)))
+        return closed
+
+    # -- private --------------------------------------------------------------------
+
+    def _fill_empty(self, upto_start: int) -> list[Bar]:
+        # Flat zero-volume bars for every interval between the last closed bar and
+        # ``upto_start`` (exclusive), when the empty policy asks for them.
+        if self.empty != "flat" or not self.closed:
+            return []
+        out = []
+        t = self.closed[-1].end_ns
+        price = self.closed[-1].close
+        while t < upto_start:
+            self.current = self._new_bar(t, t + self.interval_ns, price)
+            out.append(self._close_current())
+            t += self.interval_ns
+        return out
+
+    def _late(self, trade: Trade, start: int) -> None:
+        # Revise the closed bar the trade belongs to when within tolerance, else count it.
+        if self.last_ts_ns is not None and self.last_ts_ns - trade.ts_ns > self.late_tolerance_ns:
+            self.late += 1
+            return
+        for bar in reversed(self.closed):
+            if bar.start_ns == start:
+                # The bar keeps its open and close (the late trade's place within the
+                # interval is not known relative to the others); every other field
+                # includes it.
+                close = bar.close
+                _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+                bar.close = close
+                self.generation += 1
+                return
+            if bar.start_ns < start:
+                break
+        self.late += 1
+
+
+class _ThresholdAggregator(BarAggregator):
+    # Shared by tick, volume and value bars: start/end are the first/last trade times.
+
+    def _open(self, trade: Trade) -> Bar:
+        bar = self._new_bar(trade.ts_ns, trade.ts_ns, trade.price)
+        self.current = bar
+        return bar
+
+
+class TickBarAggregator(_ThresholdAggregator):
+    """Tick bars: a bar closes on its N-th trade (N = ``spec.step``).
+
+    Parameters
+    ----------
+    symbol : str
+    spec : BarSpec
+        A tick spec such as ``100t``.
+    max_bars : int or None
+    """
+
+    def on_trade(self, trade: Trade) -> list[Bar]:
+        if not trade.in_bars:
+            return []
+        bar = self.current or self._open(trade)
+        _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+        bar.end_ns = trade.ts_ns
+        if bar.trade_count >= self.spec.step:
+            return [self._close_current()]
+        return []
+
+
+class VolumeBarAggregator(_ThresholdAggregator):
+    """Volume bars: each closed bar holds exactly ``spec.step`` base units.
+
+    A trade that overshoots is split: see the module docstring.
+
+    Parameters
+    ----------
+    symbol : str
+    spec : BarSpec
+        A volume spec such as ``50v`` (base units).
+    max_bars : int or None
+    """
+
+    def _measure(self, price: float, size: float) -> float:
+        # How much of the threshold a trade of ``size`` at ``price`` uses.
+        return size
+
+    def _size_for(self, price: float, amount: float) -> float:
+        # Inverse of _measure: the size that uses ``amount`` of the threshold.
+        return amount
+
+    def _filled(self, bar: Bar) -> float:
+        return bar.volume
+
+    def on_trade(self, trade: Trade) -> list[Bar]:
+        if not trade.in_bars:
+            return []
+        threshold = float(self.spec.step)
+        eps = threshold * _REL_EPS
+        price, side, ts = trade.price, trade.side, trade.ts_ns
+        size = trade.size
+        closed: list[Bar] = []
+        while size > 0.0:
+            bar = self.current or self._open(trade)
+            bar.end_ns = ts
+            # 1. How much room is left in the bar, in threshold units.
+            room = threshold - self._filled(bar)
+            need = self._measure(price, size)
+            if need < room - eps:
+                # 2a. The whole (remaining) trade fits: add it and wait for more.
+                _add(bar, price, size, side, ts)
+                break
+            # 2b. Fill the bar to the threshold with part of the trade and close it.
+            part = size if need <= room + eps else self._size_for(price, room)
+            _add(bar, price, part, side, ts)
+            closed.append(self._close_current())
+            # 3. Carry the remainder into the next bar (loop), dropping float dust.
+            size -= part
+            if self._measure(price, size) <= eps:
+                break
+        return closed
+
+
+class ValueBarAggregator(VolumeBarAggregator):
+    """Value bars: each closed bar holds exactly ``spec.step`` of turnover (quote currency).
+
+    A trade that overshoots is split by size at its price: see the module docstring.
+
+    Parameters
+    ----------
+    symbol : str
+    spec : BarSpec
+        A value spec such as ``1000000q`` (quote currency).
+    max_bars : int or None
+    """
+
+    def _measure(self, price: float, size: float) -> float:
+        return price * size
+
+    def _size_for(self, price: float, amount: float) -> float:
+        return amount / price
+
+    def _filled(self, bar: Bar) -> float:
+        return bar.turnover
+
+
+#: Aggregator class per bar kind.
+AGGREGATORS: dict[str, type[BarAggregator]] = {
+    "time": TimeBarAggregator,
+    "tick": TickBarAggregator,
+    "volume": VolumeBarAggregator,
+    "value": ValueBarAggregator,
+}
+
+_TIME_OPTIONS = ("offset_ns", "empty", "late_tolerance_ns")
+
+
+def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregator:
+    """Return a streaming aggregator for ``spec``.
+
+    Parameters
+    ----------
+    symbol : str
+    spec : BarSpec or str
+        E.g. ``BarSpec.from_str("1m")`` or ``"100t"``.
+    **options
+        ``max_bars`` for every kind; ``offset_ns``, ``empty`` and ``late_tolerance_ns``
+        for time bars (ignored for the other kinds).
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is not a valid spec string.
+    """
+    spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+    if not spec.is_time:
+        options = {k: v for k, v in options.items() if k not in _TIME_OPTIONS}
+    return AGGREGATORS[spec.kind](symbol, spec, **options)
+
+
+def bars_to_frame(bars: Sequence[Bar]) -> pd.DataFrame:
+    """Return bars as a DataFrame with columns ``BAR_COLUMNS`` (start/end as int ns)."""
+    if not bars:
+        return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in BAR_COLUMNS})
+    return pd.DataFrame([b.as_dict() for b in bars], columns=list(BAR_COLUMNS)).astype(_DTYPES)
+
+
+_DTYPES = {
+    "symbol": "str", "bar": "str", "start": "int64", "end": "int64", "open": "float64",
+    "high": "float64", "low": "float64", "close": "float64", "volume": "float64",
+    "turnover": "float64", "vwap": "float64", "trade_count": "int64",
+    "buy_volume": "float64", "sell_volume": "float64", "closed": bool,
+}
+
+
+def _trades_to_arrays(trades: Sequence[Trade] | pd.DataFrame) -> dict[str, np.ndarray]:
+    # Column arrays from Trade objects or a DataFrame with ts_ns, price, size[, side, in_bars].
+    if isinstance(trades, pd.DataFrame):
+        n = len(trades)
+        return {
+            "ts": trades["ts_ns"].to_numpy(np.int64),
+            "price": trades["price"].to_numpy(np.float64),
+            "size": trades["size"].to_numpy(np.float64),
+            "side": trades["side"].to_numpy(np.int8) if "side" in trades else np.zeros(n, np.int8),
+            "in_bars": trades["in_bars"].to_numpy(bool) if "in_bars" in trades else np.ones(n, bool),
+        }
+    return {
+        "ts": np.fromiter((t.ts_ns for t in trades), np.int64, len(trades)),
+        "price": np.fromiter((t.price for t in trades), np.float64, len(trades)),
+        "size": np.fromiter((t.size for t in trades), np.float64, len(trades)),
+        "side": np.fromiter((t.side for t in trades), np.int8, len(trades)),
+        "in_bars": np.fromiter((t.in_bars for t in trades), bool, len(trades)),
+    }
+
+
+def aggregate(
+    trades: Sequence[Trade] | pd.DataFrame,
+    spec: BarSpec | str,
+    *,
+    symbol: str | None = None,
+    offset_ns: int = 0,
+    empty: EmptyPolicy = "gap",
+) -> pd.DataFrame:
+    """Aggregate trades (in time order) into bars in one batch.
+
+    Time bars are computed vectorised (numpy group reductions); tick, volume and value
+    bars go through the streaming aggregator, so both paths give the same bars. The last
+    bar is returned with ``closed=False`` (nothing shows it has ended), exactly as the
+    streaming aggregator would hold it in progress.
+
+    Parameters
+    ----------
+    trades : sequence of Trade, or DataFrame
+        DataFrame columns: ``ts_ns`` (UTC ns), ``price``, ``size`` and optionally
+        ``side`` (+1 buy / -1 sell / 0), ``in_bars`` (bool), ``symbol``.
+    spec : BarSpec or str
+    symbol : str, optional
+        Symbol for the ``symbol`` column; defaults to the trades' symbol.
+    offset_ns, empty
+        Time-bar options, as for :class:`TimeBarAggregator`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``BAR_COLUMNS``; ``start``/``end`` in UTC ns.
+
+    Raises
+    ------
+    ValueError
+        If ``spec`` is invalid or time-bar trades are not in time order.
+    """
+    spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+    if symbol is None:
+        if isinstance(trades, pd.DataFrame):
+            symbol = str(trades["symbol"].iloc[0]) if "symbol" in trades and len(trades) else ""
+        else:
+            symbol = trades[0].symbol if len(trades) else ""
+    if not spec.is_time:
+        if isinstance(trades, pd.DataFrame):
+            a = _trades_to_arrays(trades)
+            trades = [
+                Trade(symbol, int(ts), float(p), float(s), int(sd), None, 0, bool(ib))
+                for ts, p, s, sd, ib in zip(a["ts"], a["price"], a["size"], a["side"], a["in_bars"])
+            ]
+        agg = make_aggregator(symbol, spec)
+        agg.on_trades(trades)
+        return bars_to_frame(agg.bars())
+
+    a = _trades_to_arrays(trades)
+    keep = a["in_bars"]
+    ts, price, size, side = a["ts"][keep], a["price"][keep], a["size"][keep], a["side"][keep]
+    if len(ts) == 0:
+        return bars_to_frame([])
+    if np.any(np.diff(ts) < 0):
+        raise ValueError("aggregate() needs trades in time order for time bars")
+    interval = spec.interval_ns
+    off = offset_ns % interval
+    start = ts - (ts - off) % interval
+    # Group boundaries: first index of each new bucket.
+    idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
+    last = np.r_[idx[1:], len(ts)] - 1
+    turnover = price * size
+    buy = np.where(side == BUY, size, 0.0)
+    sell = np.where(side == SELL, size, 0.0)
+    frame = pd.DataFrame({
+        "symbol": symbol,
+        "bar": str(spec),
+        "start": start[idx],
+        "end": start[idx] + interval,
+        "open": price[idx],
+        "high": np.maximum.reduceat(price, idx),
+        "low": np.minimum.reduceat(price, idx),
+        "close": price[last],
+        "volume": _seq_sum(size, idx),
+        "turnover": _seq_sum(turnover, idx),
+        "trade_count": (last - idx + 1).astype(np.int64),
+        "buy_volume": _seq_sum(buy, idx),
+        "sell_volume": _seq_sum(sell, idx),
+        "closed": True,
+    })
+    frame["vwap"] = np.where(frame["volume"] > 0, frame["turnover"] / frame["volume"].where(frame["volume"] > 0, 1.0), frame["close"])
+    if empty == "flat" and len(frame) > 1:
+        frame = _fill_flat(frame, interval)
+    frame.loc[frame.index[-1], "closed"] = False
+    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+
+
+def _seq_sum(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    # Per-group sums accumulated left to right, exactly as the streaming aggregator adds
+    # them, so both paths give bit-identical floats (np.add.reduceat sums pairwise).
+    out = np.empty(len(idx), np.float64)
+    bounds = np.r_[idx, len(values)].tolist()
+    vals = values.tolist()
+    for g in range(len(idx)):
+        s = 0.0
+        for v in vals[bounds[g]:bounds[g + 1]]:
+            s += v
+        out[g] = s
+    return out
+
+
+def _fill_flat(frame: pd.DataFrame, interval: int) -> pd.DataFrame:
+    # Insert zero-volume bars at the previous close for empty intervals.
+    full = np.arange(frame["start"].iloc[0], frame["start"].iloc[-1] + 1, interval, dtype=np.int64)
+    out = frame.set_index("start").reindex(full)
+    missing = out["open"].isna()
+    prev_close = out["close"].ffill()
+    for col in ("open", "high", "low", "close", "vwap"):
+        out.loc[missing, col] = prev_close[missing]
+    for col in ("volume", "turnover", "buy_volume", "sell_volume"):
+        out.loc[missing, col] = 0.0
+    out.loc[missing, "trade_count"] = 0
+    out["trade_count"] = out["trade_count"].astype(np.int64)
+    out.loc[missing, "symbol"] = frame["symbol"].iloc[0]
+    out.loc[missing, "bar"] = frame["bar"].iloc[0]
+    out.loc[missing, "closed"] = True
+    out["closed"] = out["closed"].astype(bool)
+    out = out.reset_index().rename(columns={"index": "start"})
+    out["end"] = out["start"] + interval
+    return out

@@ -1,0 +1,696 @@
+"""The engine: one bounded queue, one worker thread, all market state.
+
+Data flows one way (DESIGN.md): the feed thread calls :meth:`Engine.submit` with raw
+vendor messages (O(1), never blocks; overflow is counted in ``dropped``); the worker parses
+them with the vendor adapter and applies the events to per-symbol state (order book, bar
+aggregators, trade tape, store). The worker is the only writer of market state except
+that readers may create a new bar series under the lock (a user picking a new bar type).
+Readers (Dash callbacks, HTTP routes) get copies under a lock held for microseconds.
+
+Queue items are ``(kind, recv_ns, payload)`` tuples: ``"ws"`` raw message text/bytes,
+``"rest"`` a REST depth snapshot ``(symbol, body)``, ``"ctl"`` a life-cycle event
+``(name, detail)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import pandas as pd
+
+from .bars import BarAggregator, bars_to_frame, make_aggregator
+from .book import OrderBook
+from .models import (
+    Bar,
+    BarSpec,
+    BookDelta,
+    BookSnapshot,
+    BookTicker,
+    MalformedMessage,
+    Trade,
+    VendorReply,
+)
+
+__all__ = ["Engine", "BarSeries", "DepthView", "iso_ns"]
+
+log = logging.getLogger("tickscope.engine")
+
+ClockMode = Literal["wall", "exchange"]
+
+_BATCH = 2048  # messages applied per lock hold
+_FLUSH_EVERY_S = 1.0  # trade store batch interval (at most ~1 s of trades unsaved)
+_SNAPSHOT_RETRY_S = 1.0  # minimum spacing of REST depth snapshot requests per symbol
+
+
+def iso_ns(ts_ns: int | None) -> str | None:
+    """Return UTC ns as ISO-8601 with milliseconds and ``Z`` (``2024-08-08T23:55:00.000Z``)."""
+    if ts_ns is None:
+        return None
+    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // 1_000_000) % 1000:03d}Z"
+
+
+def _decimals(x: float) -> int:
+    # Decimals needed to print x exactly (from its shortest repr).
+    r = repr(x)
+    if "e" in r or "E" in r:
+        return min(12, max(0, -int(math.floor(math.log10(abs(x))))) + 6) if x else 0
+    _, _, frac = r.partition(".")
+    return 0 if frac == "0" else len(frac)
+
+
+@dataclass(frozen=True, slots=True)
+class BarSeries:
+    """A reader's copy of one bar series.
+
+    Parameters
+    ----------
+    key : str
+        ``"SYMBOL|SPEC"``.
+    generation : int
+        Changes whenever closed bars already handed out changed (late-trade revision,
+        rebuild); a reader holding older bars must redraw them all.
+    n_closed : int
+        Closed bars produced in this generation.
+    closed : list of Bar
+        Copies of closed bars with index >= the ``since`` asked for (and still held).
+    current : Bar or None
+        Copy of the bar in progress.
+    first_index : int
+        Index of the oldest closed bar still held.
+    """
+
+    key: str
+    generation: int
+    n_closed: int
+    closed: list[Bar]
+    current: Bar | None
+    first_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class DepthView:
+    """A reader's copy of the top of one order book.
+
+    Parameters
+    ----------
+    symbol : str
+    ts_ns : int
+        Exchange time of the last book change, UTC ns (0 if unknown).
+    bids, asks : list of (price, size)
+        Best first; prices in quote currency, sizes in base units.
+    best_bid, best_ask, mid, spread : float or None
+    synced : bool
+        False while the book waits for a snapshot (then bids/asks may be empty).
+    """
+
+    symbol: str
+    ts_ns: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    best_bid: float | None
+    best_ask: float | None
+    mid: float | None
+    spread: float | None
+    synced: bool
+
+
+class _SymbolState:
+    # Everything the engine holds for one symbol.
+
+    __slots__ = (
+        "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
+        "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
+        "snapshot_requested_at", "gap_marks", "generation_bump",
+    )
+
+    def __init__(self, symbol: str, max_trades: int) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.trades: deque[Trade] = deque(maxlen=max_trades)
+        self.series: dict[BarSpec, BarAggregator] = {}
+        self.n_trades = 0
+        self.last_trade_ts_ns: int | None = None
+        self.last_trade_id: int | None = None
+        self.gaps = 0  # trade-id jumps seen
+        self.missing_trades = 0  # trades missing across those jumps
+        self.price_dp = 0
+        self.size_dp = 0
+        self.snapshot_requested_at = -math.inf  # monotonic seconds
+        self.gap_marks: deque[tuple[int, int]] = deque(maxlen=1000)  # (ts_ns, missing)
+        self.generation_bump = 0  # added to aggregator generations after rebuilds
+
+
+class Engine:
+    """Queue + worker + per-symbol state; the one place market state lives.
+
+    Parameters
+    ----------
+    adapter
+        Vendor adapter (``feed.vendors.base``): parses raw messages into events,
+        validates symbols, gives REST snapshot URLs.
+    store : feed.store.TradeStore, optional
+        Persistence of raw trades; history is restored per symbol on subscribe.
+    clock : {"wall", "exchange"}, default "wall"
+        Engine clock: the wall clock (live) or the newest exchange time seen (replay),
+        which closes time bars whose interval has passed.
+    queue_size : int, default 200_000
+        Bound of the message queue; when full, messages are dropped and counted.
+    default_spec : str, default "1m"
+        Bar spec shown first in the UI.
+    max_trades : int, default 2_000_000
+        Trades per symbol held in memory (for rebuilding bar types and the tape).
+    max_bars : int, default 5000
+        Closed bars held per series.
+    bar_options : dict, optional
+        Options passed to every time-bar aggregator (``offset_ns``, ``empty``,
+        ``late_tolerance_ns``).
+    """
+
+    def __init__(
+        self,
+        adapter: Any,
+        *,
+        store: Any = None,
+        clock: ClockMode = "wall",
+        queue_size: int = 200_000,
+        default_spec: str = "1m",
+        max_trades: int = 2_000_000,
+        max_bars: int = 5000,
+        bar_options: dict | None = None,
+    ) -> None:
+        if clock not in ("wall", "exchange"):
+            raise ValueError(f"clock must be 'wall' or 'exchange', not {clock!r}")
+        self.adapter = adapter
+        self.store = store
+        self.clock_mode = clock
+        self.default_spec = str(BarSpec.from_str(default_spec))
+        self.max_trades = max_trades
+        self.max_bars = max_bars
+        self.bar_options = dict(bar_options or {})
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._lock = threading.RLock()  # guards everything below
+        self._states: dict[str, _SymbolState] = {}
+        self._counters: Counter[str] = Counter()
+        self._malformed: Counter[str] = Counter()
+        self._dropped = 0  # written by the socket thread only (GIL-atomic increments)
+        self._exchange_clock_ns = 0
+        self._replies: deque[tuple[int, VendorReply]] = deque(maxlen=50)
+        self._msg_rate = 0.0
+        self._rate_mark = (time.monotonic(), 0)
+        self._last_malformed_log = 0.0
+        self._feed: Any = None  # FeedClient, when attached
+        self._fetcher: Any = None  # SnapshotFetcher, when attached
+        self._source_done = False  # replay finished
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_flush = time.monotonic()
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def attach(self, feed: Any = None, fetcher: Any = None) -> None:
+        """Attach the FeedClient (subscriptions go to it) and the SnapshotFetcher."""
+        self._feed = feed
+        self._fetcher = fetcher
+
+    def start(self) -> "Engine":
+        """Start the worker thread; return self."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tickscope-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker after it drains what is queued; flush the store."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self.store is not None:
+            with self._lock:
+                self.store.flush()
+
+    def mark_source_finished(self) -> None:
+        """Record that a replay source has played out (shown in the status)."""
+        self._source_done = True
+
+    # -- producer side (feed thread; O(1), never blocks) -----------------------------
+
+    def submit(self, raw: bytes | str, recv_ns: int) -> bool:
+        """Queue one raw vendor message; return False (and count it) if the queue is full."""
+        try:
+            self._queue.put_nowait(("ws", recv_ns, raw))
+            return True
+        except queue.Full:
+            self._dropped += 1
+            return False
+
+    def submit_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> None:
+        """Queue a REST depth snapshot body for ``symbol`` (from the SnapshotFetcher)."""
+        self._queue.put(("rest", recv_ns, (symbol, body)))
+
+    def submit_control(self, name: str, recv_ns: int, detail: dict | None = None) -> None:
+        """Queue a feed life-cycle event (``open``, ``close``, ``error``, ``snapshot_error``)."""
+        self._queue.put(("ctl", recv_ns, (name, detail or {})))
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def subscribe(self, text: str) -> str:
+        """Validate and subscribe a symbol; return its normalised form.
+
+        Raises
+        ------
+        ValueError
+            With a user-facing message when the symbol does not match the vendor's
+            pattern.
+        """
+        symbol = self.adapter.normalize_symbol(text)
+        with self._lock:
+            new = symbol not in self._states
+            if new:
+                self._states[symbol] = self._new_state(symbol)
+        if new and self._feed is not None:
+            self._feed.subscribe([symbol])
+        return symbol
+
+    def unsubscribe(self, symbol: str) -> None:
+        """Stop receiving ``symbol``; its history stays in the store."""
+        with self._lock:
+            state = self._states.pop(symbol, None)
+        if state is not None and self._feed is not None:
+            self._feed.unsubscribe([symbol])
+
+    def symbols(self) -> list[str]:
+        """Return subscribed symbols in subscription order."""
+        with self._lock:
+            return list(self._states)
+
+    # -- readers ---------------------------------------------------------------------
+
+    def clock_ns(self) -> int:
+        """Return the engine clock, UTC ns (wall clock, or newest exchange time in replay)."""
+        if self.clock_mode == "wall":
+            return time.time_ns()
+        return self._exchange_clock_ns
+
+    def bar_series(self, symbol: str, spec: BarSpec | str, since: int = 0) -> BarSeries:
+        """Return copies of the closed bars with index >= ``since`` and the bar in progress.
+
+        Creating a series for a new spec rebuilds it from the trades held.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not subscribed.
+        ValueError
+            If ``spec`` is not a valid bar spec.
+        """
+        spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+        with self._lock:
+            state = self._states[symbol]
+            agg = self._series(state, spec)
+            lo = max(since - agg.first_index, 0)
+            closed = [replace(b) for b in agg.closed[lo:]]
+            current = replace(agg.current) if agg.current is not None else None
+            return BarSeries(
+                key=f"{symbol}|{spec}",
+                generation=agg.generation + state.generation_bump,
+                n_closed=agg.n_closed,
+                closed=closed,
+                current=current,
+                first_index=agg.first_index,
+            )
+
+    def bars_frame(self, symbol: str, spec: BarSpec | str) -> pd.DataFrame:
+        """Return every held bar (closed + in progress) as a DataFrame.
+
+        Columns are ``feed.models.BAR_COLUMNS`` (start/end int UTC ns);
+        ``attrs["price_decimals"]`` and ``attrs["size_decimals"]`` give the precision seen in
+        the vendor's prices and sizes.
+
+        Raises
+        ------
+        KeyError, ValueError
+            As :meth:`bar_series`.
+        """
+        series = self.bar_series(symbol, spec)
+        bars = series.closed + ([series.current] if series.current is not None else [])
+        frame = bars_to_frame(bars)
+        with self._lock:
+            state = self._states.get(symbol)
+            frame.attrs["price_decimals"] = state.price_dp if state else 8
+            frame.attrs["size_decimals"] = state.size_dp if state else 8
+        return frame
+
+    def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
+        """Return the top ``levels`` of ``symbol``'s book, or None if not subscribed."""
+        with self._lock:
+            state = self._states.get(symbol)
+            if state is None:
+                return None
+            book = state.book
+            bids, asks = book.depth(levels)
+            bb, ba = book.best_bid(), book.best_ask()
+            return DepthView(
+                symbol=symbol,
+                ts_ns=book.ts_ns or 0,
+                bids=list(bids),
+                asks=list(asks),
+                best_bid=bb[0] if bb else None,
+                best_ask=ba[0] if ba else None,
+                mid=book.mid(),
+                spread=book.spread(),
+                synced=book.synced,
+            )
+
+    def trades(self, symbol: str, limit: int = 100) -> list[Trade]:
+        """Return the last ``limit`` trades of ``symbol`` (oldest first)."""
+        with self._lock:
+            state = self._states.get(symbol)
+            if state is None:
+                return []
+            n = len(state.trades)
+            return [state.trades[i] for i in range(max(0, n - limit), n)]
+
+    def gap_marks(self, symbol: str) -> list[tuple[int, int]]:
+        """Return ``(ts_ns, missing_trades)`` for each trade-id gap seen on ``symbol``."""
+        with self._lock:
+            state = self._states.get(symbol)
+            return list(state.gap_marks) if state else []
+
+    def counters(self) -> dict[str, int]:
+        """Return the health counters (messages, trades, malformed, dropped, reconnects, gaps, late)."""
+        with self._lock:
+            # A trade late for one time-bar series is late for every finer one too: count
+            # each symbol's worst series, not their sum.
+            late = sum(
+                max((agg.late for agg in st.series.values()), default=0)
+                for st in self._states.values()
+            )
+            return {
+                "messages": self._counters["messages"],
+                "trades": self._counters["trades"],
+                "malformed": sum(self._malformed.values()),
+                "dropped": self._dropped,
+                "reconnects": self._counters["reconnects"],
+                "gaps": sum(st.missing_trades for st in self._states.values()) + self._counters["gaps_other"],
+                "late": late,
+            }
+
+    def status(self) -> dict:
+        """Return the status line's data: feed state, rates, counters, per-symbol figures."""
+        feed = self._feed.status() if self._feed is not None else {"state": "stopped"}
+        state = feed.get("state", "stopped")
+        detail = feed.get("last_error") or ""
+        if self._source_done:
+            state, detail = "replay-finished", "the recorded session has played out"
+        elif state == "reconnecting" and feed.get("next_retry_in_s") is not None:
+            detail = f"next retry in {feed['next_retry_in_s']:.1f} s" + (f" ({detail})" if detail else "")
+        with self._lock:
+            symbols = {
+                s: {"trades": st.n_trades, "last_trade_ts_ns": st.last_trade_ts_ns,
+                    "book_synced": st.book.synced, "gaps": st.missing_trades}
+                for s, st in self._states.items()
+            }
+            replies = [(ns, r) for ns, r in self._replies if not r.ok]
+        return {
+            "state": state,
+            "detail": detail,
+            "messages_per_s": self._msg_rate,
+            "queue_depth": self._queue.qsize(),
+            "counters": self.counters(),
+            "symbols": symbols,
+            "clock_ns": self.clock_ns(),
+            "errors": [r.message for _, r in replies[-5:]],
+        }
+
+    def health(self) -> dict:
+        """Return the JSON body of ``GET /api/health``.
+
+        Shape (issue 2 contract)::
+
+            {"status": "ok" | "degraded" | "down",
+             "counters": {"messages", "trades", "malformed", "dropped", "reconnects",
+                          "gaps", "late"},
+             "queue_depth": int,
+             "symbols": {"BTCUSDT": {"trades": int, "last_trade_ts": ISO-8601 or null}}}
+
+        plus ``feed`` (connection state), ``malformed_by_reason`` and ``clock``.
+        """
+        st = self.status()
+        feed_state = st["state"]
+        status = "ok" if feed_state in ("live", "replay-finished") else (
+            "down" if feed_state in ("failed", "stopped") else "degraded")
+        if st["counters"]["dropped"] and status == "ok":
+            status = "degraded"
+        with self._lock:
+            malformed = dict(self._malformed)
+        return {
+            "status": status,
+            "counters": st["counters"],
+            "queue_depth": st["queue_depth"],
+            "symbols": {
+                s: {"trades": v["trades"], "last_trade_ts": iso_ns(v["last_trade_ts_ns"]),
+                    "book_synced": v["book_synced"], "gaps": v["gaps"]}
+                for s, v in st["symbols"].items()
+            },
+            "feed": {"state": feed_state, "detail": st["detail"],
+                     "messages_per_s": round(st["messages_per_s"], 1)},
+            "malformed_by_reason": malformed,
+            "clock": iso_ns(st["clock_ns"]),
+        }
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until the queue is empty and processed (tests, batch); return success."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
+    # -- worker ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            try:
+                first = q.get(timeout=0.05)
+            except queue.Empty:
+                if self._stop.is_set():
+                    break
+                self._housekeeping()
+                continue
+            items = [first]
+            try:
+                while len(items) < _BATCH:
+                    items.append(q.get_nowait())
+            except queue.Empty:
+                pass
+            try:
+                self.process(items)
+            except Exception:  # a bug must not kill the feed; count and go on
+                log.exception("engine worker failed on a batch of %d items", len(items))
+                self._counters["worker_errors"] += 1
+            finally:
+                for _ in items:
+                    q.task_done()
+            self._housekeeping()
+
+    def process(self, items: list[tuple[str, int, Any]]) -> None:
+        """Parse and apply queue items in order (the worker's step; also used for batch)."""
+        parsed: list[tuple[str, int, Any]] = []
+        parse = self.adapter.parse
+        for kind, recv_ns, payload in items:  # parse outside the lock
+            if kind == "ws":
+                try:
+                    parsed.append(("ev", recv_ns, parse(payload, recv_ns)))
+                except MalformedMessage as exc:
+                    parsed.append(("bad", recv_ns, (exc.reason, exc.detail, payload)))
+                except Exception as exc:  # adapter bug on hostile input: still skip it
+                    parsed.append(("bad", recv_ns, ("parse_error", repr(exc), payload)))
+            else:
+                parsed.append((kind, recv_ns, payload))
+        with self._lock:
+            for kind, recv_ns, payload in parsed:
+                if kind == "ev":
+                    self._counters["messages"] += 1
+                    for ev in payload:
+                        self._apply(ev, recv_ns)
+                elif kind == "bad":
+                    self._counters["messages"] += 1
+                    self._count_malformed(*payload)
+                elif kind == "rest":
+                    self._apply_rest(recv_ns, *payload)
+                elif kind == "ctl":
+                    self._apply_control(recv_ns, *payload)
+            self._close_by_clock()
+
+    def _apply(self, ev: Any, recv_ns: int) -> None:
+        # Route one parsed event; a table would need bound methods per call, and there
+        # are only four kinds on the hot path.
+        t = type(ev)
+        if t is Trade:
+            self._on_trade(ev)
+        elif t is BookDelta:
+            state = self._states.get(ev.symbol)
+            if state is None:
+                self._count_malformed("unsubscribed_symbol", ev.symbol, None)
+                return
+            if ev.ts_ns > self._exchange_clock_ns:
+                self._exchange_clock_ns = ev.ts_ns
+            state.book.apply_delta(ev)
+        elif t is BookSnapshot:
+            state = self._states.get(ev.symbol)
+            if state is not None:
+                state.book.apply_snapshot(ev)
+        elif t is VendorReply:
+            self._replies.append((recv_ns, ev))
+        elif t is BookTicker:
+            pass  # used by verification tools, not by the engine
+
+    def _on_trade(self, trade: Trade) -> None:
+        state = self._states.get(trade.symbol)
+        if state is None:
+            self._count_malformed("unsubscribed_symbol", trade.symbol, None)
+            return
+        tid = trade.trade_id
+        if tid is not None and state.last_trade_id is not None:
+            if tid <= state.last_trade_id:
+                self._counters["duplicates"] += 1
+                return
+            if tid != state.last_trade_id + 1:
+                missing = tid - state.last_trade_id - 1
+                state.gaps += 1
+                state.missing_trades += missing
+                state.gap_marks.append((trade.ts_ns, missing))
+        if tid is not None:
+            state.last_trade_id = tid
+        self._counters["trades"] += 1
+        state.n_trades += 1
+        if state.last_trade_ts_ns is None or trade.ts_ns > state.last_trade_ts_ns:
+            state.last_trade_ts_ns = trade.ts_ns
+        if trade.ts_ns > self._exchange_clock_ns:
+            self._exchange_clock_ns = trade.ts_ns
+        if state.n_trades <= 2000 or state.n_trades % 1000 == 0:
+            state.price_dp = max(state.price_dp, _decimals(trade.price))
+            state.size_dp = max(state.size_dp, _decimals(trade.size))
+        state.trades.append(trade)
+        for agg in state.series.values():
+            agg.on_trade(trade)
+        if self.store is not None:
+            self.store.append(trade)
+
+    def _apply_rest(self, recv_ns: int, symbol: str, body: bytes) -> None:
+        state = self._states.get(symbol)
+        if state is None:
+            return
+        try:
+            snap = self.adapter.parse_snapshot(symbol, body, recv_ns)
+        except MalformedMessage as exc:
+            self._count_malformed("bad_snapshot", exc.detail, body[:200])
+            return
+        state.book.apply_snapshot(snap)
+        state.snapshot_requested_at = -math.inf if state.book.needs_snapshot else state.snapshot_requested_at
+
+    def _apply_control(self, recv_ns: int, name: str, detail: dict) -> None:
+        if name == "open":
+            if detail.get("generation", 1) > 1:
+                self._counters["reconnects"] += 1
+                # Diffs were missed while disconnected: every book resyncs.
+                for state in self._states.values():
+                    state.book = OrderBook(state.symbol)
+                    state.snapshot_requested_at = -math.inf
+        elif name == "snapshot_error":
+            sym = detail.get("symbol")
+            if sym in self._states:
+                self._states[sym].snapshot_requested_at = time.monotonic() + 4.0
+            self._replies.append((recv_ns, VendorReply(False, str(detail.get("error", "")))))
+        elif name == "error":
+            self._replies.append((recv_ns, VendorReply(False, str(detail.get("message", "")))))
+        elif name == "finished":
+            self._source_done = True
+
+    def _count_malformed(self, reason: str, detail: str, sample: Any) -> None:
+        self._malformed[reason] += 1
+        now = time.monotonic()
+        if now - self._last_malformed_log > 5.0:  # rate-limited, with a short sample
+            self._last_malformed_log = now
+            text = sample[:120] if isinstance(sample, (bytes, str)) else sample
+            log.warning("malformed message (%s: %s), %d so far; sample %r",
+                        reason, detail, sum(self._malformed.values()), text)
+
+    def _close_by_clock(self) -> None:
+        now = self.clock_ns()
+        for state in self._states.values():
+            for agg in state.series.values():
+                agg.on_clock(now)
+
+    def _housekeeping(self) -> None:
+        # Clock-driven closes, snapshot requests, store flushes, message rate.
+        mono = time.monotonic()
+        with self._lock:
+            self._close_by_clock()
+            if self._fetcher is not None:
+                for state in self._states.values():
+                    book = state.book
+                    if book.needs_snapshot and mono - state.snapshot_requested_at > _SNAPSHOT_RETRY_S:
+                        url = self.adapter.snapshot_url(state.symbol)
+                        if url:
+                            state.snapshot_requested_at = mono
+                            self._fetcher.request(state.symbol, url)
+            if self.store is not None and mono - self._last_flush >= _FLUSH_EVERY_S:
+                self._last_flush = mono
+                try:
+                    for state in self._states.values():
+                        if state.n_trades:
+                            self.store.set_meta(state.symbol, {
+                                "price_decimals": state.price_dp, "size_decimals": state.size_dp})
+                    self.store.flush()
+                except Exception:
+                    log.exception("trade store flush failed")
+        t0, n0 = self._rate_mark
+        if mono - t0 >= 1.0:
+            n = self._counters["messages"]
+            self._msg_rate = (n - n0) / (mono - t0)
+            self._rate_mark = (mono, n)
+
+    # -- state creation --------------------------------------------------------------
+
+    def _new_state(self, symbol: str) -> _SymbolState:
+        state = _SymbolState(symbol, self.max_trades)
+        if self.store is not None:
+            try:
+                restored = self.store.load(symbol)
+            except Exception:
+                log.exception("could not restore stored trades of %s", symbol)
+                restored = []
+            for trade in restored[-self.max_trades:]:
+                state.trades.append(trade)
+                state.n_trades += 1
+                state.last_trade_id = trade.trade_id if trade.trade_id is not None else state.last_trade_id
+                state.last_trade_ts_ns = trade.ts_ns
+            meta = self.store.get_meta(symbol) or {}
+            state.price_dp = meta.get("price_decimals", 0)
+            state.size_dp = meta.get("size_decimals", 0)
+            for trade in list(state.trades)[-2000:]:
+                state.price_dp = max(state.price_dp, _decimals(trade.price))
+                state.size_dp = max(state.size_dp, _decimals(trade.size))
+        return state
+
+    def _series(self, state: _SymbolState, spec: BarSpec) -> BarAggregator:
+        agg = state.series.get(spec)
+        if agg is None:
+            agg = make_aggregator(state.symbol, spec, max_bars=self.max_bars, **self.bar_options)
+            agg.on_trades(state.trades)
+            agg.on_clock(self.clock_ns())
+            state.series[spec] = agg
+        return agg
