@@ -205,7 +205,7 @@ def start_runtime(args: argparse.Namespace, *, interval_ms: int = 250) -> Runtim
     if not replay:
         from feed.store import TradeStore
 
-        source = "embedded" if embedded else f"{adapter.name}-{args.market}"
+        source = "embedded" if embedded else adapter.name
         data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
         try:
             rt.store = TradeStore(data_dir / source)

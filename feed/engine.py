@@ -607,7 +607,7 @@ class Engine:
                 self._counters["reconnects"] += 1
                 # Diffs were missed while disconnected: every book resyncs.
                 for state in self._states.values():
-                    state.book = OrderBook(state.symbol)
+                    state.book.reset()
                     state.snapshot_requested_at = -math.inf
         elif name == "snapshot_error":
             sym = detail.get("symbol")

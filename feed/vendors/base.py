@@ -1,0 +1,115 @@
+"""The one protocol every vendor adapter implements.
+
+An adapter is pure translation between tickscope and one vendor dialect: it names the
+endpoint, builds control messages and turns received frames into ``feed.models`` events.
+It never opens sockets, sleeps, logs per message or calls back; the feed client and the
+engine do that (DESIGN.md "Data flows one way").
+
+Life of a connection, as the client drives it::
+
+    ws = connect(adapter.url(symbols))
+    on open:   for text in adapter.subscribe_messages(symbols): send(text)   # throttled to
+                                                                             # max_messages_per_s
+    every heartbeat_interval_s (if not None): send(adapter.heartbeat_message())
+    on frame:  events = adapter.parse(frame, recv_ns)       # MalformedMessage -> count, skip
+    for a book: url = adapter.snapshot_url(symbol)          # None: depth pushes are snapshots
+                book.apply_snapshot(adapter.parse_snapshot(symbol, http_get(url), recv_ns))
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol, Union, runtime_checkable
+
+from feed.models import BookDelta, BookSnapshot, BookTicker, Trade, VendorReply
+
+__all__ = ["Event", "VendorAdapter"]
+
+#: What ``parse`` may return.
+Event = Union[Trade, BookDelta, BookSnapshot, BookTicker, VendorReply]
+
+
+@runtime_checkable
+class VendorAdapter(Protocol):
+    """A vendor dialect: endpoints, control messages and a parser.
+
+    Attributes
+    ----------
+    name : str
+        Short id used in logs, counters and the UI, e.g. ``"binance"`` or ``"binance-usdm"``.
+    symbol_pattern : re.Pattern
+        What a normalised symbol of this vendor looks like.
+    heartbeat_interval_s : float or None
+        Seconds between application heartbeats; None when the vendor needs none (protocol
+        pings are answered by the WebSocket library).
+    max_messages_per_s : float
+        Most control messages the client may send per second on one connection (the vendor
+        disconnects above it); subscription bursts must be spread to respect it.
+    """
+
+    name: str
+    symbol_pattern: re.Pattern[str]
+    heartbeat_interval_s: float | None
+    max_messages_per_s: float
+
+    def normalize_symbol(self, text: str) -> str:
+        """Return the vendor-neutral upper-case form of a symbol a user typed.
+
+        Raises
+        ------
+        ValueError
+            With a message fit to show the user, when ``text`` is not a valid symbol.
+        """
+        ...
+
+    def url(self, symbols: "list[str] | tuple[str, ...]" = ()) -> str:
+        """Return the WebSocket URL to connect to for ``symbols`` (normalised).
+
+        Subscriptions are always (re)sent with :meth:`subscribe_messages` after each open;
+        a vendor that can only take symbols in the URL uses ``symbols`` here.
+        """
+        ...
+
+    def subscribe_messages(self, symbols: "list[str] | tuple[str, ...]") -> list[str]:
+        """Return the text frames that subscribe trades and depth for ``symbols``."""
+        ...
+
+    def unsubscribe_messages(self, symbols: "list[str] | tuple[str, ...]") -> list[str]:
+        """Return the text frames that cancel the subscriptions of ``symbols``."""
+        ...
+
+    def heartbeat_message(self) -> str | None:
+        """Return the application heartbeat frame, or None when the vendor needs none."""
+        ...
+
+    def parse(self, raw: str | bytes, recv_ns: int) -> list[Event]:
+        """Return the events in one received frame (possibly none).
+
+        Parameters
+        ----------
+        raw : str or bytes
+            The frame as received (bytes when the client skips UTF-8 validation).
+        recv_ns : int
+            Local receive time, UTC ns; copied into events that carry it.
+
+        Raises
+        ------
+        feed.models.MalformedMessage
+            For anything unusable (bad JSON, missing or mistyped fields, NaN/negative
+            numbers, unknown events); never any other exception for bad input.
+        """
+        ...
+
+    def snapshot_url(self, symbol: str) -> str | None:
+        """Return the REST URL of a full depth snapshot, or None if pushes are snapshots."""
+        ...
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
+        """Return the snapshot in a REST response body.
+
+        Raises
+        ------
+        feed.models.MalformedMessage
+            If the body is not a usable snapshot (including vendor error bodies).
+        """
+        ...
