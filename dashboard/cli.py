@@ -231,7 +231,7 @@ def start_runtime(args: argparse.Namespace, *, interval_ms: int = 250) -> Runtim
 def _watch_replay(rt: Runtime) -> None:
     # Tell the engine when the recorded session has played out, once it drained the queue.
     rt.exchange.finished.wait()
-    rt.engine.wait_idle(timeout=60)
+    rt.engine.wait_idle(timeout=60, quiet_s=1.0)
     rt.engine.mark_source_finished()
 
 

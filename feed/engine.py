@@ -468,13 +468,21 @@ class Engine:
             "clock": iso_ns(st["clock_ns"]),
         }
 
-    def wait_idle(self, timeout: float = 10.0) -> bool:
-        """Block until the queue is empty and processed (tests, batch); return success."""
+    def wait_idle(self, timeout: float = 10.0, *, quiet_s: float = 0.0) -> bool:
+        """Block until every queued item is processed; return False on timeout.
+
+        With ``quiet_s`` > 0, also wait until no new message has arrived for ``quiet_s``
+        seconds (messages still in flight on the socket after a replay source finished).
+        """
         deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
+            n = self._counters["messages"] + self._dropped
+            if n != seen:
+                seen, since = n, time.monotonic()
+            if self._queue.unfinished_tasks == 0 and time.monotonic() - since >= quiet_s:
                 return True
-            time.sleep(0.005)
+            time.sleep(0.01)
         return False
 
     # -- worker ----------------------------------------------------------------------

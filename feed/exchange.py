@@ -1,0 +1,1037 @@
+"""Embedded local exchange: Binance's market-data dialect on loopback.
+
+One ``websockets`` asyncio server, in its own daemon thread with its own event loop,
+serves on a single port:
+
+* WebSocket ``/stream`` (combined: every event wrapped ``{"stream":name,"data":{...}}``;
+  ``/stream?streams=a/b`` pre-subscribes), ``/ws`` (raw events) and ``/ws/<stream>``;
+  control messages ``SUBSCRIBE`` / ``UNSUBSCRIBE`` / ``LIST_SUBSCRIPTIONS`` /
+  ``SET_PROPERTY`` / ``GET_PROPERTY`` answered as Binance does
+  (shared/vendor-protocols.md section 1).
+* REST ``GET /api/v3/depth?symbol=X&limit=N`` (also ``/fapi/v1/depth``, ``/dapi/v1/depth``)
+  through the server's ``process_request`` hook: the current book with its
+  ``lastUpdateId``, prices and sizes as strings.
+
+The market comes from one of two sources:
+
+* Replay (``replay_files``): recorded sessions (``feed.replay`` format) played in
+  receive-time order at the recorded pacing divided by ``speed``. The playback clock starts
+  when the first client subscribes to something, so a client that connects late misses
+  nothing; after the last line ``finished`` is set and connections stay open, quiet.
+  Recorded stream messages are forwarded byte for byte. The bare REST snapshot lines
+  are not sent over WebSocket; they seed the book that the REST endpoint serves, which
+  then follows the recorded diffs (Binance's snapshot-plus-diff rule: diffs with
+  ``u <= lastUpdateId`` are skipped, diffs recorded before the snapshot are buffered).
+  A REST request waits (up to ``SNAPSHOT_WAIT_S``) until the symbol's recorded snapshot
+  has been played, as a client of the real exchange buffers diffs until its snapshot
+  arrives. A symbol whose files hold no snapshot gets a book built from diffs alone.
+  ``symbols`` limits the symbols served; files that mix markets for one symbol (spot and
+  USD-M BTCUSDT) are refused. Any depth path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``)
+  serves any recorded symbol.
+* Simulator (no files): ``feed.simulator.MarketSimulator`` per symbol driven by the wall
+  clock; ``@trade``, ``@aggTrade``, ``@bookTicker`` as they happen and ``@depth`` diffs
+  every 100 ms (every depth speed suffix gets the 100 ms diffs).
+
+Stream matching is by symbol and channel: ``btcusdt@depth``, ``btcusdt@depth@100ms`` and
+``btcusdt@depth@0ms`` all receive the symbol's diff-depth stream, whatever speed it was
+recorded at. Each connection gets only what it subscribed to.
+
+Backpressure, never drops: every outgoing message goes through ``_publish``, which puts
+it on each subscribed connection's bounded outbox (``OUTBOX_MESSAGES``) and waits when an
+outbox is full; a writer task per connection drains it with ``await send`` (which itself
+waits while the socket's write buffer is above websockets' ``write_limit``). A slow client
+therefore slows the source down (replay falls behind its pacing; the simulator catches up
+in a burst) instead of being fed an unbounded buffer or losing messages. A client that
+stops reading altogether is closed by the keepalive ping timeout (20 s), which releases
+the source. Fault injection (delays, drops, disconnects) belongs in ``_publish``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from feed.replay import RecordingError, merge_recordings, read_recording
+from feed.simulator import MarketSimulator, quote_asset_of
+
+__all__ = ["EmbeddedExchange"]
+
+log = logging.getLogger(__name__)
+
+# -- Binance dialect (shared/vendor-protocols.md section 1) -----------------------------
+
+WS_COMBINED_PATH = "/stream"
+WS_RAW_PATH = "/ws"
+REST_DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth")
+REST_PING_PATHS = ("/api/v3/ping", "/fapi/v1/ping", "/dapi/v1/ping")
+REST_DEFAULT_LIMIT = 100
+REST_MAX_LIMIT = 5000
+#: Channels whose stream names carry no suffix; ``depth`` takes a speed suffix.
+CORE_CHANNELS = ("trade", "aggTrade", "bookTicker", "depth")
+DEPTH_SPEEDS = ("", "100ms", "1000ms", "0ms", "250ms", "500ms")
+#: Channels the simulator produces.
+SIM_CHANNELS = ("trade", "aggTrade", "bookTicker", "depth")
+SIM_SYMBOL_RE = re.compile(r"^[a-z0-9]{5,20}$")
+CONTROL_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
+MAX_STREAMS_PER_CONNECTION = 1024
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9]{1,36}$")
+_REST_SYMBOL_RE = re.compile(r"^[A-Z0-9-_.]{1,20}$")
+
+# WebSocket error reply codes: {"error":{"code":N,"msg":...},"id":...}
+WS_UNKNOWN_PROPERTY = 0
+WS_BAD_VALUE_TYPE = 1
+WS_INVALID_REQUEST = 2
+WS_INVALID_JSON = 3
+
+# REST error codes: {"code":N,"msg":...}
+REST_TIMEOUT = -1007
+REST_ILLEGAL_CHARS = -1100
+REST_MANDATORY_PARAM = -1102
+REST_INVALID_SYMBOL = -1121
+
+# -- local policy -----------------------------------------------------------------------
+
+#: Messages queued per connection before the source waits (backpressure).
+OUTBOX_MESSAGES = 256
+#: How long a REST depth request waits for a symbol's recorded snapshot, seconds.
+SNAPSHOT_WAIT_S = 10.0
+#: Simulator diff-depth cadence, ns.
+SIM_DEPTH_INTERVAL_NS = 100_000_000
+#: Longest simulator sleep, s (bounds the delay before a new market starts producing).
+SIM_MAX_SLEEP_S = 0.05
+#: At speed 0 the replay yields to the event loop every this many lines.
+REPLAY_YIELD_EVERY = 64
+#: Malformed replay lines logged individually (the rest are only counted).
+BAD_LINES_LOGGED = 5
+#: Seconds to wait for a client's close handshake when stopping.
+CLOSE_TIMEOUT_S = 2.0
+
+_JSON_SEPARATORS = (",", ":")
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=_JSON_SEPARATORS)
+
+
+def _split_stream(name: str) -> tuple[str, str, str]:
+    # "btcusdt@depth@100ms" -> ("btcusdt", "depth", "100ms"); suffix "" when absent.
+    symbol, _, rest = name.partition("@")
+    channel, _, suffix = rest.partition("@")
+    return symbol, channel, suffix
+
+
+def _stream_key(name: str) -> tuple[str, str]:
+    # What a stream name matches on: (symbol, channel). Depth speeds collapse to "depth";
+    # other suffixed channels (markPrice@1s, depth5@100ms) keep their suffix.
+    symbol, channel, suffix = _split_stream(name)
+    if channel in CORE_CHANNELS:
+        return symbol, channel
+    return symbol, f"{channel}@{suffix}" if suffix else channel
+
+
+def _stream_name_error(name: object) -> str | None:
+    # Shape rules of a stream name, independent of what the source serves.
+    if not isinstance(name, str) or not name:
+        return f"stream names must be non-empty strings, not {name!r}"
+    symbol, channel, suffix = _split_stream(name)
+    if not symbol or not channel:
+        return f"invalid stream name {name!r}: expected <symbol>@<channel>"
+    if symbol != symbol.lower():
+        return f"invalid stream name {name!r}: symbols in stream names must be lowercase"
+    if channel == "depth" and suffix not in DEPTH_SPEEDS:
+        return f"invalid stream name {name!r}: unknown depth speed {suffix!r}"
+    if channel in ("trade", "aggTrade", "bookTicker") and suffix:
+        return f"invalid stream name {name!r}: {channel} takes no suffix"
+    return None
+
+
+def _json_response(status: int, body: object) -> Response:
+    data = _dumps(body).encode()
+    headers = Headers(
+        [
+            ("Content-Type", "application/json;charset=UTF-8"),
+            ("Content-Length", str(len(data))),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(status, http.HTTPStatus(status).phrase, headers, data)
+
+
+def _rest_error(status: int, code: int, msg: str) -> Response:
+    return _json_response(status, {"code": code, "msg": msg})
+
+
+def _ws_error(code: int, msg: str, request_id: object) -> str:
+    return _dumps({"error": {"code": code, "msg": msg}, "id": request_id})
+
+
+class _StreamError(ValueError):
+    """A stream a client asked for cannot be served; the message says why."""
+
+
+# -- per-connection state ---------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Client:
+    # One WebSocket connection.
+    ws: ServerConnection
+    # True: wrap events as {"stream":..,"data":..} (/stream or SET_PROPERTY combined).
+    combined: bool
+    # Subscribed stream names in subscription order (LIST_SUBSCRIPTIONS).
+    subs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # (symbol, channel) -> subscribed names matching it (usually one).
+    by_key: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    # Bounded queue of (stream name, text) awaiting send: the backpressure point.
+    outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(OUTBOX_MESSAGES))
+    # Set once the connection is gone: nothing more is queued.
+    closed: bool = False
+
+    def subscribe(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self.subs:
+                key = _stream_key(name)
+                self.subs[name] = key
+                self.by_key.setdefault(key, []).append(name)
+
+    def unsubscribe(self, names: Iterable[str]) -> None:
+        for name in names:
+            key = self.subs.pop(name, None)
+            if key is not None:
+                self.by_key[key].remove(name)
+                if not self.by_key[key]:
+                    del self.by_key[key]
+
+
+# -- sources ----------------------------------------------------------------------------
+
+
+class _ReplayBook:
+    # One symbol's book rebuilt from the recorded snapshot and diffs: price -> (p, q)
+    # strings as recorded, keyed by float price for ordering.
+
+    def __init__(self, expects_snapshot: bool) -> None:
+        # False when the files hold no snapshot for the symbol: the book is built from
+        # diffs alone (levels are known only once they change).
+        self.expects_snapshot = expects_snapshot
+        self.bids: dict[float, tuple[str, str]] = {}
+        self.asks: dict[float, tuple[str, str]] = {}
+        # Last applied update id (snapshot lastUpdateId or diff u); None before any.
+        self.last_update_id: int | None = None
+        # Diffs recorded before the snapshot, applied when it arrives (client buffering).
+        self.pending: list[dict] = []
+        # Set once the book can be served.
+        self.ready = asyncio.Event()
+
+    def load_snapshot(self, snap: dict) -> None:
+        self.bids = {float(p): (p, q) for p, q in snap.get("bids", ()) if float(q) != 0}
+        self.asks = {float(p): (p, q) for p, q in snap.get("asks", ()) if float(q) != 0}
+        self.last_update_id = int(snap["lastUpdateId"])
+        pending, self.pending = self.pending, []
+        for diff in pending:
+            self.apply_diff(diff)
+        self.ready.set()
+
+    def apply_diff(self, diff: dict) -> None:
+        if self.last_update_id is None and self.expects_snapshot:
+            self.pending.append(diff)
+            return
+        u = int(diff["u"])
+        if self.last_update_id is not None and u <= self.last_update_id:
+            return
+        for side, levels in ((self.bids, diff.get("b", ())), (self.asks, diff.get("a", ()))):
+            for p, q in levels:
+                if float(q) == 0:
+                    side.pop(float(p), None)
+                else:
+                    side[float(p)] = (p, q)
+        self.last_update_id = u
+        self.ready.set()
+
+    def image(self, limit: int) -> dict:
+        bids = [list(self.bids[k]) for k in sorted(self.bids, reverse=True)[:limit]]
+        asks = [list(self.asks[k]) for k in sorted(self.asks)[:limit]]
+        return {"lastUpdateId": self.last_update_id, "bids": bids, "asks": asks}
+
+
+@dataclass
+class _FileScan:
+    # What one recording holds, from a pass over its lines.
+    path: Path
+    # symbol (lower) -> channel keys recorded
+    channels: dict[str, set[str]] = field(default_factory=dict)
+    # symbol (lower) -> "spot", "usdm" or "coinm" (from the diff/trade fields)
+    markets: dict[str, str] = field(default_factory=dict)
+    # symbols (lower) with a REST snapshot line
+    snapshots: set[str] = field(default_factory=set)
+
+
+def _market_of(channel: str, raw: str) -> str | None:
+    # Which Binance market a recorded diff comes from: futures diffs carry "pu" (the
+    # previous u), COIN-M ones also "ps" (the pair). Other streams do not tell reliably.
+    if channel != "depth":
+        return None
+    if '"ps":' in raw:
+        return "coinm"
+    return "usdm" if '"pu":' in raw else "spot"
+
+
+def _snapshot_symbol(snap: dict, scan: _FileScan, last_depth_symbol: str | None) -> str | None:
+    # A bare REST snapshot names no symbol (COIN-M's does): attribute it to the symbol of
+    # the file's last diff before it, else to the file's only symbol.
+    if isinstance(snap.get("symbol"), str):
+        return snap["symbol"].lower()
+    if last_depth_symbol is not None:
+        return last_depth_symbol
+    if len(scan.channels) == 1:
+        return next(iter(scan.channels))
+    return None
+
+
+class _ReplaySource:
+    # Plays recorded sessions; keeps per-symbol books for the REST endpoint.
+
+    def __init__(self, paths: Iterable[str | Path], speed: float, symbols: Iterable[str] | None) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._speed = speed
+        self._scans = [self._scan(p) for p in self._paths]
+        channels: dict[str, set[str]] = {}
+        markets: dict[str, tuple[str, Path]] = {}
+        snapshot_symbols: set[str] = set()
+        for scan in self._scans:
+            for sym, chans in scan.channels.items():
+                channels.setdefault(sym, set()).update(chans)
+            for sym, market in scan.markets.items():
+                seen = markets.setdefault(sym, (market, scan.path))
+                if seen[0] != market:
+                    raise ValueError(
+                        f"replay files mix markets for {sym.upper()}: {seen[0]} in {seen[1]}, "
+                        f"{market} in {scan.path}; run one exchange per market"
+                    )
+            snapshot_symbols |= scan.snapshots
+        if symbols is not None:
+            wanted = {s.lower() for s in symbols}
+            missing = sorted(wanted - set(channels))
+            if missing:
+                raise ValueError(
+                    f"symbols not in the replay files: {', '.join(s.upper() for s in missing)} "
+                    f"(files hold {', '.join(sorted(s.upper() for s in channels)) or 'none'})"
+                )
+            channels = {s: c for s, c in channels.items() if s in wanted}
+        # symbol (lower) -> channel keys recorded, for served symbols only.
+        self.channels = channels
+        # Books for served symbols that have a recorded diff stream.
+        self.books = {
+            sym: _ReplayBook(sym in snapshot_symbols) for sym, ch in channels.items() if "depth" in ch
+        }
+        # Set by the exchange on the first subscription: starts the playback clock.
+        self.start = asyncio.Event()
+        # Set when the exchange stops: waiting REST requests give up at once.
+        self.stopping = asyncio.Event()
+        # Malformed recorded lines met during playback.
+        self.bad_lines = 0
+
+    @staticmethod
+    def _scan(path: Path) -> _FileScan:
+        # One pass over the file: symbols, channels, market, snapshot attribution.
+        scan = _FileScan(path)
+        last_depth: str | None = None
+        unattributed = 0
+        for _, raw in read_recording(path):
+            if raw.startswith('{"stream":"'):
+                end = raw.find('"', 11)
+                symbol, channel = _stream_key(raw[11:end])
+                scan.channels.setdefault(symbol, set()).add(channel)
+                if channel == "depth":
+                    last_depth = symbol
+                if symbol not in scan.markets:
+                    market = _market_of(channel, raw)
+                    if market:
+                        scan.markets[symbol] = market
+            elif raw.startswith('{"lastUpdateId"'):
+                try:
+                    snap = json.loads(raw)
+                except ValueError as exc:
+                    raise RecordingError(f"{path}: bad REST snapshot line: {exc}") from exc
+                if isinstance(snap.get("symbol"), str):
+                    scan.snapshots.add(snap["symbol"].lower())
+                elif last_depth is not None:
+                    scan.snapshots.add(last_depth)
+                else:
+                    unattributed += 1
+        if unattributed and len(scan.channels) == 1:
+            scan.snapshots.add(next(iter(scan.channels)))
+        return scan
+
+    def symbols(self) -> list[str]:
+        return sorted(s.upper() for s in self.channels)
+
+    def check(self, symbol: str, channel: str) -> None:
+        if symbol not in self.channels:
+            raise _StreamError(
+                f"unknown symbol {symbol!r}; this replay serves "
+                f"{', '.join(sorted(self.channels)) or 'nothing'}"
+            )
+        if channel not in self.channels[symbol]:
+            raise _StreamError(
+                f"{symbol}@{channel} is not in the recording (recorded: "
+                f"{', '.join(sorted(self.channels[symbol]))})"
+            )
+
+    def has_symbol(self, symbol: str) -> bool:
+        # REST depth: symbols with a recorded diff-depth stream.
+        return symbol in self.books
+
+    async def depth(self, symbol: str, limit: int) -> dict | None:
+        # The book now; waits for the recorded snapshot (None on timeout).
+        book = self.books.get(symbol)
+        if book is None:
+            return None
+        if not book.ready.is_set():
+            waits = [asyncio.ensure_future(book.ready.wait()), asyncio.ensure_future(self.stopping.wait())]
+            await asyncio.wait(waits, timeout=SNAPSHOT_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not book.ready.is_set():
+                return None
+        return book.image(limit)
+
+    async def run(self, exchange: "EmbeddedExchange") -> None:
+        await self.start.wait()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        origin_ns: int | None = None
+        scans = self._scans
+        last_depth: dict[int, str] = {}
+        lines = 0
+        for recv_ns, index, raw in merge_recordings(self._paths):
+            lines += 1
+            if lines % REPLAY_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if raw.startswith('{"stream":"'):
+                end = raw.find('"', 11)
+                name = raw[11:end]
+                symbol, channel = _stream_key(name)
+                if channel == "depth":
+                    last_depth[index] = symbol
+                if symbol not in self.channels:
+                    continue
+                snap = None
+            elif raw.startswith('{"lastUpdateId"'):
+                snap = json.loads(raw)
+                symbol = _snapshot_symbol(snap, scans[index], last_depth.get(index))
+                if symbol not in self.books:
+                    continue
+            else:
+                continue
+            # Pacing: recorded receive-time offsets divided by speed, from the first
+            # served line; speed 0 only yields (above) and waits on backpressure.
+            if self._speed > 0:
+                if origin_ns is None:
+                    origin_ns = recv_ns
+                    t0 = loop.time()
+                delay = t0 + (recv_ns - origin_ns) / 1e9 / self._speed - loop.time()
+                if delay > 0.0005:
+                    await asyncio.sleep(delay)
+            if snap is not None:
+                self.books[symbol].load_snapshot(snap)
+                continue
+            try:
+                data = _recorded_data(raw, end)
+            except (ValueError, KeyError, TypeError) as exc:
+                self._bad_line(recv_ns, index, "not a stream wrapper", exc)
+                continue
+            if channel == "depth" and symbol in self.books:
+                try:
+                    self.books[symbol].apply_diff(json.loads(data))
+                except (ValueError, KeyError, TypeError) as exc:
+                    # Forwarded as recorded all the same: clients meet it as live.
+                    self._bad_line(recv_ns, index, "bad diff, book not updated", exc)
+            await exchange._publish(symbol, channel, data, recorded_name=name, recorded_text=raw)
+
+    def _bad_line(self, recv_ns: int, index: int, what: str, exc: Exception) -> None:
+        # Count malformed recorded lines; log the first few with where they are.
+        self.bad_lines += 1
+        if self.bad_lines <= BAD_LINES_LOGGED:
+            log.warning("replay %s: line at recv %d: %s: %s", self._paths[index], recv_ns, what, exc)
+
+
+def _recorded_data(raw: str, name_end: int) -> str:
+    # The recorded "data" value, byte for byte, sliced out of {"stream":..,"data":..}.
+    head = '","data":'
+    body = raw.rstrip()
+    if raw.startswith(head, name_end) and body.endswith("}"):
+        return body[name_end + len(head) : -1]
+    return _dumps(json.loads(raw)["data"])  # unusual spacing: re-serialise
+
+
+class _SimSource:
+    # One MarketSimulator per symbol, driven by the wall clock.
+
+    def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None) -> None:
+        self._seed = seed
+        # Allow-list (lower case) or None for any well-formed symbol.
+        self._allowed = allowed
+        # Markets started with the exchange (created when the source starts running, so
+        # their clock starts then).
+        self._initial = [s.lower() for s in symbols if allowed is None or s.lower() in allowed]
+        self.markets: dict[str, MarketSimulator] = {}
+        # Last top of book sent per symbol, to emit bookTicker on change only.
+        self._tops: dict[str, tuple[int, int, int, int]] = {}
+        # Last wall-clock reading handed to a simulator (they refuse time going back).
+        self._clock_ns = 0
+
+    def _now(self) -> int:
+        # Wall clock, UTC ns, never earlier than a previous reading (NTP may step back).
+        self._clock_ns = max(time.time_ns(), self._clock_ns)
+        return self._clock_ns
+
+    def symbols(self) -> list[str]:
+        return sorted({s.upper() for s in self._initial} | {s.upper() for s in list(self.markets)})
+
+    def symbol_error(self, symbol: str) -> str | None:
+        if self._allowed is not None and symbol not in self._allowed:
+            return f"unknown symbol {symbol!r}; this exchange serves {', '.join(sorted(self._allowed))}"
+        if not SIM_SYMBOL_RE.match(symbol) or quote_asset_of(symbol) is None:
+            return (
+                f"unknown symbol {symbol!r}: expected 5-20 lowercase letters/digits ending "
+                "with a quote asset (usdt, usdc, fdusd, busd, btc, eth, bnb)"
+            )
+        return None
+
+    def check(self, symbol: str, channel: str) -> None:
+        error = self.symbol_error(symbol)
+        if error:
+            raise _StreamError(error)
+        if channel not in SIM_CHANNELS:
+            raise _StreamError(
+                f"{symbol}@{channel} is not simulated (channels: {', '.join(SIM_CHANNELS)})"
+            )
+
+    def has_symbol(self, symbol: str) -> bool:
+        return symbol in self.markets or self.symbol_error(symbol) is None
+
+    def ensure(self, symbol: str) -> MarketSimulator:
+        # A market starts on first use of its symbol.
+        market = self.markets.get(symbol)
+        if market is None:
+            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed)
+            log.info("simulating %s", market.symbol)
+            self.markets[symbol] = market
+        return market
+
+    async def depth(self, symbol: str, limit: int) -> dict | None:
+        market = self.ensure(symbol)
+        inst = market.instrument
+        image = market.snapshot(limit)
+        return {
+            "lastUpdateId": image.last_update_id,
+            "bids": [[inst.format_price(p), inst.format_qty(q)] for p, q in image.bids],
+            "asks": [[inst.format_price(p), inst.format_qty(q)] for p, q in image.asks],
+        }
+
+    async def run(self, exchange: "EmbeddedExchange") -> None:
+        for symbol in self._initial:
+            self.ensure(symbol)
+        next_flush = self._now() // SIM_DEPTH_INTERVAL_NS * SIM_DEPTH_INTERVAL_NS
+        while True:
+            now = self._now()
+            for symbol, market in list(self.markets.items()):
+                # A market created while this loop waited on backpressure started later.
+                now = max(now, self._clock_ns)
+                await self._emit_trades(exchange, symbol, market, market.advance(now), now)
+            if now >= next_flush:
+                for symbol, market in list(self.markets.items()):
+                    diff = market.flush_depth(now)
+                    if diff is not None and exchange._wanted(symbol, "depth"):
+                        await exchange._publish(symbol, "depth", self._depth_json(market, diff))
+                # Skip missed ticks rather than bursting diffs after a stall.
+                next_flush = max(next_flush + SIM_DEPTH_INTERVAL_NS, now - now % SIM_DEPTH_INTERVAL_NS)
+            wake = min([next_flush] + [m.next_event_ns for m in self.markets.values()])
+            await asyncio.sleep(min(max(0.0, (wake - time.time_ns()) / 1e9), SIM_MAX_SLEEP_S))
+
+    async def _emit_trades(self, exchange, symbol, market, fills, now_ns) -> None:
+        inst = market.instrument
+        event_ms = now_ns // 1_000_000
+        for f in fills:
+            price, qty = inst.format_price(f.price_ticks), inst.format_qty(f.qty_lots)
+            if exchange._wanted(symbol, "trade"):
+                await exchange._publish(symbol, "trade", _dumps({
+                    "e": "trade", "E": event_ms, "s": inst.symbol, "t": f.trade_id,
+                    "p": price, "q": qty, "T": f.ts_ns // 1_000_000,
+                    "m": f.buyer_is_maker, "M": True,
+                }))
+            if exchange._wanted(symbol, "aggTrade"):
+                # One fill per price level, so each aggregate trade holds one trade.
+                await exchange._publish(symbol, "aggTrade", _dumps({
+                    "e": "aggTrade", "E": event_ms, "s": inst.symbol, "a": f.trade_id,
+                    "p": price, "q": qty, "f": f.trade_id, "l": f.trade_id,
+                    "T": f.ts_ns // 1_000_000, "m": f.buyer_is_maker, "M": True,
+                }))
+        top = market.top()
+        if top != self._tops.get(symbol):
+            self._tops[symbol] = top
+            if exchange._wanted(symbol, "bookTicker"):
+                bid, bid_qty, ask, ask_qty = top
+                await exchange._publish(symbol, "bookTicker", _dumps({
+                    "u": market.last_update_id, "s": inst.symbol,
+                    "b": inst.format_price(bid), "B": inst.format_qty(bid_qty),
+                    "a": inst.format_price(ask), "A": inst.format_qty(ask_qty),
+                }))
+
+    @staticmethod
+    def _depth_json(market: MarketSimulator, diff) -> str:
+        inst = market.instrument
+        return _dumps({
+            "e": "depthUpdate", "E": diff.ts_ns // 1_000_000, "s": inst.symbol,
+            "U": diff.first_update_id, "u": diff.final_update_id,
+            "b": [[inst.format_price(p), inst.format_qty(q)] for p, q in diff.bids],
+            "a": [[inst.format_price(p), inst.format_qty(q)] for p, q in diff.asks],
+        })
+
+
+# -- the exchange -----------------------------------------------------------------------
+
+
+class EmbeddedExchange:
+    """A Binance-dialect market-data server on loopback, in its own thread.
+
+    Parameters
+    ----------
+    host : str
+        Interface to bind; loopback by default.
+    port : int
+        TCP port; 0 picks a free one (read it from ``ws_url`` after ``start``).
+    replay_files : iterable of path
+        Recorded sessions (``feed.replay`` format) to play; empty selects simulator mode.
+        The files are scanned once here (about 0.2 s per 100,000 lines).
+    speed : float
+        Replay speed: recorded pacing divided by this (10 = ten times faster); 0 plays as
+        fast as the clients read. Ignored by the simulator.
+    symbols : iterable of str, optional
+        Allow-list of served symbols (any case). None: replay serves every symbol in the
+        files; the simulator serves ``sim_symbols`` plus any well-formed symbol.
+    seed : int
+        Simulator seed (one independent generator per symbol).
+    sim_symbols : iterable of str
+        Simulator markets started with the exchange. Any other symbol of 5-20 lowercase
+        letters/digits ending with a known quote asset (usdt, usdc, fdusd, busd, btc, eth,
+        bnb) gets a market on first subscribe or REST request.
+
+    Attributes
+    ----------
+    finished : threading.Event
+        Replay mode: set when every file has been played out (never set by the simulator).
+    error : BaseException or None
+        The exception that stopped the source early (e.g. a corrupt file), if any.
+
+    Raises
+    ------
+    ValueError
+        If an option is out of range, a symbol is not served, or the files mix markets
+        (spot and futures) for one symbol.
+    feed.replay.RecordingError
+        If a replay file is missing or unreadable.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        replay_files: Iterable[str | Path] = (),
+        speed: float = 1.0,
+        symbols: Iterable[str] | None = None,
+        seed: int = 7,
+        sim_symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+    ) -> None:
+        if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
+            raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
+        if not (isinstance(port, int) and 0 <= port <= 65535):
+            raise ValueError(f"port must be 0..65535, not {port!r}")
+        self._host = host
+        # Requested port; the bound one once started.
+        self._port = port
+        files = list(replay_files)
+        symbols = None if symbols is None else list(symbols)
+        self._source: _ReplaySource | _SimSource
+        if files:
+            self._source = _ReplaySource(files, float(speed), symbols)
+        else:
+            sim_symbols = list(sim_symbols)
+            allowed = None if symbols is None else {s.lower() for s in symbols}
+            for s in (symbols or []) + sim_symbols:
+                if not SIM_SYMBOL_RE.match(s.lower()) or quote_asset_of(s) is None:
+                    raise ValueError(
+                        f"cannot simulate {s!r}: expected 5-20 letters/digits ending with a "
+                        "quote asset (usdt, usdc, fdusd, busd, btc, eth, bnb)"
+                    )
+            self._source = _SimSource(sim_symbols, seed, allowed)
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        # Connected clients (event-loop thread only).
+        self._clients: set[_Client] = set()
+        # (symbol, channel) -> number of subscriptions, to skip building unwanted messages.
+        self._wanted_count: dict[tuple[str, str], int] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Set by the loop thread once listening (or failed to); start() waits on it.
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop_requested: asyncio.Event | None = None
+
+    # -- public ------------------------------------------------------------------------
+
+    def start(self) -> "EmbeddedExchange":
+        """Bind, start the server thread and return once it is listening.
+
+        Raises
+        ------
+        RuntimeError
+            If already started.
+        OSError
+            If the address cannot be bound.
+        """
+        if self._thread is not None:
+            raise RuntimeError("exchange already started")
+        self._thread = threading.Thread(target=self._thread_main, name="tickscope-exchange", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10.0):
+            raise RuntimeError("embedded exchange did not start within 10 s")
+        if self._start_error is not None:
+            self._thread.join(5.0)
+            raise self._start_error
+        log.info("exchange listening on %s (%s)", self.ws_url, type(self._source).__name__)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection, stop the server and join its thread (idempotent)."""
+        thread, loop, stop = self._thread, self._loop, self._stop_requested
+        if thread is None or not thread.is_alive():
+            return
+        if loop is not None and stop is not None:
+            try:
+                loop.call_soon_threadsafe(stop.set)
+            except RuntimeError:  # loop already closed
+                pass
+        thread.join(CLOSE_TIMEOUT_S + 5.0)
+        if thread.is_alive():
+            log.warning("exchange thread did not stop in time")
+
+    def __enter__(self) -> "EmbeddedExchange":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """Return the bound TCP port (after ``start``)."""
+        if self._port == 0:
+            raise RuntimeError("port is chosen on start(); call start() first")
+        return self._port
+
+    @property
+    def ws_url(self) -> str:
+        """Return the combined-stream URL, ``ws://HOST:PORT/stream``."""
+        return f"ws://{self._host_for_url()}:{self.port}{WS_COMBINED_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        """Return the REST base URL, ``http://HOST:PORT``."""
+        return f"http://{self._host_for_url()}:{self.port}"
+
+    @property
+    def symbols(self) -> list[str]:
+        """Return the upper-case symbols currently available, sorted."""
+        return self._source.symbols()
+
+    # -- private: thread and server ----------------------------------------------------
+
+    def _host_for_url(self) -> str:
+        return f"[{self._host}]" if ":" in self._host else self._host
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - reported to start() or logged
+            if not self._ready.is_set():
+                self._start_error = exc
+            else:
+                log.exception("exchange thread failed")
+        finally:
+            self._ready.set()
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop_requested = asyncio.Event()
+        async with serve(
+            self._handle,
+            self._host,
+            self._port,
+            process_request=self._process_request,
+            compression=None,  # Binance does not compress; saves CPU on both ends
+            close_timeout=CLOSE_TIMEOUT_S,
+            logger=logging.getLogger(f"{__name__}.ws"),
+        ) as server:
+            self._port = server.sockets[0].getsockname()[1]
+            producer = asyncio.create_task(self._run_source(), name="exchange-source")
+            self._ready.set()
+            await self._stop_requested.wait()
+            if isinstance(self._source, _ReplaySource):
+                self._source.stopping.set()
+            producer.cancel()
+            await self._close(server)
+        try:
+            await producer
+        except asyncio.CancelledError:
+            pass
+
+    async def _close(self, server: Server) -> None:
+        server.close(close_connections=True)
+        for client in list(self._clients):
+            self._drop(client)
+        await server.wait_closed()
+
+    async def _run_source(self) -> None:
+        try:
+            await self._source.run(self)
+        except Exception as exc:  # noqa: BLE001 - a bad file must not kill the server
+            self.error = exc
+            log.error("exchange source stopped: %s", exc)
+        if isinstance(self._source, _ReplaySource):
+            self.finished.set()
+
+    # -- private: publishing (the single point every market message passes through) ----
+
+    def _wanted(self, symbol: str, channel: str) -> bool:
+        return self._wanted_count.get((symbol, channel), 0) > 0
+
+    async def _publish(
+        self,
+        symbol: str,
+        channel: str,
+        data: str,
+        *,
+        recorded_name: str | None = None,
+        recorded_text: str | None = None,
+    ) -> None:
+        # Queue one event (its JSON text) to every connection subscribed to
+        # (symbol, channel); waits while an outbox is full (backpressure).
+        key = (symbol, channel)
+        if not self._wanted_count.get(key):
+            return
+        for client in tuple(self._clients):
+            names = client.by_key.get(key)
+            if not names or client.closed:
+                continue
+            for name in tuple(names):
+                if client.closed:
+                    break
+                if not client.combined:
+                    text = data
+                elif name == recorded_name and recorded_text is not None:
+                    text = recorded_text
+                else:
+                    text = f'{{"stream":"{name}","data":{data}}}'
+                await client.outbox.put((name, text))
+
+    async def _writer(self, client: _Client) -> None:
+        # Drain one connection's outbox; skips streams unsubscribed since queuing.
+        try:
+            while True:
+                name, text = await client.outbox.get()
+                if name in client.subs:
+                    await client.ws.send(text)
+        except ConnectionClosed:
+            pass
+
+    # -- private: connections ----------------------------------------------------------
+
+    def _drop(self, client: _Client) -> None:
+        # Forget a connection and release a source waiting on its full outbox.
+        if client.closed:
+            return
+        client.closed = True
+        self._clients.discard(client)
+        self._count(client.subs.values(), -1)
+        while not client.outbox.empty():
+            client.outbox.get_nowait()
+
+    def _count(self, keys: Iterable[tuple[str, str]], delta: int) -> None:
+        for key in keys:
+            self._wanted_count[key] = self._wanted_count.get(key, 0) + delta
+
+    def _subscribe(self, client: _Client, names: list[str]) -> None:
+        new = list(dict.fromkeys(n for n in names if n not in client.subs))
+        if isinstance(self._source, _SimSource):
+            for name in new:
+                self._source.ensure(_split_stream(name)[0])
+        client.subscribe(new)
+        self._count((client.subs[n] for n in new), +1)
+        if isinstance(self._source, _ReplaySource) and client.subs:
+            self._source.start.set()
+
+    def _unsubscribe(self, client: _Client, names: list[str]) -> None:
+        gone = [client.subs[n] for n in dict.fromkeys(names) if n in client.subs]
+        client.unsubscribe(names)
+        self._count(gone, -1)
+
+    def _check_streams(self, client: _Client | None, names: list) -> None:
+        # Raise _StreamError naming the first stream that cannot be served.
+        for name in names:
+            error = _stream_name_error(name)
+            if error:
+                raise _StreamError(error)
+            symbol, channel = _stream_key(name)
+            self._source.check(symbol, channel)
+        total = len(set(names) | set(client.subs if client else ()))
+        if total > MAX_STREAMS_PER_CONNECTION:
+            raise _StreamError(f"too many streams: {total} > {MAX_STREAMS_PER_CONNECTION} per connection")
+
+    @staticmethod
+    def _url_streams(path: str) -> tuple[str, list[str]]:
+        # ("/stream", ["a", "b"]) from "/stream?streams=a/b"; "/ws/a/b" works the same.
+        url = urlsplit(path)
+        route = url.path.rstrip("/") or "/"
+        if route.startswith(WS_RAW_PATH + "/"):
+            return WS_RAW_PATH, [s for s in route[len(WS_RAW_PATH) + 1 :].split("/") if s]
+        streams = parse_qs(url.query).get("streams", [""])[0]
+        return route, [s for s in streams.split("/") if s]
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        # REST routes answered here; WebSocket routes validated, then the handshake goes on.
+        url = urlsplit(request.path)
+        if url.path in REST_DEPTH_PATHS:
+            return await self._rest_depth(parse_qs(url.query))
+        if url.path in REST_PING_PATHS:
+            return _json_response(200, {})
+        route, streams = self._url_streams(request.path)
+        if route not in (WS_COMBINED_PATH, WS_RAW_PATH):
+            return _rest_error(404, -1, f"no route {url.path!r}: use /stream, /ws or /api/v3/depth")
+        try:
+            self._check_streams(None, streams)
+        except _StreamError as exc:
+            return _rest_error(400, REST_INVALID_SYMBOL, f"Invalid request: {exc}")
+        return None
+
+    async def _rest_depth(self, query: dict[str, list[str]]) -> Response:
+        symbol = (query.get("symbol") or [""])[0]
+        if not symbol:
+            return _rest_error(400, REST_MANDATORY_PARAM,
+                               "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+        if not _REST_SYMBOL_RE.match(symbol):
+            return _rest_error(400, REST_ILLEGAL_CHARS,
+                               "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.")
+        limit_text = (query.get("limit") or [str(REST_DEFAULT_LIMIT)])[0]
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            return _rest_error(400, REST_ILLEGAL_CHARS,
+                               "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.")
+        limit = min(int(limit_text), REST_MAX_LIMIT)
+        key = symbol.lower()
+        if not self._source.has_symbol(key):
+            return _rest_error(400, REST_INVALID_SYMBOL, "Invalid symbol.")
+        body = await self._source.depth(key, limit)
+        if body is None:
+            return _rest_error(503, REST_TIMEOUT,
+                               "Timeout waiting for response from backend server. "
+                               "Send status unknown; execution status unknown.")
+        return _json_response(200, body)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        route, streams = self._url_streams(ws.request.path if ws.request else "/stream")
+        client = _Client(ws, combined=route == WS_COMBINED_PATH)
+        self._clients.add(client)
+        writer = asyncio.create_task(self._writer(client))
+        try:
+            if streams:
+                self._subscribe(client, streams)
+            async for message in ws:
+                reply = self._control(client, message)
+                if reply is not None:
+                    await ws.send(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._drop(client)
+            writer.cancel()
+            await asyncio.wait([writer])
+
+    def _control(self, client: _Client, message: str | bytes) -> str | None:
+        # Answer one control message (Binance SUBSCRIBE etc.).
+        try:
+            req = json.loads(message)
+        except ValueError as exc:
+            return _ws_error(WS_INVALID_JSON, f"Invalid JSON: {exc}", None)
+        if not isinstance(req, dict):
+            return _ws_error(WS_INVALID_REQUEST, "Invalid request: expected a JSON object", None)
+        request_id = req.get("id")
+        if "id" not in req:
+            return _ws_error(WS_INVALID_REQUEST, "Invalid request: missing field `id`", None)
+        if not (
+            request_id is None
+            or (isinstance(request_id, int) and not isinstance(request_id, bool)
+                and -(2**63) <= request_id < 2**63)
+            or (isinstance(request_id, str) and _REQUEST_ID_RE.match(request_id))
+        ):
+            return _ws_error(
+                WS_INVALID_REQUEST,
+                "Invalid request: request ID must be a signed 64-bit integer, an alphanumeric "
+                "string of at most 36 characters, or null",
+                None,
+            )
+        method = req.get("method")
+        if method not in CONTROL_METHODS:
+            return _ws_error(
+                WS_INVALID_REQUEST,
+                f"Invalid request: unknown variant `{method}`, expected one of "
+                + ", ".join(f"`{m}`" for m in CONTROL_METHODS),
+                request_id,
+            )
+        params = req.get("params", [])
+        if method == "LIST_SUBSCRIPTIONS":
+            return _dumps({"result": list(client.subs), "id": request_id})
+        if not isinstance(params, list):
+            return _ws_error(WS_INVALID_REQUEST, "Invalid request: params must be an array", request_id)
+        if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
+            if not params or not all(isinstance(p, str) for p in params):
+                return _ws_error(WS_INVALID_REQUEST,
+                                 "Invalid request: params must be a non-empty array of stream names",
+                                 request_id)
+            if method == "UNSUBSCRIBE":
+                self._unsubscribe(client, params)
+                return _dumps({"result": None, "id": request_id})
+            try:
+                self._check_streams(client, params)
+            except _StreamError as exc:
+                return _ws_error(WS_INVALID_REQUEST, f"Invalid request: {exc}", request_id)
+            self._subscribe(client, params)
+            return _dumps({"result": None, "id": request_id})
+        # SET_PROPERTY / GET_PROPERTY: the only property is "combined".
+        if not params or not isinstance(params[0], str):
+            return _ws_error(WS_INVALID_REQUEST, "Invalid request: property name must be a string", request_id)
+        if params[0] != "combined":
+            return _ws_error(WS_UNKNOWN_PROPERTY, "Unknown property", request_id)
+        if method == "GET_PROPERTY":
+            return _dumps({"result": client.combined, "id": request_id})
+        if len(params) != 2 or not isinstance(params[1], bool):
+            return _ws_error(WS_BAD_VALUE_TYPE, "Invalid value type: expected Boolean", request_id)
+        client.combined = params[1]
+        return _dumps({"result": None, "id": request_id})
