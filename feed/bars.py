@@ -6,8 +6,10 @@ Pure: no threads, no I/O, no wall clock. Time comes in as an argument (``Trade.t
 Rules (see DESIGN.md "Time and bars")
 -------------------------------------
 * Time bars: a bar labelled ``t`` holds trades with ``t <= ts < t + interval`` (label at the
-  interval start). Buckets are aligned to the Unix epoch plus ``offset_ns`` (e.g. +08:00
-  for Binance's UTC+8 klines is ``offset_ns=-8h``; any offset works modulo the interval).
+  interval start). Alignment (``feed.timegrid``): epoch/UTC by default; a fixed UTC offset
+  (``utc_offset="+08:00"``, as Binance's ``@kline_<i>@+08:00``); or anchored to a daily
+  session open in an IANA time zone (``session_tz="America/New_York", session_open="09:30"``),
+  where the last interval of a session ends at the next open.
   A bar closes when a trade of a later interval arrives or when ``on_clock(now_ns)`` shows
   its interval has passed, whichever comes first.
 * Empty intervals: ``empty="gap"`` (default) emits nothing, leaving a visible gap;
@@ -36,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .models import BAR_COLUMNS, BUY, SELL, Bar, BarSpec, Trade
+from .timegrid import EpochGrid, SessionGrid, make_grid
 
 __all__ = [
     "BarAggregator",
@@ -160,16 +163,21 @@ def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
 
 
 class TimeBarAggregator(BarAggregator):
-    """Time bars of a fixed interval aligned to the epoch plus an offset.
+    """Time bars of a fixed interval on an epoch-aligned or session-anchored grid.
 
     Parameters
     ----------
     symbol : str
     spec : BarSpec
         A time spec (``1s`` .. ``1d``).
-    offset_ns : int, default 0
-        Alignment offset in ns; buckets start at ``offset_ns + k * interval``. Epoch/UTC
-        alignment is 0; Binance's ``@kline_<i>@+08:00`` streams correspond to -8 h.
+    utc_offset : str or int, optional
+        Align to a fixed UTC offset instead of UTC: ``"+08:00"`` (or ns, east positive)
+        makes 1d bars start at 16:00 UTC, as Binance's ``@kline_1d@+08:00``.
+    session_tz : str, optional
+        Anchor bars to a daily session open in this IANA time zone (with
+        ``session_open``); overrides ``utc_offset``.
+    session_open : str, default "00:00"
+        Local session open, ``HH:MM`` (``"09:30"`` for US equities).
     empty : {"gap", "flat"}, default "gap"
         What an interval without trades becomes: nothing, or a zero-volume bar at the
         previous close (Binance kline convention).
@@ -182,7 +190,8 @@ class TimeBarAggregator(BarAggregator):
     Raises
     ------
     ValueError
-        If ``spec`` is not a time spec or ``empty`` is unknown.
+        If ``spec`` is not a time spec, ``empty`` is unknown, or an alignment option is
+        malformed.
     """
 
     def __init__(
@@ -190,7 +199,9 @@ class TimeBarAggregator(BarAggregator):
         symbol: str,
         spec: BarSpec,
         *,
-        offset_ns: int = 0,
+        utc_offset: str | int | None = None,
+        session_tz: str | None = None,
+        session_open: str = "00:00",
         empty: EmptyPolicy = "gap",
         late_tolerance_ns: int = 2_000_000_000,
         max_bars: int | None = None,
@@ -201,13 +212,14 @@ class TimeBarAggregator(BarAggregator):
             raise ValueError(f"empty must be 'gap' or 'flat', not {empty!r}")
         super().__init__(symbol, spec, max_bars=max_bars)
         self.interval_ns = spec.interval_ns
-        self.offset_ns = offset_ns % self.interval_ns
+        self.grid: EpochGrid | SessionGrid = make_grid(
+            self.interval_ns, utc_offset=utc_offset, session_tz=session_tz, session_open=session_open)
         self.empty = empty
         self.late_tolerance_ns = late_tolerance_ns
 
     def bucket_start(self, ts_ns: int) -> int:
         """Return the start (UTC ns) of the interval holding ``ts_ns``."""
-        return ts_ns - (ts_ns - self.offset_ns) % self.interval_ns
+        return self.grid.bucket(ts_ns)[0]
 
     def on_trade(self, trade: Trade) -> list[Bar]:
         if not trade.in_bars:
@@ -219,7 +231,7 @@ class TimeBarAggregator(BarAggregator):
         if cur is not None and cur.start_ns <= ts < cur.end_ns:
             _add(cur, trade.price, trade.size, trade.side, ts)
             return []
-        start = ts - (ts - self.offset_ns) % self.interval_ns
+        start, end = self.grid.bucket(ts)
         closed: list[Bar] = []
         if cur is not None:
             if start < cur.start_ns:
@@ -231,7 +243,7 @@ class TimeBarAggregator(BarAggregator):
             self._late(trade, start)
             return []
         closed.extend(self._fill_empty(start))
-        self.current = self._new_bar(start, start + self.interval_ns, trade.price)
+        self.current = self._new_bar(start, end, trade.price)
         _add(self.current, trade.price, trade.size, trade.side, ts)
         return closed
 
@@ -255,9 +267,10 @@ class TimeBarAggregator(BarAggregator):
         t = self.closed[-1].end_ns
         price = self.closed[-1].close
         while t < upto_start:
-            self.current = self._new_bar(t, t + self.interval_ns, price)
+            start, end = self.grid.bucket(t)
+            self.current = self._new_bar(start, end, price)
             out.append(self._close_current())
-            t += self.interval_ns
+            t = end
         return out
 
     def _late(self, trade: Trade, start: int) -> None:
@@ -395,7 +408,7 @@ AGGREGATORS: dict[str, type[BarAggregator]] = {
     "value": ValueBarAggregator,
 }
 
-_TIME_OPTIONS = ("offset_ns", "empty", "late_tolerance_ns")
+_TIME_OPTIONS = ("utc_offset", "session_tz", "session_open", "empty", "late_tolerance_ns")
 
 
 def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregator:
@@ -407,8 +420,8 @@ def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregato
     spec : BarSpec or str
         E.g. ``BarSpec.from_str("1m")`` or ``"100t"``.
     **options
-        ``max_bars`` for every kind; ``offset_ns``, ``empty`` and ``late_tolerance_ns``
-        for time bars (ignored for the other kinds).
+        ``max_bars`` for every kind; ``utc_offset``, ``session_tz``, ``session_open``,
+        ``empty`` and ``late_tolerance_ns`` for time bars (ignored for the other kinds).
 
     Raises
     ------
@@ -461,7 +474,9 @@ def aggregate(
     spec: BarSpec | str,
     *,
     symbol: str | None = None,
-    offset_ns: int = 0,
+    utc_offset: str | int | None = None,
+    session_tz: str | None = None,
+    session_open: str = "00:00",
     empty: EmptyPolicy = "gap",
 ) -> pd.DataFrame:
     """Aggregate trades (in time order) into bars in one batch.
@@ -479,7 +494,7 @@ def aggregate(
     spec : BarSpec or str
     symbol : str, optional
         Symbol for the ``symbol`` column; defaults to the trades' symbol.
-    offset_ns, empty
+    utc_offset, session_tz, session_open, empty
         Time-bar options, as for :class:`TimeBarAggregator`.
 
     Returns
@@ -516,9 +531,9 @@ def aggregate(
         return bars_to_frame([])
     if np.any(np.diff(ts) < 0):
         raise ValueError("aggregate() needs trades in time order for time bars")
-    interval = spec.interval_ns
-    off = offset_ns % interval
-    start = ts - (ts - off) % interval
+    grid = make_grid(spec.interval_ns, utc_offset=utc_offset, session_tz=session_tz,
+                     session_open=session_open)
+    start, end = grid.buckets(ts)
     # Group boundaries: first index of each new bucket.
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
     last = np.r_[idx[1:], len(ts)] - 1
@@ -529,7 +544,7 @@ def aggregate(
         "symbol": symbol,
         "bar": str(spec),
         "start": start[idx],
-        "end": start[idx] + interval,
+        "end": end[idx],
         "open": price[idx],
         "high": np.maximum.reduceat(price, idx),
         "low": np.minimum.reduceat(price, idx),
@@ -543,7 +558,7 @@ def aggregate(
     })
     frame["vwap"] = np.where(frame["volume"] > 0, frame["turnover"] / frame["volume"].where(frame["volume"] > 0, 1.0), frame["close"])
     if empty == "flat" and len(frame) > 1:
-        frame = _fill_flat(frame, interval)
+        frame = _fill_flat(frame, grid)
     frame.loc[frame.index[-1], "closed"] = False
     return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
 
@@ -562,10 +577,17 @@ def _seq_sum(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fill_flat(frame: pd.DataFrame, interval: int) -> pd.DataFrame:
+def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:
     # Insert zero-volume bars at the previous close for empty intervals.
-    full = np.arange(frame["start"].iloc[0], frame["start"].iloc[-1] + 1, interval, dtype=np.int64)
-    out = frame.set_index("start").reindex(full)
+    starts, ends = [], []
+    t = int(frame["start"].iloc[0])
+    last = int(frame["start"].iloc[-1])
+    while t <= last:
+        s, e = grid.bucket(t)
+        starts.append(s)
+        ends.append(e)
+        t = e
+    out = frame.set_index("start").reindex(np.array(starts, np.int64))
     missing = out["open"].isna()
     prev_close = out["close"].ffill()
     for col in ("open", "high", "low", "close", "vwap"):
@@ -578,6 +600,5 @@ def _fill_flat(frame: pd.DataFrame, interval: int) -> pd.DataFrame:
     out.loc[missing, "bar"] = frame["bar"].iloc[0]
     out.loc[missing, "closed"] = True
     out["closed"] = out["closed"].astype(bool)
-    out = out.reset_index().rename(columns={"index": "start"})
-    out["end"] = out["start"] + interval
-    return out
+    out["end"] = np.array(ends, np.int64)
+    return out.reset_index().rename(columns={"index": "start"})

@@ -94,12 +94,71 @@ def test_time_bar_when_empty_flat_emits_zero_volume_bars_at_previous_close():
         assert flat.volume == 0 and flat.trade_count == 0 and flat.closed
 
 
-def test_time_bar_when_offset_given_aligns_to_it():
-    agg = TimeBarAggregator("X", BarSpec.from_str("1h"), offset_ns=-8 * 3600 * S)
-    assert agg.bucket_start(17 * 3600 * S + 5) == 17 * 3600 * S
-    day = TimeBarAggregator("X", BarSpec.from_str("1d"), offset_ns=-8 * 3600 * S)
+def test_time_bar_when_utc_offset_given_aligns_days_to_local_midnight():
+    day = TimeBarAggregator("X", BarSpec.from_str("1d"), utc_offset="+08:00")
     # A UTC+8 day starts at 16:00 UTC.
     assert day.bucket_start(20 * 3600 * S) == 16 * 3600 * S
+    assert day.bucket_start(15 * 3600 * S) == (16 - 24) * 3600 * S
+    hour = TimeBarAggregator("X", BarSpec.from_str("1h"), utc_offset="+05:30")
+    assert hour.bucket_start(10 * 3600 * S + 5) == 9 * 3600 * S + 30 * 60 * S
+
+
+def _utc_ns(text: str) -> int:
+    return int(pd.Timestamp(text).tz_convert("UTC").value)
+
+
+@pytest.mark.parametrize("day,open_utc", [
+    ("2024-03-08", "2024-03-08T14:30Z"),  # EST, UTC-5
+    ("2024-03-11", "2024-03-11T13:30Z"),  # EDT, UTC-4: the Monday after the change
+])
+def test_time_bar_when_session_anchored_new_york_starts_at_0930_local_across_dst(day, open_utc):
+    # Hourly bars: epoch alignment would start them at :00, the session at :30.
+    agg = make_aggregator("AAPL", "1h", session_tz="America/New_York", session_open="09:30")
+    open_ns = _utc_ns(open_utc)
+    agg.on_trade(Trade("AAPL", open_ns + 61 * S, 100.0, 1.0))
+    assert agg.current.start_ns == open_ns
+    agg.on_trade(Trade("AAPL", open_ns + 60 * M + 1, 100.5, 1.0))
+    assert agg.current.start_ns == open_ns + 60 * M
+
+
+def test_time_bar_when_session_spans_dst_change_day_bar_lasts_23_hours():
+    agg = make_aggregator("AAPL", "1d", session_tz="America/New_York", session_open="09:30")
+    t = _utc_ns("2024-03-09T15:00Z")  # Saturday 10:00 EST
+    agg.on_trade(Trade("AAPL", t, 1.0, 1.0))
+    bar = agg.current
+    assert bar.start_ns == _utc_ns("2024-03-09T14:30Z")
+    assert bar.end_ns == _utc_ns("2024-03-10T13:30Z")  # 09:30 EDT on Sunday: 23 h later
+    assert bar.end_ns - bar.start_ns == 23 * 3600 * S
+
+
+def test_aggregate_when_session_anchored_equals_streaming_across_dst():
+    base = _utc_ns("2024-03-08T13:00Z")
+    trades = [Trade("AAPL", base + i * 997 * S, 100 + (i % 7), 1.0 + i % 3) for i in range(400)]
+    opts = dict(session_tz="America/New_York", session_open="09:30")
+    agg = make_aggregator("AAPL", "4h", **opts)
+    agg.on_trades(trades)
+    pd.testing.assert_frame_equal(aggregate(trades, "4h", **opts), bars_to_frame(agg.bars()), check_exact=True)
+
+
+def test_aggregate_when_lobster_aapl_executions_then_1m_bars_start_at_0930_new_york():
+    folder = require_shared_data("lobster-aapl-2012-06-21-first998")
+    msgs = pd.read_csv(next(folder.glob("*message*.csv")), header=None,
+                       names=["time", "type", "order_id", "size", "price", "direction"])
+    execs = msgs[msgs["type"].isin([4, 5])]
+    assert len(execs) == 159
+    midnight = _utc_ns("2012-06-21T00:00-04:00")
+    trades = pd.DataFrame({
+        "ts_ns": midnight + (execs["time"] * 1e9).round().astype("int64"),
+        "price": execs["price"] / 10_000,
+        "size": execs["size"].astype(float),
+        # direction is the resting order's side: a resting buy (1) was hit by a taker sell.
+        "side": (-execs["direction"]).astype("int8"),
+    })
+    bars = aggregate(trades, "1m", symbol="AAPL", session_tz="America/New_York", session_open="09:30")
+    assert bars["start"].iloc[0] == _utc_ns("2012-06-21T09:30-04:00")
+    assert bars["trade_count"].sum() == 159
+    assert bars["volume"].sum() == trades["size"].sum()
+    assert bars["high"].max() == trades["price"].max() and bars["low"].min() == trades["price"].min()
 
 
 def test_time_bar_when_late_trade_within_tolerance_revises_closed_bar():
