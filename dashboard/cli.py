@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # websocket-client logs every disconnect at ERROR; the feed reports them itself.
+    logging.getLogger("websocket").setLevel(logging.CRITICAL)
+    logging.getLogger("feed.exchange.ws").setLevel(logging.WARNING)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("binding the dashboard to %s: anyone who can reach this address sees it", args.host)
     try:

@@ -677,11 +677,11 @@ class Engine:
         state = _SymbolState(symbol, self.max_trades)
         if self.store is not None:
             try:
-                restored = self.store.load(symbol)
+                restored = self.store.load(symbol, limit=self.max_trades)
             except Exception:
                 log.exception("could not restore stored trades of %s", symbol)
                 restored = []
-            for trade in restored[-self.max_trades:]:
+            for trade in restored:
                 state.trades.append(trade)
                 state.n_trades += 1
                 state.last_trade_id = trade.trade_id if trade.trade_id is not None else state.last_trade_id

@@ -1,0 +1,770 @@
+"""Tests for feed/client.py.
+
+Pure policy (backoff, error classification, redaction, token bucket) is tested without
+sockets. The FeedClient and SnapshotFetcher shells are tested against real loopback
+servers defined here: a minimal Binance-like ``websockets`` server (replies to SUBSCRIBE,
+pushes a few trades, can drop the connection or go silent) and a tiny ``http.server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import itertools
+import json
+import random
+import socket
+import threading
+import time
+import urllib.error
+from email.message import Message
+from http import HTTPStatus
+
+import pytest
+import websocket
+from websockets.asyncio.server import serve
+
+from feed.client import (
+    FeedClient,
+    FeedState,
+    SnapshotFetcher,
+    TokenBucket,
+    backoff,
+    classify_error,
+    explain_error,
+    redact,
+    retry_after_s,
+    safe_url,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+# ---------------------------------------------------------------------------------------
+# backoff
+# ---------------------------------------------------------------------------------------
+
+
+def test_backoff_when_default_first_delay_is_under_one_second():
+    for _ in range(200):
+        assert 0 < next(backoff()) < 1.0
+
+
+def test_backoff_when_many_attempts_never_exceeds_cap():
+    delays = list(itertools.islice(backoff(), 50))
+    assert max(delays) <= 30.0
+    # Undisturbed (no jitter) it reaches the cap exactly and stays there.
+    plain = list(itertools.islice(backoff(jitter=0.0), 12))
+    assert plain[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert plain[-1] == 30.0 and plain[-2] == 30.0
+
+
+def test_backoff_when_jitter_extreme_stays_within_bounds():
+    low = list(itertools.islice(backoff(rng=lambda: 0.999999), 8))
+    high = list(itertools.islice(backoff(rng=lambda: 0.0), 8))
+    bases = [min(30.0, 0.5 * 2**k) for k in range(8)]
+    for lo, hi, base in zip(low, high, bases):
+        assert hi == base
+        assert base * 0.5 <= lo < base
+
+
+def test_backoff_when_random_jitter_spreads_delays():
+    rng = random.Random(7).random
+    firsts = [next(backoff(rng=rng)) for _ in range(100)]
+    assert min(firsts) >= 0.25 and max(firsts) <= 0.5
+    assert len(set(firsts)) > 90
+
+
+def test_backoff_when_reset_starts_again_from_first_delay():
+    gen = backoff(jitter=0.0)
+    grown = list(itertools.islice(gen, 6))
+    assert grown[-1] == 16.0
+    assert next(backoff(jitter=0.0)) == 0.5  # reset = a new generator
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"initial": 0}, {"initial": -1}, {"factor": 0.5}, {"cap": 0.1}, {"jitter": 1.5},
+])
+def test_backoff_when_argument_out_of_range_raises(kwargs):
+    with pytest.raises(ValueError):
+        backoff(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# classify_error / explain_error / retry_after_s / redaction
+# ---------------------------------------------------------------------------------------
+
+
+def _bad_status(status: int, headers: dict | None = None) -> websocket.WebSocketBadStatusException:
+    return websocket.WebSocketBadStatusException(
+        f"Handshake status {status} X -+-+- {headers} -+-+- body", status, "X", headers or {}, b"body")
+
+
+def _http_error(status: int, retry_after: str | None = None) -> urllib.error.HTTPError:
+    headers = Message()
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    return urllib.error.HTTPError("http://h/x", status, "Reason", headers, None)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 451])
+def test_classify_error_when_handshake_refused_is_fatal(status):
+    assert classify_error(_bad_status(status)) == "fatal"
+    assert classify_error(_http_error(status)) == "fatal"
+    assert f"HTTP {status}" in explain_error(_bad_status(status))
+
+
+def test_explain_error_when_451_says_geo_blocked():
+    assert "geo-blocked" in explain_error(_bad_status(451))
+    assert "credentials" in explain_error(_bad_status(401))
+
+
+@pytest.mark.parametrize("status,floor", [(429, 30.0), (418, 120.0)])
+def test_classify_error_when_rate_limited_retries_with_longer_wait(status, floor):
+    exc = _bad_status(status)
+    assert classify_error(exc) == "retry"
+    assert retry_after_s(exc) == floor
+    assert f"HTTP {status}" in explain_error(exc)
+
+
+def test_retry_after_s_when_header_given_uses_it():
+    assert retry_after_s(_bad_status(429, {"retry-after": "7"})) == 7.0
+    assert retry_after_s(_http_error(418, "300")) == 300.0
+    assert retry_after_s(_http_error(429, "Wed, 21 Oct 2015 07:28:00 GMT")) == 30.0
+    assert retry_after_s(ConnectionResetError()) is None
+    assert retry_after_s(_bad_status(503)) is None
+
+
+@pytest.mark.parametrize("exc", [
+    ConnectionResetError("reset"),
+    ConnectionRefusedError(111, "refused"),
+    socket.timeout("timed out"),
+    TimeoutError(),
+    OSError(101, "Network is unreachable"),
+    websocket.WebSocketConnectionClosedException("Connection to remote host was lost."),
+    websocket.WebSocketTimeoutException("ping/pong timed out"),
+    websocket.WebSocketAddressException("[Errno -2] Name or service not known"),
+    _bad_status(500),
+    _bad_status(503),
+    _bad_status(408),
+    _http_error(502),
+])
+def test_classify_error_when_transient_is_retry(exc):
+    assert classify_error(exc) == "retry"
+
+
+def test_classify_error_when_bad_url_is_fatal():
+    assert classify_error(ValueError("scheme http is invalid")) == "fatal"
+
+
+def test_explain_error_when_secret_given_masks_it():
+    exc = ConnectionResetError("peer reset for wss://h/ws?token=SECRETXYZ&a=1 key SECRETXYZ")
+    text = explain_error(exc, ["SECRETXYZ"])
+    assert "SECRETXYZ" not in text
+    assert "token=***" in text
+
+
+def test_explain_error_when_bad_status_leaves_out_response_headers_and_body():
+    text = explain_error(_bad_status(502, {"set-cookie": "abc"}))
+    assert "set-cookie" not in text and "body" not in text
+
+
+def test_safe_url_when_token_in_query_strips_it():
+    url = "wss://user:pw@quote.example.com:8443/ws?token=abc123&streams=btcusdt@trade&apiKey=k"
+    assert safe_url(url) == "wss://quote.example.com:8443/ws?streams=btcusdt@trade"
+    assert safe_url("ws://127.0.0.1:9000/ws") == "ws://127.0.0.1:9000/ws"
+
+
+def test_redact_when_token_like_parameter_masks_value():
+    assert redact("GET /x?token=abc&b=2") == "GET /x?token=***&b=2"
+    assert redact("uses SECRET here", ["SECRET"]) == "uses *** here"
+
+
+# ---------------------------------------------------------------------------------------
+# TokenBucket
+# ---------------------------------------------------------------------------------------
+
+
+def test_token_bucket_when_rate_five_spaces_messages_200ms():
+    b = TokenBucket(5.0, now=0.0)
+    assert b.take(0.0)
+    assert not b.take(0.1)
+    assert b.delay(0.1) == pytest.approx(0.1)
+    assert b.take(0.2)
+    # Over any stretch of time the bucket lets through at most rate * t + burst.
+    sent = sum(b.take(t / 100) for t in range(20, 220))
+    assert sent <= 5 * 2.0 + 1
+
+
+def test_token_bucket_when_unlimited_never_waits():
+    b = TokenBucket(None)
+    assert all(b.take(0.0) for _ in range(1000))
+    assert b.delay(0.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Loopback fixtures: a Binance-like server, a fake adapter, a recording sink
+# ---------------------------------------------------------------------------------------
+
+
+class FakeExchange:
+    """A minimal Binance-dialect WebSocket server on 127.0.0.1, in its own thread.
+
+    ``modes`` sets each connection's behaviour in order (then ``default_mode``):
+    ``"normal"`` replies to SUBSCRIBE and pushes ``pushes`` trades per stream;
+    ``"drop"`` does the same, then aborts the TCP connection; ``"close"`` then closes
+    cleanly (code 1001, like Binance's 24 h cut); ``"silent"`` never answers.
+    ``reject`` makes the HTTP upgrade fail with that status.
+    """
+
+    def __init__(self, modes=(), *, default_mode="normal", pushes=3, reject=None):
+        self.modes = list(modes)
+        self.default_mode = default_mode
+        self.pushes = pushes
+        self.reject = reject
+        self.received: list[tuple[int, float, object]] = []  # (connection, monotonic s, msg)
+        self.handshakes = 0
+        self.connections = 0
+        self.paths: list[str] = []
+        self._trade_id = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        assert self._ready.wait(5)
+        return self
+
+    def __exit__(self, *exc):
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def messages(self, conn=None, method=None):
+        return [m for c, _, m in list(self.received)
+                if (conn is None or c == conn) and (method is None or m.get("method") == method)]
+
+    def _run(self):
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self):
+        self._stop = asyncio.Event()
+        async with serve(self._handler, "127.0.0.1", 0, process_request=self._process_request,
+                         ping_interval=None) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+
+    def _process_request(self, connection, request):
+        self.handshakes += 1
+        self.paths.append(request.path)
+        if self.reject is not None:
+            return connection.respond(HTTPStatus(self.reject), "refused\n")
+        return None
+
+    async def _handler(self, ws):
+        conn = self.connections
+        self.connections += 1
+        mode = self.modes[conn] if conn < len(self.modes) else self.default_mode
+        async for text in ws:
+            msg = json.loads(text)
+            self.received.append((conn, time.monotonic(), msg))
+            if mode == "silent":
+                continue
+            if msg.get("method") in ("SUBSCRIBE", "UNSUBSCRIBE"):
+                await ws.send(json.dumps({"result": None, "id": msg.get("id")}))
+            if msg.get("method") == "SUBSCRIBE":
+                for stream in msg["params"]:
+                    for _ in range(self.pushes):
+                        await ws.send(json.dumps({
+                            "e": "trade", "E": 1, "s": stream.split("@")[0].upper(),
+                            "t": next(self._trade_id), "p": "1.5", "q": "2", "T": 1, "m": False,
+                        }))
+                if mode == "drop":
+                    ws.transport.abort()
+                    return
+                if mode == "close":
+                    await ws.close(1001, "going away")
+                    return
+
+
+class FakeAdapter:
+    """Duck-typed vendor adapter speaking the Binance control dialect."""
+
+    name = "fake"
+
+    def __init__(self, url, *, rate=50.0, heartbeat_s=None, per_symbol=False, header=None):
+        self._url = url
+        self.max_messages_per_s = rate
+        self.heartbeat_interval_s = heartbeat_s
+        self._per_symbol = per_symbol
+        self._ids = itertools.count(1)
+        if header is not None:
+            self.header = lambda: dict(header)
+
+    def url(self, symbols=()):
+        return self._url
+
+    def _request(self, method, params):
+        return json.dumps({"method": method, "params": params, "id": next(self._ids)})
+
+    def _messages(self, method, symbols):
+        params = [f"{s.lower()}@trade" for s in symbols]
+        if self._per_symbol:
+            return [self._request(method, [p]) for p in params]
+        return [self._request(method, params)]
+
+    def subscribe_messages(self, symbols):
+        return self._messages("SUBSCRIBE", symbols)
+
+    def unsubscribe_messages(self, symbols):
+        return self._messages("UNSUBSCRIBE", symbols)
+
+    def heartbeat_message(self):
+        return json.dumps({"method": "PING"}) if self.heartbeat_interval_s else None
+
+
+class RecordingSink:
+    """Records what the client hands over; ``wait`` polls a condition with a timeout."""
+
+    def __init__(self):
+        self.messages: list[tuple[object, int]] = []
+        self.controls: list[tuple[str, int, dict]] = []
+        self.snapshots: list[tuple[str, bytes, int]] = []
+        self._cond = threading.Condition()
+
+    def submit(self, raw, recv_ns):
+        with self._cond:
+            self.messages.append((raw, recv_ns))
+            self._cond.notify_all()
+        return True
+
+    def submit_control(self, name, recv_ns, detail):
+        with self._cond:
+            self.controls.append((name, recv_ns, dict(detail)))
+            self._cond.notify_all()
+
+    def submit_snapshot(self, symbol, body, recv_ns):
+        with self._cond:
+            self.snapshots.append((symbol, body, recv_ns))
+            self._cond.notify_all()
+
+    def events(self, name):
+        return [d for n, _, d in list(self.controls) if n == name]
+
+    def trades(self):
+        return [json.loads(m) for m, _ in list(self.messages) if b'"trade"' in m]
+
+    def wait(self, predicate, timeout=5.0):
+        with self._cond:
+            assert self._cond.wait_for(predicate, timeout), "timed out waiting"
+
+
+def wait_until(predicate, timeout=5.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture
+def clients():
+    made: list[FeedClient] = []
+    yield made
+    for c in made:
+        c.stop(timeout=3)
+
+
+def start_client(clients, adapter, sink, **kwargs) -> FeedClient:
+    kwargs.setdefault("ping_interval_s", 0)
+    client = FeedClient(adapter, sink, **kwargs)
+    clients.append(client)
+    client.start()
+    return client
+
+
+# ---------------------------------------------------------------------------------------
+# FeedClient against the loopback server
+# ---------------------------------------------------------------------------------------
+
+
+def test_client_when_connected_subscribes_and_delivers_bytes(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT", "ETHUSDT"])
+        sink.wait(lambda: len(sink.trades()) == 6)
+        assert sink.events("open") == [{"generation": 1}]
+        assert all(isinstance(raw, bytes) for raw, _ in sink.messages)
+        assert all(abs(ns - time.time_ns()) < 10 * 10**9 for _, ns in sink.messages)
+        subs = ex.messages(method="SUBSCRIBE")
+        assert subs[0]["params"] == ["btcusdt@trade", "ethusdt@trade"]
+        st = client.status()
+        assert st["state"] == "live" and client.state is FeedState.LIVE
+        assert st["generation"] == 1 and st["reconnects"] == 0
+        assert st["next_retry_in_s"] is None
+        assert st["last_message_age_s"] is not None and st["last_message_age_s"] < 5
+        assert st["url"] == ex.url and st["messages"] == 7
+
+
+def test_client_when_server_drops_reconnects_and_resubscribes_every_symbol(clients):
+    with FakeExchange(modes=["drop"]) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: sink.events("open")[:1] == [{"generation": 1}])
+        client.subscribe(["ETHUSDT"])  # may land on the first or the second connection
+        sink.wait(lambda: len(sink.events("open")) >= 2, timeout=5)
+        assert sink.events("open")[1] == {"generation": 2}
+        wait_until(lambda: ex.messages(conn=1, method="SUBSCRIBE"))
+        params = [p for m in ex.messages(conn=1, method="SUBSCRIBE") for p in m["params"]]
+        assert sorted(params) == ["btcusdt@trade", "ethusdt@trade"]
+        errors = sink.events("error")
+        assert errors and errors[0]["verdict"] == "retry" and errors[0]["retry_in_s"] < 1.0
+        assert sink.events("close")[0]["generation"] == 1
+        st = client.status()
+        assert st["generation"] == 2 and st["reconnects"] == 1 and st["state"] == "live"
+
+
+def test_client_when_server_closes_cleanly_reconnects(clients):
+    with FakeExchange(modes=["close"]) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: len(sink.events("open")) == 2 and len(sink.trades()) == 6)
+        assert sink.events("close")[0] == {"generation": 1, "code": 1001, "reason": "going away"}
+        assert "1001" in sink.events("error")[0]["message"]
+        assert client.status()["state"] == "live"
+
+
+def test_client_when_server_silent_goes_stale_and_reconnects(clients):
+    with FakeExchange(modes=["silent"]) as ex:
+        sink = RecordingSink()
+        states = []
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
+                              stale_after_s=0.5)
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and len(sink.events("open")) < 2:
+            states.append(client.status()["state"])
+            time.sleep(0.005)
+        assert [d["generation"] for d in sink.events("open")] == [1, 2]
+        stale = [d for d in sink.events("error") if d.get("stale")]
+        assert stale and "no message" in stale[0]["message"]
+        assert "stale" in states or "reconnecting" in states
+        sink.wait(lambda: len(sink.trades()) == 3)  # the second connection is normal
+        assert "no message" in client.status()["last_error"]
+
+
+def test_client_when_not_subscribed_does_not_go_stale(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, stale_after_s=0.3)
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(0.8)
+        assert client.status()["state"] == "live" and len(sink.events("open")) == 1
+        client.subscribe("BTCUSDT")  # the watch starts now, not at open
+        sink.wait(lambda: len(sink.trades()) == 3)
+        assert len(sink.events("open")) == 1
+
+
+def test_subscribe_when_connected_sends_at_once(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: len(sink.trades()) == 3)
+        t0 = time.monotonic()
+        client.subscribe(["ETHUSDT", "BTCUSDT"])  # BTCUSDT already there: not resent
+        sink.wait(lambda: len(sink.trades()) == 6, timeout=2)
+        assert time.monotonic() - t0 < 1.0
+        subs = ex.messages(method="SUBSCRIBE")
+        assert [m["params"] for m in subs] == [["btcusdt@trade"], ["ethusdt@trade"]]
+        assert {t["s"] for t in sink.trades()[3:]} == {"ETHUSDT"}
+        client.unsubscribe("BTCUSDT")
+        wait_until(lambda: ex.messages(method="UNSUBSCRIBE"), timeout=2)
+        assert ex.messages(method="UNSUBSCRIBE")[0]["params"] == ["btcusdt@trade"]
+        assert client.symbols == ["ETHUSDT"]
+
+
+def test_client_when_rate_limited_spaces_control_messages(clients):
+    with FakeExchange(pushes=0) as ex:
+        sink = RecordingSink()
+        adapter = FakeAdapter(ex.url, rate=5.0, per_symbol=True)
+        start_client(clients, adapter, sink, symbols=["A1", "B2", "C3", "D4"])
+        wait_until(lambda: len(ex.messages(method="SUBSCRIBE")) == 4, timeout=4)
+        times = [t for _, t, m in ex.received if m.get("method") == "SUBSCRIBE"]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert min(gaps) > 0.15, gaps  # 1 / 5 per second, less scheduling noise
+
+
+def test_client_when_adapter_has_heartbeat_sends_it_every_interval(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        start_client(clients, FakeAdapter(ex.url, heartbeat_s=0.2), sink)
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(1.0)
+        pings = [t for _, t, m in ex.received if m.get("method") == "PING"]
+        assert 3 <= len(pings) <= 6, pings
+        gaps = [b - a for a, b in zip(pings, pings[1:])]
+        assert min(gaps) > 0.15
+
+
+def test_client_when_protocol_pings_enabled_stays_live(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
+                              ping_interval_s=0.3)
+        sink.wait(lambda: len(sink.trades()) == 3)
+        time.sleep(1.0)  # several ping/pong rounds (the server answers pings itself)
+        assert client.status()["state"] == "live" and len(sink.events("open")) == 1
+
+
+def test_stop_when_connected_returns_within_seconds(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: len(sink.trades()) == 3)
+        t0 = time.monotonic()
+        client.stop()
+        assert time.monotonic() - t0 < 3.0
+        assert not client.is_alive()
+        assert client.status()["state"] == "stopped"
+        assert sink.events("close")[-1]["generation"] == 1
+        assert not sink.events("error")  # a stop is not an error
+        client.stop()  # idempotent
+
+
+def test_stop_when_server_ignores_close_frame_cuts_the_socket(clients):
+    # A raw TCP server that completes the upgrade and then never reads or answers.
+    import base64
+    import hashlib
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    conns = []
+
+    def accept():
+        conn, _ = listener.accept()
+        conns.append(conn)
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(4096)
+        key = [ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key")][0]
+        accept_key = base64.b64encode(hashlib.sha1(
+            key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept_key + b"\r\n\r\n")
+
+    server = threading.Thread(target=accept, daemon=True)
+    server.start()
+    try:
+        sink = RecordingSink()
+        port = listener.getsockname()[1]
+        client = start_client(clients, FakeAdapter(f"ws://127.0.0.1:{port}/ws"), sink)
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(0.2)  # let the socket thread settle in its read loop
+        t0 = time.monotonic()
+        client.stop()
+        assert FeedClient.CLOSE_TIMEOUT_S - 0.1 < time.monotonic() - t0 < FeedClient.CLOSE_TIMEOUT_S + 2.0
+        assert not client.is_alive() and client.status()["state"] == "stopped"
+    finally:
+        listener.close()
+        for c in conns:
+            c.close()
+
+
+def test_stop_when_waiting_to_retry_returns_within_seconds(clients):
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sink = RecordingSink()
+    client = start_client(clients, FakeAdapter(f"ws://127.0.0.1:{port}/ws"), sink)
+    wait_until(lambda: client.status()["state"] == "reconnecting", timeout=5)
+    st = client.status()
+    assert st["next_retry_in_s"] is not None and st["next_retry_in_s"] < 1.0
+    assert "refused" in st["last_error"]
+    t0 = time.monotonic()
+    client.stop()
+    assert time.monotonic() - t0 < 3.0 and not client.is_alive()
+
+
+def test_client_when_handshake_451_fails_without_leaking_token(clients):
+    with FakeExchange(reject=451) as ex:
+        sink = RecordingSink()
+        adapter = FakeAdapter(ex.url + "?token=SECRET123&streams=x", header={"X-Api-Key": "HDRSECRET9"})
+        client = start_client(clients, adapter, sink, symbols=["BTCUSDT"])
+        wait_until(lambda: client.status()["state"] == "failed", timeout=5)
+        client.join(3)
+        assert not client.is_alive()
+        st = client.status()
+        assert "451" in st["last_error"] and "geo-blocked" in st["last_error"]
+        assert st["url"] == ex.url + "?streams=x"
+        assert st["reconnects"] == 0 and ex.handshakes == 1
+        errors = sink.events("error")
+        assert errors[-1]["verdict"] == "fatal"
+        everything = json.dumps([st, sink.controls])
+        assert "SECRET123" not in everything and "HDRSECRET9" not in everything
+        assert not sink.events("open") and not sink.events("close")
+
+
+def test_client_when_connection_stays_up_resets_backoff(clients):
+    # Every connection drops at once; with the reset threshold at 0 s every one of them
+    # "stayed up long enough", so every wait is a first delay (< 0.5 s). With the default
+    # 60 s the second wait grows (>= 0.5 s).
+    with FakeExchange(default_mode="drop") as ex:
+        sink = RecordingSink()
+        client = FeedClient(FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], ping_interval_s=0)
+        client.RESET_AFTER_S = 0.0
+        clients.append(client)
+        client.start()
+        sink.wait(lambda: len(sink.events("error")) >= 3, timeout=5)
+        assert all(e["retry_in_s"] <= 0.5 for e in sink.events("error")[:3])
+    with FakeExchange(default_mode="drop") as ex:
+        sink = RecordingSink()
+        start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: len(sink.events("error")) >= 2, timeout=5)
+        first, second = (e["retry_in_s"] for e in sink.events("error")[:2])
+        assert first <= 0.5 <= second <= 1.0
+
+
+def test_client_when_bad_arguments_raises():
+    with pytest.raises(ValueError, match="stale_after_s"):
+        FeedClient(FakeAdapter("ws://x"), RecordingSink(), stale_after_s=0)
+    with pytest.raises(ValueError, match="ping_interval_s"):
+        FeedClient(FakeAdapter("ws://x"), RecordingSink(), ping_interval_s=-1)
+
+
+def test_status_when_never_started_is_connecting_and_stop_is_safe():
+    client = FeedClient(FakeAdapter("ws://127.0.0.1:1/ws"), RecordingSink(), symbols=["X"])
+    assert client.status()["state"] == "connecting"
+    client.stop()
+    assert client.status()["state"] == "stopped"
+
+
+# ---------------------------------------------------------------------------------------
+# SnapshotFetcher against a loopback HTTP server
+# ---------------------------------------------------------------------------------------
+
+
+class DepthServer:
+    """Serves ``/depth?symbol=X``; ``script[symbol]`` lists (status, headers) to answer in
+    turn (then 200). ``delay_s`` slows every answer down."""
+
+    def __init__(self, script=None, delay_s=0.0):
+        self.script = {k: list(v) for k, v in (script or {}).items()}
+        self.hits: list[str] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                symbol = self.path.split("symbol=")[-1].split("&")[0]
+                owner.hits.append(symbol)
+                time.sleep(delay_s)
+                steps = owner.script.get(symbol)
+                status, headers = steps.pop(0) if steps else (200, {})
+                body = (json.dumps({"lastUpdateId": 7, "bids": [["1.0", "2.0"]], "asks": []})
+                        if status == 200 else '{"code":-1003,"msg":"no"}').encode()
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, symbol, token=None):
+        extra = f"&apiKey={token}" if token else ""
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/depth?symbol={symbol}{extra}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fetcher_sink():
+    sink = RecordingSink()
+    fetcher = SnapshotFetcher(sink)
+    yield fetcher, sink
+    fetcher.stop(timeout=3)
+
+
+def test_snapshot_when_ok_submits_body_and_dedupes_in_flight(fetcher_sink):
+    fetcher, sink = fetcher_sink
+    with DepthServer(delay_s=0.3) as srv:
+        assert fetcher.request("BTCUSDT", srv.url("BTCUSDT"))
+        assert not fetcher.request("BTCUSDT", srv.url("BTCUSDT"))  # in flight
+        assert fetcher.in_flight() == ["BTCUSDT"]
+        sink.wait(lambda: sink.snapshots)
+        symbol, body, recv_ns = sink.snapshots[0]
+        assert symbol == "BTCUSDT" and json.loads(body)["lastUpdateId"] == 7
+        assert isinstance(body, bytes) and recv_ns > 0
+        assert srv.hits == ["BTCUSDT"]
+        wait_until(lambda: not fetcher.in_flight())
+        assert fetcher.request("BTCUSDT", srv.url("BTCUSDT"))  # free again
+        sink.wait(lambda: len(sink.snapshots) == 2)
+
+
+def test_snapshot_when_server_error_retries_then_succeeds(fetcher_sink):
+    fetcher, sink = fetcher_sink
+    with DepthServer({"ETHUSDT": [(500, {}), (503, {})]}) as srv:
+        fetcher.request("ETHUSDT", srv.url("ETHUSDT"))
+        sink.wait(lambda: sink.snapshots, timeout=5)
+        assert srv.hits == ["ETHUSDT"] * 3
+        assert not sink.events("snapshot_error")
+
+
+def test_snapshot_when_451_reports_error_without_retry(fetcher_sink):
+    fetcher, sink = fetcher_sink
+    with DepthServer({"BTCUSDT": [(451, {})]}) as srv:
+        fetcher.request("BTCUSDT", srv.url("BTCUSDT", token="TOPSECRET1"))
+        sink.wait(lambda: sink.events("snapshot_error"))
+        err = sink.events("snapshot_error")[0]
+        assert err["symbol"] == "BTCUSDT" and err["status"] == 451
+        assert "HTTP 451" in err["error"] and "geo-blocked" in err["error"]
+        assert "TOPSECRET1" not in err["error"]
+        assert srv.hits == ["BTCUSDT"] and not sink.snapshots
+
+
+def test_snapshot_when_429_with_long_retry_after_gives_up_with_message(fetcher_sink):
+    fetcher, sink = fetcher_sink
+    with DepthServer({"BTCUSDT": [(429, {"Retry-After": "3600"})]}) as srv:
+        fetcher.request("BTCUSDT", srv.url("BTCUSDT"))
+        sink.wait(lambda: sink.events("snapshot_error"))
+        err = sink.events("snapshot_error")[0]
+        assert "HTTP 429" in err["error"] and "rate limited" in err["error"]
+        assert srv.hits == ["BTCUSDT"]
+
+
+def test_snapshot_when_429_with_short_retry_after_retries(fetcher_sink):
+    fetcher, sink = fetcher_sink
+    with DepthServer({"BTCUSDT": [(429, {"Retry-After": "0"})]}) as srv:
+        fetcher.request("BTCUSDT", srv.url("BTCUSDT"))
+        sink.wait(lambda: sink.snapshots, timeout=5)
+        assert srv.hits == ["BTCUSDT"] * 2
+
+
+def test_snapshot_when_stopped_returns_quickly():
+    sink = RecordingSink()
+    fetcher = SnapshotFetcher(sink)
+    with DepthServer({"X": [(500, {})] * 10}) as srv:
+        fetcher.request("X", srv.url("X"))
+        wait_until(lambda: srv.hits)
+        t0 = time.monotonic()
+        fetcher.stop(timeout=3)
+        assert time.monotonic() - t0 < 3.0
+        assert not fetcher.request("Y", srv.url("Y"))  # stopped: refused
