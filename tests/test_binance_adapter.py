@@ -366,7 +366,7 @@ def test_subscribe_messages_when_a_symbol_is_invalid_raises_before_building_anyt
 
 def test_heartbeat_when_binance_returns_none(spot):
     assert spot.heartbeat_message() is None and spot.heartbeat_interval_s is None
-    assert spot.max_messages_per_s == 5 and BinanceAdapter("usdm").max_messages_per_s == 10
+    assert spot.max_messages_per_s == 4 and BinanceAdapter("usdm").max_messages_per_s == 8  # headroom for pongs
 
 
 # -- REST snapshot ---------------------------------------------------------------------

@@ -90,7 +90,9 @@ MARKETS: dict[str, BinanceMarket] = {
         depth_path="/api/v3/depth",
         symbol_pattern=_SPOT_SYMBOL,
         symbol_example="BTCUSDT",
-        max_messages_per_s=5,      # BN web-socket-streams.md "WebSocket Limits"
+        # BN web-socket-streams.md "WebSocket Limits": 5 incoming messages/s, pings and
+        # pongs included; control messages use 4 to leave room for pongs.
+        max_messages_per_s=4,
         ping_interval_s=20,        # pong within 1 min (CHANGELOG 2025-01-28)
     ),
     "usdm": BinanceMarket(
@@ -100,7 +102,7 @@ MARKETS: dict[str, BinanceMarket] = {
         depth_path="/fapi/v1/depth",
         symbol_pattern=_FUTURES_SYMBOL,
         symbol_example="BTCUSDT",
-        max_messages_per_s=10,     # usds-margined-futures/websocket-market-streams
+        max_messages_per_s=8,      # usds-margined-futures/websocket-market-streams: 10/s, headroom for pongs
         ping_interval_s=180,       # pong within 10 min
     ),
     "coinm": BinanceMarket(
