@@ -5,6 +5,7 @@ Usage::
     tickscope [--replay FILE ...] [--speed X] [--vendor binance] [--market spot|usdm]
               [--symbols A,B] [--url WS_URL] [--rest-url URL] [--data-dir DIR]
               [--host 127.0.0.1] [--port 8050]
+    tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [-o OUT]
 
 With no arguments it starts the embedded local exchange (a seeded market simulator) on
 loopback, connects the ordinary Binance adapter to it and serves the dashboard. With
@@ -242,7 +243,15 @@ def _default_data_dir() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``tickscope`` command; return the process exit code."""
+    """Run the ``tickscope`` command; return the process exit code.
+
+    ``tickscope bars ...`` is the offline converter (:func:`feed.convert.main`).
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bars"]:
+        from feed.convert import main as bars_main
+
+        return bars_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
