@@ -526,7 +526,10 @@ def aggregate(
 
     a = _trades_to_arrays(trades)
     keep = a["in_bars"]
-    ts, price, size, side = a["ts"][keep], a["price"][keep], a["size"][keep], a["side"][keep]
+    if keep.all():
+        ts, price, size, side = a["ts"], a["price"], a["size"], a["side"]
+    else:
+        ts, price, size, side = a["ts"][keep], a["price"][keep], a["size"][keep], a["side"][keep]
     if len(ts) == 0:
         return bars_to_frame([])
     if np.any(np.diff(ts) < 0):
@@ -537,6 +540,8 @@ def aggregate(
     # Group boundaries: first index of each new bucket.
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
     last = np.r_[idx[1:], len(ts)] - 1
+    n = len(idx)
+    group = np.repeat(np.arange(n), last - idx + 1)
     turnover = price * size
     buy = np.where(side == BUY, size, 0.0)
     sell = np.where(side == SELL, size, 0.0)
@@ -549,11 +554,11 @@ def aggregate(
         "high": np.maximum.reduceat(price, idx),
         "low": np.minimum.reduceat(price, idx),
         "close": price[last],
-        "volume": _seq_sum(size, idx),
-        "turnover": _seq_sum(turnover, idx),
+        "volume": _seq_sum(size, group, n),
+        "turnover": _seq_sum(turnover, group, n),
         "trade_count": (last - idx + 1).astype(np.int64),
-        "buy_volume": _seq_sum(buy, idx),
-        "sell_volume": _seq_sum(sell, idx),
+        "buy_volume": _seq_sum(buy, group, n),
+        "sell_volume": _seq_sum(sell, group, n),
         "closed": True,
     })
     frame["vwap"] = np.where(frame["volume"] > 0, frame["turnover"] / frame["volume"].where(frame["volume"] > 0, 1.0), frame["close"])
@@ -563,18 +568,11 @@ def aggregate(
     return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
 
 
-def _seq_sum(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    # Per-group sums accumulated left to right, exactly as the streaming aggregator adds
-    # them, so both paths give bit-identical floats (np.add.reduceat sums pairwise).
-    out = np.empty(len(idx), np.float64)
-    bounds = np.r_[idx, len(values)].tolist()
-    vals = values.tolist()
-    for g in range(len(idx)):
-        s = 0.0
-        for v in vals[bounds[g]:bounds[g + 1]]:
-            s += v
-        out[g] = s
-    return out
+def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    # Per-group sums accumulated left to right from 0.0, exactly as the streaming
+    # aggregator adds them, so both paths give bit-identical floats. np.bincount adds
+    # its weights in input order; np.add.reduceat would sum pairwise and differ.
+    return np.bincount(group, weights=values, minlength=n)
 
 
 def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:

@@ -1,0 +1,340 @@
+"""Offline conversion of trade files into bars: ``tickscope bars``.
+
+Usage::
+
+    tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [--empty gap|flat]
+                   [--utc-offset ±HH:MM | --session-tz TZ [--session-open HH:MM]]
+                   [--price-decimals N] [--size-decimals N] [-o OUT] [--no-progress]
+
+Reads every INPUT with :func:`feed.replay.read_trades` (recorded sessions, Binance
+trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is detected per
+file unless ``--format`` names it), merges the trades in exchange-time order (a stable
+sort: equal times keep input order, then file order), aggregates them with
+:func:`feed.bars.aggregate` and writes the export CSV of
+:func:`dashboard.export.bars_to_csv`, the same format as the dashboard's *Export CSV* and
+``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
+shows it ended.
+
+A bad argument or file prints one line, ``tickscope bars: error: <file>:<line>: <problem>``
+(or without the line when the problem is the whole file), and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pandas as pd
+
+from feed.bars import aggregate
+from feed.models import BarSpec
+from feed.replay import FORMATS, RecordingError, read_trades
+
+__all__ = ["convert", "main", "build_parser", "MAX_DECIMALS"]
+
+PROG = "tickscope bars"
+
+#: Most decimals inferred for prices or sizes (a float's shortest repr can be longer).
+MAX_DECIMALS = 12
+
+# The progress bar appears only once a conversion has run this long (seconds), so small
+# files convert silently.
+_PROGRESS_DELAY_S = 1.0
+
+
+def convert(
+    inputs: Sequence[str | os.PathLike],
+    spec: BarSpec | str,
+    *,
+    symbol: str | None = None,
+    fmt: str | None = None,
+    out: str | os.PathLike | IO[str] | None = None,
+    progress: bool = True,
+    price_decimals: int | None = None,
+    size_decimals: int | None = None,
+    **bar_options,
+) -> int:
+    """Convert trade files into one bar CSV; return the number of bars written.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        Trade files (see :func:`feed.replay.read_trades`); several files are merged by
+        exchange time.
+    spec : BarSpec or str
+        Bar spec, e.g. ``"1m"``, ``"100t"``, ``"50v"``, ``"1000000q"``.
+    symbol : str, optional
+        The symbol to convert. Required when the inputs hold several symbols.
+    fmt : str, optional
+        Format of every input (one of :data:`feed.replay.FORMATS`); None detects it per file.
+    out : path, text file or None
+        Where the CSV goes: a path (written to a temporary file, then renamed, so a failed
+        run leaves no partial file), an open text file, or None for standard output.
+    progress : bool, default True
+        Show a tqdm progress bar on standard error when it is a terminal and the
+        conversion takes longer than a second.
+    price_decimals, size_decimals : int, optional
+        Decimals written for prices and sizes; None infers them from the trades (the
+        fewest decimals that print every price/size exactly, at most ``MAX_DECIMALS``).
+    **bar_options
+        Passed to :func:`feed.bars.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
+        time-grid options ``utc_offset`` (e.g. ``"+08:00"``), ``session_tz`` and
+        ``session_open`` (e.g. ``"America/New_York"``, ``"09:30"``).
+
+    Returns
+    -------
+    int
+        Bars written (rows after the header).
+
+    Raises
+    ------
+    RecordingError
+        For an unreadable or bad input (the message names the file and line), inputs with
+        several symbols and no ``symbol``, no trades (for ``symbol``), or inputs that
+        overlap (the same trade id twice).
+    ValueError
+        For a bad ``spec``, bar option or decimals.
+    OSError
+        If ``out`` cannot be written.
+    """
+    spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+    paths = [Path(p) for p in inputs]
+    if not paths:
+        raise ValueError("no input files")
+    for name, value in (("price_decimals", price_decimals), ("size_decimals", size_decimals)):
+        if value is not None and not (isinstance(value, int) and 0 <= value <= 18):
+            raise ValueError(f"{name} must be a whole number 0..18, not {value!r}")
+    trades = _read_all(paths, fmt, symbol, progress)
+    sym = str(trades["symbol"].iloc[0])
+    bars = aggregate(trades, spec, symbol=sym, **bar_options)
+    used = trades[trades["in_bars"]] if len(trades) else trades
+    if price_decimals is None:
+        price_decimals = _decimals(used["price"].to_numpy())
+    if size_decimals is None:
+        size_decimals = _decimals(used["size"].to_numpy())
+    from dashboard.export import bars_to_csv  # the one export format (dashboard owns it)
+
+    text = bars_to_csv(bars, price_decimals=price_decimals, size_decimals=size_decimals)
+    _write(text, out)
+    return len(bars)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``tickscope bars`` argument parser."""
+    parser = _Parser(
+        prog=PROG,
+        description="Convert trade files into bars and write them as CSV "
+        "(the dashboard's export format).",
+        epilog=f"formats: {', '.join(FORMATS)} (detected per file when --format is not given). "
+        "Examples: tickscope bars capture.gz --bar 1m -o bars.csv; "
+        "tickscope bars BTCUSDT-aggTrades-2024-01.zip --bar 100t",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="trade files (plain, .gz or .zip)")
+    parser.add_argument("--bar", required=True, type=_bar_spec, metavar="SPEC",
+                        help="bar spec: time 1s..1d, tick 100t, volume 50v, value 1000000q")
+    parser.add_argument("--symbol", metavar="S",
+                        help="symbol to convert (needed when the inputs hold several)")
+    parser.add_argument("--format", dest="fmt", choices=FORMATS, metavar="FMT",
+                        help=f"input format, one of {', '.join(FORMATS)}")
+    parser.add_argument("--empty", choices=("gap", "flat"), default="gap",
+                        help="time bars: leave empty intervals out (gap, default) or write "
+                        "zero-volume bars at the previous close (flat, Binance's convention)")
+    parser.add_argument("--utc-offset", metavar="±HH:MM",
+                        help="time bars: align to this UTC offset instead of UTC "
+                        "(+08:00 matches Binance's @kline_<i>@+08:00)")
+    parser.add_argument("--session-tz", metavar="TZ",
+                        help="time bars: anchor to a daily session open in this IANA time zone, "
+                        "e.g. America/New_York")
+    parser.add_argument("--session-open", metavar="HH:MM",
+                        help="local session open for --session-tz (default 00:00)")
+    parser.add_argument("--price-decimals", type=_decimals_arg, metavar="N",
+                        help="decimals for prices (default: inferred from the trades)")
+    parser.add_argument("--size-decimals", type=_decimals_arg, metavar="N",
+                        help="decimals for sizes (default: inferred from the trades)")
+    parser.add_argument("-o", "--output", default="-", metavar="OUT",
+                        help="output CSV file (default: standard output)")
+    parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tickscope bars`` with ``argv`` (without the program and subcommand names).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for a bad argument or input file (one message on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except _UsageError as exc:
+        return _error(str(exc))
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    out = None if args.output == "-" else args.output
+    if args.session_open is not None and args.session_tz is None:
+        return _error("--session-open needs --session-tz")
+    # Grid options go to aggregate() only when given, so its defaults stay the defaults.
+    grid = {k: v for k, v in (("utc_offset", args.utc_offset), ("session_tz", args.session_tz),
+                              ("session_open", args.session_open)) if v is not None}
+    try:
+        n = convert(
+            args.inputs, args.bar, symbol=args.symbol, fmt=args.fmt, out=out,
+            progress=not args.no_progress, price_decimals=args.price_decimals,
+            size_decimals=args.size_decimals, empty=args.empty, **grid,
+        )
+    except (RecordingError, ValueError) as exc:
+        return _error(str(exc))
+    except OSError as exc:
+        return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
+    if out is not None:
+        print(f"{PROG}: wrote {n} bar{'' if n == 1 else 's'} to {out}", file=sys.stderr)
+    return 0
+
+
+# -- private ----------------------------------------------------------------------------
+
+
+class _UsageError(Exception):
+    # A bad command line; main prints it as one line.
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints usage and exits on an error; tickscope prints one line (DESIGN.md
+    # "Errors") and main returns 2.
+
+    def error(self, message: str):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _bar_spec(text: str) -> BarSpec:
+    try:
+        return BarSpec.from_str(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _decimals_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 18:
+        raise argparse.ArgumentTypeError(f"expected a whole number 0..18, not {text!r}")
+    return value
+
+
+def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: bool) -> pd.DataFrame:
+    # Every input's trades (of one symbol), merged in exchange-time order.
+    bar = _progress_bar(paths) if progress else None
+    try:
+        frames = [
+            read_trades(p, fmt=fmt, symbol=symbol, on_progress=bar.update if bar else None)
+            for p in paths
+        ]
+    finally:
+        if bar is not None:
+            bar.close()
+    where = paths[0] if len(paths) == 1 else ", ".join(map(str, paths))
+    seen = sorted({s for f in frames for s in f.attrs.get("symbols", ())})
+    lengths = [len(f) for f in frames]
+    trades = pd.concat(frames, ignore_index=True)
+    if not len(trades):
+        if symbol and seen:
+            raise RecordingError(f"{where}: no {symbol.upper()} trades; symbols found: {', '.join(seen)}")
+        raise RecordingError(f"{where}: no trades found")
+    symbols = trades["symbol"].unique().tolist()
+    if len(symbols) > 1:
+        raise RecordingError(
+            f"{where}: trades of several symbols ({', '.join(sorted(symbols))}); choose one with --symbol"
+        )
+    file_index = np.repeat(np.arange(len(frames)), lengths)
+    ts = trades["ts_ns"].to_numpy()
+    if len(ts) > 1 and np.any(ts[1:] < ts[:-1]):
+        order = np.argsort(ts, kind="stable")
+        trades = trades.take(order).reset_index(drop=True)
+        file_index = file_index[order]
+    _check_overlap(trades, file_index, paths)
+    return trades
+
+
+def _check_overlap(trades: pd.DataFrame, file_index: np.ndarray, paths: list[Path]) -> None:
+    # The same trade id twice means overlapping inputs: its volume would count twice.
+    ids = trades["trade_id"]
+    known = ids.notna().to_numpy()
+    if not known.any():
+        return
+    dup = ids[known].duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return
+    rows = np.flatnonzero(known)[dup]
+    tid = int(ids.iloc[rows[0]])
+    files = sorted({str(paths[i]) for i in file_index[rows[ids.iloc[rows].to_numpy() == tid]]})
+    raise RecordingError(
+        f"{' and '.join(files)}: trade id {tid} appears more than once: the inputs overlap "
+        f"(each trade must be given once)"
+    )
+
+
+def _progress_bar(paths: list[Path]):
+    # tqdm over input bytes on stderr; None when stderr is not a terminal.
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety; conversion works without it
+        return None
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading",
+                file=sys.stderr, delay=_PROGRESS_DELAY_S, leave=False)
+
+
+def _decimals(values: np.ndarray) -> int:
+    # Fewest decimals d that print every value exactly, at most MAX_DECIMALS. Exact test:
+    # a value parsed from a d-decimal text is the double nearest to k / 10**d, and
+    # rint(v * 10**d) recovers k while v * 10**d < 2**52, so rint(v * 10**d) / 10**d == v
+    # (IEEE division is correctly rounded) holds exactly then, and fails for more digits.
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    for d in range(MAX_DECIMALS + 1):
+        scaled = v * 10.0**d
+        if not len(v) or np.all(np.rint(scaled) / 10.0**d == v):
+            return d
+        if np.any(np.abs(scaled) >= 2.0**52):
+            return d  # further digits are beyond a double's precision for these values
+    return MAX_DECIMALS
+
+
+def _write(text: str, out: str | os.PathLike | IO[str] | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    if hasattr(out, "write"):
+        out.write(text)
+        return
+    target = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
