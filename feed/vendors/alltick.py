@@ -1,0 +1,768 @@
+"""AllTick (stocks, forex, metals, crypto): adapter and parsers.
+
+Wire format: ../shared/vendor-protocols.md section 2 and the AllTick repository
+``websocket_interface/*.md`` (alltick-realtime-forex-crypto-stock-tick-finance-websocket-api).
+The module opens with the vendor facts as data; below them, one pure parser per wire
+message (its docstring is the vendor's sample payload) and :class:`AllTickAdapter`, which
+routes frames to them by ``cmd_id``.
+
+Caveats (the reference marks these [?]; each choice is tolerant or configurable)
+---------------------------------------------------------------------------------
+* ``seq`` and ``tick_time`` arrive as JSON strings or integers; both are accepted. The
+  time unit is inferred from the magnitude (< 1e11 seconds, < 1e14 ms, < 1e17 us, else ns),
+  because the documented unit is ms while the documented example has 10 digits.
+* Depth pushes carry no update ids, so each 22999 is a full top-N image
+  (``BookSnapshot(is_partial=True)``): replace, never merge.
+* The depth limit of US stocks is not documented; :data:`DEPTH_LEVELS` asks for 5. AllTick
+  documents that asking for more levels than exist returns the levels that exist, so a too
+  large request costs nothing.
+* ``HK-1288`` (one depth doc example) is read as the documented form ``1288.HK``; HK codes
+  lose leading zeros (``00700.HK`` -> ``700.HK``, the form of every documented example).
+* Free-plan connections serve 5 symbols per kind and silently ignore the rest, so
+  :meth:`AllTickAdapter.subscribe_messages` refuses more than ``max_symbols_per_connection``
+  instead of letting symbols disappear without a word.
+* FX/metals have no real volume: trade and level volumes of 0 (or a missing level volume)
+  are accepted; ``trade_direction`` is then always 0 (unknown side).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable
+from decimal import Decimal, InvalidOperation
+from urllib.parse import quote, urlsplit
+
+from feed.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.vendors.base import Event
+
+__all__ = [
+    "AllTickAdapter",
+    "Secret",
+    "STOCK_URL",
+    "FOREX_CRYPTO_URL",
+    "CMD",
+    "DEPTH_LEVELS",
+    "PLAN_SYMBOLS_PER_CONNECTION",
+    "RET_WORDS",
+    "FATAL_RETS",
+    "ts_to_ns",
+]
+
+# ======================================================================================
+# Vendor facts
+# ======================================================================================
+
+#: Stocks (US, HK, A-shares, indices). Token goes in ``?token=``. Other documented hosts:
+#: ``quote.alltick.io``, ``quote.tradeswitcher.com`` (pass them as ``stock_url``).
+STOCK_URL = "wss://quote.alltick.co/quote-stock-b-ws-api"
+#: Forex, metals, crypto, commodities/CFD.
+FOREX_CRYPTO_URL = "wss://quote.alltick.co/quote-b-ws-api"
+
+#: Command ids (AT common_standard_header.md). A reply's cmd_id is its request's + 1.
+CMD: dict[str, int] = {
+    "heartbeat": 22000,      # -> 22001
+    "depth": 22002,          # subscribe order book -> 22003
+    "trades": 22004,         # subscribe trade ticks -> 22005
+    "cancel": 22006,         # -> 22007; data.cancel_type 0 all, 1 depth, 2 trades
+    "trade_push": 22998,
+    "depth_push": 22999,
+}
+#: Reply cmd_id -> what the request was (for the reply's wording).
+_REPLY_KIND: dict[int, str] = {22001: "heartbeat", 22003: "depth", 22005: "trades", 22007: "cancel"}
+#: 22006 cancel_type values.
+CANCEL_ALL, CANCEL_DEPTH, CANCEL_TRADES = 0, 1, 2
+
+#: depth_level asked for per market (AT realtime_order_book_quote_subscription.md: FX and
+#: metals 1, crypto 5, HK 10, CN 5). US is not documented: 5 is an assumption (asking for
+#: more than exists returns what exists). Without depth_level AllTick sends 1 level.
+DEPTH_LEVELS: dict[str, int] = {"US": 5, "HK": 10, "SH": 5, "SZ": 5, "crypto": 5, "fx": 1}
+
+#: Symbols per connection, per subscription kind (AT interface_limitation.md); extras are
+#: silently ignored by AllTick.
+PLAN_SYMBOLS_PER_CONNECTION: dict[str, int] = {
+    "free": 5, "basic": 100, "premium": 200, "professional": 3000,
+}
+
+#: Minimum seconds between two requests on one connection (heartbeats included).
+MIN_REQUEST_INTERVAL_S = 1.0
+#: Heartbeat period and the silence after which AllTick closes the connection, seconds.
+HEARTBEAT_INTERVAL_S = 10.0
+HEARTBEAT_TIMEOUT_S = 30.0
+
+#: ``ret`` codes in plain words (AT error_code_description.md).
+RET_WORDS: dict[int, str] = {
+    400: "request rejected: header or data parameter invalid",
+    401: "token invalid or expired (check ALLTICK_TOKEN)",
+    402: "query invalid",
+    429: "rate limit: requests sent too fast (keep at least 1 s between requests)",
+    600: "symbol code invalid, or sent to the wrong endpoint for its asset class",
+    601: "request body empty",
+    603: "token plan level not enough for this data",
+    604: "symbol not authorized for this token",
+    605: "too many requests",
+    606: "too many requests; AllTick will close the connection",
+}
+#: ``ret`` codes that retrying with the same token cannot fix.
+FATAL_RETS = frozenset({401, 603})
+
+# Symbol shapes (upper case). Stocks: CODE.MARKET; the rest: plain codes.
+_US = r"[A-Z][A-Z0-9\-]{0,9}(?:\.[A-Z])?"       # AAPL, BRK.B
+_HK = r"[0-9]{1,5}"                              # 700, 1288 (leading zeros dropped)
+_CN = r"[0-9]{6}"                                # 600519, 000001
+_STOCK_RE = re.compile(rf"^(?:(?P<us>{_US})\.US|(?P<hk>{_HK})\.HK|(?P<cn>{_CN})\.(?P<ex>SH|SZ))$")
+_PLAIN_RE = re.compile(r"^(?=.*[A-Z])[A-Z0-9]{2,20}$")   # BTCUSDT, EURUSD, GOLD, 1INCHUSDT
+_HK_DASH_RE = re.compile(r"^HK-([0-9]{1,5})$")           # depth doc example form
+#: Quote currencies that mark a plain code as crypto (5 levels) rather than FX/metal (1).
+_CRYPTO_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "BTC", "ETH")
+
+SYMBOL_PATTERN = re.compile(
+    rf"^(?:(?:{_US})\.US|(?:{_HK})\.HK|(?:{_CN})\.(?:SH|SZ)|(?=.*[A-Z])[A-Z0-9]{{2,20}})$"
+)
+_SYMBOL_HELP = (
+    "expected CODE.US (AAPL.US), CODE.HK (700.HK), six digits .SH/.SZ (600519.SH) for "
+    "stocks, or a plain code (BTCUSDT, EURUSD, GOLD) for crypto, forex and metals"
+)
+
+_INF = math.inf
+_UINT32 = 0xFFFFFFFF
+_MAX_PENDING = 1024
+_MAX_TS = 4_000_000_000_000_000_000  # ns, year 2096
+
+# ======================================================================================
+# Small helpers
+# ======================================================================================
+
+
+class Secret:
+    """A credential that never shows itself in ``repr``, ``str`` or f-strings.
+
+    ``reveal()`` returns the value for the one place that must send it.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value (to send it, never to show it)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __reduce__(self):  # pickling would copy the value somewhere it can leak
+        raise TypeError("a Secret cannot be pickled")
+
+
+def load_token(token: str | None, env: str, vendor: str, hint: str) -> Secret:
+    """Return the token from ``token`` or the environment variable ``env`` as a :class:`Secret`.
+
+    Raises
+    ------
+    ValueError
+        If there is none, or it contains white space or control characters (which would
+        corrupt a URL or an HTTP header). The message never contains the token.
+    """
+    value = token if token is not None else os.environ.get(env)
+    if value is None or not str(value).strip():
+        raise ValueError(f"{vendor} needs a token: pass token= or set {env} ({hint})")
+    value = str(value).strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError(f"the {vendor} token in {env} contains spaces or control characters")
+    return Secret(value)
+
+
+def ts_to_ns(value: object, field: str = "time") -> int:
+    """Return a vendor timestamp in UTC ns; the unit is inferred from the magnitude.
+
+    Accepts an int, a float, or a string of digits (optionally with a fraction). Values
+    below 1e11 are seconds (1e11 s is the year 5138; 1e11 ms is 1973), below 1e14 ms, below
+    1e17 microseconds, else nanoseconds.
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_time`` for anything else (bools, negative, zero, NaN, text).
+    """
+    if type(value) is int:
+        n: int | Decimal = value
+    elif type(value) is str or type(value) is float:
+        try:
+            n = Decimal(value.strip() if type(value) is str else repr(value))
+        except InvalidOperation:
+            raise MalformedMessage("bad_time", f"{field} {value!r}") from None
+        if not n.is_finite():
+            raise MalformedMessage("bad_time", f"{field} {value!r}")
+        if n == n.to_integral_value():
+            n = int(n)
+    else:
+        raise MalformedMessage("bad_time", f"{field} {value!r}")
+    if not 0 < n < _MAX_TS:
+        raise MalformedMessage("bad_time", f"{field} {value!r}")
+    if n < 100_000_000_000:
+        scale = 1_000_000_000
+    elif n < 100_000_000_000_000:
+        scale = 1_000_000
+    elif n < 100_000_000_000_000_000:
+        scale = 1_000
+    else:
+        scale = 1
+    ns = int(n * scale)
+    if ns >= _MAX_TS:  # after 2096: not a timestamp in any unit
+        raise MalformedMessage("bad_time", f"{field} {value!r}")
+    return ns
+
+
+def _number(value: object, field: str) -> float:
+    # A JSON number or numeric string -> finite float; bools and text are refused.
+    if type(value) is str or type(value) is int or type(value) is float:
+        try:
+            x = float(value)
+        except ValueError:
+            raise MalformedMessage("bad_field", f"{field} {value!r}") from None
+        if x == x and x not in (_INF, -_INF):
+            return x
+    raise MalformedMessage("bad_field", f"{field} {value!r}")
+
+
+def _uint(value: object, field: str) -> int | None:
+    # seq: int or digit string -> int; missing/None/"" -> None.
+    if value is None or value == "":
+        return None
+    if type(value) is int and value >= 0:
+        return value
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    raise MalformedMessage("bad_field", f"{field} {value!r}")
+
+
+# ======================================================================================
+# Parsers: one per wire message. Each takes the ``data`` object and the receive time.
+# Missing keys raise KeyError, which ``parse`` turns into MalformedMessage("missing_field").
+# ======================================================================================
+
+_DIRECTION = {0: UNKNOWN, 1: BUY, 2: SELL, "0": UNKNOWN, "1": BUY, "2": SELL, None: UNKNOWN}
+
+
+def _trade(d: dict, recv_ns: int) -> Trade:
+    """Parse a trade push (cmd_id 22998).
+
+    ::
+
+        {"cmd_id": 22998,
+         "data": {"code": "AAPL.US",           # symbol as subscribed
+                  "seq": "30841440",           # quote number, str or int -> trade_id
+                  "tick_time": "1717000000123",  # str or int; ms documented, s seen -> ts_ns
+                  "price": "191.52",           # str
+                  "volume": "100",             # str; 0 for FX/metals (no real volume)
+                  "turnover": "19152.00",      # ignored: tickscope computes price x size
+                  "trade_direction": 1}}       # 0 unknown, 1 taker bought, 2 taker sold
+    """
+    code = d["code"]
+    if type(code) is not str or not code:
+        raise MalformedMessage("bad_symbol", f"trade code {code!r}")
+    price = _number(d["price"], "price")
+    size = _number(d["volume"], "volume")
+    if not 0.0 < price < _INF:
+        raise MalformedMessage("bad_price", f"trade price {d['price']!r}")
+    if not 0.0 <= size < _INF:
+        raise MalformedMessage("bad_size", f"trade volume {d['volume']!r}")
+    direction = d.get("trade_direction")
+    side = _DIRECTION.get(direction) if type(direction) is not bool else None
+    if side is None:
+        raise MalformedMessage("bad_field", f"trade_direction {direction!r}")
+    return Trade(
+        code.upper(), ts_to_ns(d["tick_time"], "tick_time"), price, size, side,
+        _uint(d.get("seq"), "seq"), recv_ns,
+    )
+
+
+def _levels(rows: object, field: str, descending: bool) -> tuple[tuple[float, float], ...]:
+    # [{"price": "..", "volume": ".."}, ...] -> ((price, size), ...) best first. A missing
+    # or empty volume (FX, metals, CFD) is 0.
+    if rows is None:
+        return ()
+    if type(rows) is not list:
+        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
+    out = []
+    for row in rows:
+        if type(row) is not dict:
+            raise MalformedMessage("bad_level", f"{field} row {row!r} is not an object")
+        vol = row.get("volume")
+        try:
+            p = _number(row["price"], f"{field} price")
+            q = 0.0 if vol is None or vol == "" else _number(vol, f"{field} volume")
+        except KeyError:
+            raise MalformedMessage("bad_level", f"{field} row {row!r} has no price") from None
+        except MalformedMessage:
+            raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedMessage("bad_level", f"{field} level {row!r}")
+        out.append((p, q))
+    out.sort(reverse=descending)
+    return tuple(out)
+
+
+def _depth(d: dict, recv_ns: int) -> BookSnapshot:
+    """Parse an order-book push (cmd_id 22999): a full top-N image, replace the book.
+
+    ::
+
+        {"cmd_id": 22999,
+         "data": {"code": "BTCUSDT",
+                  "seq": "1717000000000001",       # str or int -> last_update_id (not checked)
+                  "tick_time": "1717000000456",    # str or int, s or ms -> ts_ns
+                  "bids": [{"price": "67000.0", "volume": "0.8"}],   # best first
+                  "asks": [{"price": "67000.5", "volume": "1.1"}]}}  # one side may be empty
+
+    FX/metals/CFD levels carry no real volume (missing, empty or "0" -> 0.0).
+    """
+    code = d["code"]
+    if type(code) is not str or not code:
+        raise MalformedMessage("bad_symbol", f"depth code {code!r}")
+    if "bids" not in d and "asks" not in d:
+        raise MalformedMessage("missing_field", "depth push has neither bids nor asks")
+    return BookSnapshot(
+        code.upper(), ts_to_ns(d["tick_time"], "tick_time"), _uint(d.get("seq"), "seq"),
+        _levels(d.get("bids"), "bids", True), _levels(d.get("asks"), "asks", False),
+        is_partial=True,
+    )
+
+
+_PUSHES: dict[int, Callable[[dict, int], Event]] = {
+    CMD["trade_push"]: _trade,
+    CMD["depth_push"]: _depth,
+}
+
+
+# ======================================================================================
+# Adapter
+# ======================================================================================
+
+
+class AllTickAdapter:
+    """AllTick real-time trades and top-N depth (token required).
+
+    One connection serves one asset class: stocks (``.US``, ``.HK``, ``.SH``, ``.SZ``)
+    on the stock endpoint, everything else (crypto, forex, metals) on the forex/crypto
+    endpoint. :meth:`url` picks it from the symbols.
+
+    Parameters
+    ----------
+    token : str, optional
+        API token; default: environment variable ``ALLTICK_TOKEN``. It is sent only in
+        the URL's ``token`` query and never appears in ``repr``, ``display_url`` or errors.
+    stock_url, forex_crypto_url : str, optional
+        Endpoints without the token (e.g. another documented host, or a local fake).
+    max_symbols_per_connection : int, default 5
+        Plan limit per subscription kind (free 5, basic 100, premium 200, professional
+        3000; :data:`PLAN_SYMBOLS_PER_CONNECTION`).
+    asset_class : {"stock", "forex_crypto"}, optional
+        Pin the connection to one endpoint; symbols of the other class are then refused
+        by :meth:`normalize_symbol`. Default: chosen by the symbols (stock when none).
+    depth_levels : dict, optional
+        Overrides of :data:`DEPTH_LEVELS` (keys ``US HK SH SZ crypto fx``).
+
+    Raises
+    ------
+    ValueError
+        If there is no token, a URL is not ws:// or wss://, or an option is out of range.
+    """
+
+    name = "alltick"
+    symbol_pattern: re.Pattern[str] = SYMBOL_PATTERN
+    heartbeat_interval_s: float | None = HEARTBEAT_INTERVAL_S   # AllTick closes after 30 s
+    heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S
+    #: >= 1 s between requests is documented; 1.25 s leaves a margin, because two frames
+    #: sent exactly 1.000 s apart can arrive less than 1 s apart (jitter) and get a 429.
+    max_messages_per_s: float = 0.8 / MIN_REQUEST_INTERVAL_S
+    #: Each 22004/22002 replaces that kind's previous subscription: the client must always
+    #: pass the FULL current symbol list to :meth:`subscribe_messages`.
+    replaces_subscriptions = True
+    #: AllTick authenticates in the URL; there is no auth reply to wait for.
+    requires_auth_reply = False
+    #: ``seq`` (-> ``Trade.trade_id``) rises in every documented sample, but whether it
+    #: steps by exactly 1 per trade of a symbol is undocumented [?]: trade-id gap counts
+    #: are advisory for AllTick, and duplicates should only be dropped on equal ids.
+    consecutive_trade_ids = False
+    channels: dict[str, int] = {"trades": CMD["trades"], "depth": CMD["depth"]}
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        stock_url: str | None = None,
+        forex_crypto_url: str | None = None,
+        max_symbols_per_connection: int = PLAN_SYMBOLS_PER_CONNECTION["free"],
+        asset_class: str | None = None,
+        depth_levels: dict[str, int] | None = None,
+    ) -> None:
+        self._token = load_token(
+            token, "ALLTICK_TOKEN", "AllTick", "free registration at alltick.co")
+        self._urls = {  # asset class -> endpoint without token
+            "stock": _check_ws_url(stock_url or STOCK_URL, "stock_url"),
+            "forex_crypto": _check_ws_url(forex_crypto_url or FOREX_CRYPTO_URL, "forex_crypto_url"),
+        }
+        if type(max_symbols_per_connection) is not int or max_symbols_per_connection < 1:
+            raise ValueError(
+                "max_symbols_per_connection must be a whole number >= 1, "
+                f"not {max_symbols_per_connection!r}"
+            )
+        self.max_symbols_per_connection = max_symbols_per_connection  # plan limit per kind
+        if asset_class not in (None, "stock", "forex_crypto"):
+            raise ValueError(
+                f"asset_class must be 'stock', 'forex_crypto' or None, not {asset_class!r}")
+        self.asset_class = asset_class  # pinned endpoint, or None: chosen by symbols
+        levels = dict(DEPTH_LEVELS)
+        for key, n in (depth_levels or {}).items():
+            if key not in levels or type(n) is not int or n < 1:
+                raise ValueError(
+                    f"depth_levels: {key!r} -> {n!r}; keys {', '.join(levels)}, values >= 1")
+            levels[key] = n
+        self.depth_levels = levels  # market -> depth_level asked for
+        self._seq = itertools.count(1)  # seq_id source (wraps at 2**32 - 1)
+        # seq_id -> (kind, symbols) of requests awaiting a reply, to word the reply.
+        self._pending: dict[int, tuple[str, tuple[str, ...]]] = {}
+        # The full list last subscribed: unsubscribe_messages resends it minus the removed.
+        self._current: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"AllTickAdapter(stock_url={self._urls['stock']!r}, "
+            f"forex_crypto_url={self._urls['forex_crypto']!r}, "
+            f"max_symbols_per_connection={self.max_symbols_per_connection}, token='***')"
+        )
+
+    __str__ = __repr__
+
+    # -- symbols and URLs ------------------------------------------------------------
+
+    def normalize_symbol(self, text: str) -> str:
+        """Return ``text`` as an AllTick code.
+
+        Upper-cases, strips white space and ``/`` (``btc/usdt`` -> ``BTCUSDT``), drops
+        leading zeros of HK codes (``00700.HK`` -> ``700.HK``) and reads ``HK-1288`` as
+        ``1288.HK``. Accepted: ``AAPL.US``, ``BRK.B.US``, ``700.HK``, ``600519.SH``,
+        ``000001.SZ``, and plain codes of 2-20 letters/digits (``BTCUSDT``, ``EURUSD``,
+        ``GOLD``).
+
+        Raises
+        ------
+        ValueError
+            With a message for the user when ``text`` is not a valid code, or belongs to
+            the other asset class than a pinned ``asset_class``.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"a symbol must be text, not {type(text).__name__}")
+        sym = text.strip().upper().replace("/", "")
+        m = _HK_DASH_RE.match(sym)
+        if m:
+            sym = f"{m.group(1)}.HK"
+        m = _STOCK_RE.match(sym)
+        if m and m.group("hk") is not None:
+            sym = f"{int(m.group('hk'))}.HK"
+        elif not m and not _PLAIN_RE.match(sym):
+            raise ValueError(f"{text.strip()!r} is not an AllTick symbol: {_SYMBOL_HELP}")
+        if self.asset_class is not None and self.asset_class_of(sym) != self.asset_class:
+            raise ValueError(
+                f"{sym} is not served on this feed's {self.asset_class.replace('_', '/')} "
+                "endpoint; stocks and crypto/forex need separate AllTick feeds"
+            )
+        return sym
+
+    @staticmethod
+    def asset_class_of(symbol: str) -> str:
+        """Return ``"stock"`` for ``.US/.HK/.SH/.SZ`` codes, else ``"forex_crypto"``."""
+        return "stock" if _STOCK_RE.match(symbol) else "forex_crypto"
+
+    def depth_level_of(self, symbol: str) -> int:
+        """Return the depth_level requested for ``symbol`` (see :data:`DEPTH_LEVELS`)."""
+        m = _STOCK_RE.match(symbol)
+        if m:
+            key = "US" if m.group("us") else "HK" if m.group("hk") else m.group("ex")
+        elif symbol.startswith(("BTC", "ETH")) or any(
+            symbol.endswith(q) and len(symbol) > len(q) for q in _CRYPTO_QUOTES
+        ):
+            key = "crypto"
+        else:
+            key = "fx"  # forex, metals, commodities: 1 level; a crypto read as fx gets 1
+        return self.depth_levels[key]
+
+    def validate_subscription(self, symbols: Iterable[str]) -> list[str]:
+        """Return the normalised, de-duplicated list, or say why it cannot be subscribed.
+
+        Raises
+        ------
+        ValueError
+            For a bad symbol, a mix of stocks and crypto/forex (two endpoints), or more
+            symbols than the plan serves on one connection.
+        """
+        syms = list(dict.fromkeys(self.normalize_symbol(s) for s in symbols))
+        classes = {self.asset_class_of(s) for s in syms}
+        if len(classes) > 1:
+            stocks = [s for s in syms if self.asset_class_of(s) == "stock"]
+            others = [s for s in syms if s not in stocks]
+            raise ValueError(
+                "AllTick serves stocks and crypto/forex on separate endpoints: "
+                f"{', '.join(stocks)} and {', '.join(others)} need separate feeds"
+            )
+        if len(syms) > self.max_symbols_per_connection:
+            raise ValueError(
+                f"{len(syms)} symbols exceed the AllTick plan limit of "
+                f"{self.max_symbols_per_connection} per connection (AllTick would silently "
+                "ignore the rest); remove some or set max_symbols_per_connection for your plan"
+            )
+        return syms
+
+    def endpoint(self, symbols: Iterable[str] = ()) -> str:
+        """Return ``"stock"`` or ``"forex_crypto"``: the endpoint ``symbols`` need.
+
+        Raises
+        ------
+        ValueError
+            If the symbols mix both classes.
+        """
+        classes = {self.asset_class_of(self.normalize_symbol(s)) for s in symbols}
+        if len(classes) > 1:
+            raise ValueError(
+                "AllTick serves stocks and crypto/forex on separate endpoints: "
+                "split these symbols into two feeds"
+            )
+        return classes.pop() if classes else (self.asset_class or "stock")
+
+    def url(self, symbols: Iterable[str] = ()) -> str:
+        """Return the WebSocket URL for ``symbols`` WITH the token (to connect; never show it).
+
+        Raises
+        ------
+        ValueError
+            If a symbol is invalid or the symbols mix stocks and crypto/forex.
+        """
+        token = quote(self._token.reveal(), safe="")
+        return self._with_token(self._urls[self.endpoint(symbols)], token)
+
+    def display_url(self, symbols: Iterable[str] = ()) -> str:
+        """Return :meth:`url` with the token replaced by ``***`` (for logs and the UI)."""
+        return self._with_token(self._urls[self.endpoint(symbols)], "***")
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every occurrence of the token replaced by ``***``.
+
+        Tokens shorter than 4 characters are not searched for (they would mangle words).
+        """
+        token = self._token.reveal()
+        if len(token) < 4:
+            return text
+        return text.replace(token, "***").replace(quote(token, safe=""), "***")
+
+    def snapshot_url(self, symbol: str) -> None:
+        """Return None: every depth push is a full top-N image."""
+        return None
+
+    # -- control messages ------------------------------------------------------------
+
+    def subscribe_messages(self, symbols: Iterable[str]) -> list[str]:
+        """Return the 22004 (trades) and 22002 (depth) requests for the FULL list ``symbols``.
+
+        Each request replaces that kind's previous subscription on the connection, so
+        ``symbols`` must be every symbol wanted, not just new ones
+        (:attr:`replaces_subscriptions`). Two frames; the client spaces them >= 1 s.
+        An empty list returns no frames (use :meth:`unsubscribe_messages` to cancel).
+
+        Raises
+        ------
+        ValueError
+            See :meth:`validate_subscription`; nothing is sent then.
+        """
+        syms = self.validate_subscription(symbols)
+        self._current = tuple(syms)
+        if not syms:
+            return []
+        trades = {"symbol_list": [{"code": s} for s in syms]}
+        depth = {"symbol_list": [{"code": s, "depth_level": self.depth_level_of(s)} for s in syms]}
+        return [
+            self._request("trades", trades, tuple(syms)),
+            self._request("depth", depth, tuple(syms)),
+        ]
+
+    def unsubscribe_messages(self, symbols: Iterable[str]) -> list[str]:
+        """Return the frames that drop ``symbols`` from the current subscription.
+
+        AllTick can only cancel a whole kind (22006 ``cancel_type``), not a symbol, so:
+        while symbols remain, the reduced list is resent (22004 + 22002, replacing the
+        previous subscriptions); when none remain, one 22006 with ``cancel_type`` 0 (all).
+        "Current" is the list last given to :meth:`subscribe_messages`.
+        """
+        gone = {self.normalize_symbol(s) for s in symbols}
+        remaining = [s for s in self._current if s not in gone]
+        if remaining:
+            return self.subscribe_messages(remaining)
+        had = self._current
+        self._current = ()
+        return [self._request("cancel", {"cancel_type": CANCEL_ALL}, had)] if had or gone else []
+
+    def heartbeat_message(self) -> str:
+        """Return the 22000 heartbeat (send every 10 s; AllTick closes after 30 s without)."""
+        seq = self._next_seq()
+        return _dumps({"cmd_id": CMD["heartbeat"], "seq_id": seq,
+                       "trace": f"tickscope-heartbeat-{seq}", "data": {}})
+
+    # -- parsing ---------------------------------------------------------------------
+
+    def parse(self, raw: str | bytes, recv_ns: int) -> list[Event]:
+        """Return the events in one frame.
+
+        Parameters
+        ----------
+        raw : str or bytes
+            JSON text as received.
+        recv_ns : int
+            Local receive time, UTC ns.
+
+        Returns
+        -------
+        list
+            One ``Trade`` (22998), ``BookSnapshot`` (22999, partial) or ``VendorReply``
+            (a reply with ``ret``); empty for a successful heartbeat reply (22001).
+
+        Raises
+        ------
+        MalformedMessage
+            ``bad_json``, ``bad_shape``, ``missing_field``, ``bad_field``, ``bad_symbol``,
+            ``bad_price``, ``bad_size``, ``bad_time``, ``bad_level``, ``bad_reply`` or
+            ``unknown_event``.
+        """
+        try:
+            msg = json.loads(raw)
+        except (ValueError, TypeError, RecursionError) as exc:  # incl. UnicodeDecodeError
+            raise MalformedMessage("bad_json", str(exc)[:200]) from None
+        if type(msg) is not dict:
+            raise MalformedMessage("bad_shape", f"top level is {type(msg).__name__}, not an object")
+        cmd = msg.get("cmd_id")
+        if "ret" in msg:
+            reply = self._reply(msg)
+            return [] if reply is None else [reply]
+        parser = _PUSHES.get(cmd) if type(cmd) is int else None
+        if parser is None:
+            raise MalformedMessage("unknown_event", f"cmd_id {cmd!r}, keys {sorted(msg)[:8]}")
+        data = msg.get("data")
+        if type(data) is not dict:
+            raise MalformedMessage("bad_shape", f"cmd_id {cmd}: data is not an object")
+        try:
+            return [parser(data, recv_ns)]
+        except KeyError as exc:
+            raise MalformedMessage("missing_field", f"cmd_id {cmd}: no {exc}") from None
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            if isinstance(exc, MalformedMessage):
+                raise
+            raise MalformedMessage("bad_field", f"cmd_id {cmd}: {exc}") from None
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
+        """Refuse: AllTick has no REST depth snapshot (depth pushes are snapshots).
+
+        Raises
+        ------
+        MalformedMessage
+            Always, ``no_snapshot``.
+        """
+        raise MalformedMessage(
+            "no_snapshot", "AllTick depth pushes are full images; there is no REST snapshot")
+
+    @staticmethod
+    def is_fatal_reply(event: object) -> bool:
+        """Return True for a reply that retrying with the same token cannot fix (401, 603)."""
+        if not isinstance(event, VendorReply) or event.ok:
+            return False
+        m = re.match(r"AllTick error (\d+):", event.message)
+        return bool(m) and int(m.group(1)) in FATAL_RETS
+
+    # -- private ---------------------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        # uint32 seq_id, 1 .. 2**32 - 1, wrapping.
+        return (next(self._seq) - 1) % _UINT32 + 1
+
+    def _request(self, kind: str, data: dict, symbols: tuple[str, ...]) -> str:
+        seq = self._next_seq()
+        if len(self._pending) >= _MAX_PENDING:  # replies never came; forget the oldest
+            self._pending.pop(next(iter(self._pending)))
+        self._pending[seq] = (kind, symbols)
+        trace = f"tickscope-{kind}-{seq}"
+        return _dumps({"cmd_id": CMD[kind], "seq_id": seq, "trace": trace, "data": data})
+
+    def _reply(self, msg: dict) -> VendorReply | None:
+        """Parse the answer to a request.
+
+        ::
+
+            {"ret": 200,                    # 200 ok, else an error code (RET_WORDS)
+             "msg": "ok",
+             "cmd_id": 22005,               # request cmd_id + 1 (22001 heartbeat,
+                                            # 22003 depth, 22005 trades, 22007 cancel)
+             "seq_id": 2,                   # echoed
+             "trace": "tickscope-trades-2", # echoed
+             "data": {}}
+        """
+        ret, cmd, seq = msg.get("ret"), msg.get("cmd_id"), msg.get("seq_id")
+        if type(ret) is str and ret.isdigit():
+            ret = int(ret)
+        if type(ret) is not int:
+            raise MalformedMessage("bad_reply", f"ret {ret!r}")
+        kind = _REPLY_KIND.get(cmd) if type(cmd) is int else None
+        pending = self._pending.pop(seq, None) if type(seq) is int else None
+        if kind is None and pending is not None:
+            kind = pending[0]
+        symbols = pending[1] if pending else ()
+        trace = msg.get("trace")
+        if type(trace) is str and trace:
+            request_id: str | None = trace
+        else:
+            request_id = None if seq is None else str(seq)
+        if kind == "heartbeat" and ret == 200:
+            return None
+        doing = kind or "request"
+        if ret == 200:
+            if kind == "cancel":
+                text = "AllTick: cancelled all subscriptions"
+            else:
+                text = (f"AllTick: subscribed {doing} for {', '.join(symbols)}" if symbols
+                        else f"AllTick: {doing} ok")
+            return VendorReply(True, text, request_id, symbols)
+        words = RET_WORDS.get(ret, "unknown error")
+        vendor = msg.get("msg")
+        said = ""
+        if vendor and str(vendor).lower() not in ("ok", words.lower()):
+            said = f"; AllTick says {self.redact(str(vendor))[:120]!r}"
+        about = f" ({doing} {', '.join(symbols)})" if symbols else f" ({doing})"
+        return VendorReply(False, f"AllTick error {ret}: {words}{about}{said}", request_id, symbols)
+
+    @staticmethod
+    def _with_token(url: str, token_text: str) -> str:
+        sep = "&" if urlsplit(url).query else "?"
+        return f"{url}{sep}token={token_text}"
+
+
+def _check_ws_url(url: str, what: str) -> str:
+    # The URL is echoed without its query, which could hold a token.
+    parts = urlsplit(url)
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError(f"{what} must start with ws:// or wss://, not {shown!r}")
+    if "token=" in parts.query or parts.password:
+        raise ValueError(f"{what} must not contain the token; pass token= or set ALLTICK_TOKEN")
+    return url
+
+
+def _dumps(obj: dict) -> str:
+    return json.dumps(obj, separators=(",", ":"))
