@@ -4,6 +4,7 @@ Usage::
 
     tickscope [--replay FILE ...] [--speed X] [--vendor binance] [--market spot|usdm]
               [--symbols A,B] [--url WS_URL] [--rest-url URL] [--data-dir DIR]
+              [--retention-days D] [--retention-mb M] [--record FILE] [--stale-after S]
               [--host 127.0.0.1] [--port 8050]
     tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [-o OUT]
 
@@ -13,6 +14,21 @@ loopback, connects the ordinary Binance adapter to it and serves the dashboard. 
 follows the replayed exchange time. ``--vendor binance`` connects to Binance's public
 streams; ``--url`` points the Binance dialect at any endpoint.
 
+Persistence: raw trades are stored per source under ``--data-dir`` (default: the
+platform's user data dir, e.g. ``~/.local/share/tickscope``): ``embedded/`` for the
+simulator, ``binance/``, ``binance-usdm/`` for live vendors. A replay persists only when
+``--data-dir`` is given, under ``replay/<market>-<hash of the files>/``: replaying the
+same files again restores what was stored and skips trades already seen (by trade id),
+while a plain replay never leaves files behind or restores an earlier run. Retention
+(``--retention-days``, ``--retention-mb``) is applied a few seconds after start and then
+every minute.
+
+``--record FILE`` writes every message received (and every REST snapshot) in the replay
+format, gzip-compressed when FILE ends in ``.gz``, so ``--replay FILE`` plays the session
+back. Hidden developer options: ``--faults "drop_every=500,skip_ids=3,..."`` injects faults
+in the embedded exchange (``feed.exchange.Faults``), ``--sim-rate X`` makes the simulator
+X times busier.
+
 A bad argument or unreadable file prints one message naming the problem and exits with
 code 2.
 """
@@ -20,6 +36,7 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import signal
@@ -47,6 +64,19 @@ def _positive_speed(text: str) -> float:
     if value < 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(f"--speed must be >= 0 (0 = as fast as possible), not {text!r}")
     return value
+
+
+def _positive(name: str):
+    # An argparse type: a finite number > 0.
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, not {text!r}") from None
+        if not (value > 0 and value != float("inf")):
+            raise argparse.ArgumentTypeError(f"{name} must be a number > 0, not {text!r}")
+        return value
+    return parse
 
 
 def _port(text: str) -> int:
@@ -82,7 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rest-url", default=None,
                    help="base URL for REST depth snapshots (default: http(s) on the --url host)")
     p.add_argument("--data-dir", default=None,
-                   help="where tickscope keeps its files (default: the platform's user data dir)")
+                   help="where tickscope keeps its files (default: the platform's user data dir); "
+                        "a replay persists only when this is given")
+    p.add_argument("--retention-days", type=_positive("--retention-days"), default=None, metavar="D",
+                   help="delete stored trades older than D days (default: keep)")
+    p.add_argument("--retention-mb", type=_positive("--retention-mb"), default=None, metavar="M",
+                   help="keep at most M megabytes of stored trades, oldest deleted first (default: no limit)")
+    p.add_argument("--record", default=None, metavar="FILE",
+                   help="record every received message to FILE in the replay format (.gz: compressed)")
+    p.add_argument("--stale-after", type=_positive("--stale-after"), default=30.0, metavar="S",
+                   help="reconnect when no message arrived for S seconds while subscribed (default 30)")
+    p.add_argument("--faults", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--sim-rate", type=_positive("--sim-rate"), default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8050, help="dashboard port (default 8050)")
     p.add_argument("--bar", default="1m", help="bar spec shown first (default 1m)")
@@ -133,12 +174,18 @@ class Runtime:
         self.feed = None
         self.fetcher = None
         self.store = None
+        self.recorder = None
         self.app = None
         self._watch: threading.Thread | None = None
 
     def stop(self) -> None:
-        """Stop feed, fetcher, engine, store and exchange (idempotent)."""
-        for part in (self.feed, self.fetcher):
+        """Stop feed, exchange, fetcher, engine, store and recorder (idempotent).
+
+        The embedded exchange stops before the snapshot fetcher: a replay holds a REST
+        depth request until its recorded snapshot plays, and stopping answers it at once.
+        The engine stops after both, so it drains what they queued and flushes the store.
+        """
+        for part in (self.feed, self.exchange, self.fetcher):
             if part is not None:
                 try:
                     part.stop()
@@ -147,13 +194,34 @@ class Runtime:
         if self.engine is not None:
             self.engine.stop()
         if self.store is not None:
-            self.store.close()
-        if self.exchange is not None:
-            self.exchange.stop()
+            try:
+                self.store.close()
+            except Exception:
+                log.exception("error while closing the trade store")
+        if self.recorder is not None:
+            self.recorder.close()
 
 
-def start_runtime(args: argparse.Namespace, *, interval_ms: int = 250) -> Runtime:
+def start_runtime(
+    args: argparse.Namespace,
+    *,
+    interval_ms: int = 250,
+    feed_options: dict | None = None,
+    engine_options: dict | None = None,
+) -> Runtime:
     """Build and start the runtime for parsed ``args``; return it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        From :func:`build_parser`.
+    interval_ms : int
+        Dashboard refresh interval, ms.
+    feed_options : dict, optional
+        Extra keyword arguments for ``FeedClient`` (tests shorten ``backoff_initial_s``,
+        ``stale_after_s``, ...).
+    engine_options : dict, optional
+        Extra keyword arguments for ``Engine`` (e.g. ``queue_size``).
 
     Raises
     ------
@@ -182,16 +250,30 @@ def start_runtime(args: argparse.Namespace, *, interval_ms: int = 250) -> Runtim
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--rest-url: {args.rest_url!r} is not an http:// or https:// URL")
 
-    rt = Runtime()
     embedded = not args.vendor and not args.url
+    faults = getattr(args, "faults", None)
+    if faults and not embedded:
+        raise UsageError("--faults applies to the embedded exchange only; drop --vendor/--url")
+    if faults:
+        from feed.exchange import Faults
+
+        try:
+            faults = Faults.from_str(faults)
+        except ValueError as exc:
+            raise UsageError(f"--faults: {exc}") from None
+    rt = Runtime()
     probe = BinanceAdapter(args.market)
     symbols = _parse_symbols(args.symbols, probe)
     if embedded:
         from feed.exchange import EmbeddedExchange
 
-        rt.exchange = EmbeddedExchange(
-            replay_files=replay, speed=args.speed, symbols=symbols or None,
-        ).start()
+        try:
+            rt.exchange = EmbeddedExchange(
+                replay_files=replay, speed=args.speed, symbols=symbols or None,
+                sim_rate=getattr(args, "sim_rate", 1.0), faults=faults or None,
+            ).start()
+        except ValueError as exc:
+            raise UsageError(f"--replay/--symbols: {exc}") from None
         if replay and not symbols:
             symbols = list(rt.exchange.symbols)
         if not replay and not symbols:
@@ -203,19 +285,42 @@ def start_runtime(args: argparse.Namespace, *, interval_ms: int = 250) -> Runtim
             symbols = ["BTCUSDT"]
     adapter = BinanceAdapter(args.market, ws_url=ws_url, rest_url=rest_url)
 
-    if not replay:
-        from feed.store import TradeStore
+    try:
+        if not replay or args.data_dir:
+            from feed.store import TradeStore
 
-        source = "embedded" if embedded else adapter.name
-        data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
-        try:
-            rt.store = TradeStore(data_dir / source)
-        except Exception as exc:
-            raise UsageError(f"--data-dir: cannot use {data_dir}: {exc}") from None
+            data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
+            source = _replay_store_name(replay, args.market) if replay else (
+                "embedded" if embedded else adapter.name)
+            try:
+                rt.store = TradeStore(data_dir / source)
+            except Exception as exc:
+                raise UsageError(f"--data-dir: cannot use {data_dir}: {exc}") from None
+        if args.record:
+            from feed.recorder import Recorder
 
-    rt.engine = Engine(adapter, store=rt.store, clock="exchange" if replay else "wall",
-                       default_spec=args.bar)
-    rt.feed = FeedClient(adapter, rt.engine, symbols=())
+            try:
+                rt.recorder = Recorder(args.record)
+            except FileExistsError:
+                raise UsageError(f"--record: {args.record} exists; a recording is never overwritten, "
+                                 "choose another name") from None
+            except OSError as exc:
+                raise UsageError(f"--record: cannot create {args.record}: {exc.strerror or exc}") from None
+    except UsageError:
+        rt.stop()
+        raise
+
+    retention_days = getattr(args, "retention_days", None)
+    retention_mb = getattr(args, "retention_mb", None)
+    rt.engine = Engine(
+        adapter, store=rt.store, clock="exchange" if replay else "wall", default_spec=args.bar,
+        recorder=rt.recorder,
+        retention_max_age_s=None if retention_days is None else retention_days * 86400.0,
+        retention_max_bytes=None if retention_mb is None else int(retention_mb * 1024 * 1024),
+        **(engine_options or {}),
+    )
+    rt.feed = FeedClient(adapter, rt.engine, symbols=(),
+                         **{"stale_after_s": getattr(args, "stale_after", 30.0), **(feed_options or {})})
     rt.fetcher = SnapshotFetcher(rt.engine)
     rt.engine.attach(rt.feed, rt.fetcher)
     rt.engine.start()
@@ -234,6 +339,17 @@ def _watch_replay(rt: Runtime) -> None:
     rt.exchange.finished.wait()
     rt.engine.wait_idle(timeout=60, quiet_s=1.0)
     rt.engine.mark_source_finished()
+    if rt.feed is not None:
+        # Nothing more will come: silence is expected now, not a dead connection.
+        rt.feed.stale_after_s = None
+
+
+def _replay_store_name(files: list[Path], market: str) -> str:
+    # One store per set of recordings and market: a replay restores its own history only.
+    digest = hashlib.sha1()
+    for path in sorted(str(p.resolve()) for p in files):
+        digest.update(path.encode() + b"\0")
+    return str(Path("replay") / f"{market}-{digest.hexdigest()[:12]}")
 
 
 def _default_data_dir() -> Path:

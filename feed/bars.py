@@ -295,6 +295,37 @@ class TimeBarAggregator(BarAggregator):
 
 class _ThresholdAggregator(BarAggregator):
     # Shared by tick, volume and value bars: start/end are the first/last trade times.
+    # With session_reset, a bar never spans a session boundary: the first trade of a new
+    # session closes the bar in progress (short of its threshold) before opening one.
+
+    def __init__(
+        self,
+        symbol: str,
+        spec: BarSpec,
+        *,
+        session_reset: bool = False,
+        utc_offset: str | int | None = None,
+        session_tz: str | None = None,
+        session_open: str = "00:00",
+        max_bars: int | None = None,
+    ) -> None:
+        super().__init__(symbol, spec, max_bars=max_bars)
+        self.sessions = (
+            make_grid(86_400 * 1_000_000_000, utc_offset=utc_offset, session_tz=session_tz,
+                      session_open=session_open)
+            if session_reset else None
+        )
+        self._session: tuple[int, int] = (0, 0)  # [open, next open) of the bar in progress
+
+    def _reset_if_new_session(self, ts_ns: int) -> list[Bar]:
+        # Close the bar in progress when ts_ns falls in a later session than its own.
+        if self.sessions is None:
+            return []
+        lo, hi = self._session
+        if lo <= ts_ns < hi:
+            return []
+        self._session = self.sessions.bucket(ts_ns)
+        return [self._close_current()] if self.current is not None else []
 
     def _open(self, trade: Trade) -> Bar:
         bar = self._new_bar(trade.ts_ns, trade.ts_ns, trade.price)
@@ -316,12 +347,13 @@ class TickBarAggregator(_ThresholdAggregator):
     def on_trade(self, trade: Trade) -> list[Bar]:
         if not trade.in_bars:
             return []
+        closed = self._reset_if_new_session(trade.ts_ns) if self.sessions else []
         bar = self.current or self._open(trade)
         _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
         bar.end_ns = trade.ts_ns
         if bar.trade_count >= self.spec.step:
-            return [self._close_current()]
-        return []
+            closed.append(self._close_current())
+        return closed
 
 
 class VolumeBarAggregator(_ThresholdAggregator):
@@ -355,12 +387,16 @@ class VolumeBarAggregator(_ThresholdAggregator):
         eps = threshold * _REL_EPS
         price, side, ts = trade.price, trade.side, trade.ts_ns
         size = trade.size
-        closed: list[Bar] = []
+        closed: list[Bar] = self._reset_if_new_session(ts) if self.sessions else []
         while size > 0.0:
             bar = self.current or self._open(trade)
             bar.end_ns = ts
-            # 1. How much room is left in the bar, in threshold units.
+            # 1. How much room is left in the bar, in threshold units (a bar already full
+            #    within float slack closes first, so every pass makes progress).
             room = threshold - self._filled(bar)
+            if room <= eps:
+                closed.append(self._close_current())
+                continue
             need = self._measure(price, size)
             if need < room - eps:
                 # 2a. The whole (remaining) trade fits: add it and wait for more.
@@ -408,7 +444,8 @@ AGGREGATORS: dict[str, type[BarAggregator]] = {
     "value": ValueBarAggregator,
 }
 
-_TIME_OPTIONS = ("utc_offset", "session_tz", "session_open", "empty", "late_tolerance_ns")
+_TIME_ONLY = ("empty", "late_tolerance_ns")
+_THRESHOLD_ONLY = ("session_reset",)
 
 
 def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregator:
@@ -420,8 +457,10 @@ def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregato
     spec : BarSpec or str
         E.g. ``BarSpec.from_str("1m")`` or ``"100t"``.
     **options
-        ``max_bars`` for every kind; ``utc_offset``, ``session_tz``, ``session_open``,
-        ``empty`` and ``late_tolerance_ns`` for time bars (ignored for the other kinds).
+        ``max_bars`` for every kind; ``utc_offset``, ``session_tz`` and ``session_open``
+        (alignment of time bars; session boundaries of threshold bars with
+        ``session_reset=True``); ``empty`` and ``late_tolerance_ns`` for time bars only,
+        ``session_reset`` for tick, volume and value bars only (each ignored elsewhere).
 
     Raises
     ------
@@ -429,8 +468,10 @@ def make_aggregator(symbol: str, spec: BarSpec | str, **options) -> BarAggregato
         If ``spec`` is not a valid spec string.
     """
     spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
-    if not spec.is_time:
-        options = {k: v for k, v in options.items() if k not in _TIME_OPTIONS}
+    drop = _THRESHOLD_ONLY if spec.is_time else _TIME_ONLY
+    options = {k: v for k, v in options.items() if k not in drop}
+    if not spec.is_time and not options.get("session_reset"):
+        options = {k: v for k, v in options.items() if k not in ("utc_offset", "session_tz", "session_open")}
     return AGGREGATORS[spec.kind](symbol, spec, **options)
 
 
@@ -478,13 +519,18 @@ def aggregate(
     session_tz: str | None = None,
     session_open: str = "00:00",
     empty: EmptyPolicy = "gap",
+    late_tolerance_ns: int = 2_000_000_000,
+    session_reset: bool = False,
 ) -> pd.DataFrame:
-    """Aggregate trades (in time order) into bars in one batch.
+    """Aggregate trades (in arrival order) into bars in one batch.
 
-    Time bars are computed vectorised (numpy group reductions); tick, volume and value
-    bars go through the streaming aggregator, so both paths give the same bars. The last
-    bar is returned with ``closed=False`` (nothing shows it has ended), exactly as the
-    streaming aggregator would hold it in progress.
+    Gives exactly the bars the streaming aggregator of the same options would hold after
+    ``on_trades(trades)`` (tested property), including late trades (revising within
+    ``late_tolerance_ns``, left out beyond it) and the split of overshooting trades.
+    Time and tick bars are computed vectorised (numpy group reductions); volume and value
+    bars carry each trade's remainder into the next bar, a sequential rule, so they run
+    the streaming aggregator itself. The last bar is returned with ``closed=False`` unless
+    its threshold was reached, as the streaming aggregator holds it in progress.
 
     Parameters
     ----------
@@ -494,8 +540,11 @@ def aggregate(
     spec : BarSpec or str
     symbol : str, optional
         Symbol for the ``symbol`` column; defaults to the trades' symbol.
-    utc_offset, session_tz, session_open, empty
-        Time-bar options, as for :class:`TimeBarAggregator`.
+    utc_offset, session_tz, session_open, empty, late_tolerance_ns
+        Time-bar options, as for :class:`TimeBarAggregator` (``utc_offset`` and the session
+        options also define sessions for ``session_reset``).
+    session_reset : bool, default False
+        Tick, volume and value bars: a bar never spans a session boundary.
 
     Returns
     -------
@@ -505,7 +554,7 @@ def aggregate(
     Raises
     ------
     ValueError
-        If ``spec`` is invalid or time-bar trades are not in time order.
+        If ``spec`` or an option is invalid.
     """
     spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
     if symbol is None:
@@ -513,14 +562,17 @@ def aggregate(
             symbol = str(trades["symbol"].iloc[0]) if "symbol" in trades and len(trades) else ""
         else:
             symbol = trades[0].symbol if len(trades) else ""
-    if not spec.is_time:
+    align = dict(utc_offset=utc_offset, session_tz=session_tz, session_open=session_open)
+    if spec.kind in ("volume", "value"):
         if isinstance(trades, pd.DataFrame):
             a = _trades_to_arrays(trades)
             trades = [
                 Trade(symbol, int(ts), float(p), float(s), int(sd), None, 0, bool(ib))
-                for ts, p, s, sd, ib in zip(a["ts"], a["price"], a["size"], a["side"], a["in_bars"])
+                for ts, p, s, sd, ib in zip(
+                    a["ts"].tolist(), a["price"].tolist(), a["size"].tolist(),
+                    a["side"].tolist(), a["in_bars"].tolist())
             ]
-        agg = make_aggregator(symbol, spec)
+        agg = make_aggregator(symbol, spec, session_reset=session_reset, **align)
         agg.on_trades(trades)
         return bars_to_frame(agg.bars())
 
@@ -532,40 +584,114 @@ def aggregate(
         ts, price, size, side = a["ts"][keep], a["price"][keep], a["size"][keep], a["side"][keep]
     if len(ts) == 0:
         return bars_to_frame([])
-    if np.any(np.diff(ts) < 0):
-        raise ValueError("aggregate() needs trades in time order for time bars")
-    grid = make_grid(spec.interval_ns, utc_offset=utc_offset, session_tz=session_tz,
-                     session_open=session_open)
+    if spec.kind == "tick":
+        return _tick_bars(symbol, spec, ts, price, size, side,
+                          make_grid(86_400_000_000_000, **align) if session_reset else None)
+    grid = make_grid(spec.interval_ns, **align)
+    return _time_bars(symbol, spec, ts, price, size, side, grid, empty, late_tolerance_ns)
+
+
+def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> pd.DataFrame:
+    # Vectorised time bars with the streaming aggregator's late-trade rule.
     start, end = grid.buckets(ts)
-    # Group boundaries: first index of each new bucket.
+    n = len(ts)
+    # A trade is late when its bucket is before the newest bucket seen before it.
+    prev_max = np.maximum.accumulate(start)
+    prev_max = np.r_[start[0], prev_max[:-1]]
+    late = start < prev_max
+    if late.any():
+        prev_ts = np.r_[ts[0], np.maximum.accumulate(ts)[:-1]]
+        on_time = ~late
+        # Late trades revise a held bar within tolerance; beyond it, or when no bar exists
+        # for their interval (a gap), they are left out, as the streaming aggregator does.
+        if empty == "flat":
+            exists = start >= start[on_time][0]
+        else:
+            exists = np.isin(start, start[on_time])
+        use = on_time | (late & (prev_ts - ts <= tolerance) & exists)
+        ts, price, size, side, start, end, late = (
+            ts[use], price[use], size[use], side[use], start[use], end[use], late[use])
+        n = len(ts)
+    # Groups by bucket, in bucket order (late trades join their earlier bucket).
+    order = np.argsort(start, kind="stable")
+    if late.any():
+        ts, price, size, side, start, end, late = (
+            ts[order], price[order], size[order], side[order], start[order], end[order], late[order])
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
-    last = np.r_[idx[1:], len(ts)] - 1
+    counts = np.diff(np.r_[idx, n])
+    group = np.repeat(np.arange(len(idx)), counts)
+    frame = _group_frame(symbol, spec, price, size, side, idx, group, late)
+    frame["start"] = start[idx]
+    frame["end"] = end[idx]
+    frame["closed"] = True
+    if empty == "flat":
+        frame = _fill_flat(frame, grid, late_groups=_late_only_groups(late, group, len(idx)))
+    frame.loc[frame.index[-1], "closed"] = False
+    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+
+
+def _late_only_groups(late: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    # Groups made only of late trades (revisions of flat bars).
+    return np.bincount(group, weights=(~late).astype(float), minlength=n) == 0
+
+
+def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
+    # Vectorised tick bars: every N trades, restarting the count at session boundaries.
+    n, step = len(ts), int(spec.step)
+    if sessions is None:
+        idx = np.arange(0, n, step)
+    else:
+        sess = sessions.buckets(ts)[0]
+        new_sess = np.flatnonzero(np.r_[True, sess[1:] != sess[:-1]])
+        sess_start = np.repeat(new_sess, np.diff(np.r_[new_sess, n]))
+        rank = np.arange(n) - sess_start
+        idx = np.flatnonzero((rank % step) == 0)
+    counts = np.diff(np.r_[idx, n])
+    group = np.repeat(np.arange(len(idx)), counts)
+    frame = _group_frame(symbol, spec, price, size, side, idx, group, None)
+    last = np.r_[idx[1:], n] - 1
+    frame["start"] = ts[idx]
+    frame["end"] = ts[last]
+    closed = np.ones(len(idx), bool)
+    closed[-1] = counts[-1] >= step
+    frame["closed"] = closed
+    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+
+
+def _group_frame(symbol, spec, price, size, side, idx, group, late) -> pd.DataFrame:
+    # OHLCV and taker volumes per group. Open/close come from on-time trades only: a late
+    # trade revises a bar's high, low and sums but not its open or close.
     n = len(idx)
-    group = np.repeat(np.arange(n), last - idx + 1)
+    last = np.r_[idx[1:], len(price)] - 1
+    if late is not None and late.any():
+        on_time = np.flatnonzero(~late)
+        g_on = group[on_time]
+        first_on = np.full(n, -1)
+        last_on = np.full(n, -1)
+        # first/last on-time trade per group (groups are contiguous, in arrival order).
+        first_on[g_on[::-1]] = on_time[::-1]
+        last_on[g_on] = on_time
+        open_idx = np.where(first_on >= 0, first_on, idx)
+        close_idx = np.where(last_on >= 0, last_on, last)
+    else:
+        open_idx, close_idx = idx, last
     turnover = price * size
-    buy = np.where(side == BUY, size, 0.0)
-    sell = np.where(side == SELL, size, 0.0)
+    volume = _seq_sum(size, group, n)
     frame = pd.DataFrame({
         "symbol": symbol,
         "bar": str(spec),
-        "start": start[idx],
-        "end": end[idx],
-        "open": price[idx],
+        "open": price[open_idx],
         "high": np.maximum.reduceat(price, idx),
         "low": np.minimum.reduceat(price, idx),
-        "close": price[last],
-        "volume": _seq_sum(size, group, n),
+        "close": price[close_idx],
+        "volume": volume,
         "turnover": _seq_sum(turnover, group, n),
-        "trade_count": (last - idx + 1).astype(np.int64),
-        "buy_volume": _seq_sum(buy, group, n),
-        "sell_volume": _seq_sum(sell, group, n),
-        "closed": True,
+        "trade_count": np.diff(np.r_[idx, len(price)]).astype(np.int64),
+        "buy_volume": _seq_sum(np.where(side == BUY, size, 0.0), group, n),
+        "sell_volume": _seq_sum(np.where(side == SELL, size, 0.0), group, n),
     })
-    frame["vwap"] = np.where(frame["volume"] > 0, frame["turnover"] / frame["volume"].where(frame["volume"] > 0, 1.0), frame["close"])
-    if empty == "flat" and len(frame) > 1:
-        frame = _fill_flat(frame, grid)
-    frame.loc[frame.index[-1], "closed"] = False
-    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+    frame["vwap"] = np.where(volume > 0, frame["turnover"] / np.where(volume > 0, volume, 1.0), frame["close"])
+    return frame
 
 
 def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
@@ -575,8 +701,9 @@ def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(group, weights=values, minlength=n)
 
 
-def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:
-    # Insert zero-volume bars at the previous close for empty intervals.
+def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid, late_groups=None) -> pd.DataFrame:
+    # Insert zero-volume bars at the previous close for empty intervals. A group made only
+    # of late trades revises such a flat bar: its open and close stay the previous close.
     starts, ends = [], []
     t = int(frame["start"].iloc[0])
     last = int(frame["start"].iloc[-1])
@@ -585,11 +712,20 @@ def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFra
         starts.append(s)
         ends.append(e)
         t = e
+    if late_groups is not None and late_groups.any():
+        frame = frame.copy()
+        frame.loc[late_groups, ["open", "close"]] = np.nan
     out = frame.set_index("start").reindex(np.array(starts, np.int64))
-    missing = out["open"].isna()
+    missing = out["trade_count"].isna()
+    revised = out["open"].isna() & ~missing
     prev_close = out["close"].ffill()
-    for col in ("open", "high", "low", "close", "vwap"):
+    for col in ("open", "close"):
+        out.loc[missing | revised, col] = prev_close[missing | revised]
+    for col in ("high", "low", "vwap"):
         out.loc[missing, col] = prev_close[missing]
+    if revised.any():
+        out.loc[revised, "high"] = np.maximum(out.loc[revised, "high"], prev_close[revised])
+        out.loc[revised, "low"] = np.minimum(out.loc[revised, "low"], prev_close[revised])
     for col in ("volume", "turnover", "buy_volume", "sell_volume"):
         out.loc[missing, col] = 0.0
     out.loc[missing, "trade_count"] = 0

@@ -1,0 +1,79 @@
+"""HTTP routes beside the dashboard, on the Dash app's Flask server.
+
+``GET /api/health``
+    The engine's health JSON (``Engine.health()``), status 200.
+``GET /api/bars?symbol=BTCUSDT&bar=1m``
+    Every bar the engine holds for the symbol and bar spec (closed bars and the one in
+    progress) as ``text/csv`` in the export format (``dashboard.export``). Errors are one
+    line of JSON, ``{"error": "..."}``: 400 for a missing or malformed symbol or spec,
+    404 for a well-formed symbol that is not subscribed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+
+from feed.models import BarSpec
+
+from .export import bars_to_csv, export_filename
+
+__all__ = ["register_routes", "SYMBOL_PATTERN"]
+
+#: What a symbol may look like before the engine is asked about it: letters, digits and
+#: ``. _ - : /`` (``BTCUSDT``, ``AAPL.US``, ``700.HK``), at most 32 characters.
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    return response
+
+
+def register_routes(server: Flask, engine: Any) -> None:
+    """Add the ``/api`` routes to ``server`` (a Dash app's ``app.server``).
+
+    Parameters
+    ----------
+    server : flask.Flask
+    engine
+        Read API of ``feed.engine.Engine`` (``health``, ``symbols``, ``bars_frame``).
+    """
+
+    @server.get("/api/health")
+    def health() -> Response:
+        return jsonify(engine.health())
+
+    @server.get("/api/bars")
+    def bars() -> Response:
+        symbol = (request.args.get("symbol") or "").strip().upper()
+        spec_text = (request.args.get("bar") or "").strip()
+        if not symbol:
+            return _error(400, "missing query parameter 'symbol', e.g. ?symbol=BTCUSDT&bar=1m")
+        if not SYMBOL_PATTERN.match(symbol):
+            return _error(400, f"invalid symbol {symbol[:40]!r}: expected letters and digits, e.g. BTCUSDT")
+        if not spec_text:
+            return _error(400, "missing query parameter 'bar', e.g. ?symbol=BTCUSDT&bar=1m")
+        try:
+            spec = BarSpec.from_str(spec_text)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if symbol not in engine.symbols():
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        try:
+            frame = engine.bars_frame(symbol, spec)
+        except KeyError:  # unsubscribed between the check and the read
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        body = bars_to_csv(
+            frame,
+            price_decimals=frame.attrs.get("price_decimals", 8),
+            size_decimals=frame.attrs.get("size_decimals", 8),
+        )
+        return Response(
+            body,
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'inline; filename="{export_filename(symbol, spec, frame)}"'},
+        )

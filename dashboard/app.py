@@ -1,0 +1,66 @@
+"""The Dash application: ``create_app(engine)``.
+
+Tiny on purpose (the dmc-docs ``run.py`` pattern): the layout comes from
+``layout.create_layout``, callbacks from ``callbacks.register`` and HTTP routes from
+``api.register_routes``, each given the engine as an argument.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dash
+
+from . import api, callbacks, layout
+
+__all__ = ["create_app", "ASSETS_FOLDER"]
+
+#: The top-level ``assets/`` folder (dark theme CSS).
+ASSETS_FOLDER = Path(__file__).resolve().parents[1] / "assets"
+
+
+def create_app(
+    engine: Any,
+    *,
+    interval_ms: int = 250,
+    max_points: int = callbacks.MAX_POINTS,
+    keep_points: int = callbacks.KEEP_POINTS,
+) -> dash.Dash:
+    """Return the dashboard app reading ``engine``.
+
+    Parameters
+    ----------
+    engine : feed.engine.Engine
+        Source of every figure, the status line and the exports.
+    interval_ms : int, default 250
+        Period of the live-update timer, milliseconds.
+    max_points, keep_points : int
+        Cap of closed bars in the candle chart and bars kept by the redraw the cap forces
+        (see ``dashboard.callbacks``).
+
+    Returns
+    -------
+    dash.Dash
+        Serve it with ``app.run(...)``; ``app.server`` is the Flask app.
+
+    Raises
+    ------
+    ValueError
+        If ``interval_ms`` is not positive or the point caps are inconsistent.
+    """
+    if interval_ms <= 0:
+        raise ValueError(f"interval_ms must be > 0, not {interval_ms}")
+    app = dash.Dash(
+        __name__,
+        title="tickscope",
+        update_title=None,  # no "Updating..." tab title on every tick
+        assets_folder=str(ASSETS_FOLDER),
+    )
+    # A function, so every page load lists the symbols subscribed by then.
+    app.layout = lambda: layout.create_layout(
+        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms
+    )
+    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points)
+    api.register_routes(app.server, engine)
+    return app

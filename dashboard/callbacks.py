@@ -1,0 +1,290 @@
+"""Callbacks: wire component inputs to engine reads and the pure helpers.
+
+Everything is registered by :func:`register` on the app it is given, with the engine as
+an argument (closures, no module globals), so two apps with two engines can live in one
+process (tests). Each callback reads the engine, calls ``figures``/``export``/``layout``
+helpers and returns what they return.
+
+Live updates
+------------
+One ``dcc.Interval`` drives one callback (:func:`register`'s ``tick``) that returns the
+candle figure, the depth figure and the status line, each with its own store:
+
+* candles (store ``{key, generation, first_index, n_closed, n_points, current, decimals}``,
+  ``current`` a signature of the in-progress bar): a full figure when the symbol or spec changed, the series generation changed,
+  the client fell behind the oldest bar held, or the figure would exceed ``max_points``
+  closed bars (it is then redrawn with the newest ``keep_points``); otherwise a
+  ``dash.Patch`` appending the bars closed since the last update and replacing the
+  in-progress bar (``figures.plan_candles``/``figures.candles_patch``);
+* depth: a full (small) figure only when the book changed;
+* status: re-rendered only when its text changed;
+
+and ``PreventUpdate`` when none changed.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+from dash import Input, Output, State, ctx, dcc, no_update
+from dash.exceptions import PreventUpdate
+
+from feed.bars import bars_to_frame
+from feed.models import BarSpec
+
+from . import figures, ids
+from .export import bars_in_view, bars_to_csv, export_filename
+from .layout import kind_default, size_options, status_children
+
+__all__ = ["register", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS", "DROPPING_FOR_S"]
+
+#: Most closed bars the candle figure holds before a full redraw.
+MAX_POINTS = 600
+#: Closed bars drawn by a full redraw (the newest); patches then append up to MAX_POINTS.
+KEEP_POINTS = 400
+#: Book levels per side in the depth chart.
+DEPTH_LEVELS = 50
+#: Seconds the status dot stays amber after the dropped-message counter grew.
+DROPPING_FOR_S = 5.0
+
+_LAST = 2**62  # a bar index beyond any series: asks the engine for no closed bars
+
+# Browser side of "Export CSV": read the candle chart's visible x-range from plotly (the
+# range the user zoomed to, or the autorange covering every bar drawn).
+_EXPORT_JS = """
+function(n) {
+    if (!n) { return window.dash_clientside.no_update; }
+    var gd = document.querySelector('#%s .js-plotly-plot');
+    var ax = gd && gd._fullLayout ? gd._fullLayout.xaxis : null;
+    return {n: n, range: ax && ax.range ? ax.range.slice() : null, type: ax ? ax.type : null};
+}
+"""
+
+
+def _crc(value: Any) -> str:
+    # Stable short signature of rendered output (stores round-trip through the browser).
+    return f"{zlib.crc32(repr(value).encode()):08x}"
+
+
+# -- tick helpers (each returns (output, store) or (no_update, no_update)) --------------
+
+
+def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict | None,
+             max_points: int, keep_points: int) -> tuple[Any, Any]:
+    if not symbol or not spec_text:
+        return figures.placeholder_figure("subscribe a symbol to start"), None
+    spec = BarSpec.from_str(spec_text)
+    key = f"{symbol}|{spec}"
+    try:
+        if store and store.get("key") == key and "n_closed" in store:
+            since = int(store["n_closed"])
+            series = engine.bar_series(symbol, spec, since)
+            plan = figures.plan_candles(
+                store, key=key, generation=series.generation, n_closed=series.n_closed,
+                first_index=series.first_index, max_points=max_points,
+            )
+            if plan == "patch":
+                signature = figures.current_signature(series.current)
+                if not series.closed and signature == store.get("current"):
+                    return no_update, no_update
+                bars = series.closed + ([series.current] if series.current is not None else [])
+                patch = figures.candles_patch(bars_to_frame(bars), spec=spec, first_index=since,
+                                              decimals=store.get("decimals"))
+                return patch, {
+                    **store,
+                    "first_index": series.first_index,
+                    "n_closed": series.n_closed,
+                    "n_points": int(store["n_points"]) + len(series.closed),
+                    "current": signature,
+                }
+        head = engine.bar_series(symbol, spec, _LAST)
+        series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
+    except KeyError:
+        return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=key), None
+    closed = series.closed[-keep_points:] if keep_points else []
+    if not closed and series.current is None:
+        if store and store.get("key") == key and store.get("empty"):
+            return no_update, no_update
+        return (figures.placeholder_figure(f"waiting for {symbol} trades…", uirevision=key),
+                {"key": key, "empty": True})
+    start_index = series.n_closed - len(closed)
+    bars = closed + ([series.current] if series.current is not None else [])
+    frame = bars_to_frame(bars)
+    decimals = figures.price_decimals(frame)
+    figure = figures.candles_figure(
+        frame, symbol=symbol, spec=spec, first_index=start_index, uirevision=key, decimals=decimals
+    )
+    return figure, {
+        "key": key,
+        "generation": series.generation,
+        "first_index": series.first_index,
+        "n_closed": series.n_closed,
+        "n_points": len(closed),
+        "current": figures.current_signature(series.current),
+        "decimals": decimals,
+    }
+
+
+def _depth(engine: Any, symbol: str | None, store: str | None) -> tuple[Any, Any]:
+    view = engine.depth(symbol, DEPTH_LEVELS) if symbol else None
+    if view is None:
+        signature = f"none|{symbol}"
+        figure = None if signature == store else figures.placeholder_figure(
+            "no order book" if symbol else "subscribe a symbol to start")
+    else:
+        signature = f"{symbol}|{figures.depth_signature(view.bids, view.asks, view.synced)}"
+        figure = None if signature == store else figures.depth_figure(
+            view.bids, view.asks, symbol=symbol, mid=view.mid, spread=view.spread,
+            synced=view.synced, uirevision=symbol,
+        )
+    return (no_update, no_update) if figure is None else (figure, signature)
+
+
+def _status(engine: Any, symbol: str | None, store: dict | None) -> tuple[Any, Any]:
+    status = engine.status()
+    dropped = int((status.get("counters") or {}).get("dropped", 0) or 0)
+    now = time.time()
+    store = store or {}
+    drop_seen = store.get("drop_seen")
+    if "dropped" in store and dropped > int(store["dropped"]):
+        drop_seen = now
+    dropping = drop_seen is not None and now - float(drop_seen) < DROPPING_FOR_S
+    children = status_children(status, symbol, dropping=dropping)
+    signature = _crc(children)
+    new_store = {"dropped": dropped, "drop_seen": drop_seen, "sig": signature}
+    if signature == store.get("sig"):
+        return no_update, (no_update if new_store == store else new_store)
+    return children, new_store
+
+
+def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points: int = KEEP_POINTS) -> None:
+    """Register every callback of the dashboard on ``app``.
+
+    Parameters
+    ----------
+    app : dash.Dash
+        The app (or the ``dash`` module for global registration; anything with
+        ``callback`` and ``clientside_callback``).
+    engine
+        The engine read API (``feed.engine.Engine``).
+    max_points, keep_points : int
+        Cap of closed bars in the candle figure, and bars kept by the redraw the cap
+        forces (``keep_points <= max_points``).
+
+    Raises
+    ------
+    ValueError
+        If ``keep_points`` is not in ``1..max_points``.
+    """
+    if not 0 < keep_points <= max_points:
+        raise ValueError(f"keep_points must be in 1..max_points ({max_points}), not {keep_points}")
+
+    @app.callback(
+        Output(ids.CANDLES, "figure"),
+        Output(ids.CANDLES_STORE, "data"),
+        Output(ids.DEPTH, "figure"),
+        Output(ids.DEPTH_STORE, "data"),
+        Output(ids.STATUS, "children"),
+        Output(ids.STATUS_STORE, "data"),
+        Input(ids.TICK, "n_intervals"),
+        Input(ids.SYMBOL, "value"),
+        Input(ids.BAR_SIZE, "value"),
+        State(ids.CANDLES_STORE, "data"),
+        State(ids.DEPTH_STORE, "data"),
+        State(ids.STATUS_STORE, "data"),
+    )
+    def tick(_n, symbol, spec_text, candles_store, depth_store, status_store):
+        out = (
+            *_candles(engine, symbol, spec_text, candles_store, max_points, keep_points),
+            *_depth(engine, symbol, depth_store),
+            *_status(engine, symbol, status_store),
+        )
+        if all(o is no_update for o in out):
+            raise PreventUpdate
+        return out
+
+    @app.callback(
+        Output(ids.SYMBOL, "options"),
+        Output(ids.SYMBOL, "value"),
+        Output(ids.SUBSCRIBE_MESSAGE, "children"),
+        Output(ids.SUBSCRIBE_INPUT, "value"),
+        Input(ids.SUBSCRIBE_BUTTON, "n_clicks"),
+        Input(ids.SUBSCRIBE_INPUT, "n_submit"),
+        State(ids.SUBSCRIBE_INPUT, "value"),
+        prevent_initial_call=True,
+    )
+    def subscribe(_clicks, _submits, text):
+        text = (text or "").strip()
+        if not text:
+            return no_update, no_update, "type a symbol, e.g. ETHUSDT", no_update
+        try:
+            symbol = engine.subscribe(text)
+        except ValueError as exc:
+            return no_update, no_update, str(exc), no_update
+        return engine.symbols(), symbol, "", ""
+
+    @app.callback(
+        Output(ids.BAR_KIND, "value"),
+        Output(ids.BAR_SIZE, "options"),
+        Output(ids.BAR_SIZE, "value"),
+        Output(ids.BAR_MESSAGE, "children"),
+        Input(ids.BAR_KIND, "value"),
+        Input(ids.BAR_CUSTOM, "n_submit"),
+        Input(ids.BAR_CUSTOM_BUTTON, "n_clicks"),
+        State(ids.BAR_CUSTOM, "value"),
+        State(ids.BAR_SIZE, "value"),
+        prevent_initial_call=True,
+    )
+    def choose_bars(kind, _submits, _clicks, text, current):
+        if ctx.triggered_id == ids.BAR_KIND:
+            if current and BarSpec.from_str(current).kind == kind:
+                raise PreventUpdate
+            return no_update, size_options(kind), kind_default(kind), ""
+        text = (text or "").strip()
+        if not text:
+            return no_update, no_update, no_update, "type a bar spec, e.g. 3m, 250t, 0.5v"
+        try:
+            spec = BarSpec.from_str(text)
+        except ValueError as exc:
+            return no_update, no_update, no_update, str(exc)
+        return spec.kind, size_options(spec.kind, str(spec)), str(spec), ""
+
+    app.clientside_callback(
+        _EXPORT_JS % ids.CANDLES,
+        Output(ids.EXPORT_REQUEST, "data"),
+        Input(ids.EXPORT_BUTTON, "n_clicks"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output(ids.DOWNLOAD, "data"),
+        Output(ids.EXPORT_MESSAGE, "children"),
+        Input(ids.EXPORT_REQUEST, "data"),
+        State(ids.SYMBOL, "value"),
+        State(ids.BAR_SIZE, "value"),
+        prevent_initial_call=True,
+    )
+    def export(request, symbol, spec_text):
+        if not request or not symbol or not spec_text:
+            raise PreventUpdate
+        spec = BarSpec.from_str(spec_text)
+        if request.get("type") != ("date" if spec.is_time else "linear"):
+            return no_update, "chart is updating, try again"  # still drawn for another spec
+        try:
+            series = engine.bar_series(symbol, spec, 0)
+            attrs = engine.bars_frame(symbol, spec).attrs
+        except KeyError:
+            return no_update, f"{symbol} is not subscribed"
+        bars = series.closed + ([series.current] if series.current is not None else [])
+        frame = bars_to_frame(bars)
+        try:
+            frame = bars_in_view(frame, request.get("range"), spec=spec, first_index=series.first_index)
+        except ValueError:
+            return no_update, "chart is updating, try again"
+        if frame.empty:
+            return no_update, "no bars in view"
+        text = bars_to_csv(frame, price_decimals=attrs.get("price_decimals", 8),
+                           size_decimals=attrs.get("size_decimals", 8))
+        return dcc.send_string(text, export_filename(symbol, spec, frame), type="text/csv"), ""

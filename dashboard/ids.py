@@ -1,0 +1,59 @@
+"""Component ids of the dashboard, one named constant each.
+
+A typo in an id then fails at import instead of silently in the browser (the pattern of
+AnnMarieW/dash-multi-page-app-demos ``ids.py``). Browser tests select elements with
+``f"#{ids.CANDLES}"``, so renaming an id here is the only change needed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "STATUS",
+    "SYMBOL",
+    "SUBSCRIBE_INPUT",
+    "SUBSCRIBE_BUTTON",
+    "SUBSCRIBE_MESSAGE",
+    "BAR_KIND",
+    "BAR_SIZE",
+    "BAR_CUSTOM",
+    "BAR_CUSTOM_BUTTON",
+    "BAR_MESSAGE",
+    "EXPORT_BUTTON",
+    "EXPORT_MESSAGE",
+    "DOWNLOAD",
+    "CANDLES",
+    "DEPTH",
+    "TICK",
+    "CANDLES_STORE",
+    "DEPTH_STORE",
+    "STATUS_STORE",
+    "EXPORT_REQUEST",
+]
+
+# -- header ---------------------------------------------------------------------------
+STATUS = "status"  # status line: connection dot, messages/s, last-trade age, queue depth
+
+# -- controls row ---------------------------------------------------------------------
+SYMBOL = "symbol"  # dcc.Dropdown of subscribed symbols
+SUBSCRIBE_INPUT = "subscribe-input"  # free text: a symbol to subscribe
+SUBSCRIBE_BUTTON = "subscribe-button"
+SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button
+BAR_KIND = "bar-kind"  # time / tick / volume / value
+BAR_SIZE = "bar-size"  # preset specs of the kind; its value is the spec shown
+BAR_CUSTOM = "bar-custom"  # free text: any valid spec string ("3m", "250t")
+BAR_CUSTOM_BUTTON = "bar-custom-button"
+BAR_MESSAGE = "bar-message"  # inline error for an invalid spec
+EXPORT_BUTTON = "export-button"
+EXPORT_MESSAGE = "export-message"  # inline note when nothing is in view
+DOWNLOAD = "download"  # dcc.Download receiving the CSV
+
+# -- charts ---------------------------------------------------------------------------
+CANDLES = "candles"  # dcc.Graph: candlesticks over volume
+DEPTH = "depth"  # dcc.Graph: cumulative order-book depth
+
+# -- timers and state -----------------------------------------------------------------
+TICK = "tick"  # the one dcc.Interval driving every live update
+CANDLES_STORE = "candles-store"  # what the candle figure holds (see figures.plan_candles)
+DEPTH_STORE = "depth-store"  # signature of the depth view drawn last
+STATUS_STORE = "status-store"  # dropped-message count seen last (the "dropping" flag)
+EXPORT_REQUEST = "export-request"  # visible x-range read in the browser on Export

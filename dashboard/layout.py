@@ -1,0 +1,310 @@
+"""Layout factories: functions from data to components, no module-level app or engine.
+
+``create_layout`` builds the page: a header with the status line, a controls row (symbol,
+subscribe, bar type, export) and the two charts. ``status_children`` renders the status
+line from ``Engine.status()``; it is pure so it is tested without a browser. Styling lives
+in ``assets/tickscope.css`` (class names here, colours there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from dash import dcc, html
+
+from feed.models import BarSpec
+
+from . import ids
+from .figures import placeholder_figure
+
+__all__ = [
+    "BAR_KINDS",
+    "BAR_PRESETS",
+    "STATE_COLOURS",
+    "kind_default",
+    "size_options",
+    "status_children",
+    "format_age",
+    "create_header",
+    "create_controls",
+    "create_charts",
+    "create_stores",
+    "create_layout",
+]
+
+#: Bar kinds in the kind selector, in display order.
+BAR_KINDS: tuple[str, ...] = ("time", "tick", "volume", "value")
+
+#: Preset specs per kind (the size selector); :func:`kind_default` names the one chosen when
+#: the user switches to a kind.
+BAR_PRESETS: dict[str, tuple[str, ...]] = {
+    "time": ("1s", "5s", "15s", "1m", "5m", "15m", "1h", "4h", "1d"),
+    "tick": ("10t", "50t", "100t", "500t", "1000t"),
+    "volume": ("1v", "10v", "50v", "100v"),
+    "value": ("100000q", "1000000q", "10000000q"),
+}
+_KIND_DEFAULT = {"time": "1m", "tick": "100t", "volume": "10v", "value": "1000000q"}
+
+#: Status dot colour class per feed state (``Engine.status()["state"]``).
+STATE_COLOURS: dict[str, str] = {
+    "live": "green",
+    "connecting": "amber",
+    "reconnecting": "amber",
+    "stale": "amber",
+    "failed": "red",
+    "stopped": "grey",
+    "replay-finished": "blue",
+}
+
+_GRAPH_CONFIG = {
+    "displaylogo": False,
+    "scrollZoom": True,
+    "displayModeBar": "hover",
+    "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d", "toggleSpikelines"],
+}
+
+
+def _spec_label(spec: str) -> str:
+    # "1000000q" -> "1,000,000q": big value-bar steps are easier to read grouped.
+    s = BarSpec.from_str(spec)
+    if s.kind == "value" and float(s.step).is_integer():
+        return f"{int(s.step):,}q"
+    return str(s)
+
+
+def kind_default(kind: str) -> str:
+    """Return the spec chosen when the user picks ``kind`` in the kind selector."""
+    return _KIND_DEFAULT[kind]
+
+
+def size_options(kind: str, extra: str | None = None) -> list[dict]:
+    """Return the size selector's options for ``kind``, plus ``extra`` when not a preset.
+
+    Parameters
+    ----------
+    kind : {"time", "tick", "volume", "value"}
+    extra : str, optional
+        A custom spec string of that kind (typed by the user) to offer as well.
+    """
+    specs = list(BAR_PRESETS[kind])
+    if extra is not None and extra not in specs:
+        specs.append(extra)
+    return [{"label": _spec_label(s), "value": s} for s in specs]
+
+
+def format_age(age_ns: int | None) -> str:
+    """Return a short age ("0.4 s", "12 s", "3 min", "2 h") for ns; "–" for None."""
+    if age_ns is None:
+        return "–"
+    s = max(age_ns, 0) / 1e9
+    if s < 10:
+        return f"{s:.1f} s"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.0f} h"
+
+
+def status_children(status: Mapping, symbol: str | None, *, dropping: bool = False) -> list:
+    """Return the status line's components for ``Engine.status()``.
+
+    Parameters
+    ----------
+    status : mapping
+        ``Engine.status()``: state, detail, messages_per_s, queue_depth, counters,
+        symbols, clock_ns and optionally errors (vendor refusals, newest last).
+    symbol : str or None
+        Symbol selected; its last-trade age is shown.
+    dropping : bool
+        True when the dropped-message counter grew recently: the dot turns amber and
+        says so, whatever the connection state.
+    """
+    state = str(status.get("state", "stopped"))
+    colour = STATE_COLOURS.get(state, "grey")
+    label = state
+    if dropping and colour in ("green", "blue"):
+        colour, label = "amber", f"{state} · dropping"
+    elif dropping:
+        label = f"{state} · dropping"
+    counters = status.get("counters") or {}
+    sym = (status.get("symbols") or {}).get(symbol or "", {})
+    last_ts = sym.get("last_trade_ts_ns")
+    age = None if last_ts is None else int(status.get("clock_ns", 0)) - int(last_ts)
+
+    def item(name: str, value: str, cls: str = "") -> html.Span:
+        return html.Span([html.Span(name, className="k"), html.Span(value, className="v")],
+                         className=f"status-item {cls}".strip())
+
+    children = [
+        html.Span(
+            [html.Span(className=f"dot dot-{colour}"), html.Span(label, className="state")],
+            className="status-state",
+            title=str(status.get("detail") or ""),
+        ),
+        item("msg/s", f"{float(status.get('messages_per_s', 0.0)):,.0f}"),
+        item("last trade", format_age(age) if symbol else "–"),
+        item("queue", f"{int(status.get('queue_depth', 0)):,}"),
+    ]
+    for name in ("dropped", "gaps", "malformed"):
+        n = int(counters.get(name, 0) or 0)
+        if n:
+            children.append(item(name, f"{n:,}", "warn"))
+    errors = status.get("errors") or []
+    if errors:  # the vendor's last refusal, e.g. of a symbol it does not list
+        text = str(errors[-1])
+        children.append(item("vendor", text if len(text) <= 80 else text[:79] + "…", "warn"))
+    return children
+
+
+def create_header() -> html.Header:
+    """Return the top bar: product name and the (initially empty) status line."""
+    return html.Header(
+        [
+            html.Div([html.Span("tick", className="brand-a"), html.Span("scope", className="brand-b")],
+                     className="brand"),
+            html.Div(id=ids.STATUS, className="status-line"),
+        ],
+        className="topbar",
+    )
+
+
+def create_controls(symbols: Sequence[str], default_spec: str) -> html.Div:
+    """Return the controls row.
+
+    Parameters
+    ----------
+    symbols : sequence of str
+        Subscribed symbols; the first is selected.
+    default_spec : str
+        Bar spec selected first (``Engine.default_spec``).
+    """
+    spec = BarSpec.from_str(default_spec)
+    spec_str = str(spec)
+    return html.Div(
+        [
+            html.Div(
+                [
+                    html.Label("Symbol", htmlFor=ids.SYMBOL, className="ctl-label"),
+                    dcc.Dropdown(
+                        id=ids.SYMBOL,
+                        options=list(symbols),
+                        value=symbols[0] if symbols else None,
+                        clearable=False,
+                        placeholder="no symbol",
+                        className="ctl-dropdown ctl-symbol",
+                    ),
+                    dcc.Input(
+                        id=ids.SUBSCRIBE_INPUT,
+                        type="text",
+                        placeholder="add symbol, e.g. ETHUSDT",
+                        debounce=False,
+                        autoComplete="off",
+                        spellCheck=False,
+                        className="ctl-input",
+                    ),
+                    html.Button("Subscribe", id=ids.SUBSCRIBE_BUTTON, n_clicks=0, className="btn"),
+                    html.Span(id=ids.SUBSCRIBE_MESSAGE, className="ctl-message", role="alert"),
+                ],
+                className="ctl-group",
+            ),
+            html.Div(
+                [
+                    html.Label("Bars", htmlFor=ids.BAR_KIND, className="ctl-label"),
+                    dcc.Dropdown(
+                        id=ids.BAR_KIND,
+                        options=[{"label": k, "value": k} for k in BAR_KINDS],
+                        value=spec.kind,
+                        clearable=False,
+                        searchable=False,
+                        className="ctl-dropdown ctl-kind",
+                    ),
+                    dcc.Dropdown(
+                        id=ids.BAR_SIZE,
+                        options=size_options(spec.kind, spec_str),
+                        value=spec_str,
+                        clearable=False,
+                        searchable=False,
+                        className="ctl-dropdown ctl-size",
+                    ),
+                    dcc.Input(
+                        id=ids.BAR_CUSTOM,
+                        type="text",
+                        placeholder="custom: 3m, 250t, 0.5v",
+                        autoComplete="off",
+                        spellCheck=False,
+                        className="ctl-input ctl-input-short",
+                    ),
+                    html.Button("Set", id=ids.BAR_CUSTOM_BUTTON, n_clicks=0, className="btn"),
+                    html.Span(id=ids.BAR_MESSAGE, className="ctl-message", role="alert"),
+                ],
+                className="ctl-group",
+            ),
+            html.Div(
+                [
+                    html.Span(id=ids.EXPORT_MESSAGE, className="ctl-message", role="alert"),
+                    html.Button("Export CSV", id=ids.EXPORT_BUTTON, n_clicks=0, className="btn btn-primary",
+                                title="download the bars in view as CSV"),
+                    dcc.Download(id=ids.DOWNLOAD),
+                ],
+                className="ctl-group ctl-right",
+            ),
+        ],
+        className="controls",
+    )
+
+
+def create_charts() -> html.Main:
+    """Return the chart area: candles with volume (left) and order-book depth (right)."""
+    return html.Main(
+        [
+            html.Section(
+                dcc.Graph(id=ids.CANDLES, figure=placeholder_figure("loading…"),
+                          config=_GRAPH_CONFIG, className="graph"),
+                className="panel panel-candles",
+            ),
+            html.Section(
+                dcc.Graph(id=ids.DEPTH, figure=placeholder_figure("loading…"),
+                          config=_GRAPH_CONFIG, className="graph"),
+                className="panel panel-depth",
+            ),
+        ],
+        className="charts",
+    )
+
+
+def create_stores(interval_ms: int) -> html.Div:
+    """Return the interval timer and the stores the callbacks keep their state in."""
+    return html.Div(
+        [
+            dcc.Interval(id=ids.TICK, interval=interval_ms, n_intervals=0),
+            dcc.Store(id=ids.CANDLES_STORE, storage_type="memory"),
+            dcc.Store(id=ids.DEPTH_STORE, storage_type="memory"),
+            dcc.Store(id=ids.STATUS_STORE, storage_type="memory"),
+            dcc.Store(id=ids.EXPORT_REQUEST, storage_type="memory"),
+        ],
+        hidden=True,
+    )
+
+
+def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int) -> html.Div:
+    """Return the whole page.
+
+    Parameters
+    ----------
+    symbols : sequence of str
+        Subscribed symbols (``Engine.symbols()``) at page load.
+    default_spec : str
+        Bar spec selected first.
+    interval_ms : int
+        Period of the update timer, milliseconds.
+    """
+    return html.Div(
+        [
+            create_header(),
+            create_controls(symbols, default_spec),
+            create_charts(),
+            create_stores(interval_ms),
+        ],
+        className="app",
+    )

@@ -1,0 +1,520 @@
+"""Figure builders, patches and the update planning, without a browser.
+
+Also the pure views next to them: the status line (``layout.status_children``) and the
+tick helpers of ``dashboard.callbacks`` driven by a stub engine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import plotly.graph_objects as go
+import pytest
+from dash import Patch, html, no_update
+
+from dashboard import callbacks, figures, layout
+from feed.bars import bars_to_frame
+from feed.engine import BarSeries, DepthView
+from feed.models import Bar, BarSpec
+
+T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
+MIN = 60 * 10**9
+
+
+def make_bars(n: int, *, spec: str = "1m", first_index: int = 0, current: bool = True,
+              symbol: str = "BTCUSDT") -> list[Bar]:
+    """Return ``n`` bars (the last in progress when ``current``), alternating up and down."""
+    s = BarSpec.from_str(spec)
+    bars = []
+    for i in range(n):
+        k = first_index + i
+        o = 100.0 + k
+        c = o + (1.5 if k % 2 == 0 else -1.5)
+        bars.append(Bar(symbol, s, T0 + k * MIN, T0 + (k + 1) * MIN, o, max(o, c) + 1, min(o, c) - 1, c,
+                        volume=1.0 + k, turnover=(1.0 + k) * o, trade_count=k + 1, buy_volume=1.0,
+                        sell_volume=float(k), closed=not (current and i == n - 1)))
+    return bars
+
+
+def fig_dict(fig) -> dict:
+    """Return a figure as the browser receives it (plain JSON)."""
+    return json.loads(fig.to_json() if isinstance(fig, go.Figure) else json.dumps(fig))
+
+
+def apply_patch(figure: dict, patch: Patch) -> dict:
+    """Apply a dash.Patch's Assign/Extend operations to a figure dict (as dash-renderer does)."""
+    out = copy.deepcopy(figure)
+    for op in patch.to_plotly_json()["operations"]:
+        *path, last = op["location"]
+        node = out
+        for key in path:
+            node = node[key]
+        if op["operation"] == "Assign":
+            node[last] = op["params"]["value"]
+        elif op["operation"] == "Extend":
+            node[last].extend(op["params"]["value"])
+        else:  # pragma: no cover - figures use only these two
+            raise AssertionError(f"unexpected patch operation {op['operation']}")
+    return out
+
+
+def operations(patch: Patch) -> list[tuple[str, tuple]]:
+    return [(op["operation"], tuple(op["location"])) for op in patch.to_plotly_json()["operations"]]
+
+
+# -- x values -----------------------------------------------------------------------------------
+
+
+def test_x_values_when_time_bars_then_utc_date_strings_with_ms():
+    df = bars_to_frame(make_bars(2, current=False))
+    df.loc[1, "start"] += 123_456_789
+    assert figures.x_values(df, "1m") == ["2024-08-08 23:55:00.000", "2024-08-08 23:56:00.123"]
+
+
+def test_x_values_when_tick_bars_then_bar_indices_from_first_index():
+    df = bars_to_frame(make_bars(3, spec="100t", current=False))
+    assert figures.x_values(df, BarSpec.from_str("100t"), first_index=40) == [40, 41, 42]
+
+
+# -- full candle figure -------------------------------------------------------------------------
+
+
+def test_candles_figure_when_bars_then_closed_live_and_volume_traces_in_fixed_order():
+    bars = make_bars(5)
+    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    data = fig["data"]
+    assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar"]
+    closed, live = data[figures.TRACE_CANDLES], data[figures.TRACE_LIVE]
+    assert closed["open"] == [b.open for b in bars[:4]]
+    assert closed["close"] == [b.close for b in bars[:4]]
+    assert live["x"] == ["2024-08-08 23:59:00.000"] and live["close"] == [bars[4].close]
+    assert live["opacity"] < 1  # the in-progress bar is drawn distinct
+    assert data[figures.TRACE_VOLUME]["y"] == [b.volume for b in bars[:4]]
+    assert data[figures.TRACE_LIVE_VOLUME]["y"] == [bars[4].volume]
+    assert data[figures.TRACE_VOLUME]["yaxis"] == "y2"
+    assert fig["layout"]["shapes"][0]["y0"] == bars[4].close  # last price line
+
+
+def test_candles_figure_when_volume_then_coloured_by_up_down():
+    bars = make_bars(4, current=False)
+    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    colours = fig["data"][figures.TRACE_VOLUME]["marker"]["color"]
+    ups = [b.close >= b.open for b in bars]
+    assert ups == [True, False, True, False]
+    assert len(set(colours[0::2])) == 1 and len(set(colours[1::2])) == 1 and colours[0] != colours[1]
+    assert "38,166,154" in colours[0] and "239,83,80" in colours[1]
+
+
+def test_candles_figure_when_no_bar_in_progress_then_live_traces_empty():
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, current=False)),
+                                          symbol="BTCUSDT", spec="1m"))
+    assert fig["data"][figures.TRACE_LIVE]["x"] == []
+    assert fig["data"][figures.TRACE_LIVE_VOLUME]["y"] == []
+    assert len(fig["data"][figures.TRACE_CANDLES]["x"]) == 3
+
+
+def test_candles_figure_when_time_spec_then_date_axis_shared_and_rangeslider_off():
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="1m"))
+    lay = fig["layout"]
+    assert lay["xaxis"]["type"] == "date" and lay["xaxis"]["rangeslider"]["visible"] is False
+    assert lay["xaxis"]["matches"] == "x2" or lay["xaxis2"].get("matches") == "x"
+    assert lay["uirevision"] == "BTCUSDT|1m"
+    assert "BTCUSDT" in lay["title"]["text"] and "1m" in lay["title"]["text"]
+
+
+def test_candles_figure_when_tick_spec_then_linear_axis_of_bar_indices():
+    bars = make_bars(3, spec="100t", first_index=7)
+    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="ETHUSDT", spec="100t",
+                                          first_index=7, uirevision="custom"))
+    assert fig["layout"]["xaxis"]["type"] == "linear"
+    assert fig["data"][figures.TRACE_CANDLES]["x"] == [7, 8]
+    assert fig["data"][figures.TRACE_LIVE]["x"] == [9]
+    assert "start 2024-08-09 00:02:00.000" in fig["data"][figures.TRACE_CANDLES]["text"][0]
+    assert fig["layout"]["uirevision"] == "custom"
+
+
+# -- patches ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["1m", "100t"])
+def test_candles_patch_when_applied_then_equals_full_figure_of_all_bars(spec):
+    bars = make_bars(12, spec=spec)  # the last one in progress
+    # drawn earlier: bars 0..5 closed with bar 6 then in progress
+    early = [copy.copy(b) for b in bars[:7]]
+    early[6].closed, early[6].close, early[6].volume = False, early[6].open, 0.5
+    early[6].high = max(early[6].high, early[6].open)
+    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec))
+    patch = figures.candles_patch(bars_to_frame(bars[6:]), spec=spec, first_index=6,
+                                  decimals=figures.price_decimals(bars_to_frame(early)))
+    after = apply_patch(before, patch)
+    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec))
+    assert after["data"] == full["data"]
+    assert after["layout"]["shapes"] == full["layout"]["shapes"]
+    assert after["layout"]["annotations"] == full["layout"]["annotations"]
+
+
+def test_candles_patch_when_only_the_live_bar_changed_then_no_closed_trace_touched():
+    patch = figures.candles_patch(bars_to_frame(make_bars(1, first_index=9)), spec="1m", first_index=9)
+    ops = operations(patch)
+    assert all(kind == "Assign" for kind, _ in ops)
+    touched = {loc[1] for _, loc in ops if loc[0] == "data"}
+    assert touched == {figures.TRACE_LIVE, figures.TRACE_LIVE_VOLUME}
+
+
+def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritten():
+    patch = figures.candles_patch(bars_to_frame(make_bars(3, first_index=4)), spec="1m", first_index=4)
+    ops = operations(patch)
+    extended = {(loc[1], loc[2]) for kind, loc in ops if kind == "Extend"}
+    assert (figures.TRACE_CANDLES, "x") in extended and (figures.TRACE_VOLUME, "y") in extended
+    assert not any(kind == "Assign" and loc[1] in (figures.TRACE_CANDLES, figures.TRACE_VOLUME)
+                   for kind, loc in ops if loc[0] == "data")
+    ext_x = next(op for op in patch.to_plotly_json()["operations"]
+                 if op["operation"] == "Extend" and op["location"] == ["data", 0, "x"])
+    assert ext_x["params"]["value"] == ["2024-08-08 23:59:00.000", "2024-08-09 00:00:00.000"]
+
+
+def test_candles_patch_when_no_bar_in_progress_then_live_traces_emptied():
+    patch = figures.candles_patch(bars_to_frame(make_bars(1, current=False)), spec="1m", first_index=0)
+    before = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    after = apply_patch(before, patch)
+    assert after["data"][figures.TRACE_LIVE]["x"] == [] and after["data"][figures.TRACE_LIVE_VOLUME]["x"] == []
+    assert len(after["data"][figures.TRACE_CANDLES]["x"]) == 1
+
+
+def test_price_decimals_when_prices_then_most_decimals_seen():
+    df = bars_to_frame(make_bars(3, current=False))
+    assert figures.price_decimals(df) == 1
+    df.loc[2, "low"] = 97.25
+    assert figures.price_decimals(df) == 2
+
+
+def test_candles_patch_when_decimals_given_then_last_price_tag_uses_them():
+    patch = figures.candles_patch(bars_to_frame(make_bars(1)), spec="1m", first_index=0, decimals=3)
+    tag = next(op for op in patch.to_plotly_json()["operations"] if op["location"][:2] == ["layout", "annotations"])
+    assert tag["params"]["value"]["text"] == "101.500"
+
+
+def test_candles_figure_when_time_bars_then_volume_bars_overlay_at_80_percent_width():
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="5m"))
+    assert fig["layout"]["barmode"] == "overlay"
+    assert fig["data"][figures.TRACE_VOLUME]["width"] == fig["data"][figures.TRACE_LIVE_VOLUME]["width"] == 240_000
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="50v")), symbol="X", spec="50v"))
+    assert fig["data"][figures.TRACE_VOLUME]["width"] == 0.8
+
+
+# -- planning -----------------------------------------------------------------------------------
+
+STORE = {"key": "BTCUSDT|1m", "generation": 3, "first_index": 0, "n_closed": 100, "n_points": 100}
+
+
+@pytest.mark.parametrize(
+    ("store", "series", "plan"),
+    [
+        (STORE, dict(generation=3, n_closed=105, first_index=0), "patch"),
+        (STORE, dict(generation=3, n_closed=100, first_index=0), "patch"),
+        (None, dict(generation=3, n_closed=105, first_index=0), "full"),
+        ({**STORE, "key": "ETHUSDT|1m"}, dict(generation=3, n_closed=105, first_index=0), "full"),
+        (STORE, dict(generation=4, n_closed=105, first_index=0), "full"),  # revision
+        (STORE, dict(generation=3, n_closed=5105, first_index=101), "full"),  # fell behind
+        (STORE, dict(generation=3, n_closed=90, first_index=0), "full"),  # series went back
+        (STORE, dict(generation=3, n_closed=600, first_index=0), "patch"),  # 100 + 500 = cap
+        (STORE, dict(generation=3, n_closed=601, first_index=0), "full"),  # over the cap
+        ({"key": "BTCUSDT|1m", "empty": True}, dict(generation=0, n_closed=1, first_index=0), "full"),
+    ],
+)
+def test_plan_candles_when_state_differs_then_full_else_patch(store, series, plan):
+    assert figures.plan_candles(store, key="BTCUSDT|1m", max_points=600, **series) == plan
+
+
+def test_current_signature_when_bar_changes_then_signature_changes():
+    bar = make_bars(1)[0]
+    sig = figures.current_signature(bar)
+    assert isinstance(sig, str) and figures.current_signature(copy.copy(bar)) == sig
+    bar.trade_count += 1
+    assert figures.current_signature(bar) != sig
+    assert figures.current_signature(None) is None
+    assert figures.current_signature({"start_ns": 1, "end_ns": 2, "trade_count": 3, "volume": 1.0,
+                                      "close": 5.0}) == "1:2:3:1.0:5.0"
+
+
+# -- the tick helpers with a stub engine --------------------------------------------------------
+
+
+class StubSeriesEngine:
+    """``bar_series``/``depth``/``status`` over bars the test sets directly."""
+
+    def __init__(self):
+        self.closed: list[Bar] = []
+        self.current: Bar | None = None
+        self.first_index = 0
+        self.generation = 0
+        self.calls: list[int] = []
+        self.book: DepthView | None = None
+        self.status_value = {"state": "live", "counters": {"dropped": 0}, "messages_per_s": 1.0,
+                             "queue_depth": 0, "symbols": {}, "clock_ns": 0}
+
+    def bar_series(self, symbol, spec, since=0):
+        if symbol != "BTCUSDT":
+            raise KeyError(symbol)
+        self.calls.append(since)
+        lo = max(since - self.first_index, 0)
+        return BarSeries(f"{symbol}|{spec}", self.generation, self.first_index + len(self.closed),
+                         [copy.copy(b) for b in self.closed[lo:]],
+                         copy.copy(self.current) if self.current else None, self.first_index)
+
+    def depth(self, symbol, levels=50):
+        return self.book
+
+    def status(self):
+        return self.status_value
+
+    def grow(self, n_closed: int) -> None:
+        bars = make_bars(n_closed + 1, first_index=self.first_index)
+        for b in bars[:-1]:
+            b.closed = True
+        self.closed, self.current = bars[:-1], bars[-1]
+
+
+def tick_candles(engine, store, spec="1m", symbol="BTCUSDT", max_points=50, keep_points=30):
+    return callbacks._candles(engine, symbol, spec, store, max_points, keep_points)
+
+
+def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
+    eng = StubSeriesEngine()
+    eng.grow(40)
+    fig, store = tick_candles(eng, None)
+    assert isinstance(fig, go.Figure)
+    assert store == {"key": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
+                     "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1}
+    assert len(fig.data[figures.TRACE_CANDLES].x) == 30  # the newest keep_points
+    assert fig.data[figures.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
+
+    out, same = tick_candles(eng, store)  # nothing changed
+    assert out is no_update and same is no_update
+
+    eng.current.trade_count += 1  # the in-progress bar changed
+    patch, store2 = tick_candles(eng, store)
+    assert isinstance(patch, Patch)
+    assert all(kind == "Assign" for kind, _ in operations(patch))
+    assert store2["n_closed"] == 40 and store2["n_points"] == 30
+    assert eng.calls[-1] == 40  # asked only for bars from the first undrawn index
+
+    eng.grow(43)  # three more bars closed
+    patch, store3 = tick_candles(eng, store2)
+    assert isinstance(patch, Patch)
+    assert store3["n_closed"] == 43 and store3["n_points"] == 33
+    ext = [op for op in patch.to_plotly_json()["operations"] if op["location"] == ["data", 0, "open"]]
+    assert ext[0]["operation"] == "Extend" and len(ext[0]["params"]["value"]) == 3
+
+
+def test_candles_tick_when_generation_changes_then_full_figure():
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    _, store = tick_candles(eng, None)
+    eng.generation = 1
+    fig, store2 = tick_candles(eng, store)
+    assert isinstance(fig, go.Figure) and store2["generation"] == 1
+
+
+def test_candles_tick_when_cap_would_be_exceeded_then_full_figure_of_newest_bars():
+    eng = StubSeriesEngine()
+    eng.grow(40)
+    _, store = tick_candles(eng, None)  # 30 points drawn
+    eng.grow(61)  # 21 more: 51 > 50
+    fig, store2 = tick_candles(eng, store)
+    assert isinstance(fig, go.Figure)
+    assert store2["n_points"] == 30 and store2["n_closed"] == 61
+
+
+def test_candles_tick_when_client_fell_behind_the_oldest_bar_held_then_full_figure():
+    eng = StubSeriesEngine()
+    eng.grow(40)
+    _, store = tick_candles(eng, None)
+    eng.first_index = 45  # the engine dropped bars the client never got
+    eng.grow(10)
+    fig, store2 = tick_candles(eng, store)
+    assert isinstance(fig, go.Figure) and store2["first_index"] == 45 and store2["n_closed"] == 55
+
+
+def test_candles_tick_when_spec_changes_then_full_figure_with_new_uirevision():
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    _, store = tick_candles(eng, None)
+    fig, store2 = tick_candles(eng, store, spec="5m")
+    assert isinstance(fig, go.Figure)
+    assert fig.layout.uirevision == "BTCUSDT|5m" and store2["key"] == "BTCUSDT|5m"
+
+
+def test_candles_tick_when_no_bars_yet_then_placeholder_once():
+    eng = StubSeriesEngine()
+    fig, store = tick_candles(eng, None)
+    assert isinstance(fig, go.Figure) and store == {"key": "BTCUSDT|1m", "empty": True}
+    assert "waiting" in fig.layout.annotations[0].text
+    assert tick_candles(eng, store) == (no_update, no_update)
+    eng.grow(2)
+    fig, store = tick_candles(eng, store)
+    assert isinstance(fig, go.Figure) and store["n_closed"] == 2
+
+
+def test_candles_tick_when_symbol_unknown_or_none_then_placeholder():
+    eng = StubSeriesEngine()
+    fig, store = tick_candles(eng, None, symbol="NOPE")
+    assert store is None and "not subscribed" in fig.layout.annotations[0].text
+    fig, store = tick_candles(eng, None, symbol=None)
+    assert store is None and "subscribe" in fig.layout.annotations[0].text
+
+
+def test_register_when_keep_points_above_max_then_value_error():
+    with pytest.raises(ValueError, match="keep_points"):
+        callbacks.register(object(), StubSeriesEngine(), max_points=10, keep_points=11)
+
+
+# -- depth --------------------------------------------------------------------------------------
+
+BIDS = [(100.0, 1.0), (99.9, 2.0), (99.8, 0.5)]
+ASKS = [(100.2, 0.25), (100.3, 1.0)]
+
+
+def test_depth_figure_when_book_then_cumulative_sizes_in_price_order():
+    fig = fig_dict(figures.depth_figure(BIDS, ASKS, symbol="BTCUSDT", mid=100.1, spread=0.2))
+    bids, asks = fig["data"]
+    assert bids["x"] == [99.8, 99.9, 100.0] and bids["y"] == [3.5, 3.0, 1.0]
+    assert asks["x"] == [100.2, 100.3] and asks["y"] == [0.25, 1.25]
+    assert bids["line"]["shape"] == "vh" and asks["line"]["shape"] == "hv"
+    assert bids["fill"] == asks["fill"] == "tozeroy"
+    assert bids["line"]["color"] == figures.BID and asks["line"]["color"] == figures.ASK
+    assert fig["layout"]["shapes"][0]["x0"] == 100.1  # mid line
+    note = fig["layout"]["annotations"][0]["text"]
+    assert note == "mid 100.1 · spread 0.2 (20 bps)"  # decimals as seen in the prices
+    assert fig["layout"]["uirevision"] == "BTCUSDT"
+
+
+def test_depth_figure_when_mid_between_ticks_then_one_more_decimal():
+    fig = fig_dict(figures.depth_figure([(100.1, 1.0)], [(100.2, 1.0)], symbol="X", mid=100.15, spread=0.1))
+    assert fig["layout"]["annotations"][0]["text"].startswith("mid 100.15 ")
+
+
+def test_depth_figure_when_empty_or_unsynced_then_says_so():
+    fig = fig_dict(figures.depth_figure([], [], symbol="BTCUSDT", synced=False))
+    assert "resyncing" in fig["layout"]["title"]["text"]
+    assert any("resyncing the order book" in a["text"] for a in fig["layout"]["annotations"])
+    assert not fig["layout"].get("shapes")  # no mid line without a mid
+
+
+def test_depth_tick_when_book_unchanged_then_no_update():
+    eng = StubSeriesEngine()
+    eng.book = DepthView("BTCUSDT", 1, BIDS, ASKS, 100.0, 100.2, 100.1, 0.2, True)
+    fig, sig = callbacks._depth(eng, "BTCUSDT", None)
+    assert isinstance(fig, go.Figure)
+    assert callbacks._depth(eng, "BTCUSDT", sig) == (no_update, no_update)
+    eng.book = DepthView("BTCUSDT", 2, BIDS[:2], ASKS, 100.0, 100.2, 100.1, 0.2, True)
+    fig2, sig2 = callbacks._depth(eng, "BTCUSDT", sig)
+    assert isinstance(fig2, go.Figure) and sig2 != sig
+
+
+# -- status line --------------------------------------------------------------------------------
+
+
+def text_of(children) -> str:
+    """Return the visible text of components, space-joined."""
+    out = []
+
+    def walk(node):
+        if isinstance(node, str):
+            out.append(node)
+        elif isinstance(node, (list, tuple)):
+            for c in node:
+                walk(c)
+        elif isinstance(node, html.Span) or hasattr(node, "children"):
+            walk(getattr(node, "children", None) or [])
+    walk(children)
+    return " ".join(out)
+
+
+def dot_class(children) -> str:
+    return children[0].children[0].className
+
+
+def status(**over):
+    base = {"state": "live", "detail": "", "messages_per_s": 1234.4, "queue_depth": 12,
+            "counters": {"dropped": 0, "gaps": 0, "malformed": 0},
+            "symbols": {"BTCUSDT": {"trades": 5, "last_trade_ts_ns": 10 * 10**9}},
+            "clock_ns": 10 * 10**9 + 400_000_000}
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("state", "colour"),
+    [("live", "green"), ("connecting", "amber"), ("reconnecting", "amber"), ("stale", "amber"),
+     ("failed", "red"), ("stopped", "grey"), ("replay-finished", "blue")],
+)
+def test_status_children_when_state_then_dot_colour(state, colour):
+    children = layout.status_children(status(state=state), "BTCUSDT")
+    assert dot_class(children) == f"dot dot-{colour}"
+    assert state in text_of(children)
+
+
+def test_status_children_when_live_then_rate_age_and_queue():
+    text = text_of(layout.status_children(status(), "BTCUSDT"))
+    assert "msg/s 1,234" in text and "last trade 0.4 s" in text and "queue 12" in text
+    assert "dropped" not in text
+
+
+def test_status_children_when_dropping_then_amber_and_counters_shown():
+    children = layout.status_children(status(counters={"dropped": 7, "gaps": 3}), "BTCUSDT", dropping=True)
+    assert dot_class(children) == "dot dot-amber"
+    text = text_of(children)
+    assert "live · dropping" in text and "dropped 7" in text and "gaps 3" in text
+
+
+def test_status_children_when_failed_and_dropping_then_stays_red():
+    assert dot_class(layout.status_children(status(state="failed"), None, dropping=True)) == "dot dot-red"
+
+
+def test_status_children_when_vendor_refused_then_last_error_shown():
+    text = text_of(layout.status_children(status(errors=["old", "Invalid symbol XRPUSD"]), "BTCUSDT"))
+    assert "vendor Invalid symbol XRPUSD" in text and "old" not in text
+
+
+@pytest.mark.parametrize(
+    ("age_ns", "text"),
+    [(None, "–"), (400_000_000, "0.4 s"), (12 * 10**9, "12 s"), (300 * 10**9, "5 min"),
+     (3 * 3600 * 10**9, "3 h"), (-5, "0.0 s")],
+)
+def test_format_age_when_ns_then_short_text(age_ns, text):
+    assert layout.format_age(age_ns) == text
+
+
+def test_status_tick_when_dropped_grows_then_dropping_for_a_while(monkeypatch):
+    eng = StubSeriesEngine()
+    now = [1000.0]
+    monkeypatch.setattr(callbacks.time, "time", lambda: now[0])
+    children, store = callbacks._status(eng, "BTCUSDT", None)
+    assert dot_class(children) == "dot dot-green"
+    assert callbacks._status(eng, "BTCUSDT", store) == (no_update, no_update)
+    eng.status_value = {**eng.status_value, "counters": {"dropped": 3}}
+    children, store = callbacks._status(eng, "BTCUSDT", store)
+    assert dot_class(children) == "dot dot-amber"
+    now[0] += callbacks.DROPPING_FOR_S - 1
+    assert callbacks._status(eng, "BTCUSDT", store)[0] is no_update  # still amber, same text
+    now[0] += 2
+    children, store = callbacks._status(eng, "BTCUSDT", store)
+    assert dot_class(children) == "dot dot-green"
+
+
+# -- controls helpers ---------------------------------------------------------------------------
+
+
+def test_size_options_when_custom_spec_then_appended_once():
+    values = [o["value"] for o in layout.size_options("time", "3m")]
+    assert values == list(layout.BAR_PRESETS["time"]) + ["3m"]
+    assert [o["value"] for o in layout.size_options("time", "5m")] == list(layout.BAR_PRESETS["time"])
+    assert layout.size_options("value")[1]["label"] == "1,000,000q"
+
+
+def test_presets_when_parsed_then_all_valid_and_of_their_kind():
+    for kind, specs in layout.BAR_PRESETS.items():
+        assert all(BarSpec.from_str(s).kind == kind for s in specs)
+        assert BarSpec.from_str(layout.kind_default(kind)).kind == kind
