@@ -62,6 +62,11 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _NS_PER_MS = 1_000_000
 
 
+#: Decimals of ``amplitude`` and ``change`` (fractions of the previous close: 8 decimals
+#: resolve 0.000001 %, finer than any tick); empty for a series' first bar.
+RATIO_DECIMALS = 8
+
+
 def iso_ms(ts_ns: int) -> str:
     """Return UTC ns as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds truncated)."""
     ts_ns = int(ts_ns)
@@ -119,6 +124,7 @@ def bars_to_csv(df: pd.DataFrame, *, price_decimals: int, size_decimals: int) ->
     decimals.update({c: size_decimals for c in _SIZE_COLUMNS})
     decimals["turnover"] = price_decimals + size_decimals
     decimals["vwap"] = price_decimals + VWAP_EXTRA_DECIMALS
+    decimals["amplitude"] = decimals["change"] = RATIO_DECIMALS
 
     columns: dict[str, list[str]] = {}
     for c in _TEXT_COLUMNS:

@@ -129,7 +129,8 @@ class BarAggregator:
     # -- private --------------------------------------------------------------------
 
     def _new_bar(self, start_ns: int, end_ns: int, price: float) -> Bar:
-        return Bar(self.symbol, self.spec, start_ns, end_ns, price, price, price, price)
+        return Bar(self.symbol, self.spec, start_ns, end_ns, price, price, price, price,
+                   prev_close=self.last_close)
 
     def _close_current(self) -> Bar:
         # Move the bar in progress to the closed list and forget it.
@@ -487,7 +488,16 @@ _DTYPES = {
     "high": "float64", "low": "float64", "close": "float64", "volume": "float64",
     "turnover": "float64", "vwap": "float64", "trade_count": "int64",
     "buy_volume": "float64", "sell_volume": "float64", "closed": bool,
+    "amplitude": "float64", "change": "float64",
 }
+
+
+def _with_derived(frame: pd.DataFrame) -> pd.DataFrame:
+    # amplitude and change against the previous bar's close (NaN for the first bar).
+    prev = frame["close"].shift(1)
+    frame["amplitude"] = (frame["high"] - frame["low"]) / prev
+    frame["change"] = (frame["close"] - prev) / prev
+    return frame
 
 
 def _trades_to_arrays(trades: Sequence[Trade] | pd.DataFrame) -> dict[str, np.ndarray]:
@@ -627,7 +637,7 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
     if empty == "flat":
         frame = _fill_flat(frame, grid, late_groups=_late_only_groups(late, group, len(idx)))
     frame.loc[frame.index[-1], "closed"] = False
-    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
 
 
 def _late_only_groups(late: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
@@ -655,7 +665,7 @@ def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
     closed = np.ones(len(idx), bool)
     closed[-1] = counts[-1] >= step
     frame["closed"] = closed
-    return frame[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
 
 
 def _group_frame(symbol, spec, price, size, side, idx, group, late) -> pd.DataFrame:

@@ -361,6 +361,9 @@ class Bar:
         neither.
     closed : bool
         False while the bar can still change.
+    prev_close : float or None
+        Close of the bar before this one in the same series (None for the first bar);
+        the base of ``amplitude`` and ``change``.
     """
 
     symbol: str
@@ -377,6 +380,7 @@ class Bar:
     buy_volume: float = 0.0
     sell_volume: float = 0.0
     closed: bool = False
+    prev_close: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.low <= min(self.open, self.close) and self.high >= max(self.open, self.close)):
@@ -389,6 +393,18 @@ class Bar:
     def vwap(self) -> float:
         """Return turnover / volume (quote currency per base unit); close when volume is 0."""
         return self.turnover / self.volume if self.volume else self.close
+
+    @property
+    def amplitude(self) -> float:
+        """Return (high - low) / previous close, a fraction; NaN for a series' first bar."""
+        pc = self.prev_close
+        return (self.high - self.low) / pc if pc else math.nan
+
+    @property
+    def change(self) -> float:
+        """Return (close - previous close) / previous close, a fraction; NaN for the first bar."""
+        pc = self.prev_close
+        return (self.close - pc) / pc if pc else math.nan
 
     def as_dict(self) -> dict:
         """Return the bar as a flat dict with the export column names (times as ns)."""
@@ -408,12 +424,17 @@ class Bar:
             "buy_volume": self.buy_volume,
             "sell_volume": self.sell_volume,
             "closed": self.closed,
+            "amplitude": self.amplitude,
+            "change": self.change,
         }
 
 
-#: Export column order (issue 2 contract: CSV export and ``/api/bars``).
+#: Export column order (CSV export, ``/api/bars`` and ``tickscope bars``): the issue-2
+#: contract columns, then the derived ``amplitude`` and ``change`` (fractions of the
+#: previous close), appended so readers by position of the first 15 keep working.
 BAR_COLUMNS: tuple[str, ...] = (
     "symbol", "bar", "start", "end", "open", "high", "low", "close", "volume",
     "turnover", "vwap", "trade_count", "buy_volume", "sell_volume", "closed",
+    "amplitude", "change",
 )
 __all__.append("BAR_COLUMNS")

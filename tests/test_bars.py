@@ -304,3 +304,15 @@ def test_streaming_when_hft_trade_csv_matches_official_klines(name, kl_name, exp
     # Trades alone bound the covered span: minutes strictly inside the first/last trade.
     n = assert_matches_klines(bars, klines, trades[0].ts_ns, trades[-1].ts_ns)
     assert n == expected
+
+
+def test_derived_fields_when_previous_close_known_give_amplitude_and_change():
+    agg = make_aggregator("BTCUSDT", "1m")
+    agg.on_trades([tr(1, 100.0), tr(61, 104.0), tr(62, 98.0), tr(63, 102.0)])
+    first, second = agg.bars()
+    assert math.isnan(first.amplitude) and math.isnan(first.change)
+    assert second.prev_close == 100.0
+    assert second.amplitude == pytest.approx((104.0 - 98.0) / 100.0)
+    assert second.change == pytest.approx(0.02)
+    frame = aggregate([tr(1, 100.0), tr(61, 104.0), tr(62, 98.0), tr(63, 102.0)], "1m")
+    assert frame["change"].iloc[1] == second.change and math.isnan(frame["change"].iloc[0])

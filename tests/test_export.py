@@ -48,15 +48,16 @@ def test_bars_to_csv_when_small_frame_then_exact_text():
              trade_count=2, buy_volume=0.1, sell_volume=0.2),
         dict(start=T0 + MIN + 123_456_789, end=T0 + MIN + 999_999_999, open=60005.2, high=60007.0,
              low=60001.15, close=60001.15, volume=1.5, turnover=90005.0, vwap=60003.33333333333,
-             trade_count=7, buy_volume=1.5, sell_volume=0.0, closed=False),
+             trade_count=7, buy_volume=1.5, sell_volume=0.0, closed=False,
+             amplitude=(60007.0 - 60001.15) / 60005.2, change=(60001.15 - 60005.2) / 60005.2),
     ])
     text = bars_to_csv(df, price_decimals=2, size_decimals=3)
     assert text == (
         HEADER
         + "BTCUSDT,1m,2024-08-08T23:55:00.000Z,2024-08-08T23:56:00.000Z,60000.10,60005.20,60000.10,"
-          "60005.20,0.300,18001.05000,60003.500000,2,0.100,0.200,true\n"
+          "60005.20,0.300,18001.05000,60003.500000,2,0.100,0.200,true,,\n"
         + "BTCUSDT,1m,2024-08-08T23:56:00.123Z,2024-08-08T23:56:00.999Z,60005.20,60007.00,60001.15,"
-          "60001.15,1.500,90005.00000,60003.333333,7,1.500,0.000,false\n"
+          "60001.15,1.500,90005.00000,60003.333333,7,1.500,0.000,false,0.00009749,-0.00006749\n"
     )
 
 
