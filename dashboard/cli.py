@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import signal
 import sys
 import threading

@@ -21,12 +21,30 @@ Life of a connection::
                   LIVE -> (no message for stale_after_s) -> STALE -> RECONNECTING -> ...
     any state -> stop() -> STOPPED;   a fatal error (HTTP 401/403/451, bad URL) -> FAILED
 
+Reconnects never stop (only a fatal error or stop() ends the loop). The wait before each
+attempt comes from :func:`backoff` (first within 1 s, doubling, capped at 30 s, with
+jitter), which starts over after a connection stayed up ``reset_after_s`` (60 s). A
+*planned* disconnect reconnects at once, without waiting: one the sink asks for with
+``reconnect(..., planned=True)`` (the engine does on Binance's ``serverShutdown`` notice),
+and a clean close by the server (a close frame, e.g. Binance's 24 h cut) of a connection
+that had been up ``reset_after_s``. A planned disconnect of a connection younger than
+``MIN_PLANNED_UPTIME_S`` waits as usual, so a server that closes every connection at once
+is not hammered.
+
+Frames: text frames go to ``sink.submit`` as bytes (UTF-8 validation is skipped; the
+parser meets invalid UTF-8 as bad JSON). Binary frames (no vendor here sends any) and text
+frames longer than ``max_message_bytes`` are not delivered: they are counted
+(``binary_frames``, ``oversize_frames``) and reported, with a 64-byte sample, to
+``sink.submit_rejected(reason, sample, recv_ns)`` when the sink has it, as ``"binary_frame"``
+or ``"too_large"``.
+
 Sink events (``sink.submit_control(name, recv_ns, detail)``):
 
 =========  ===========================================================================
 ``open``   ``{"generation": n}``; n counts connections from 1, so n > 1 means a gap
 ``error``  ``{"generation", "message", "verdict": "retry"|"fatal", "retry_in_s"}``;
-           ``"stale": True`` when the watchdog forced the reconnect. Never has tokens.
+           ``"stale": True`` when the watchdog forced the reconnect, ``"planned": True``
+           for a planned disconnect (reconnecting at once). Never has tokens.
 ``close``  ``{"generation", "code", "reason"}`` after a connection that had opened
 =========  ===========================================================================
 """
@@ -66,6 +84,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("tickscope.feed")
+
+_OPCODE_TEXT = websocket.ABNF.OPCODE_TEXT
 
 Verdict = Literal["retry", "fatal"]
 
@@ -363,15 +383,25 @@ class FeedClient(threading.Thread):
         url: Connect here instead of ``adapter.url(symbols)``.
         symbols: Symbols to subscribe on the first open.
         stale_after_s: Seconds without any message, while subscribed, after which the
-            connection is considered dead and replaced; None disables the watchdog.
+            connection is considered dead and replaced; None disables the watchdog. Any
+            data frame counts (a quiet symbol on a busy connection is fine); protocol
+            pings and pongs do not, so a stream that stops while pings go on is caught.
         ping_interval_s: Seconds between protocol pings (0 or None: none). A pong must
             arrive within ``min(10, ping_interval_s / 2)`` s. Binance counts pings toward
             its 5 messages/s, so keep this large.
         name: Feed id used as the thread name and in log lines.
+        backoff_initial_s: First reconnect wait, seconds, before jitter (tests shorten it).
+        backoff_cap_s: Longest reconnect wait, seconds.
+        reset_after_s: A connection up this long (s) resets the backoff, and a clean
+            server close after it is a planned disconnect; default ``RESET_AFTER_S``.
+        max_message_bytes: Longest text frame delivered, bytes; longer ones are counted
+            and dropped (a 10 MB frame must not reach the parser).
     """
 
     #: A connection that stayed up this long (s) resets the backoff to its first delay.
     RESET_AFTER_S = 60.0
+    #: A planned disconnect of a connection younger than this (s) waits the usual backoff.
+    MIN_PLANNED_UPTIME_S = 1.0
     #: Socket timeout (s) for the TCP connect, TLS and HTTP upgrade, and any later blocking
     #: send/recv; websocket-client would otherwise wait for the OS (about two minutes).
     CONNECT_TIMEOUT_S = 10.0
@@ -388,8 +418,22 @@ class FeedClient(threading.Thread):
         stale_after_s: float | None = 30.0,
         ping_interval_s: float | None = 20.0,
         name: str = "feed",
+        backoff_initial_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        reset_after_s: float | None = None,
+        max_message_bytes: int = 1 << 20,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        backoff(initial=backoff_initial_s, cap=backoff_cap_s)  # validates both
+        if not (isinstance(max_message_bytes, int) and max_message_bytes > 0):
+            raise ValueError(f"max_message_bytes must be a positive int, not {max_message_bytes!r}")
+        if reset_after_s is not None:
+            if not reset_after_s >= 0:
+                raise ValueError(f"reset_after_s must be >= 0 seconds, not {reset_after_s!r}")
+            self.RESET_AFTER_S = float(reset_after_s)
+        self._backoff_initial_s = backoff_initial_s  # first reconnect wait, s
+        self._backoff_cap_s = backoff_cap_s  # longest reconnect wait, s
+        self._max_message_bytes = max_message_bytes  # longest frame delivered, bytes
         if stale_after_s is not None and not stale_after_s > 0:
             raise ValueError(f"stale_after_s must be > 0 seconds or None, not {stale_after_s!r}")
         if ping_interval_s is not None and not ping_interval_s >= 0:
@@ -411,6 +455,8 @@ class FeedClient(threading.Thread):
         self._app: websocket.WebSocketApp | None = None  # the current connection attempt
         self._generation = 0  # connections opened so far
         self._reconnects = 0  # retries scheduled so far
+        self._planned = 0  # of which planned disconnects (no wait)
+        self._last_delay_s: float | None = None  # the wait before the latest retry, s
         self._retry_at: float | None = None  # monotonic s of the next attempt
         self._opened_at: float | None = None  # monotonic s when the current connection opened
         self._watch_from_ns = 0  # monotonic ns the watchdog counts silence from (besides messages)
@@ -425,7 +471,10 @@ class FeedClient(threading.Thread):
         # Written only by the socket thread in on_message (GIL-atomic), read anywhere:
         self._last_rx_ns = 0  # monotonic ns of the last message, 0 = none yet
         self._messages = 0  # frames received
+        self._binary_frames = 0  # binary frames received (not delivered)
+        self._oversize_frames = 0  # text frames over max_message_bytes (not delivered)
         self._sink_errors = 0  # sink.submit raised
+        self._reject_sink = getattr(sink, "submit_rejected", None)  # told about undelivered frames
 
     # -- public: subscriptions -----------------------------------------------------------
 
@@ -490,16 +539,20 @@ class FeedClient(threading.Thread):
                 self._state = FeedState.STOPPED
             self._retry_at = None
 
-    def reconnect(self, reason: str = "reconnect requested") -> None:
-        """Drop the current connection now; the client reconnects after the usual backoff.
+    def reconnect(self, reason: str = "reconnect requested", *, planned: bool = False) -> None:
+        """Drop the current connection now and connect again. Thread-safe, never blocks long.
 
-        For a vendor's shutdown notice (Binance ``serverShutdown``) or a forced resync.
+        Args:
+            reason: Why, for the status line and the log (tokens are masked).
+            planned: True for a vendor's shutdown notice (Binance ``serverShutdown``):
+                reconnect at once rather than after the backoff wait (see the module
+                docstring for the guard against a server that does this constantly).
         """
         with self._lock:
             app = self._app
             if app is None or self._state is not FeedState.LIVE:
                 return
-            self._close_intent = "requested"
+            self._close_intent = "planned" if planned else "requested"
             self._last_error = redact(reason, self._secrets)
         self._send_close(app)
         self._cut(app)
@@ -510,10 +563,15 @@ class FeedClient(threading.Thread):
         Keys: ``state`` (lower-case :class:`FeedState` name), ``url`` (without user info or
         tokens), ``generation``, ``reconnects``, ``next_retry_in_s`` (None unless a retry is
         scheduled), ``last_message_age_s`` (None before the first message), ``last_error``
-        (None or a message without tokens), ``name``, ``symbols``, ``messages``.
+        (None or a message without tokens), ``name``, ``symbols``, ``messages``; also
+        ``next_retry_at_ns`` (UTC ns of the scheduled retry, or None),
+        ``planned_reconnects``, ``last_retry_delay_s``, ``connected_for_s`` (None unless
+        live), ``stale_after_s``, ``binary_frames`` and ``oversize_frames``.
         """
         now_ns = time.monotonic_ns()
+        wall_ns = time.time_ns()
         with self._lock:
+            opened_at = self._opened_at if self._state is FeedState.LIVE else None
             url = self._url or self._fixed_url or ""
             retry_at = self._retry_at
             out = {
@@ -527,8 +585,30 @@ class FeedClient(threading.Thread):
                 "last_error": self._last_error,
                 "symbols": list(self._symbols),
                 "messages": self._messages,
+                "next_retry_at_ns": None if retry_at is None else wall_ns + max(0, int(retry_at * 1e9) - now_ns),
+                "planned_reconnects": self._planned,
+                "last_retry_delay_s": self._last_delay_s,
+                "connected_for_s": None if opened_at is None else max(0.0, now_ns / 1e9 - opened_at),
+                "stale_after_s": self._stale_after_s,
+                "binary_frames": self._binary_frames,
+                "oversize_frames": self._oversize_frames,
             }
         return out
+
+    @property
+    def stale_after_s(self) -> float | None:
+        """Return the watchdog limit, seconds (None: no watchdog)."""
+        return self._stale_after_s
+
+    @stale_after_s.setter
+    def stale_after_s(self, seconds: float | None) -> None:
+        # E.g. off once a replay has played out: a quiet exchange is then expected.
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"stale_after_s must be > 0 seconds or None, not {seconds!r}")
+        with self._wake:
+            self._stale_after_s = seconds
+            self._watch_from_ns = time.monotonic_ns()
+            self._wake.notify_all()
 
     @property
     def state(self) -> FeedState:
@@ -540,13 +620,20 @@ class FeedClient(threading.Thread):
     def run(self) -> None:  # noqa: D102 - Thread.run
         service = threading.Thread(target=self._service_loop, name=f"{self.name}-send", daemon=True)
         service.start()
-        delays = backoff()
+        delays = self._new_backoff()
         try:
             while not self._stop_event.is_set():
                 uptime, err, intent = self._run_connection()
                 if self._stop_event.is_set():
                     break
-                if intent is not None:  # we cut it (stale / requested): retry
+                code = self._close_args[0]
+                long_lived = uptime is not None and uptime >= self.RESET_AFTER_S
+                # A planned disconnect: the vendor's shutdown notice, or the server closing
+                # (close frame) a connection that had been up a long time (Binance's 24 h cut).
+                planned = intent == "planned" or (intent is None and code is not None and long_lived)
+                if uptime is None or uptime < self.MIN_PLANNED_UPTIME_S:
+                    planned = False  # a server closing every connection at once is not a plan
+                if intent is not None:  # we cut it (stale / requested / planned): retry
                     verdict: Verdict = "retry"
                     message = self._last_error or intent
                 elif err is not None:
@@ -563,21 +650,28 @@ class FeedClient(threading.Thread):
                     self._report("error", {"generation": gen, "message": message,
                                            "verdict": "fatal", "retry_in_s": None})
                     break
-                if uptime is not None and uptime >= self.RESET_AFTER_S:
-                    delays = backoff()
-                delay = next(delays)
+                if long_lived:
+                    delays = self._new_backoff()
+                delay = 0.0 if planned else next(delays)
                 floor = retry_after_s(err) if err is not None else None
                 if floor is not None:
                     delay = max(delay, floor)
                 with self._lock:
                     self._reconnects += 1
+                    self._planned += planned
+                    self._last_delay_s = delay
                     self._retry_at = time.monotonic() + delay
                     self._state = FeedState.RECONNECTING
-                log.warning("%s: %s; reconnecting in %.1f s", self.name, message, delay)
+                if planned:
+                    log.info("%s: planned disconnect (%s); reconnecting in %.1f s", self.name, message, delay)
+                else:
+                    log.warning("%s: %s; reconnecting in %.1f s", self.name, message, delay)
                 detail = {"generation": gen, "message": message, "verdict": "retry",
                           "retry_in_s": round(delay, 3)}
                 if intent == "stale":
                     detail["stale"] = True
+                if planned:
+                    detail["planned"] = True
                 self._report("error", detail)
                 self._stop_event.wait(delay)
                 with self._lock:
@@ -596,6 +690,9 @@ class FeedClient(threading.Thread):
                 self._wake.notify_all()
             service.join(2.0)
 
+    def _new_backoff(self) -> Iterator[float]:
+        return backoff(initial=self._backoff_initial_s, cap=self._backoff_cap_s)
+
     def _run_connection(self) -> tuple[float | None, BaseException | None, str | None]:
         # One attempt: connect, serve until the connection ends. Returns (seconds it was
         # open or None, the error that ended it, our close intent).
@@ -609,7 +706,7 @@ class FeedClient(threading.Thread):
             url,
             header=self._handshake_header,
             on_open=self._on_open,
-            on_message=self._on_message,
+            on_data=self._on_data,
             on_error=self._on_error,
             on_close=self._on_close,
         )
@@ -727,17 +824,36 @@ class FeedClient(threading.Thread):
         log.info("%s: connected to %s (generation %d)", self.name, safe_url(self._url), gen)
         self._report("open", {"generation": gen})
 
-    def _on_message(self, ws: websocket.WebSocketApp, message: bytes | str) -> None:
-        # Hot path: O(1), no parsing, no locks, no logging.
+    def _on_data(self, ws: websocket.WebSocketApp, data: bytes | str, opcode: int, fin: bool) -> None:
+        # Hot path: O(1), no parsing, no locks, no logging. websocket-client calls this for
+        # every complete text or binary message (fragments already joined), with the
+        # opcode that on_message would not tell.
         recv_ns = time.time_ns()
         self._last_rx_ns = time.monotonic_ns()
         self._messages += 1
+        if opcode != _OPCODE_TEXT:
+            self._binary_frames += 1
+            self._reject("binary_frame", data, recv_ns)
+            return
+        if len(data) > self._max_message_bytes:
+            self._oversize_frames += 1
+            self._reject("too_large", data, recv_ns)
+            return
         try:
-            self._sink.submit(message, recv_ns)
+            self._sink.submit(data, recv_ns)
         except Exception:
             self._sink_errors += 1
             if self._sink_errors == 1:
                 log.exception("%s: sink.submit raised (logged once)", self.name)
+
+    def _reject(self, reason: str, data: bytes | str, recv_ns: int) -> None:
+        # An undelivered frame: tell the sink (which counts it as malformed), sample only.
+        if self._reject_sink is not None:
+            try:
+                self._reject_sink(reason, bytes(data[:64]) if isinstance(data, (bytes, bytearray))
+                                  else str(data[:64]), recv_ns)
+            except Exception:
+                self._sink_errors += 1
 
     def _on_error(self, ws: websocket.WebSocketApp, exc: BaseException) -> None:
         # websocket-client calls this when a connection ends (every end, since we do not
@@ -786,7 +902,7 @@ class FeedClient(threading.Thread):
                             self._state = FeedState.STALE
                             self._close_intent = "stale"
                             self._last_error = (f"no message for {silent_s:.1f} s "
-                                                f"(stale after {self._stale_after_s:g} s); reconnecting")
+                                                f"(stale after {self._stale_after_s:g} s)")
                         else:
                             wait = min(wait, self._stale_after_s - silent_s)
                     if stale is None and self._outbox:

@@ -43,12 +43,21 @@ waits while the socket's write buffer is above websockets' ``write_limit``). A s
 therefore slows the source down (replay falls behind its pacing; the simulator catches up
 in a burst) instead of being fed an unbounded buffer or losing messages. A client that
 stops reading altogether is closed by the keepalive ping timeout (20 s), which releases
-the source. Fault injection (delays, drops, disconnects) belongs in ``_publish``.
+the source.
+
+Fault injection (``faults=Faults(...)`` or ``Faults.from_str("drop_every=500,...")``, also
+the hidden ``tickscope --faults`` option) happens in ``_publish``, the one place every
+market message passes through: it omits trades or diffs, stalls the source, queues hostile
+messages or a drop/close marker behind a message on a connection's outbox (the writer
+carries the marker out, so everything queued before it is sent first). The only other
+hook is the handshake refusal (HTTP 503) in ``_process_request``. What was injected and
+which trades were actually written to each socket is in :meth:`EmbeddedExchange.fault_stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http
 import json
 import logging
@@ -67,9 +76,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from feed.replay import RecordingError, merge_recordings, read_recording
-from feed.simulator import MarketSimulator, quote_asset_of
+from feed.simulator import MarketSimulator, instrument_for, quote_asset_of
 
-__all__ = ["EmbeddedExchange"]
+__all__ = ["EmbeddedExchange", "Faults", "GARBAGE_KINDS", "HUGE_FRAME_BYTES"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +137,13 @@ def _dumps(obj: object) -> str:
     return json.dumps(obj, separators=_JSON_SEPARATORS)
 
 
+# Outbox markers (fault injection): abort the connection / close it after a shutdown notice.
+_DROP = object()
+_SHUTDOWN = object()
+# _fault_source's answer "leave this message out".
+_OMIT = object()
+
+
 def _split_stream(name: str) -> tuple[str, str, str]:
     # "btcusdt@depth@100ms" -> ("btcusdt", "depth", "100ms"); suffix "" when absent.
     symbol, _, rest = name.partition("@")
@@ -180,8 +196,249 @@ def _ws_error(code: int, msg: str, request_id: object) -> str:
     return _dumps({"error": {"code": code, "msg": msg}, "id": request_id})
 
 
+async def _call(fn):
+    # Run a plain function on the loop (EmbeddedExchange.fault_stats).
+    return fn()
+
+
 class _StreamError(ValueError):
     """A stream a client asked for cannot be served; the message says why."""
+
+
+# -- fault injection --------------------------------------------------------------------
+
+#: Size of the oversized frame among the hostile messages, bytes.
+HUGE_FRAME_BYTES = 10 * 1024 * 1024
+#: Kinds of hostile message ``Faults.garbage`` draws from, with their relative weights.
+#: Each is named after what is wrong with it; ``duplicate`` repeats the last trade sent to
+#: the connection (well-formed, but already seen).
+GARBAGE_KINDS: dict[str, int] = {
+    "truncated": 3, "bad_utf8": 1, "deep_nesting": 1, "empty": 1, "not_object": 2,
+    "data_not_object": 1, "wrong_type": 3, "missing_field": 2, "nan_price": 2,
+    "negative_price": 1, "zero_size": 1, "negative_size": 1, "unknown_event": 2,
+    "unsubscribed_symbol": 2, "bad_level": 1, "bad_update_id": 1, "bad_reply": 1,
+    "binary": 2, "huge": 1, "duplicate": 2,
+}
+_TRADE_ID_RE = re.compile(r'"t":(\d+)')
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What the embedded exchange does wrong on purpose (all off by default).
+
+    Message counts are of market messages queued for sending (garbage and notices
+    excluded). Per-symbol faults (``skip_ids``, ``depth_gap_every``, ``cross_every``)
+    apply to the symbols in ``only`` (every symbol when empty).
+
+    Parameters
+    ----------
+    drop_every : int, optional
+        Abort each connection (TCP reset, no close frame) after this many messages were
+        queued on it.
+    shutdown_every : int, optional
+        After this many messages on a connection, send Binance's ``serverShutdown`` notice,
+        then close it (code 1001) ``shutdown_grace_s`` seconds later.
+    shutdown_grace_s : float
+        Seconds between the notice and the close.
+    skip_ids, skip_every : int
+        Omit ``skip_ids`` consecutive trades in every ``skip_every`` trades of a symbol
+        (from the middle of each block), so the client sees a trade-id gap of exactly
+        ``skip_ids``.
+    stall, stall_every : float, int
+        Stop sending for ``stall`` seconds (connections stay open) after every
+        ``stall_every`` messages.
+    garbage : float
+        Probability (0-1), after each message queued on a connection, of also queuing one
+        hostile message (``GARBAGE_KINDS``) on it.
+    garbage_big : int
+        Most ``huge`` (10 MB) frames per exchange; later draws of that kind are redrawn.
+    refuse : float
+        Seconds during which WebSocket handshakes are answered HTTP 503.
+    refuse_after : int, optional
+        Start refusing after this many messages, aborting every connection then; None
+        refuses from the start of the exchange.
+    depth_gap_every : int, optional
+        Omit one diff-depth event in every this many of a symbol (a sequence gap).
+    cross_every : int, optional
+        Add a bid above every ask to one diff-depth event in every this many of a symbol
+        (a crossed book; the exchange's own book is unaffected).
+    only : tuple of str
+        Lower-case symbols the per-symbol faults apply to; empty: all.
+    seed : int
+        Seed of the garbage generator.
+    """
+
+    drop_every: int | None = None
+    shutdown_every: int | None = None
+    shutdown_grace_s: float = 0.5
+    skip_ids: int = 0
+    skip_every: int = 1000
+    stall: float = 0.0
+    stall_every: int = 1000
+    garbage: float = 0.0
+    garbage_big: int = 0
+    refuse: float = 0.0
+    refuse_after: int | None = None
+    depth_gap_every: int | None = None
+    cross_every: int | None = None
+    only: tuple[str, ...] = ()
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("drop_every", "shutdown_every", "depth_gap_every", "cross_every", "refuse_after"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and v >= 1):
+                raise ValueError(f"fault {name} must be a whole number >= 1, not {v!r}")
+        if not (isinstance(self.skip_every, int) and self.skip_every >= 2):
+            raise ValueError(f"fault skip_every must be a whole number >= 2, not {self.skip_every!r}")
+        if not (isinstance(self.skip_ids, int) and 0 <= self.skip_ids <= self.skip_every // 2):
+            raise ValueError(f"fault skip_ids must be 0..skip_every/2 ({self.skip_every // 2}), not {self.skip_ids!r}")
+        if not (isinstance(self.stall_every, int) and self.stall_every >= 1):
+            raise ValueError(f"fault stall_every must be a whole number >= 1, not {self.stall_every!r}")
+        for name in ("stall", "refuse", "shutdown_grace_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"fault {name} must be a number of seconds >= 0, not {v!r}")
+        if not (0.0 <= self.garbage <= 1.0):
+            raise ValueError(f"fault garbage must be a probability 0..1, not {self.garbage!r}")
+        if not (isinstance(self.garbage_big, int) and self.garbage_big >= 0):
+            raise ValueError(f"fault garbage_big must be a whole number >= 0, not {self.garbage_big!r}")
+        object.__setattr__(self, "only", tuple(s.lower() for s in self.only))
+
+    @classmethod
+    def from_str(cls, text: str) -> "Faults":
+        """Parse ``"drop_every=500,skip_ids=3,only=btcusdt+ethusdt"``.
+
+        Raises
+        ------
+        ValueError
+            Naming the unknown key or the bad value.
+        """
+        kwargs: dict[str, object] = {}
+        types = {f.name: f.type for f in cls.__dataclass_fields__.values()}
+        for part in (p.strip() for p in str(text).split(",")):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or key not in types:
+                raise ValueError(
+                    f"bad fault {part!r}: expected key=value with key one of {', '.join(types)}")
+            try:
+                if key == "only":
+                    kwargs[key] = tuple(v for v in value.split("+") if v)
+                elif "float" in str(types[key]):
+                    kwargs[key] = float(value)
+                else:
+                    kwargs[key] = int(value)
+            except ValueError:
+                raise ValueError(f"bad fault {part!r}: {value!r} is not a number") from None
+        return cls(**kwargs)
+
+    def applies_to(self, symbol: str) -> bool:
+        """Return True when per-symbol faults apply to ``symbol`` (lower case)."""
+        return not self.only or symbol in self.only
+
+
+def _hostile(kind: str, symbol: str, rng, last_trade: str | None) -> str | bytes | tuple[bytes]:
+    # One hostile message of ``kind`` about ``symbol`` (lower case): text (a text frame),
+    # bytes (a binary frame) or a 1-tuple of bytes (a text frame that is not UTF-8).
+    stream = f"{symbol}@trade"
+    ok = {"e": "trade", "E": 1, "s": symbol.upper(), "t": 1, "p": "1.5", "q": "2", "T": 1, "m": False, "M": True}
+
+    def trade(**changes: object) -> str:
+        data = {**ok, **changes}
+        return _dumps({"stream": stream, "data": {k: v for k, v in data.items() if v is not _MISSING}})
+
+    if kind == "truncated":
+        text = trade()
+        return text[: rng.randrange(1, len(text) - 1)]
+    if kind == "bad_utf8":
+        return (b'{"stream":"' + stream.encode() + b'","data":{"e":"trade","s":"\xff\xfe"}}',)
+    if kind == "deep_nesting":
+        return "[" * 50_000 + "]" * 50_000
+    if kind == "empty":
+        return ""
+    if kind == "not_object":
+        return rng.choice(["[1,2,3]", "null", "42", '"trade"', "true"])
+    if kind == "data_not_object":
+        return _dumps({"stream": stream, "data": [1, 2]})
+    if kind == "wrong_type":
+        return trade(**rng.choice([{"t": "abc"}, {"T": 1.5}, {"m": "yes"}, {"p": [1]}, {"q": None},
+                                   {"p": "abc"}, {"t": True}]))
+    if kind == "missing_field":
+        return trade(**{rng.choice(["p", "q", "t", "T", "m"]): _MISSING})
+    if kind == "nan_price":
+        return trade(p=rng.choice(["NaN", "nan", "inf", "-Infinity"]))
+    if kind == "negative_price":
+        return trade(p="-1.5")
+    if kind == "zero_size":
+        return trade(q="0")
+    if kind == "negative_size":
+        return trade(q="-2")
+    if kind == "unknown_event":
+        return rng.choice([
+            _dumps({"stream": f"{symbol}@mystery", "data": {"e": "mysteryEvent", "E": 1}}),
+            _dumps({"e": "mysteryEvent", "E": 1}),
+        ])
+    if kind == "unsubscribed_symbol":
+        return _dumps({"stream": "zzzusdt@trade", "data": {**ok, "s": "ZZZUSDT"}})
+    if kind == "bad_level":
+        return _dumps({"stream": f"{symbol}@depth@100ms", "data": {
+            "e": "depthUpdate", "E": 1, "s": symbol.upper(), "U": 1, "u": 2,
+            "b": [[rng.choice(["NaN", "-1", "0", "inf"]), "1"]], "a": []}})
+    if kind == "bad_update_id":
+        return _dumps({"stream": f"{symbol}@depth@100ms", "data": {
+            "e": "depthUpdate", "E": 1, "s": symbol.upper(), "U": "x", "u": 2, "b": [], "a": []}})
+    if kind == "bad_reply":
+        return _dumps({"error": "nonsense", "id": rng.randrange(10**6, 10**7)})
+    if kind == "binary":
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+    if kind == "huge":
+        return '{"stream":"' + stream + '","data":{"e":"trade","pad":"' + "x" * HUGE_FRAME_BYTES + '"}}'
+    if kind == "duplicate":
+        return last_trade if last_trade is not None else trade(t="abc")
+    raise ValueError(f"unknown garbage kind {kind!r}")
+
+
+_MISSING = object()
+
+
+class _FaultState:
+    # Counters and per-symbol positions of an exchange's fault injection (loop thread only).
+
+    def __init__(self, faults: Faults) -> None:
+        import random
+
+        self.faults = faults
+        self.rng = random.Random(faults.seed)
+        self.kinds = list(GARBAGE_KINDS)
+        self.weights = [GARBAGE_KINDS[k] for k in self.kinds]
+        self.published = 0  # market messages past the subscription check
+        self.trades_seen: dict[str, int] = {}  # symbol -> trades published or skipped
+        self.diffs_seen: dict[str, int] = {}  # symbol -> diff-depth events seen
+        self.refuse_until: float | None = None  # loop time
+        self.refuse_started = False
+        self.big_left = faults.garbage_big
+        # What happened; see EmbeddedExchange.fault_stats.
+        self.drops = 0
+        self.shutdowns = 0
+        self.stalls = 0
+        self.refused = 0
+        self.depth_gaps = 0
+        self.crossed = 0
+        self.skipped: dict[str, list[int]] = {}
+        self.garbage: dict[str, int] = {}
+        self.delivered: dict[str, list[int]] = {}  # symbol -> trade ids written to sockets
+
+    def draw_garbage(self) -> str:
+        while True:
+            kind = self.rng.choices(self.kinds, self.weights)[0]
+            if kind != "huge":
+                return kind
+            if self.big_left > 0:
+                self.big_left -= 1
+                return kind
 
 
 # -- per-connection state ---------------------------------------------------------------
@@ -201,6 +458,12 @@ class _Client:
     outbox: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(OUTBOX_MESSAGES))
     # Set once the connection is gone: nothing more is queued.
     closed: bool = False
+    # Fault injection: market messages queued so far, and set once a drop or close marker
+    # is queued (nothing more is queued behind it).
+    queued: int = 0
+    doomed: bool = False
+    # Fault injection: the last trade text queued (replayed as a "duplicate").
+    last_trade: str | None = None
 
     def subscribe(self, names: Iterable[str]) -> None:
         for name in names:
@@ -483,8 +746,11 @@ def _recorded_data(raw: str, name_end: int) -> str:
 class _SimSource:
     # One MarketSimulator per symbol, driven by the wall clock.
 
-    def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None) -> None:
+    def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None,
+                 rate: float = 1.0) -> None:
         self._seed = seed
+        # Trade-rate multiplier applied to every instrument.
+        self._rate = rate
         # Allow-list (lower case) or None for any well-formed symbol.
         self._allowed = allowed
         # Markets started with the exchange (created when the source starts running, so
@@ -530,7 +796,10 @@ class _SimSource:
         # A market starts on first use of its symbol.
         market = self.markets.get(symbol)
         if market is None:
-            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed)
+            inst = instrument_for(symbol)
+            if self._rate != 1.0:
+                inst = dataclasses.replace(inst, trades_per_s=inst.trades_per_s * self._rate)
+            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed, instrument=inst)
             log.info("simulating %s", market.symbol)
             self.markets[symbol] = market
         return market
@@ -632,6 +901,11 @@ class EmbeddedExchange:
         Simulator markets started with the exchange. Any other symbol of 5-20 lowercase
         letters/digits ending with a known quote asset (usdt, usdc, fdusd, busd, btc, eth,
         bnb) gets a market on first subscribe or REST request.
+    sim_rate : float
+        Simulator trade-rate multiplier (1 = each instrument's usual rate; 20 = twenty
+        times busier, for load and fault tests). Ignored in replay mode.
+    faults : Faults or str, optional
+        Faults to inject (a :class:`Faults` or its ``from_str`` text); None: none.
 
     Attributes
     ----------
@@ -659,9 +933,17 @@ class EmbeddedExchange:
         symbols: Iterable[str] | None = None,
         seed: int = 7,
         sim_symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
+        sim_rate: float = 1.0,
+        faults: Faults | str | None = None,
     ) -> None:
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
             raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
+        if not (isinstance(sim_rate, (int, float)) and math.isfinite(sim_rate) and sim_rate > 0):
+            raise ValueError(f"sim_rate must be a finite number > 0, not {sim_rate!r}")
+        if isinstance(faults, str):
+            faults = Faults.from_str(faults)
+        # Fault injection state (None: no faults, and no per-message overhead).
+        self._faults = _FaultState(faults) if faults is not None and faults != Faults() else None
         if not (isinstance(port, int) and 0 <= port <= 65535):
             raise ValueError(f"port must be 0..65535, not {port!r}")
         self._host = host
@@ -681,7 +963,7 @@ class EmbeddedExchange:
                         f"cannot simulate {s!r}: expected 5-20 letters/digits ending with a "
                         "quote asset (usdt, usdc, fdusd, busd, btc, eth, bnb)"
                     )
-            self._source = _SimSource(sim_symbols, seed, allowed)
+            self._source = _SimSource(sim_symbols, seed, allowed, sim_rate)
         self.finished = threading.Event()
         self.error: BaseException | None = None
         # Connected clients (event-loop thread only).
@@ -761,6 +1043,34 @@ class EmbeddedExchange:
         """Return the upper-case symbols currently available, sorted."""
         return self._source.symbols()
 
+    def fault_stats(self) -> dict:
+        """Return what fault injection did so far (empty without faults).
+
+        Keys: ``drops``, ``shutdowns``, ``stalls``, ``refused`` (handshakes answered 503),
+        ``depth_gaps`` (diffs omitted), ``crossed`` (diffs made to cross), ``skipped``
+        (symbol -> omitted trade ids), ``garbage`` (kind -> hostile messages queued),
+        ``delivered`` (symbol -> trade ids written to sockets, in order; a trade written
+        just before a connection was aborted may still have been lost on the wire).
+        Safe to call from any thread (copies taken on the exchange's loop when running).
+        """
+        fs = self._faults
+        if fs is None:
+            return {}
+
+        def copy() -> dict:
+            return {
+                "drops": fs.drops, "shutdowns": fs.shutdowns, "stalls": fs.stalls,
+                "refused": fs.refused, "depth_gaps": fs.depth_gaps, "crossed": fs.crossed,
+                "skipped": {k: list(v) for k, v in fs.skipped.items()},
+                "garbage": dict(fs.garbage),
+                "delivered": {k: list(v) for k, v in fs.delivered.items()},
+            }
+
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.current_thread() is not self._thread:
+            return asyncio.run_coroutine_threadsafe(_call(copy), loop).result(10)
+        return copy()
+
     # -- private: thread and server ----------------------------------------------------
 
     def _host_for_url(self) -> str:
@@ -792,6 +1102,9 @@ class EmbeddedExchange:
             logger=logging.getLogger(f"{__name__}.ws"),
         ) as server:
             self._port = server.sockets[0].getsockname()[1]
+            fs = self._faults
+            if fs is not None and fs.faults.refuse and fs.faults.refuse_after is None:
+                fs.refuse_until = asyncio.get_running_loop().time() + fs.faults.refuse
             producer = asyncio.create_task(self._run_source(), name="exchange-source")
             self._ready.set()
             await self._stop_requested.wait()
@@ -834,16 +1147,28 @@ class EmbeddedExchange:
         recorded_text: str | None = None,
     ) -> None:
         # Queue one event (its JSON text) to every connection subscribed to
-        # (symbol, channel); waits while an outbox is full (backpressure).
+        # (symbol, channel); waits while an outbox is full (backpressure). Every fault is
+        # injected here (see Faults).
         key = (symbol, channel)
         if not self._wanted_count.get(key):
             return
+        fs = self._faults
+        trade_id = None
+        if fs is not None:
+            changed = await self._fault_source(fs, symbol, channel, data)
+            if changed is _OMIT:
+                return
+            if changed is not None:
+                data, recorded_text = changed, None  # re-wrap the modified data
+            if channel == "trade":
+                m = _TRADE_ID_RE.search(data)
+                trade_id = int(m.group(1)) if m else None
         for client in tuple(self._clients):
             names = client.by_key.get(key)
-            if not names or client.closed:
+            if not names or client.closed or client.doomed:
                 continue
             for name in tuple(names):
-                if client.closed:
+                if client.closed or client.doomed:
                     break
                 if not client.combined:
                     text = data
@@ -851,17 +1176,110 @@ class EmbeddedExchange:
                     text = recorded_text
                 else:
                     text = f'{{"stream":"{name}","data":{data}}}'
-                await client.outbox.put((name, text))
+                if fs is None:
+                    await client.outbox.put((name, text))
+                    continue
+                await client.outbox.put((name, text, (symbol, trade_id) if trade_id is not None else None))
+                if channel == "trade":
+                    client.last_trade = text
+                await self._fault_connection(fs, client, symbol)
+
+    async def _fault_source(self, fs: _FaultState, symbol: str, channel: str, data: str):
+        # Source-level faults: refuse window, stall, omitted trades/diffs, crossed diffs.
+        # Returns _OMIT to leave the message out, new data text, or None (send as is).
+        f = fs.faults
+        fs.published += 1
+        if f.refuse and f.refuse_after is not None and not fs.refuse_started and fs.published > f.refuse_after:
+            fs.refuse_started = True
+            fs.refuse_until = asyncio.get_running_loop().time() + f.refuse
+            log.warning("fault: refusing connections for %.1f s", f.refuse)
+            for client in list(self._clients):
+                self._abort(client)
+        if f.stall and fs.published % f.stall_every == 0:
+            fs.stalls += 1
+            log.warning("fault: stalling for %.1f s", f.stall)
+            await asyncio.sleep(f.stall)
+        if f.applies_to(symbol):
+            if channel == "trade" and f.skip_ids:
+                n = fs.trades_seen.get(symbol, 0)
+                fs.trades_seen[symbol] = n + 1
+                lo = f.skip_every // 2
+                if lo <= n % f.skip_every < lo + f.skip_ids:
+                    m = _TRADE_ID_RE.search(data)
+                    fs.skipped.setdefault(symbol.upper(), []).append(int(m.group(1)) if m else -1)
+                    return _OMIT
+            elif channel == "depth" and (f.depth_gap_every or f.cross_every):
+                n = fs.diffs_seen.get(symbol, 0) + 1
+                fs.diffs_seen[symbol] = n
+                if f.depth_gap_every and n % f.depth_gap_every == 0:
+                    fs.depth_gaps += 1
+                    return _OMIT
+                if f.cross_every and n % f.cross_every == f.cross_every // 2:
+                    diff = json.loads(data)
+                    # A bid far above any ask: the book ends the event crossed.
+                    diff["b"] = list(diff.get("b", ())) + [["99999999.00", "1.00"]]
+                    fs.crossed += 1
+                    return _dumps(diff)
+        return None
+
+    async def _fault_connection(self, fs: _FaultState, client: _Client, symbol: str) -> None:
+        # Per-connection faults, after a market message was queued on ``client``.
+        f = fs.faults
+        client.queued += 1
+        if f.garbage and fs.rng.random() < f.garbage:
+            kind = fs.draw_garbage()
+            fs.garbage[kind] = fs.garbage.get(kind, 0) + 1
+            await client.outbox.put((None, _hostile(kind, symbol, fs.rng, client.last_trade), None))
+        if f.drop_every and client.queued % f.drop_every == 0:
+            client.doomed = True
+            await client.outbox.put((_DROP, "", None))
+        elif f.shutdown_every and client.queued % f.shutdown_every == 0:
+            notice = {"e": "serverShutdown", "E": time.time_ns() // 1_000_000}
+            text = _dumps({"stream": "!serverShutdown", "data": notice}) if client.combined else _dumps(notice)
+            await client.outbox.put((None, text, None))
+            await client.outbox.put((_SHUTDOWN, "", None))
 
     async def _writer(self, client: _Client) -> None:
-        # Drain one connection's outbox; skips streams unsubscribed since queuing.
+        # Drain one connection's outbox; skips streams unsubscribed since queuing. Items are
+        # (stream name, text) or, with faults, (name or None or a marker, payload, meta).
+        fs = self._faults
         try:
             while True:
-                name, text = await client.outbox.get()
-                if name in client.subs:
+                item = await client.outbox.get()
+                name, text = item[0], item[1]
+                if fs is None:
+                    if name in client.subs:
+                        await client.ws.send(text)
+                    continue
+                if name is _DROP:
+                    fs.drops += 1
+                    log.warning("fault: dropping a connection after %d messages", client.queued)
+                    self._abort(client)
+                    return
+                if name is _SHUTDOWN:
+                    fs.shutdowns += 1
+                    asyncio.get_running_loop().call_later(
+                        fs.faults.shutdown_grace_s,
+                        lambda c=client: asyncio.ensure_future(c.ws.close(1001, "server shutdown")))
+                    continue
+                if name is not None and name not in client.subs:
+                    continue
+                if isinstance(text, tuple):  # a text frame that is not UTF-8
+                    await client.ws.send(text[0], text=True)
+                else:
                     await client.ws.send(text)
+                meta = item[2]
+                if meta is not None:
+                    fs.delivered.setdefault(meta[0].upper(), []).append(meta[1])
         except ConnectionClosed:
             pass
+
+    def _abort(self, client: _Client) -> None:
+        # Cut a connection as a network failure would: no close frame.
+        client.doomed = True
+        transport = getattr(client.ws, "transport", None)
+        if transport is not None:
+            transport.abort()
 
     # -- private: connections ----------------------------------------------------------
 
@@ -926,6 +1344,11 @@ class EmbeddedExchange:
         route, streams = self._url_streams(request.path)
         if route not in (WS_COMBINED_PATH, WS_RAW_PATH):
             return _rest_error(404, -1, f"no route {url.path!r}: use /stream, /ws or /api/v3/depth")
+        fs = self._faults
+        if fs is not None and fs.refuse_until is not None:
+            if asyncio.get_running_loop().time() < fs.refuse_until:
+                fs.refused += 1
+                return _rest_error(503, REST_TIMEOUT, "Service unavailable (fault injection)")
         try:
             self._check_streams(None, streams)
         except _StreamError as exc:

@@ -213,11 +213,17 @@ class FakeExchange:
     ``modes`` sets each connection's behaviour in order (then ``default_mode``):
     ``"normal"`` replies to SUBSCRIBE and pushes ``pushes`` trades per stream;
     ``"drop"`` does the same, then aborts the TCP connection; ``"close"`` then closes
-    cleanly (code 1001, like Binance's 24 h cut); ``"silent"`` never answers.
+    cleanly (code 1001, like Binance's 24 h cut); ``"silent"`` never answers;
+    ``"stream"`` pushes a trade of the *first* stream every 50 ms (the others stay quiet);
+    ``"close_later"`` / ``"drop_later"`` close cleanly / abort ``later_s`` after the
+    subscription; ``"hostile"`` sends a binary frame and a 2 MB text frame, then trades.
     ``reject`` makes the HTTP upgrade fail with that status.
     """
 
-    def __init__(self, modes=(), *, default_mode="normal", pushes=3, reject=None):
+    def __init__(self, modes=(), *, default_mode="normal", pushes=3, reject=None, later_s=0.8,
+                 ping_s=None):
+        self.later_s = later_s
+        self.ping_s = ping_s  # server pings every ping_s s; no pong within ping_s: closed
         self.modes = list(modes)
         self.default_mode = default_mode
         self.pushes = pushes
@@ -255,7 +261,7 @@ class FakeExchange:
     async def _main(self):
         self._stop = asyncio.Event()
         async with serve(self._handler, "127.0.0.1", 0, process_request=self._process_request,
-                         ping_interval=None) as server:
+                         ping_interval=self.ping_s, ping_timeout=self.ping_s) as server:
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()
             await self._stop.wait()
@@ -278,6 +284,13 @@ class FakeExchange:
                 continue
             if msg.get("method") in ("SUBSCRIBE", "UNSUBSCRIBE"):
                 await ws.send(json.dumps({"result": None, "id": msg.get("id")}))
+            if msg.get("method") == "SUBSCRIBE" and mode == "stream":
+                first = msg["params"][0]
+                asyncio.ensure_future(self._stream(ws, first))
+                continue
+            if msg.get("method") == "SUBSCRIBE" and mode == "hostile":
+                await ws.send(b"\x00\x01binary")
+                await ws.send('{"pad":"' + "x" * (2 << 20) + '"}')
             if msg.get("method") == "SUBSCRIBE":
                 for stream in msg["params"]:
                     for _ in range(self.pushes):
@@ -291,6 +304,26 @@ class FakeExchange:
                 if mode == "close":
                     await ws.close(1001, "going away")
                     return
+                if mode in ("close_later", "drop_later"):
+                    await asyncio.sleep(self.later_s)
+                    if mode == "drop_later":
+                        ws.transport.abort()
+                    else:
+                        await ws.close(1001, "going away")
+                    return
+
+    async def _stream(self, ws, stream):
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            while True:
+                await ws.send(json.dumps({
+                    "e": "trade", "E": 1, "s": stream.split("@")[0].upper(),
+                    "t": next(self._trade_id), "p": "1.5", "q": "2", "T": 1, "m": False,
+                }))
+                await asyncio.sleep(0.05)
+        except ConnectionClosed:
+            pass
 
 
 class FakeAdapter:
@@ -471,6 +504,139 @@ def test_client_when_not_subscribed_does_not_go_stale(clients):
         assert len(sink.events("open")) == 1
 
 
+def test_client_when_one_symbol_quiet_on_a_busy_connection_does_not_go_stale(clients):
+    with FakeExchange(default_mode="stream") as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT", "QUIETUSDT"],
+                              stale_after_s=0.4)
+        sink.wait(lambda: len(sink.trades()) >= 3)
+        time.sleep(1.5)  # QUIETUSDT never trades; BTCUSDT does every 50 ms
+        assert [d["generation"] for d in sink.events("open")] == [1]
+        assert not sink.events("error") and client.status()["state"] == "live"
+        assert {t["s"] for t in sink.trades()} == {"BTCUSDT"}
+
+
+def test_client_when_stale_watchdog_switched_off_stays_on_a_silent_connection(clients):
+    with FakeExchange(modes=["silent"]) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], stale_after_s=0.3)
+        client.stale_after_s = None
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(0.8)
+        assert len(sink.events("open")) == 1 and client.status()["stale_after_s"] is None
+        with pytest.raises(ValueError):
+            client.stale_after_s = 0
+
+
+def test_client_when_server_closes_a_long_lived_connection_reconnects_at_once(clients):
+    # Binance cuts connections at 24 h with a close frame: a planned disconnect. Here
+    # "long-lived" is reset_after_s = 0.5 s and the server closes after 0.8 s; the usual
+    # wait would be >= 1.5 s (backoff_initial_s = 3).
+    with FakeExchange(modes=["close_later"]) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
+                              reset_after_s=0.5, backoff_initial_s=3.0)
+        client.MIN_PLANNED_UPTIME_S = 0.2
+        sink.wait(lambda: len(sink.events("open")) == 2, timeout=3)
+        error = sink.events("error")[0]
+        assert error["planned"] is True and error["retry_in_s"] == 0.0
+        st = client.status()
+        assert st["planned_reconnects"] == 1 and st["last_retry_delay_s"] == 0.0
+
+
+def test_client_when_long_lived_connection_aborted_waits_the_backoff(clients):
+    with FakeExchange(modes=["drop_later"]) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
+                              reset_after_s=0.5, backoff_initial_s=3.0)
+        client.MIN_PLANNED_UPTIME_S = 0.2
+        sink.wait(lambda: sink.events("error"), timeout=3)
+        error = sink.events("error")[0]
+        assert "planned" not in error and 1.5 <= error["retry_in_s"] <= 3.0
+        st = client.status()
+        assert st["state"] == "reconnecting" and st["planned_reconnects"] == 0
+        assert st["next_retry_at_ns"] > time.time_ns()
+
+
+def test_reconnect_when_planned_reconnects_at_once_unless_connection_too_young(clients):
+    with FakeExchange() as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=3.0)
+        client.MIN_PLANNED_UPTIME_S = 0.3
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(0.4)
+        client.reconnect("server shutdown notice", planned=True)
+        sink.wait(lambda: len(sink.events("open")) == 2, timeout=2)
+        assert sink.events("error")[0]["retry_in_s"] == 0.0
+        wait_until(lambda: ex.messages(conn=1, method="SUBSCRIBE"))
+        assert ex.messages(conn=1, method="SUBSCRIBE")[0]["params"] == ["btcusdt@trade"]
+        client.reconnect("again, at once", planned=True)  # connection just opened: usual wait
+        sink.wait(lambda: len(sink.events("error")) == 2, timeout=2)
+        assert sink.events("error")[1]["retry_in_s"] >= 1.5
+
+
+def test_client_when_binary_or_oversized_frame_arrives_counts_and_reports_it_without_delivering(clients):
+    class Sink(RecordingSink):
+        def __init__(self):
+            super().__init__()
+            self.rejected = []
+
+        def submit_rejected(self, reason, sample, recv_ns):
+            self.rejected.append((reason, sample))
+
+    with FakeExchange(modes=["hostile"]) as ex:
+        sink = Sink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
+                              max_message_bytes=1 << 20)
+        sink.wait(lambda: len(sink.trades()) == 3)
+        assert [r for r, _ in sink.rejected] == ["binary_frame", "too_large"]
+        assert sink.rejected[0][1] == b"\x00\x01binary" and len(sink.rejected[1][1]) == 64
+        assert all(len(m) < 1000 for m, _ in sink.messages)  # the 2 MB frame was not delivered
+        st = client.status()
+        assert st["binary_frames"] == 1 and st["oversize_frames"] == 1 and st["state"] == "live"
+
+
+def test_client_when_backoff_shortened_first_retry_follows_it(clients):
+    with FakeExchange(modes=["drop"]) as ex:
+        sink = RecordingSink()
+        start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=0.02)
+        sink.wait(lambda: len(sink.events("open")) == 2)
+        assert sink.events("error")[0]["retry_in_s"] <= 0.02
+
+
+def test_client_when_server_pings_answers_them_and_stays_connected(clients):
+    # Binance pings every 20 s and drops a client that does not pong within a minute;
+    # websocket-client answers pings itself. Here: a ping every 0.2 s, pong due in 0.2 s.
+    with FakeExchange(default_mode="stream", ping_s=0.2) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        sink.wait(lambda: sink.events("open"))
+        time.sleep(1.5)
+        assert len(sink.events("open")) == 1 and not sink.events("error")
+        assert client.status()["state"] == "live"
+
+
+def test_health_when_url_and_header_carry_tokens_never_shows_them(clients):
+    from feed.engine import Engine
+
+    with FakeExchange(reject=503) as ex:
+        adapter = FakeAdapter(ex.url + "?token=SECRET123&streams=x", header={"X-Api-Key": "HDRSECRET9"})
+        adapter.normalize_symbol = str.upper
+        engine = Engine(adapter)
+        client = FeedClient(adapter, engine, symbols=["BTCUSDT"], ping_interval_s=0)
+        engine.attach(client)
+        clients.append(client)
+        client.start()
+        engine.start()
+        try:
+            wait_until(lambda: client.status()["reconnects"] >= 2, timeout=5)
+            assert engine.wait_idle(5)
+            text = json.dumps([engine.health(), engine.status()])
+            assert "503" in text and "SECRET123" not in text and "HDRSECRET9" not in text
+        finally:
+            engine.stop()
+
+
 def test_subscribe_when_connected_sends_at_once(clients):
     with FakeExchange() as ex:
         sink = RecordingSink()
@@ -637,6 +803,12 @@ def test_client_when_bad_arguments_raises():
         FeedClient(FakeAdapter("ws://x"), RecordingSink(), stale_after_s=0)
     with pytest.raises(ValueError, match="ping_interval_s"):
         FeedClient(FakeAdapter("ws://x"), RecordingSink(), ping_interval_s=-1)
+    with pytest.raises(ValueError, match="initial"):
+        FeedClient(FakeAdapter("ws://x"), RecordingSink(), backoff_initial_s=0)
+    with pytest.raises(ValueError, match="cap"):
+        FeedClient(FakeAdapter("ws://x"), RecordingSink(), backoff_initial_s=5, backoff_cap_s=1)
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        FeedClient(FakeAdapter("ws://x"), RecordingSink(), max_message_bytes=0)
 
 
 def test_status_when_never_started_is_connecting_and_stop_is_safe():

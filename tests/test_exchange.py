@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from websocket import WebSocketBadStatusException, WebSocketTimeoutException, create_connection
 
-from feed.exchange import EmbeddedExchange
+from feed.exchange import EmbeddedExchange, Faults
 from feed.replay import read_recording
 from feed.simulator import MarketSimulator
 
@@ -444,3 +444,127 @@ def test_replay_when_speed_ten_takes_a_tenth_of_recorded_span(btc_slice):
             ws.close()
     assert span_s > 3.0
     assert span_s / 10 * 0.7 <= elapsed <= span_s / 10 + 1.0
+
+
+# -- fault injection --------------------------------------------------------------------
+
+
+def test_faults_from_str_when_valid_parses_and_when_bad_names_the_problem():
+    f = Faults.from_str("drop_every=500, skip_ids=3,stall=1.5,only=btcusdt+ETHUSDT,garbage=0.25")
+    assert (f.drop_every, f.skip_ids, f.stall, f.only, f.garbage) == (500, 3, 1.5, ("btcusdt", "ethusdt"), 0.25)
+    assert Faults.from_str("") == Faults()
+    for text, words in [("drop_every=0", "drop_every"), ("nonsense=1", "key one of"),
+                        ("skip_ids=x", "not a number"), ("garbage=2", "probability"),
+                        ("skip_ids=600", "skip_ids"), ("stall=-1", "stall")]:
+        with pytest.raises(ValueError, match=words):
+            Faults.from_str(text)
+    with pytest.raises(ValueError, match="sim_rate"):
+        EmbeddedExchange(sim_rate=0)
+    assert EmbeddedExchange().fault_stats() == {}
+
+
+def test_hostile_when_each_kind_drawn_has_the_promised_shape():
+    import random
+
+    from feed.exchange import GARBAGE_KINDS, HUGE_FRAME_BYTES, _hostile
+
+    rng = random.Random(1)
+    last = '{"stream":"btcusdt@trade","data":{"e":"trade","t":7}}'
+    for kind in GARBAGE_KINDS:
+        msg = _hostile(kind, "btcusdt", rng, last)
+        if kind == "binary":
+            assert isinstance(msg, bytes)
+        elif kind == "bad_utf8":
+            assert isinstance(msg, tuple) and not _is_utf8(msg[0])
+        elif kind == "huge":
+            assert len(msg) > HUGE_FRAME_BYTES
+        elif kind == "duplicate":
+            assert msg == last
+        else:
+            assert isinstance(msg, str) and len(msg) < 200_000
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_fault_skip_ids_when_replayed_omits_exactly_the_reported_trades(btc_slice):
+    expected = [json.loads(m)["data"]["t"] for m in recorded(btc_slice, "btcusdt@trade")]
+    with EmbeddedExchange(replay_files=[btc_slice], speed=0, faults="skip_ids=2,skip_every=10") as ex:
+        ws = connect(ex.ws_url)
+        try:
+            _, got = control(ws, "SUBSCRIBE", ["btcusdt@trade"], 1)
+            assert ex.finished.wait(10)
+            got += collect(ws, 0.3)
+        finally:
+            ws.close()
+        stats = ex.fault_stats()
+    ids = [json.loads(m)["data"]["t"] for m in got]
+    skipped = stats["skipped"]["BTCUSDT"]
+    assert len(skipped) == 2 * (len(expected) // 10) + min(max(len(expected) % 10 - 5, 0), 2)
+    assert ids == [i for i in expected if i not in set(skipped)]
+    assert stats["delivered"]["BTCUSDT"] == ids
+
+
+def test_fault_drop_every_when_n_messages_sent_aborts_the_connection():
+    ex = EmbeddedExchange(seed=3, sim_rate=20, faults="drop_every=25").start()
+    try:
+        ws = connect(ex.ws_url)
+        control(ws, "SUBSCRIBE", ["btcusdt@trade"], 1)
+        got = []
+        with pytest.raises(Exception):  # connection closed / reset, no close frame
+            while True:
+                got.append(ws.recv())
+        assert len(got) == 25  # everything queued before the drop marker was sent
+        assert ex.fault_stats()["drops"] == 1
+    finally:
+        ex.stop()
+
+
+def test_fault_refuse_when_window_open_answers_503_then_accepts():
+    with EmbeddedExchange(faults="refuse=0.6") as ex:
+        with pytest.raises(WebSocketBadStatusException) as exc:
+            connect(ex.ws_url)
+        assert exc.value.status_code == 503
+        status, _ = rest_depth(ex.rest_url, "BTCUSDT")  # REST is not refused
+        assert status == 200
+        time.sleep(0.7)
+        connect(ex.ws_url).close()
+        assert ex.fault_stats()["refused"] == 1
+
+
+def test_replay_when_snapshot_names_its_symbol_attributes_it_by_that_key(tmp_path):
+    # The BTC snapshot comes right after an ETH diff: without its "symbol" key it would be
+    # taken for ETH's (the file's last diff before it).
+    def diff(sym, first, last, bid):
+        return json.dumps({"stream": f"{sym}@depth@100ms", "data": {
+            "e": "depthUpdate", "E": 1, "s": sym.upper(), "U": first, "u": last,
+            "b": [[bid, "1.0"]], "a": []}}, separators=(",", ":"))
+
+    t0 = 1_723_161_600_000_000_000
+    lines = [
+        diff("btcusdt", 101, 101, "60000.00"),
+        diff("ethusdt", 501, 501, "3000.00"),
+        '{"lastUpdateId":100,"symbol":"BTCUSDT","bids":[["59999.00","2.0"]],"asks":[["60001.00","1.0"]]}',
+        '{"lastUpdateId":500,"symbol":"ETHUSDT","bids":[["2999.00","5.0"]],"asks":[["3001.00","4.0"]]}',
+        diff("btcusdt", 102, 102, "60000.50"),
+        diff("ethusdt", 502, 502, "3000.50"),
+    ]
+    path = tmp_path / "two.txt"
+    path.write_text("".join(f"{t0 + i * 1000} {line}\n" for i, line in enumerate(lines)))
+    with EmbeddedExchange(replay_files=[path], speed=0) as ex:
+        ws = connect(f"{ex.ws_url}?streams=btcusdt@depth@100ms/ethusdt@depth@100ms")
+        try:
+            assert ex.finished.wait(10)
+            btc = rest_depth(ex.rest_url, "BTCUSDT")[1]
+            eth = rest_depth(ex.rest_url, "ETHUSDT")[1]
+        finally:
+            ws.close()
+    assert btc["lastUpdateId"] == 102 and btc["asks"] == [["60001.00", "1.0"]]
+    assert [b[0] for b in btc["bids"]] == ["60000.50", "60000.00", "59999.00"]
+    assert eth["lastUpdateId"] == 502 and eth["asks"] == [["3001.00", "4.0"]]
+    assert [b[0] for b in eth["bids"]] == ["3000.50", "3000.00", "2999.00"]
