@@ -15,10 +15,15 @@ Rules (see DESIGN.md "Time and bars")
 * Empty intervals: ``empty="gap"`` (default) emits nothing, leaving a visible gap;
   ``empty="flat"`` emits a bar at the previous close with zero volume for each empty
   interval (the Binance kline convention).
+* Within a time bar, trades are ordered by exchange time: ``open`` is the earliest trade
+  (ties: first to arrive), ``close`` the latest (ties: last to arrive).
 * Late trades (``ts`` before the bar in progress): if the trade is at most
   ``late_tolerance_ns`` older than the newest trade seen, it revises the closed bar it
-  belongs to (``generation`` increases so readers redraw); otherwise, or when that bar is
-  no longer held, it is counted in ``late`` and left out. Never silently dropped.
+  belongs to — its open or close too when it is that bar's earliest or latest trade; a
+  flat bar it lands in becomes a real bar, and a changed close moves the next bar's
+  ``prev_close`` and any flat bars after it (``generation`` increases so readers redraw);
+  otherwise, or when that bar is no longer held (or is a gap), it is counted in ``late``
+  and left out. Never silently dropped.
 * Tick bars of N close on the N-th trade.
 * Volume bars of V and value bars of X: a trade that overshoots the threshold is split
   (nautilus_trader's convention): the part that fills the bar to exactly the threshold goes
@@ -163,6 +168,27 @@ def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
         bar.sell_volume += size
 
 
+def _add_timed(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
+    # Time bars: like _add, but open/close follow exchange time, not arrival order.
+    if price > bar.high:
+        bar.high = price
+    elif price < bar.low:
+        bar.low = price
+    if ts_ns >= bar.last_trade_ns:
+        bar.close = price
+        bar.last_trade_ns = ts_ns
+    if ts_ns < bar.first_trade_ns:
+        bar.open = price
+        bar.first_trade_ns = ts_ns
+    bar.volume += size
+    bar.turnover += price * size
+    bar.trade_count += 1
+    if side == BUY:
+        bar.buy_volume += size
+    elif side == SELL:
+        bar.sell_volume += size
+
+
 class TimeBarAggregator(BarAggregator):
     """Time bars of a fixed interval on an epoch-aligned or session-anchored grid.
 
@@ -230,7 +256,7 @@ class TimeBarAggregator(BarAggregator):
             self.last_ts_ns = ts
         cur = self.current
         if cur is not None and cur.start_ns <= ts < cur.end_ns:
-            _add(cur, trade.price, trade.size, trade.side, ts)
+            _add_timed(cur, trade.price, trade.size, trade.side, ts)
             return []
         start, end = self.grid.bucket(ts)
         closed: list[Bar] = []
@@ -244,8 +270,9 @@ class TimeBarAggregator(BarAggregator):
             self._late(trade, start)
             return []
         closed.extend(self._fill_empty(start))
-        self.current = self._new_bar(start, end, trade.price)
-        _add(self.current, trade.price, trade.size, trade.side, ts)
+        bar = self.current = self._new_bar(start, end, trade.price)
+        bar.first_trade_ns = bar.last_trade_ns = ts
+        _add_timed(bar, trade.price, trade.size, trade.side, ts)
         return closed
 
     def on_clock(self, now_ns: int) -> list[Bar]:
@@ -279,19 +306,34 @@ class TimeBarAggregator(BarAggregator):
         if self.last_ts_ns is not None and self.last_ts_ns - trade.ts_ns > self.late_tolerance_ns:
             self.late += 1
             return
-        for bar in reversed(self.closed):
+        for i in range(len(self.closed) - 1, -1, -1):
+            bar = self.closed[i]
             if bar.start_ns == start:
-                # The bar keeps its open and close (the late trade's place within the
-                # interval is not known relative to the others); every other field
-                # includes it.
-                close = bar.close
-                _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
-                bar.close = close
+                old_close = bar.close
+                if bar.trade_count == 0:  # a flat bar: the trade makes it a real one
+                    bar.open = bar.high = bar.low = bar.close = trade.price
+                    bar.first_trade_ns = bar.last_trade_ns = trade.ts_ns
+                _add_timed(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+                if bar.close != old_close:
+                    self._propagate_close(i)
                 self.generation += 1
                 return
             if bar.start_ns < start:
                 break
         self.late += 1
+
+    def _propagate_close(self, i: int) -> None:
+        # closed[i]'s close changed: move the next bars' prev_close, and the price of flat
+        # bars that carried the old close forward.
+        close = self.closed[i].close
+        for bar in self.closed[i + 1:]:
+            bar.prev_close = close
+            if bar.trade_count:
+                return
+            bar.open = bar.high = bar.low = bar.close = close
+        self.last_close = close
+        if self.current is not None:
+            self.current.prev_close = close
 
 
 class _ThresholdAggregator(BarAggregator):
@@ -630,19 +672,14 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
     counts = np.diff(np.r_[idx, n])
     group = np.repeat(np.arange(len(idx)), counts)
-    frame = _group_frame(symbol, spec, price, size, side, idx, group, late)
+    frame = _group_frame(symbol, spec, price, size, side, idx, group, ts)
     frame["start"] = start[idx]
     frame["end"] = end[idx]
     frame["closed"] = True
     if empty == "flat":
-        frame = _fill_flat(frame, grid, late_groups=_late_only_groups(late, group, len(idx)))
+        frame = _fill_flat(frame, grid)
     frame.loc[frame.index[-1], "closed"] = False
     return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
-
-
-def _late_only_groups(late: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
-    # Groups made only of late trades (revisions of flat bars).
-    return np.bincount(group, weights=(~late).astype(float), minlength=n) == 0
 
 
 def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
@@ -668,21 +705,16 @@ def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
     return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
 
 
-def _group_frame(symbol, spec, price, size, side, idx, group, late) -> pd.DataFrame:
-    # OHLCV and taker volumes per group. Open/close come from on-time trades only: a late
-    # trade revises a bar's high, low and sums but not its open or close.
+def _group_frame(symbol, spec, price, size, side, idx, group, ts) -> pd.DataFrame:
+    # OHLCV and taker volumes per contiguous group (trades in arrival order within it).
+    # With ``ts`` (time bars) open/close follow exchange time: open is the earliest trade
+    # (ties: first to arrive), close the latest (ties: last to arrive); without it
+    # (threshold bars) they follow arrival order.
     n = len(idx)
     last = np.r_[idx[1:], len(price)] - 1
-    if late is not None and late.any():
-        on_time = np.flatnonzero(~late)
-        g_on = group[on_time]
-        first_on = np.full(n, -1)
-        last_on = np.full(n, -1)
-        # first/last on-time trade per group (groups are contiguous, in arrival order).
-        first_on[g_on[::-1]] = on_time[::-1]
-        last_on[g_on] = on_time
-        open_idx = np.where(first_on >= 0, first_on, idx)
-        close_idx = np.where(last_on >= 0, last_on, last)
+    if ts is not None and len(ts) > 1 and np.any(np.diff(ts) < 0):
+        order = np.lexsort((np.arange(len(ts)), ts, group))  # by group, ts, arrival
+        open_idx, close_idx = order[idx], order[last]
     else:
         open_idx, close_idx = idx, last
     turnover = price * size
@@ -711,9 +743,8 @@ def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(group, weights=values, minlength=n)
 
 
-def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid, late_groups=None) -> pd.DataFrame:
-    # Insert zero-volume bars at the previous close for empty intervals. A group made only
-    # of late trades revises such a flat bar: its open and close stay the previous close.
+def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:
+    # Insert zero-volume bars at the previous close for empty intervals.
     starts, ends = [], []
     t = int(frame["start"].iloc[0])
     last = int(frame["start"].iloc[-1])
@@ -722,20 +753,11 @@ def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid, late_groups=N
         starts.append(s)
         ends.append(e)
         t = e
-    if late_groups is not None and late_groups.any():
-        frame = frame.copy()
-        frame.loc[late_groups, ["open", "close"]] = np.nan
     out = frame.set_index("start").reindex(np.array(starts, np.int64))
     missing = out["trade_count"].isna()
-    revised = out["open"].isna() & ~missing
     prev_close = out["close"].ffill()
-    for col in ("open", "close"):
-        out.loc[missing | revised, col] = prev_close[missing | revised]
-    for col in ("high", "low", "vwap"):
+    for col in ("open", "high", "low", "close", "vwap"):
         out.loc[missing, col] = prev_close[missing]
-    if revised.any():
-        out.loc[revised, "high"] = np.maximum(out.loc[revised, "high"], prev_close[revised])
-        out.loc[revised, "low"] = np.minimum(out.loc[revised, "low"], prev_close[revised])
     for col in ("volume", "turnover", "buy_volume", "sell_volume"):
         out.loc[missing, col] = 0.0
     out.loc[missing, "trade_count"] = 0

@@ -364,6 +364,9 @@ class Bar:
     prev_close : float or None
         Close of the bar before this one in the same series (None for the first bar);
         the base of ``amplitude`` and ``change``.
+    first_trade_ns, last_trade_ns : int
+        Exchange times (UTC ns) of the trades that set ``open`` and ``close`` (time bars
+        order trades by exchange time, so a late trade can move either); 0 when unknown.
     """
 
     symbol: str
@@ -381,6 +384,8 @@ class Bar:
     sell_volume: float = 0.0
     closed: bool = False
     prev_close: float | None = None
+    first_trade_ns: int = 0
+    last_trade_ns: int = 0
 
     def __post_init__(self) -> None:
         if not (self.low <= min(self.open, self.close) and self.high >= max(self.open, self.close)):

@@ -169,8 +169,30 @@ def test_time_bar_when_late_trade_within_tolerance_revises_closed_bar():
     agg.on_trade(tr(59.5, 90, 2))  # 1 s behind the newest trade
     first = agg.closed[0]
     assert first.low == 90 and first.volume == 3 and first.trade_count == 2
-    assert first.close == 100  # close stays the last trade in time order we know
+    assert first.close == 90  # the late trade is the bar's latest by exchange time
+    assert first.open == 100
+    assert agg.current.prev_close == 90  # the next bar's change is now against 90
     assert agg.generation == gen + 1 and agg.late == 0
+
+
+def test_time_bar_when_late_trade_is_earliest_of_its_bar_becomes_open():
+    agg = make_aggregator("BTCUSDT", "1m", late_tolerance_ns=100 * S)
+    agg.on_trades([tr(30.0, 100), tr(59.0, 101), tr(60.5, 102)])
+    agg.on_trade(tr(5.0, 95))  # late and earlier than every trade of its bar
+    first = agg.closed[0]
+    assert (first.open, first.high, first.low, first.close) == (95, 101, 95, 101)
+
+
+def test_time_bar_when_late_trade_lands_in_flat_bar_it_becomes_real_and_flats_follow():
+    agg = make_aggregator("BTCUSDT", "1m", empty="flat", late_tolerance_ns=200 * S)
+    agg.on_trades([tr(10, 100), tr(250, 110)])  # 1m..3m are flat at 100
+    agg.on_trade(tr(70, 104, 2))  # late into the 1m flat bar
+    one, two = agg.closed[1], agg.closed[2]
+    assert (one.open, one.high, one.low, one.close, one.volume, one.trade_count) == (104, 104, 104, 104, 2, 1)
+    assert (two.open, two.close, two.volume, two.prev_close) == (104, 104, 0, 104)
+    pd.testing.assert_frame_equal(
+        aggregate([tr(10, 100), tr(250, 110), tr(70, 104, 2)], "1m", empty="flat", late_tolerance_ns=200 * S),
+        bars_to_frame(agg.bars()), check_exact=True)
 
 
 def test_time_bar_when_late_trade_beyond_tolerance_is_counted_not_used():
