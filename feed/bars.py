@@ -15,7 +15,7 @@ Rules (see DESIGN.md "Time and bars")
 * Empty intervals: ``empty="gap"`` (default) emits nothing, leaving a visible gap;
   ``empty="flat"`` emits a bar at the previous close with zero volume for each empty
   interval (the Binance kline convention).
-* Within a time bar, trades are ordered by exchange time: ``open`` is the earliest trade
+* Within a bar, trades are ordered by exchange time: ``open`` is the earliest trade
   (ties: first to arrive), ``close`` the latest (ties: last to arrive).
 * Late trades (``ts`` before the bar in progress): if the trade is at most
   ``late_tolerance_ns`` older than the newest trade seen, it revises the closed bar it
@@ -133,9 +133,10 @@ class BarAggregator:
 
     # -- private --------------------------------------------------------------------
 
-    def _new_bar(self, start_ns: int, end_ns: int, price: float) -> Bar:
+    def _new_bar(self, start_ns: int, end_ns: int, price: float, ts_ns: int = 0) -> Bar:
+        # A bar at ``price`` whose first trade (if any) is at ``ts_ns``.
         return Bar(self.symbol, self.spec, start_ns, end_ns, price, price, price, price,
-                   prev_close=self.last_close)
+                   prev_close=self.last_close, first_trade_ns=ts_ns, last_trade_ns=ts_ns)
 
     def _close_current(self) -> Bar:
         # Move the bar in progress to the closed list and forget it.
@@ -154,22 +155,8 @@ class BarAggregator:
 
 def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
     # Accumulate a (part of a) trade into a bar. Hot path: plain attribute updates.
-    if price > bar.high:
-        bar.high = price
-    elif price < bar.low:
-        bar.low = price
-    bar.close = price
-    bar.volume += size
-    bar.turnover += price * size
-    bar.trade_count += 1
-    if side == BUY:
-        bar.buy_volume += size
-    elif side == SELL:
-        bar.sell_volume += size
-
-
-def _add_timed(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
-    # Time bars: like _add, but open/close follow exchange time, not arrival order.
+    # open/close follow exchange time: the earliest trade opens (ties: first to arrive),
+    # the latest closes (ties: last to arrive).
     if price > bar.high:
         bar.high = price
     elif price < bar.low:
@@ -256,7 +243,7 @@ class TimeBarAggregator(BarAggregator):
             self.last_ts_ns = ts
         cur = self.current
         if cur is not None and cur.start_ns <= ts < cur.end_ns:
-            _add_timed(cur, trade.price, trade.size, trade.side, ts)
+            _add(cur, trade.price, trade.size, trade.side, ts)
             return []
         start, end = self.grid.bucket(ts)
         closed: list[Bar] = []
@@ -270,9 +257,8 @@ class TimeBarAggregator(BarAggregator):
             self._late(trade, start)
             return []
         closed.extend(self._fill_empty(start))
-        bar = self.current = self._new_bar(start, end, trade.price)
-        bar.first_trade_ns = bar.last_trade_ns = ts
-        _add_timed(bar, trade.price, trade.size, trade.side, ts)
+        bar = self.current = self._new_bar(start, end, trade.price, ts)
+        _add(bar, trade.price, trade.size, trade.side, ts)
         return closed
 
     def on_clock(self, now_ns: int) -> list[Bar]:
@@ -313,7 +299,7 @@ class TimeBarAggregator(BarAggregator):
                 if bar.trade_count == 0:  # a flat bar: the trade makes it a real one
                     bar.open = bar.high = bar.low = bar.close = trade.price
                     bar.first_trade_ns = bar.last_trade_ns = trade.ts_ns
-                _add_timed(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+                _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
                 if bar.close != old_close:
                     self._propagate_close(i)
                 self.generation += 1
@@ -371,7 +357,7 @@ class _ThresholdAggregator(BarAggregator):
         return [self._close_current()] if self.current is not None else []
 
     def _open(self, trade: Trade) -> Bar:
-        bar = self._new_bar(trade.ts_ns, trade.ts_ns, trade.price)
+        bar = self._new_bar(trade.ts_ns, trade.ts_ns, trade.price, trade.ts_ns)
         self.current = bar
         return bar
 
@@ -695,7 +681,7 @@ def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
         idx = np.flatnonzero((rank % step) == 0)
     counts = np.diff(np.r_[idx, n])
     group = np.repeat(np.arange(len(idx)), counts)
-    frame = _group_frame(symbol, spec, price, size, side, idx, group, None)
+    frame = _group_frame(symbol, spec, price, size, side, idx, group, ts)
     last = np.r_[idx[1:], n] - 1
     frame["start"] = ts[idx]
     frame["end"] = ts[last]
@@ -707,9 +693,8 @@ def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
 
 def _group_frame(symbol, spec, price, size, side, idx, group, ts) -> pd.DataFrame:
     # OHLCV and taker volumes per contiguous group (trades in arrival order within it).
-    # With ``ts`` (time bars) open/close follow exchange time: open is the earliest trade
-    # (ties: first to arrive), close the latest (ties: last to arrive); without it
-    # (threshold bars) they follow arrival order.
+    # open/close follow exchange time: open is the earliest trade (ties: first to
+    # arrive), close the latest (ties: last to arrive), as _add does.
     n = len(idx)
     last = np.r_[idx[1:], len(price)] - 1
     if ts is not None and len(ts) > 1 and np.any(np.diff(ts) < 0):
