@@ -2,7 +2,9 @@
 
 Usage::
 
-    tickscope [--replay FILE ...] [--speed X] [--vendor binance] [--market spot|usdm]
+    tickscope [--replay FILE ...] [--speed X] [--vendor binance|alltick|itick]
+              [--market spot|usdm] [--binance-host main|data] [--itick-market M]
+              [--config FILE] [--kline-check]
               [--symbols A,B] [--url WS_URL] [--rest-url URL] [--data-dir DIR]
               [--retention-days D] [--retention-mb M] [--record FILE] [--stale-after S]
               [--host 127.0.0.1] [--port 8050]
@@ -11,8 +13,35 @@ Usage::
 With no arguments it starts the embedded local exchange (a seeded market simulator) on
 loopback, connects the ordinary Binance adapter to it and serves the dashboard. With
 ``--replay`` the embedded exchange plays recorded sessions instead, and the engine's clock
-follows the replayed exchange time. ``--vendor binance`` connects to Binance's public
-streams; ``--url`` points the Binance dialect at any endpoint.
+follows the replayed exchange time. ``--url`` alone points the Binance dialect at any
+endpoint.
+
+Vendors (``--vendor``):
+
+* ``binance`` -- public streams, no key. ``--market spot|usdm``; ``--binance-host data``
+  uses the market-data-only hosts (``data-stream.binance.vision``, spot only). Control
+  messages are spaced to the adapter's limit (4/s spot, under Binance's 5/s). HTTP 451
+  (restricted location), 429/418 (rate limit, IP ban) are shown with what to do, in the
+  status line, ``/api/health`` and the log; 451 stops the feed, 429/418 wait as
+  Retry-After says.
+* ``alltick`` -- token required. One connection serves one asset class: stocks (AAPL.US,
+  700.HK, 600519.SH) or crypto/forex/metals (BTCUSDT, EURUSD, GOLD). Mixing them is
+  refused with a message (AllTick counts connections per token and endpoint; a free plan
+  has one), and the plan's symbol limit (free: 5; ``[alltick] plan`` or ``max_symbols``
+  in the config file) is checked before anything is sent. ``--url`` names the host (or
+  either documented path); both endpoints are derived from it.
+* ``itick`` -- API key required, sent in the handshake header. ``--itick-market stock|
+  forex|indices|crypto``; symbols ``CODE$REGION`` (AAPL$US, 700$HK, EURUSD$GB). ``--url``
+  is the host root; ``/<market>`` is appended (a URL already ending in it is used as is).
+
+Tokens come only from the environment (``ALLTICK_TOKEN``, ``ITICK_TOKEN``) or a TOML file
+given with ``--config`` (``[alltick] token = "..."``, ``[itick] token = "..."``; the
+environment wins), never from a command-line argument (it would show in ``ps``). A missing
+token is one message and exit code 2.
+
+``--kline-check`` (Binance and the embedded exchange) also subscribes ``<s>@kline_1m`` and
+compares each final candle with tickscope's own 1m bar (``feed.klinecheck``); results in
+``/api/health`` under ``kline_check``. In replay it needs recorded kline streams.
 
 Persistence: raw trades are stored per source under ``--data-dir`` (default: the
 platform's user data dir, e.g. ``~/.local/share/tickscope``): ``embedded/`` for the
@@ -38,6 +67,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -49,6 +79,18 @@ __all__ = ["main", "build_parser", "Runtime", "start_runtime"]
 log = logging.getLogger("tickscope")
 
 DEFAULT_SYMBOLS_SIM = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+#: Vendors of ``--vendor`` and the environment variable holding each one's token.
+VENDORS: dict[str, str | None] = {"binance": None, "alltick": "ALLTICK_TOKEN", "itick": "ITICK_TOKEN"}
+#: Symbols subscribed when ``--symbols`` is not given, per vendor (iTick: per market).
+DEFAULT_SYMBOLS: dict[str, tuple[str, ...]] = {
+    "binance": ("BTCUSDT",), "alltick": ("AAPL.US",), "itick:stock": ("AAPL$US",),
+    "itick:forex": ("EURUSD$GB",), "itick:crypto": ("BTCUSDT$BA",),
+}
+#: Where each vendor's token comes from, for the missing-token message.
+_TOKEN_HELP = {
+    "alltick": "free registration at alltick.co",
+    "itick": "register at itick.org",
+}
 
 
 class UsageError(Exception):
@@ -99,15 +141,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "to play through the embedded exchange, in time order")
     p.add_argument("--speed", type=_positive_speed, default=1.0,
                    help="replay speed: 1 = recorded pacing, 10 = ten times faster, 0 = as fast as possible")
-    p.add_argument("--vendor", choices=["binance"], default=None,
+    p.add_argument("--vendor", choices=list(VENDORS), default=None,
                    help="live vendor to connect to (default: the embedded local exchange)")
-    p.add_argument("--market", choices=["spot", "usdm"], default="spot",
+    p.add_argument("--market", choices=["spot", "usdm"], default=None,
                    help="Binance market: spot or USD-M futures (default spot)")
+    p.add_argument("--binance-host", choices=["main", "data"], default=None,
+                   help="Binance hosts: main (stream.binance.com) or data (the market-data-only "
+                        "data-stream.binance.vision; spot only)")
+    p.add_argument("--itick-market", choices=["stock", "forex", "indices", "crypto"], default=None,
+                   help="iTick market (URL path; default stock)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file with vendor settings: [alltick] token, plan, max_symbols; "
+                        "[itick] token, max_symbols (tokens may also come from ALLTICK_TOKEN / "
+                        "ITICK_TOKEN, which win)")
+    p.add_argument("--kline-check", action="store_true",
+                   help="Binance: also subscribe <symbol>@kline_1m and compare each final candle "
+                        "with tickscope's own 1m bar (results in /api/health)")
+    p.add_argument("--kline-interval", default="1m", help=argparse.SUPPRESS)
     p.add_argument("--symbols", default=None,
                    help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT (replay: default every symbol in the files)")
     p.add_argument("--url", default=None,
                    help="WebSocket endpoint replacing the vendor's (Binance: the combined-stream URL, "
-                        "e.g. ws://127.0.0.1:9000/stream)")
+                        "e.g. ws://127.0.0.1:9000/stream; AllTick: the host, e.g. "
+                        "wss://quote.alltick.io; iTick: the host root, e.g. wss://api.itick.org)")
     p.add_argument("--rest-url", default=None,
                    help="base URL for REST depth snapshots (default: http(s) on the --url host)")
     p.add_argument("--data-dir", default=None,
@@ -231,7 +287,6 @@ def start_runtime(
     from feed.client import FeedClient, SnapshotFetcher
     from feed.engine import Engine
     from feed.models import BarSpec
-    from feed.vendors.binance import BinanceAdapter
 
     try:
         BarSpec.from_str(args.bar)
@@ -250,6 +305,8 @@ def start_runtime(
             raise UsageError(f"--rest-url: {args.rest_url!r} is not an http:// or https:// URL")
 
     embedded = not args.vendor and not args.url
+    vendor = args.vendor or "binance"  # the embedded exchange speaks Binance
+    _check_vendor_options(args, vendor, embedded)
     faults = getattr(args, "faults", None)
     if faults and not embedded:
         raise UsageError("--faults applies to the embedded exchange only; drop --vendor/--url")
@@ -260,8 +317,11 @@ def start_runtime(
             faults = Faults.from_str(faults)
         except ValueError as exc:
             raise UsageError(f"--faults: {exc}") from None
+    market = getattr(args, "market", None) or "spot"
+    kline_check = getattr(args, "kline_interval", "1m") if getattr(args, "kline_check", False) else None
     rt = Runtime()
-    probe = BinanceAdapter(args.market)
+    # Symbols are checked with the vendor's rules before anything starts.
+    probe = _make_adapter(args, vendor, market, kline_check, None, None)
     symbols = _parse_symbols(args.symbols, probe)
     if embedded:
         from feed.exchange import EmbeddedExchange
@@ -270,6 +330,7 @@ def start_runtime(
             rt.exchange = EmbeddedExchange(
                 replay_files=replay, speed=args.speed, symbols=symbols or None,
                 sim_rate=getattr(args, "sim_rate", 1.0), faults=faults or None,
+                klines=kline_check is not None,
             ).start()
         except ValueError as exc:
             raise UsageError(f"--replay/--symbols: {exc}") from None
@@ -277,19 +338,34 @@ def start_runtime(
             symbols = list(rt.exchange.symbols)
         if not replay and not symbols:
             symbols = list(DEFAULT_SYMBOLS_SIM)
-        ws_url, rest_url = rt.exchange.ws_url, rt.exchange.rest_url
+        if kline_check and not any(rt.exchange.serves(s, f"kline_{kline_check}") for s in symbols):
+            rt.stop()
+            raise UsageError(f"--kline-check: the replay files hold no @kline_{kline_check} streams "
+                             "to compare with; record a session with them or drop --kline-check")
+        adapter = _make_adapter(args, vendor, market, kline_check, rt.exchange.ws_url, rt.exchange.rest_url)
     else:
-        ws_url, rest_url = args.url, args.rest_url
+        adapter = probe if vendor != "binance" else _make_adapter(
+            args, vendor, market, kline_check, args.url, args.rest_url)
         if not symbols:
-            symbols = ["BTCUSDT"]
-    adapter = BinanceAdapter(args.market, ws_url=ws_url, rest_url=rest_url)
+            key = vendor if vendor != "itick" else f"itick:{adapter.market}"
+            if key not in DEFAULT_SYMBOLS:
+                raise UsageError(f"--symbols: name the symbols for the iTick {adapter.market} market "
+                                 "(CODE$REGION)")
+            symbols = list(DEFAULT_SYMBOLS[key])
+    validate = getattr(adapter, "validate_subscription", None)
+    if validate is not None:
+        try:
+            symbols = validate(symbols)
+        except ValueError as exc:
+            rt.stop()
+            raise UsageError(f"--symbols: {exc}") from None
 
     try:
         if not replay or args.data_dir:
             from feed.store import TradeStore
 
             data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
-            source = _replay_store_name(replay, args.market) if replay else (
+            source = _replay_store_name(replay, market) if replay else (
                 "embedded" if embedded else adapter.name)
             try:
                 rt.store = TradeStore(data_dir / source)
@@ -316,11 +392,11 @@ def start_runtime(
         recorder=rt.recorder,
         retention_max_age_s=None if retention_days is None else retention_days * 86400.0,
         retention_max_bytes=None if retention_mb is None else int(retention_mb * 1024 * 1024),
-        **(engine_options or {}),
+        **{"kline_check": kline_check, **(engine_options or {})},
     )
-    rt.feed = FeedClient(adapter, rt.engine, symbols=(),
+    rt.feed = FeedClient(adapter, rt.engine, symbols=(), name=adapter.name,
                          **{"stale_after_s": getattr(args, "stale_after", 30.0), **(feed_options or {})})
-    rt.fetcher = SnapshotFetcher(rt.engine)
+    rt.fetcher = SnapshotFetcher(rt.engine, hints=getattr(adapter, "http_hints", None))
     rt.engine.attach(rt.feed, rt.fetcher)
     rt.engine.start()
     for s in symbols:
@@ -331,6 +407,123 @@ def start_runtime(
         rt._watch.start()
     rt.app = create_app(rt.engine, interval_ms=interval_ms)
     return rt
+
+
+def _check_vendor_options(args: argparse.Namespace, vendor: str, embedded: bool) -> None:
+    # Options that belong to one vendor are refused with the others.
+    given = {
+        "--market": getattr(args, "market", None), "--binance-host": getattr(args, "binance_host", None),
+        "--itick-market": getattr(args, "itick_market", None), "--rest-url": args.rest_url,
+        "--kline-check": getattr(args, "kline_check", False) or None,
+    }
+    owner = {"--market": "binance", "--binance-host": "binance", "--rest-url": "binance",
+             "--kline-check": "binance", "--itick-market": "itick"}
+    for option, value in given.items():
+        if value is not None and owner[option] != vendor:
+            why = (" (AllTick serves klines over HTTP only; iTick's are not compared)"
+                   if option == "--kline-check" else "")
+            raise UsageError(f"{option} applies to --vendor {owner[option]} only, not {vendor}{why}")
+    if getattr(args, "binance_host", None) == "data":
+        if (getattr(args, "market", None) or "spot") != "spot":
+            raise UsageError("--binance-host data: Binance's market-data-only host serves spot only; "
+                             "use --market spot or drop --binance-host")
+        if args.url or embedded:
+            raise UsageError("--binance-host names Binance's hosts; it cannot go with --url "
+                             "or the embedded exchange (add --vendor binance, drop --url)")
+    if getattr(args, "config", None) and vendor == "binance":
+        log.info("--config: Binance needs no token; the file is not read")
+
+
+def _load_config(path_text: str | None) -> dict:
+    # The TOML config file as a dict ({} without one); one message per problem.
+    if not path_text:
+        return {}
+    import tomllib
+
+    path = Path(path_text)
+    try:
+        with path.open("rb") as fh:
+            config = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UsageError(f"--config: {path_text}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"--config: cannot read {path_text}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config: {path_text} is not valid TOML: {exc}") from None
+    try:
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            log.warning("--config: %s holds tokens and is readable by other users; chmod 600 it", path_text)
+    except OSError:
+        pass
+    return config
+
+
+def _vendor_section(config: dict, vendor: str, path_text: str | None) -> dict:
+    section = config.get(vendor, {})
+    if not isinstance(section, dict):
+        raise UsageError(f"--config: {path_text}: [{vendor}] must be a table")
+    return section
+
+
+def _vendor_token(args: argparse.Namespace, vendor: str, section: dict) -> str:
+    # The token from the environment (wins) or the config file; never from argv.
+    env = VENDORS[vendor]
+    value = os.environ.get(env) if env else None
+    if value is None or not value.strip():
+        value = section.get("token")
+        if value is not None and not isinstance(value, str):
+            raise UsageError(f"--config: [{vendor}] token must be a string")
+    if value is None or not value.strip():
+        where = f" or add token = \"...\" under [{vendor}] in the --config file" if getattr(
+            args, "config", None) else f" or pass --config FILE with [{vendor}] token = \"...\""
+        name = {"alltick": "AllTick", "itick": "iTick"}.get(vendor, vendor)
+        raise UsageError(f"{name} needs a token: set {env}{where} ({_TOKEN_HELP[vendor]}); "
+                         "tokens are never taken from the command line")
+    return value
+
+
+def _int_setting(section: dict, vendor: str, key: str) -> int | None:
+    value = section.get(key)
+    if value is not None and (type(value) is not int or value < 1):
+        raise UsageError(f"--config: [{vendor}] {key} must be a whole number >= 1, not {value!r}")
+    return value
+
+
+def _make_adapter(args: argparse.Namespace, vendor: str, market: str, kline_check: str | None,
+                  ws_url: str | None, rest_url: str | None):
+    # The vendor's adapter, or UsageError naming the problem (never showing a token).
+    try:
+        if vendor == "binance":
+            from feed.vendors.binance import BinanceAdapter
+
+            return BinanceAdapter(market, ws_url=ws_url, rest_url=rest_url,
+                                  host=getattr(args, "binance_host", None) or "main", klines=kline_check)
+        section = _vendor_section(_load_config(getattr(args, "config", None)), vendor,
+                                  getattr(args, "config", None))
+        token = _vendor_token(args, vendor, section)
+        limit = _int_setting(section, vendor, "max_symbols")
+        if vendor == "alltick":
+            from feed.vendors.alltick import PLAN_SYMBOLS_PER_CONNECTION, AllTickAdapter, endpoints_from
+
+            plan = section.get("plan")
+            if plan is not None and plan not in PLAN_SYMBOLS_PER_CONNECTION:
+                raise UsageError(f"--config: [alltick] plan must be one of "
+                                 f"{', '.join(PLAN_SYMBOLS_PER_CONNECTION)}, not {plan!r}")
+            if limit is None:
+                limit = PLAN_SYMBOLS_PER_CONNECTION[plan or "free"]
+            stock, fx = endpoints_from(args.url) if args.url else (None, None)
+            return AllTickAdapter(token=token, stock_url=stock, forex_crypto_url=fx,
+                                  max_symbols_per_connection=limit)
+        from feed.vendors.itick import ITickAdapter, base_url_of
+
+        itick_market = getattr(args, "itick_market", None) or "stock"
+        return ITickAdapter(token=token, market=itick_market,
+                            base_url=base_url_of(args.url, itick_market) if args.url else None,
+                            max_symbols_per_connection=limit)
+    except ValueError as exc:
+        option = {"binance": "--market/--binance-host/--url", "alltick": "--vendor alltick",
+                  "itick": "--vendor itick"}[vendor]
+        raise UsageError(f"{option}: {exc}") from None
 
 
 def _watch_replay(rt: Runtime) -> None:

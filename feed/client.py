@@ -20,6 +20,20 @@ Life of a connection::
     CONNECTING -> LIVE -> (drop) -> RECONNECTING -> LIVE -> ...
                   LIVE -> (no message for stale_after_s) -> STALE -> RECONNECTING -> ...
     any state -> stop() -> STOPPED;   a fatal error (HTTP 401/403/451, bad URL) -> FAILED
+    any state -> fail(message) (a vendor reply no retry can fix, e.g. a refused token) -> FAILED
+
+A vendor that authenticates after the handshake (``adapter.requires_auth_reply``, iTick)
+goes CONNECTING -> AUTHENTICATING -> LIVE: heartbeats start at open, but subscriptions
+wait for ``adapter.auth_status(raw)`` to say True; False fails at once with the vendor's
+words (no reconnect loop), and no answer within ``adapter.auth_timeout_s`` drops the
+connection and retries with backoff.
+
+Subscriptions (vendor-neutral; each rule is an adapter attribute): a symbol is added only
+if ``adapter.validate_subscription(current + new)`` accepts the list (plan limits, endpoint
+mixing: the ValueError goes to the caller, nothing is sent); ``replaces_subscriptions``
+adapters get the FULL list on every subscribe (their next request replaces the last); and
+when ``adapter.url(symbols)`` changes with the symbols (AllTick: stock vs forex/crypto
+endpoint), the client reconnects to the new URL instead of subscribing on the old one.
 
 Reconnects never stop (only a fatal error or stop() ends the loop). The wait before each
 attempt comes from :func:`backoff` (first within 1 s, doubling, capped at 30 s, with
@@ -218,16 +232,26 @@ def retry_after_s(exc: BaseException) -> float | None:
     return _SLOW_DOWN_S[status]
 
 
-def explain_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+def explain_error(exc: BaseException, secrets: Iterable[str] = (),
+                  hints: dict[int, str] | None = None) -> str:
     """Return a one-line message for ``exc`` fit for the UI and logs (tokens removed).
 
     Args:
         exc: The error.
         secrets: Strings to mask wherever they occur (token values, header values).
+        hints: Vendor advice per HTTP status (``adapter.http_hints``), used instead of the
+            generic words; ``{wait}`` in it becomes the Retry-After wait, seconds.
     """
     status = _http_status(exc)
     if status is not None:
-        if status in _FATAL_HINTS:
+        hint = (hints or {}).get(status)
+        if hint:
+            try:
+                words = hint.format(wait=retry_after_s(exc) or 0.0)
+            except (KeyError, IndexError, ValueError):
+                words = hint
+            text = f"HTTP {status}: {words}"
+        elif status in _FATAL_HINTS:
             text = f"HTTP {status}: {_FATAL_HINTS[status]}"
         elif status in _SLOW_HINTS:
             text = f"HTTP {status}: {_SLOW_HINTS[status]}; waiting {retry_after_s(exc):g} s"
@@ -351,6 +375,7 @@ class FeedState(enum.Enum):
     """Connection state of a :class:`FeedClient` (``status()["state"]`` is the lower name)."""
 
     CONNECTING = "connecting"  # first attempt, not yet open
+    AUTHENTICATING = "authenticating"  # open; waiting for the vendor's auth reply to subscribe
     LIVE = "live"  # open; subscriptions sent
     RECONNECTING = "reconnecting"  # dropped; waiting for / making the next attempt
     STALE = "stale"  # watchdog saw no message for stale_after_s; dropping the connection
@@ -461,13 +486,21 @@ class FeedClient(threading.Thread):
         self._opened_at: float | None = None  # monotonic s when the current connection opened
         self._watch_from_ns = 0  # monotonic ns the watchdog counts silence from (besides messages)
         self._next_heartbeat = math.inf  # monotonic s
+        self._queued_heartbeat: str | None = None  # the heartbeat text last queued
         self._close_intent: str | None = None  # "stop" / "stale" / "requested": we cut it
         self._attempt_error: BaseException | None = None  # why the current attempt ended
         self._close_args: tuple[Any, Any] = (None, None)  # (code, reason) from on_close
         self._core: websocket.WebSocket | None = None  # socket thread only: see _run_connection
         self._last_error: str | None = None  # safe text for status()
         self._url = ""  # URL of the current / last attempt (secret; never shown)
+        self._display_url = ""  # what status() shows for it (adapter.display_url or safe_url)
         self._secrets: list[str] = []  # token values to mask in messages
+        self._fatal: str | None = None  # set by fail(): give up with this message
+        self._auth_deadline = math.inf  # monotonic s by which the auth reply must come
+        self._hints = getattr(adapter, "http_hints", None)  # vendor advice per HTTP status
+        # True from open until the auth reply (requires_auth_reply adapters); read on the
+        # socket thread's hot path without the lock (a GIL-atomic attribute read).
+        self._awaiting_auth = False
         # Written only by the socket thread in on_message (GIL-atomic), read anywhere:
         self._last_rx_ns = 0  # monotonic ns of the last message, 0 = none yet
         self._messages = 0  # frames received
@@ -482,21 +515,40 @@ class FeedClient(threading.Thread):
         """Add symbols; when connected, send their subscribe messages at once (rate-limited).
 
         Thread-safe. Symbols already subscribed are ignored. They are resubscribed on every
-        reconnect.
+        reconnect. With ``adapter.replaces_subscriptions`` the message carries every current
+        symbol; when ``adapter.url`` names another endpoint for the new list, the client
+        reconnects there instead.
+
+        Raises:
+            ValueError: If ``adapter.validate_subscription`` refuses the list with the new
+                symbols (e.g. a plan limit); nothing changes and nothing is sent then.
         """
+        move = False
         with self._wake:
             new = [s for s in dict.fromkeys(_as_symbols(symbols)) if s not in self._symbols]
             if not new:
                 return
+            validate = getattr(self._adapter, "validate_subscription", None)
+            if validate is not None:
+                validate([*self._symbols, *new])
             if not self._symbols:
                 # Silence before the first symbol is not a stale feed.
                 self._watch_from_ns = time.monotonic_ns()
             self._symbols.update(dict.fromkeys(new))
-            if self._state is FeedState.LIVE:
-                self._enqueue(self._adapter.subscribe_messages, new)
+            if self._state in (FeedState.LIVE, FeedState.AUTHENTICATING) and self._moves_endpoint():
+                move = True
+            elif self._state is FeedState.LIVE:
+                full = getattr(self._adapter, "replaces_subscriptions", False)
+                self._enqueue(self._adapter.subscribe_messages, list(self._symbols) if full else new)
+        if move:
+            self._move()
 
     def unsubscribe(self, symbols: str | Iterable[str]) -> None:
-        """Remove symbols; when connected, send their unsubscribe messages. Thread-safe."""
+        """Remove symbols; when connected, send their unsubscribe messages. Thread-safe.
+
+        ``adapter.unsubscribe_messages(gone)`` decides the frames; an adapter whose requests
+        replace the subscription resends the reduced list itself (AllTick, iTick).
+        """
         with self._wake:
             gone = [s for s in dict.fromkeys(_as_symbols(symbols)) if s in self._symbols]
             for s in gone:
@@ -550,12 +602,45 @@ class FeedClient(threading.Thread):
         """
         with self._lock:
             app = self._app
-            if app is None or self._state is not FeedState.LIVE:
+            if app is None or self._state not in (FeedState.LIVE, FeedState.AUTHENTICATING):
                 return
             self._close_intent = "planned" if planned else "requested"
             self._last_error = redact(reason, self._secrets)
         self._send_close(app)
         self._cut(app)
+
+    def _move(self) -> None:
+        # Reconnect to the URL the current symbols need (adapter.url changed with them).
+        with self._lock:
+            app = self._app
+            if app is None or self._state not in (FeedState.LIVE, FeedState.AUTHENTICATING):
+                return
+            self._close_intent = "move"
+            self._last_error = "moving to the endpoint that serves the new symbols"
+        log.info("%s: the symbols are served on another endpoint; reconnecting there", self.name)
+        self._send_close(app)
+        self._cut(app)
+
+    def fail(self, message: str) -> None:
+        """Give up for good: close the connection, stop reconnecting, state FAILED.
+
+        For a vendor answer no retry can fix (a refused token: AllTick 401, iTick auth
+        failed); the engine calls it when ``adapter.is_fatal_reply`` says so. ``message``
+        (tokens masked) becomes ``last_error``. Thread-safe, never blocks long; the first
+        message given wins.
+        """
+        with self._wake:
+            if self._fatal is not None:
+                return
+            self._fatal = redact(" ".join(str(message).split()), self._secrets) or "vendor refused"
+            self._last_error = self._fatal
+            app = self._app
+            if app is not None:
+                self._close_intent = "fatal"
+            self._wake.notify_all()
+        if app is not None:
+            self._send_close(app)
+            self._cut(app)
 
     def status(self) -> dict:
         """Return a snapshot of the connection for the status line and ``/api/health``.
@@ -577,7 +662,7 @@ class FeedClient(threading.Thread):
             out = {
                 "name": self.name,
                 "state": self._state.name.lower(),
-                "url": safe_url(url) if url else "",
+                "url": self._display_url or (safe_url(url) if url else ""),
                 "generation": self._generation,
                 "reconnects": self._reconnects,
                 "next_retry_in_s": None if retry_at is None else max(0.0, retry_at - now_ns / 1e9),
@@ -623,6 +708,9 @@ class FeedClient(threading.Thread):
         delays = self._new_backoff()
         try:
             while not self._stop_event.is_set():
+                if self._fatal is not None:
+                    self._give_up(self._fatal)
+                    break
                 uptime, err, intent = self._run_connection()
                 if self._stop_event.is_set():
                     break
@@ -633,23 +721,24 @@ class FeedClient(threading.Thread):
                 planned = intent == "planned" or (intent is None and code is not None and long_lived)
                 if uptime is None or uptime < self.MIN_PLANNED_UPTIME_S:
                     planned = False  # a server closing every connection at once is not a plan
-                if intent is not None:  # we cut it (stale / requested / planned): retry
-                    verdict: Verdict = "retry"
+                if intent == "move":  # our own move to another endpoint: at once, not an error
+                    planned = True
+                verdict: Verdict
+                if intent == "fatal" or self._fatal is not None:  # fail(): the vendor refused us
+                    verdict, message = "fatal", self._fatal or "vendor refused"
+                elif intent is not None:  # we cut it (stale / auth timeout / requested / planned)
+                    verdict = "retry"
                     message = self._last_error or intent
                 elif err is not None:
-                    verdict, message = classify_error(err), explain_error(err, self._secrets)
+                    verdict = classify_error(err)
+                    message = explain_error(err, self._secrets, self._hints)
                 else:
                     verdict, message = "retry", "connection closed"
-                with self._lock:
-                    gen = self._generation
-                    self._last_error = message
                 if verdict == "fatal":
-                    with self._lock:
-                        self._state = FeedState.FAILED
-                    log.error("%s: giving up: %s", self.name, message)
-                    self._report("error", {"generation": gen, "message": message,
-                                           "verdict": "fatal", "retry_in_s": None})
+                    self._give_up(message)
                     break
+                with self._lock:
+                    self._last_error = message
                 if long_lived:
                     delays = self._new_backoff()
                 delay = 0.0 if planned else next(delays)
@@ -657,6 +746,7 @@ class FeedClient(threading.Thread):
                 if floor is not None:
                     delay = max(delay, floor)
                 with self._lock:
+                    gen = self._generation
                     self._reconnects += 1
                     self._planned += planned
                     self._last_delay_s = delay
@@ -673,8 +763,8 @@ class FeedClient(threading.Thread):
                 if planned:
                     detail["planned"] = True
                 self._report("error", detail)
-                self._stop_event.wait(delay)
-                with self._lock:
+                with self._wake:  # stop() and fail() cut the wait short
+                    self._wake.wait_for(lambda: self._stop_event.is_set() or self._fatal is not None, delay)
                     self._retry_at = None
         except Exception as exc:  # a bug here must not leave a zombie "live" state
             log.exception("%s: feed client crashed", self.name)
@@ -693,6 +783,17 @@ class FeedClient(threading.Thread):
     def _new_backoff(self) -> Iterator[float]:
         return backoff(initial=self._backoff_initial_s, cap=self._backoff_cap_s)
 
+    def _give_up(self, message: str) -> None:
+        # FAILED with ``message``: no more attempts; the sink hears a fatal error.
+        with self._lock:
+            self._state = FeedState.FAILED
+            self._last_error = message
+            self._retry_at = None
+            gen = self._generation
+        log.error("%s: giving up: %s", self.name, message)
+        self._report("error", {"generation": gen, "message": message, "verdict": "fatal",
+                               "retry_in_s": None})
+
     def _run_connection(self) -> tuple[float | None, BaseException | None, str | None]:
         # One attempt: connect, serve until the connection ends. Returns (seconds it was
         # open or None, the error that ended it, our close intent).
@@ -702,6 +803,13 @@ class FeedClient(threading.Thread):
             url = self._fixed_url or self._adapter.url(symbols)
         except Exception as exc:
             return None, exc, None
+        shown = safe_url(url)
+        display = getattr(self._adapter, "display_url", None)
+        if self._fixed_url is None and callable(display):
+            try:
+                shown = display(symbols)
+            except Exception:
+                pass
         app = websocket.WebSocketApp(
             url,
             header=self._handshake_header,
@@ -713,8 +821,11 @@ class FeedClient(threading.Thread):
         with self._lock:
             if self._stop_event.is_set():
                 return None, None, "stop"
+            if self._fatal is not None:
+                return None, None, "fatal"
             self._app = app
             self._url = url
+            self._display_url = shown
             self._secrets = _url_secrets(url) + self._header_secrets()
             self._opened_at = None
             self._attempt_error = None
@@ -738,7 +849,8 @@ class FeedClient(threading.Thread):
                 opened_at, err, intent = self._opened_at, self._attempt_error, self._close_intent
                 gen = self._generation
                 self._outbox.clear()
-                if self._state is FeedState.LIVE:
+                self._awaiting_auth = False
+                if self._state in (FeedState.LIVE, FeedState.AUTHENTICATING):
                     self._state = FeedState.RECONNECTING
                 self._wake.notify_all()
         uptime = None if opened_at is None else time.monotonic() - opened_at
@@ -809,19 +921,34 @@ class FeedClient(threading.Thread):
                 # stop() may have cleared keep_running before run_forever set it again.
                 ws.keep_running = False
                 return
+            if self._fatal is not None:
+                ws.keep_running = False
+                return
             self._generation += 1
             gen = self._generation
-            self._state = FeedState.LIVE
             self._opened_at = now
             self._watch_from_ns = time.monotonic_ns()
             interval = getattr(self._adapter, "heartbeat_interval_s", None)
             self._next_heartbeat = now + interval if interval else math.inf
             self._outbox.clear()  # leftovers were for the previous connection
             self._bucket.reset(now)
-            if self._symbols:
-                self._enqueue(self._adapter.subscribe_messages, list(self._symbols))
+            on_open = getattr(self._adapter, "on_open", None)
+            if on_open is not None:  # per-connection adapter state starts over
+                try:
+                    on_open()
+                except Exception:
+                    log.exception("%s: adapter on_open() failed", self.name)
+            if getattr(self._adapter, "requires_auth_reply", False):
+                # Heartbeats start now; subscriptions wait for the auth reply (_on_data).
+                self._state = FeedState.AUTHENTICATING
+                self._awaiting_auth = True
+                self._auth_deadline = now + float(getattr(self._adapter, "auth_timeout_s", 10.0))
+            else:
+                self._state = FeedState.LIVE
+                if self._symbols:
+                    self._enqueue(self._adapter.subscribe_messages, list(self._symbols))
             self._wake.notify_all()  # the service thread starts heartbeat and watchdog
-        log.info("%s: connected to %s (generation %d)", self.name, safe_url(self._url), gen)
+        log.info("%s: connected to %s (generation %d)", self.name, self._display_url, gen)
         self._report("open", {"generation": gen})
 
     def _on_data(self, ws: websocket.WebSocketApp, data: bytes | str, opcode: int, fin: bool) -> None:
@@ -845,6 +972,45 @@ class FeedClient(threading.Thread):
             self._sink_errors += 1
             if self._sink_errors == 1:
                 log.exception("%s: sink.submit raised (logged once)", self.name)
+        if self._awaiting_auth:
+            self._check_auth(ws, data, recv_ns)
+
+    def _check_auth(self, ws: websocket.WebSocketApp, data: bytes | str, recv_ns: int) -> None:
+        # While AUTHENTICATING: is this frame the vendor's auth reply? Yes -> LIVE and
+        # subscribe every symbol; refused -> FAILED with the vendor's words (no retry: the
+        # same key would be refused again); anything else -> keep waiting.
+        try:
+            ok = self._adapter.auth_status(data)
+        except Exception:
+            log.exception("%s: adapter auth_status() failed", self.name)
+            return
+        if ok is None:
+            return
+        if ok:
+            with self._wake:
+                if ws is not self._app or self._state is not FeedState.AUTHENTICATING:
+                    return
+                self._awaiting_auth = False
+                self._auth_deadline = math.inf
+                self._state = FeedState.LIVE
+                if self._symbols:
+                    self._enqueue(self._adapter.subscribe_messages, list(self._symbols))
+                self._wake.notify_all()
+            log.info("%s: authenticated", self.name)
+            return
+        self._awaiting_auth = False
+        self.fail(self._refusal_words(data, recv_ns))
+
+    def _refusal_words(self, data: bytes | str, recv_ns: int) -> str:
+        # The vendor's reason, as the adapter words it (its VendorReply for this frame).
+        try:
+            events = self._adapter.parse(data, recv_ns)
+        except Exception:
+            events = []
+        for ev in events:
+            if getattr(ev, "ok", True) is False and getattr(ev, "message", ""):
+                return str(ev.message)
+        return "the vendor refused authentication (check the API key)"
 
     def _reject(self, reason: str, data: bytes | str, recv_ns: int) -> None:
         # An undelivered frame: tell the sink (which counts it as malformed), sample only.
@@ -873,6 +1039,16 @@ class FeedClient(threading.Thread):
 
     # -- service thread: control messages, heartbeat, watchdog -----------------------------
 
+    def _moves_endpoint(self) -> bool:
+        # Caller holds the lock. True when the current symbols need another URL than the
+        # open connection's (AllTick: stock vs forex/crypto); a fixed URL never moves.
+        if self._fixed_url is not None or self._app is None:
+            return False
+        try:
+            return self._adapter.url(list(self._symbols)) != self._url
+        except Exception:  # the adapter refuses the list; subscribing will say why
+            return False
+
     def _enqueue(self, build: Callable[[list[str]], list[str]], symbols: list[str]) -> None:
         # Caller holds the lock. An adapter error must not reach websocket-client's callback
         # wrapper (it would be mistaken for the end of the connection).
@@ -892,11 +1068,19 @@ class FeedClient(threading.Thread):
             with self._wake:
                 now = time.monotonic()
                 wait = 1.0
-                if self._state is FeedState.LIVE and self._app is not None:
+                if self._state in (FeedState.LIVE, FeedState.AUTHENTICATING) and self._app is not None:
                     if now >= self._next_heartbeat:
                         self._heartbeat(now)
                     silent_s = self._silent_s()
-                    if self._symbols and self._stale_after_s is not None:
+                    if self._state is FeedState.AUTHENTICATING:
+                        if now >= self._auth_deadline:
+                            stale = self._app
+                            self._close_intent = "auth_timeout"
+                            timeout = float(getattr(self._adapter, "auth_timeout_s", 10.0))
+                            self._last_error = f"no authentication reply within {timeout:g} s"
+                        else:
+                            wait = min(wait, self._auth_deadline - now)
+                    if stale is None and self._symbols and self._stale_after_s is not None:
                         if silent_s >= self._stale_after_s:
                             stale = self._app
                             self._state = FeedState.STALE
@@ -933,15 +1117,20 @@ class FeedClient(threading.Thread):
 
     def _heartbeat(self, now: float) -> None:
         # Caller holds the lock. Heartbeats jump the queue: a vendor that hears none drops
-        # the connection, while a subscribe can wait a moment.
+        # the connection, while a subscribe can wait a moment. One at a time: while the
+        # last one still waits for the rate limit, no other is queued (they would crowd out
+        # everything else when the interval is close to the rate).
         interval = getattr(self._adapter, "heartbeat_interval_s", None)
         self._next_heartbeat = now + interval if interval else math.inf
+        if self._outbox and self._outbox[0][1] is self._queued_heartbeat:
+            return
         try:
             text = self._adapter.heartbeat_message()
         except Exception:
             log.exception("%s: adapter heartbeat_message() failed", self.name)
             return
         if text is not None:
+            self._queued_heartbeat = text
             self._outbox.appendleft((self._generation, text))
 
     def _silent_s(self) -> float:
@@ -979,6 +1168,7 @@ class SnapshotFetcher:
         max_wait_s: Longest wait between tries, seconds.
         headers: Extra HTTP headers (e.g. an API key); their values never appear in errors.
         name: Thread name.
+        hints: Vendor advice per HTTP status (``adapter.http_hints``) for error messages.
     """
 
     def __init__(
@@ -990,6 +1180,7 @@ class SnapshotFetcher:
         max_wait_s: float = 60.0,
         headers: dict[str, str] | None = None,
         name: str = "snapshots",
+        hints: dict[int, str] | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, not {max_attempts!r}")
@@ -1000,6 +1191,7 @@ class SnapshotFetcher:
         self._headers = {"User-Agent": "tickscope", **(headers or {})}
         self._secrets = [v for k, v in self._headers.items() if _SECRET_NAME.search(k)]
         self._name = name
+        self._hints = hints  # vendor advice per HTTP status
         self._queue: queue.Queue[tuple[str, str] | None] = queue.Queue()  # (symbol, url)
         self._in_flight: set[str] = set()  # symbols queued or being fetched
         self._lock = threading.Lock()  # guards _in_flight and _thread
@@ -1064,7 +1256,7 @@ class SnapshotFetcher:
                 with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
                     body = response.read()
             except Exception as exc:
-                message = explain_error(exc, secrets)
+                message = explain_error(exc, secrets, self._hints)
                 wait = next(delays)
                 floor = retry_after_s(exc)
                 if floor is not None:

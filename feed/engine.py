@@ -42,6 +42,21 @@ Robustness (tracker issue 4)
 * Recording (``recorder``, ``feed.recorder.Recorder``): the worker writes every message it
   takes off the queue, and every REST snapshot, in the replay format; it is flushed with
   the store and on stop.
+
+Vendors (tracker issue 5)
+-------------------------
+* Fatal replies: a ``VendorReply`` for which ``adapter.is_fatal_reply`` is true (AllTick
+  401/603, iTick auth failed) is shown in ``errors`` and the feed client is told to give
+  up (``FeedClient.fail(message)``): the state turns ``failed`` with the vendor's words in
+  ``detail``, and nothing reconnects.
+* Trade ids: adapters with ``consecutive_trade_ids = False`` (AllTick ``seq``, whose step
+  per trade is undocumented) get no gap counting and no duplicate dropping by id.
+* Subscriptions are validated with ``adapter.validate_subscription(current + [new])``
+  before anything is stored or sent (plan limits, endpoint mixing: a ValueError for the UI).
+* Secrets: malformed-message samples in the log pass through ``adapter.redact``.
+* Kline cross-check (``kline_check="1m"``): vendor candles (``feed.klinecheck.Kline``) are
+  compared with tickscope's own bars of that interval; results in ``status()`` and
+  ``health()`` under ``kline_check``.
 """
 
 from __future__ import annotations
@@ -61,6 +76,7 @@ import pandas as pd
 
 from .bars import BarAggregator, bars_to_frame, make_aggregator
 from .book import OrderBook
+from .klinecheck import Kline, KlineChecker
 from .models import (
     Bar,
     BarSpec,
@@ -254,6 +270,9 @@ class Engine:
         Seconds a time bar stays open after its interval ended on the engine clock;
         default ``WALL_CLOSE_GRACE_S`` with the wall clock, ``EXCHANGE_CLOSE_GRACE_S``
         with the exchange clock.
+    kline_check : str, optional
+        Interval (``"1m"``) of vendor candles to compare with tickscope's own bars
+        (``feed.klinecheck``); None: no cross-check. The adapter must subscribe them.
     """
 
     def __init__(
@@ -275,6 +294,7 @@ class Engine:
         max_message_bytes: int = 1 << 20,
         snapshot_spacing_s: float = _SNAPSHOT_RETRY_S,
         close_grace_s: float | None = None,
+        kline_check: str | None = None,
     ) -> None:
         if clock not in ("wall", "exchange"):
             raise ValueError(f"clock must be 'wall' or 'exchange', not {clock!r}")
@@ -327,6 +347,13 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = time.monotonic()
+        # Vendor traits (feed/vendors/base.py "Optional capabilities").
+        self._ids_consecutive = bool(getattr(adapter, "consecutive_trade_ids", True))
+        self._is_fatal = getattr(adapter, "is_fatal_reply", None)
+        self._redact = getattr(adapter, "redact", None)
+        self._fatal_reply: str | None = None  # worker: a fatal reply to hand to the feed
+        # Kline cross-check (None: off). Written by the worker under the lock.
+        self._klines = KlineChecker(kline_check) if kline_check else None
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -426,32 +453,50 @@ class Engine:
     def subscribe(self, text: str) -> str:
         """Validate and subscribe a symbol; return its normalised form.
 
+        Nothing is stored or sent for a refused symbol.
+
         Raises
         ------
         ValueError
             With a user-facing message when the symbol does not match the vendor's
-            pattern.
+            pattern, or the vendor cannot take it with the current symbols
+            (``adapter.validate_subscription``: plan limit, endpoint mixing).
         """
         symbol = self.adapter.normalize_symbol(text)
         with self._lock:
             if symbol in self._states:
                 return symbol
+            current = list(self._states)
+        validate = getattr(self.adapter, "validate_subscription", None)
+        if validate is not None:
+            validate([*current, symbol])
         # Restoring stored history can take a while: not under the readers' lock.
         state = self._new_state(symbol)
         with self._lock:
             new = symbol not in self._states
             if new:
                 self._states[symbol] = state
+                if self._klines is not None:
+                    self._klines.add_symbol(symbol)
                 if self.clock_mode == "exchange" and state.last_trade_ts_ns:
                     self._exchange_clock_ns = max(self._exchange_clock_ns, state.last_trade_ts_ns)
         if new and self._feed is not None:
-            self._feed.subscribe([symbol])
+            try:
+                self._feed.subscribe([symbol])
+            except ValueError:  # the client's own check refused it (raced another subscribe)
+                with self._lock:
+                    self._states.pop(symbol, None)
+                    if self._klines is not None:
+                        self._klines.remove_symbol(symbol)
+                raise
         return symbol
 
     def unsubscribe(self, symbol: str) -> None:
         """Stop receiving ``symbol``; its history stays in the store."""
         with self._lock:
             state = self._states.pop(symbol, None)
+            if self._klines is not None:
+                self._klines.remove_symbol(symbol)
         if state is not None and self._feed is not None:
             self._feed.unsubscribe([symbol])
 
@@ -597,7 +642,10 @@ class Engine:
         (per symbol: trades, last_trade_ts_ns, book_synced, gaps, gap_events,
         book_resyncs, book_sequence_gaps, book_crossed), ``clock_ns``, ``errors`` (the
         vendor's last refusals); also ``degraded`` (messages dropped recently) and
-        ``feed`` (the feed client's ``status()``, or None).
+        ``feed`` (the feed client's ``status()``, or None), ``vendor`` (the adapter's name)
+        and ``kline_check`` (None when off, else per symbol: ``interval``, ``checked``,
+        ``agreed``, ``skipped``, ``pending``, ``last``, ``mismatches`` -- see
+        ``feed.klinecheck.KlineChecker.results``).
         """
         feed = self._feed.status() if self._feed is not None else None
         feed_view = feed or {"state": "stopped"}
@@ -621,6 +669,7 @@ class Engine:
                 for s, st in self._states.items()
             }
             replies = [(ns, r) for ns, r in self._replies if not r.ok]
+            klines = self._klines.results() if self._klines is not None else None
         return {
             "state": state,
             "detail": detail,
@@ -632,6 +681,8 @@ class Engine:
             "errors": [r.message for _, r in replies[-5:]],
             "degraded": degraded,
             "feed": feed,
+            "vendor": getattr(self.adapter, "name", None),
+            "kline_check": klines,
         }
 
     def health(self) -> dict:
@@ -648,8 +699,9 @@ class Engine:
         plus ``feed`` (connection: state, detail, messages_per_s, url, generation,
         reconnects, planned_reconnects, next_retry_in_s, next_retry_at, last_retry_delay_s,
         last_message_age_s, connected_for_s, stale_after_s, binary_frames,
-        oversize_frames), ``malformed_by_reason``, ``clock``, ``store`` (None without one)
-        and ``recorder`` (None without one). ``status`` is "ok" when live (or the replay
+        oversize_frames), ``malformed_by_reason``, ``clock``, ``store`` (None without one),
+        ``recorder`` (None without one), ``vendor``, ``errors`` (the vendor's last refusals,
+        in words) and ``kline_check`` (as in :meth:`status`; None when off). ``status`` is "ok" when live (or the replay
         finished), "down" when failed or stopped, else "degraded" -- also while messages
         were dropped in the last ``DEGRADED_FOR_S`` seconds.
         """
@@ -686,6 +738,9 @@ class Engine:
             "clock": iso_ns(st["clock_ns"]),
             "store": self._store_health(),
             "recorder": self.recorder.stats() if self.recorder is not None else None,
+            "vendor": st["vendor"],
+            "errors": st["errors"],
+            "kline_check": st["kline_check"],
         }
 
     def _store_health(self) -> dict | None:
@@ -800,6 +855,13 @@ class Engine:
                     self._counters["server_shutdowns"] += 1
                     planned = payload
             self._close_by_clock()
+            fatal, self._fatal_reply = self._fatal_reply, None
+        if fatal is not None and self._feed is not None:
+            # Outside the lock: the client closes its socket and stops retrying.
+            log.error("vendor refused for good: %s", fatal)
+            fail = getattr(self._feed, "fail", None)
+            if fail is not None:
+                fail(fatal)
         if planned is not None and self._feed is not None:
             # Outside the lock: the client closes its socket.
             log.info("vendor announced a disconnect (%s): reconnecting now", planned)
@@ -827,6 +889,11 @@ class Engine:
                 state.book.apply_snapshot(ev)
         elif t is VendorReply:
             self._replies.append((recv_ns, ev))
+            if not ev.ok and self._is_fatal is not None and self._fatal_reply is None and self._is_fatal(ev):
+                self._fatal_reply = ev.message
+        elif t is Kline:
+            if self._klines is not None:
+                self._klines.on_kline(ev)
         elif t is BookTicker:
             pass  # used by verification tools, not by the engine
 
@@ -836,7 +903,7 @@ class Engine:
             self._count_malformed("unsubscribed_symbol", trade.symbol, None)
             return
         tid = trade.trade_id
-        if tid is not None and state.last_trade_id is not None:
+        if tid is not None and state.last_trade_id is not None and self._ids_consecutive:
             if tid <= state.last_trade_id:
                 self._counters["duplicates"] += 1
                 return
@@ -845,6 +912,8 @@ class Engine:
                 state.gaps += 1
                 state.missing_trades += missing
                 state.gap_marks.append((trade.ts_ns, missing))
+                if self._klines is not None:
+                    self._klines.mark_incomplete(trade.symbol, state.last_trade_ts_ns or trade.ts_ns, trade.ts_ns)
         if tid is not None:
             state.last_trade_id = tid
         self._counters["trades"] += 1
@@ -859,6 +928,8 @@ class Engine:
         state.trades.append(trade)
         for agg in state.series.values():
             agg.on_trade(trade)
+        if self._klines is not None:
+            self._klines.on_trade(trade)
         if self.store is not None:
             self.store.append(trade)
 
@@ -878,6 +949,8 @@ class Engine:
         if name == "open":
             if detail.get("generation", 1) > 1:
                 self._counters["reconnects"] += 1
+                if self._klines is not None:
+                    self._klines.on_reconnect()
                 # Diffs were missed while disconnected: every book resyncs.
                 for state in self._states.values():
                     state.book.reset()
@@ -899,6 +972,9 @@ class Engine:
         if now - self._last_malformed_log > 5.0:  # rate-limited, with a short sample
             self._last_malformed_log = now
             text = sample[:120] if isinstance(sample, (bytes, str)) else sample
+            if self._redact is not None:
+                text = self._redact(text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
+                detail = self._redact(str(detail))
             log.warning("malformed message (%s: %s), %d so far; sample %r",
                         reason, str(detail)[:200], sum(self._malformed.values()), text)
 
@@ -907,6 +983,8 @@ class Engine:
         for state in self._states.values():
             for agg in state.series.values():
                 agg.on_clock(now)
+        if self._klines is not None:
+            self._klines.on_clock(now)
 
     def _housekeeping(self) -> None:
         # Clock-driven closes, snapshot requests, store/recorder flushes, retention, rates.

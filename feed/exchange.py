@@ -30,7 +30,12 @@ The market comes from one of two sources:
   serves any recorded symbol.
 * Simulator (no files): ``feed.simulator.MarketSimulator`` per symbol driven by the wall
   clock; ``@trade``, ``@aggTrade``, ``@bookTicker`` as they happen and ``@depth`` diffs
-  every 100 ms (every depth speed suffix gets the 100 ms diffs).
+  every 100 ms (every depth speed suffix gets the 100 ms diffs). With ``klines=True`` also
+  ``@kline_1s`` and ``@kline_1m`` in Binance's payload shape, built exactly (integer ticks
+  and lots) from the simulated trades: the candle so far every 1 s / 2 s (Binance's
+  cadence) and the final one (``x: true``) as soon as the interval has passed; an interval
+  without trades gets Binance's flat candle (previous close, ``n: 0``, ``f``/``L`` -1).
+  Replay forwards recorded kline streams like any other.
 
 Stream matching is by symbol and channel: ``btcusdt@depth``, ``btcusdt@depth@100ms`` and
 ``btcusdt@depth@0ms`` all receive the symbol's diff-depth stream, whatever speed it was
@@ -67,6 +72,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -95,6 +101,10 @@ CORE_CHANNELS = ("trade", "aggTrade", "bookTicker", "depth")
 DEPTH_SPEEDS = ("", "100ms", "1000ms", "0ms", "250ms", "500ms")
 #: Channels the simulator produces.
 SIM_CHANNELS = ("trade", "aggTrade", "bookTicker", "depth")
+#: Kline channels the simulator adds with ``klines=True``: interval -> (ms, push every ms).
+SIM_KLINES: dict[str, tuple[int, int]] = {"1s": (1_000, 1_000), "1m": (60_000, 2_000)}
+#: Most empty intervals one kline closes in a row (a stalled loop catching up).
+SIM_KLINE_CATCH_UP = 120
 SIM_SYMBOL_RE = re.compile(r"^[a-z0-9]{5,20}$")
 CONTROL_METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 MAX_STREAMS_PER_CONNECTION = 1024
@@ -262,6 +272,9 @@ class Faults:
     cross_every : int, optional
         Add a bid above every ask to one diff-depth event in every this many of a symbol
         (a crossed book; the exchange's own book is unaffected).
+    kline_bad_every : int, optional
+        Add one unit of the last decimal to the volume (``v``) of one final kline in every
+        this many of a symbol (a vendor candle that disagrees with the trades).
     only : tuple of str
         Lower-case symbols the per-symbol faults apply to; empty: all.
     seed : int
@@ -281,11 +294,13 @@ class Faults:
     refuse_after: int | None = None
     depth_gap_every: int | None = None
     cross_every: int | None = None
+    kline_bad_every: int | None = None
     only: tuple[str, ...] = ()
     seed: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("drop_every", "shutdown_every", "depth_gap_every", "cross_every", "refuse_after"):
+        for name in ("drop_every", "shutdown_every", "depth_gap_every", "cross_every", "refuse_after",
+                     "kline_bad_every"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int) and v >= 1):
                 raise ValueError(f"fault {name} must be a whole number >= 1, not {v!r}")
@@ -427,6 +442,8 @@ class _FaultState:
         self.refused = 0
         self.depth_gaps = 0
         self.crossed = 0
+        self.klines_seen: dict[str, int] = {}  # symbol -> final klines seen
+        self.bad_klines: dict[str, list[int]] = {}  # symbol -> open times (ms) of altered klines
         self.skipped: dict[str, list[int]] = {}
         self.garbage: dict[str, int] = {}
         self.delivered: dict[str, list[int]] = {}  # symbol -> trade ids written to sockets
@@ -743,11 +760,85 @@ def _recorded_data(raw: str, name_end: int) -> str:
     return _dumps(json.loads(raw)["data"])  # unusual spacing: re-serialise
 
 
+@dataclass
+class _SimKline:
+    # One simulated candle in progress, in exact units: prices in ticks, sizes in lots,
+    # quote volumes in tick_units * lot_units (decimals = price + qty decimals).
+    interval: str
+    interval_ms: int
+    push_ms: int  # in-progress pushes every this many ms
+    start_ms: int
+    prev_close: int | None = None  # ticks; the open/close of a candle without trades
+    first_id: int = -1
+    last_id: int = -1
+    open: int | None = None
+    high: int = 0
+    low: int = 0
+    close: int = 0
+    lots: int = 0
+    quote: int = 0
+    buy_lots: int = 0
+    buy_quote: int = 0
+    trades: int = 0
+    next_push_ms: int = 0
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.interval_ms
+
+    def add(self, fill, ts_ms: int, inst) -> None:
+        ticks, lots = fill.price_ticks, fill.qty_lots
+        if self.open is None:
+            self.open = self.high = self.low = ticks
+            self.first_id = fill.trade_id
+        self.high = max(self.high, ticks)
+        self.low = min(self.low, ticks)
+        self.close = ticks
+        self.last_id = fill.trade_id
+        self.trades += 1
+        self.lots += lots
+        quote = ticks * inst.tick_units * lots * inst.lot_units
+        self.quote += quote
+        if not fill.buyer_is_maker:  # the taker bought
+            self.buy_lots += lots
+            self.buy_quote += quote
+
+    def next(self) -> "_SimKline":
+        # The following interval's candle, opening at this close.
+        close = self.close if self.open is not None else self.prev_close
+        return _SimKline(self.interval, self.interval_ms, self.push_ms, self.end_ms,
+                         prev_close=close, next_push_ms=self.end_ms + self.push_ms)
+
+    def payload(self, inst, event_ms: int, final: bool) -> str:
+        # Binance's kline event (vendor-protocols.md section 1).
+        flat = self.prev_close if self.prev_close is not None else 0
+        o = self.open if self.open is not None else flat
+        h, lo, c = (self.high, self.low, self.close) if self.open is not None else (flat, flat, flat)
+        qd = inst.price_decimals + inst.qty_decimals
+
+        def quote(units: int) -> str:
+            return f"{Decimal(units).scaleb(-qd):.{qd}f}"
+
+        return _dumps({"e": "kline", "E": event_ms, "s": inst.symbol, "k": {
+            "t": self.start_ms, "T": self.end_ms - 1, "s": inst.symbol, "i": self.interval,
+            "f": self.first_id, "L": self.last_id,
+            "o": inst.format_price(o), "c": inst.format_price(c),
+            "h": inst.format_price(h), "l": inst.format_price(lo),
+            "v": inst.format_qty(self.lots), "n": self.trades, "x": final,
+            "q": quote(self.quote), "V": inst.format_qty(self.buy_lots), "Q": quote(self.buy_quote),
+            "B": "0",
+        }})
+
+
 class _SimSource:
     # One MarketSimulator per symbol, driven by the wall clock.
 
     def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None,
-                 rate: float = 1.0) -> None:
+                 rate: float = 1.0, klines: bool = False) -> None:
+        # Channels served (klines only on request: Binance-shaped candles cost a little).
+        self.channels = SIM_CHANNELS + (tuple(f"kline_{i}" for i in SIM_KLINES) if klines else ())
+        # (symbol, interval) -> candle in progress, for every market once klines are on.
+        self._klines: dict[tuple[str, str], _SimKline] | None = {} if klines else None
         self._seed = seed
         # Trade-rate multiplier applied to every instrument.
         self._rate = rate
@@ -784,9 +875,9 @@ class _SimSource:
         error = self.symbol_error(symbol)
         if error:
             raise _StreamError(error)
-        if channel not in SIM_CHANNELS:
+        if channel not in self.channels:
             raise _StreamError(
-                f"{symbol}@{channel} is not simulated (channels: {', '.join(SIM_CHANNELS)})"
+                f"{symbol}@{channel} is not simulated (channels: {', '.join(self.channels)})"
             )
 
     def has_symbol(self, symbol: str) -> bool:
@@ -824,6 +915,8 @@ class _SimSource:
                 # A market created while this loop waited on backpressure started later.
                 now = max(now, self._clock_ns)
                 await self._emit_trades(exchange, symbol, market, market.advance(now), now)
+            if self._klines is not None:
+                await self._emit_klines(exchange, now)
             if now >= next_flush:
                 for symbol, market in list(self.markets.items()):
                     diff = market.flush_depth(now)
@@ -834,9 +927,51 @@ class _SimSource:
             wake = min([next_flush] + [m.next_event_ns for m in self.markets.values()])
             await asyncio.sleep(min(max(0.0, (wake - time.time_ns()) / 1e9), SIM_MAX_SLEEP_S))
 
+    async def _emit_klines(self, exchange, now_ns: int) -> None:
+        # Final candles of intervals that have passed (every fill in them was emitted: the
+        # markets were advanced to now_ns first), and the in-progress ones on cadence.
+        now_ms = now_ns // 1_000_000
+        for (symbol, interval), k in list(self._klines.items()):
+            market = self.markets.get(symbol)
+            if market is None:
+                continue
+            inst = market.instrument
+            channel = f"kline_{interval}"
+            for _ in range(SIM_KLINE_CATCH_UP):
+                if k.end_ms > now_ms:
+                    break
+                if exchange._wanted(symbol, channel):
+                    await exchange._publish(symbol, channel, k.payload(inst, now_ms, True))
+                k = self._klines[(symbol, interval)] = k.next()
+            else:  # far behind (a long stall): jump to the current interval
+                start = now_ms - now_ms % k.interval_ms
+                k = self._klines[(symbol, interval)] = _SimKline(
+                    interval, k.interval_ms, k.push_ms, start, prev_close=k.prev_close,
+                    next_push_ms=start + k.push_ms)
+            if now_ms >= k.next_push_ms:
+                k.next_push_ms = now_ms - now_ms % k.push_ms + k.push_ms
+                if exchange._wanted(symbol, channel):
+                    await exchange._publish(symbol, channel, k.payload(inst, now_ms, False))
+
+    def _kline_fills(self, symbol: str, inst, fills) -> None:
+        # Add fills to the symbol's candles (started at the first fill's interval).
+        for interval, (ms, push) in SIM_KLINES.items():
+            key = (symbol, interval)
+            k = self._klines.get(key)
+            for f in fills:
+                ts_ms = f.ts_ns // 1_000_000  # Binance buckets by the trade time it sends
+                if k is None:
+                    start = ts_ms - ts_ms % ms
+                    k = self._klines[key] = _SimKline(interval, ms, push, start, next_push_ms=start + push)
+                while ts_ms >= k.end_ms:  # the run loop closes intervals; this is a safety net
+                    k = self._klines[key] = k.next()
+                k.add(f, ts_ms, inst)
+
     async def _emit_trades(self, exchange, symbol, market, fills, now_ns) -> None:
         inst = market.instrument
         event_ms = now_ns // 1_000_000
+        if self._klines is not None and fills:
+            self._kline_fills(symbol, inst, fills)
         for f in fills:
             price, qty = inst.format_price(f.price_ticks), inst.format_qty(f.qty_lots)
             if exchange._wanted(symbol, "trade"):
@@ -906,6 +1041,9 @@ class EmbeddedExchange:
         times busier, for load and fault tests). Ignored in replay mode.
     faults : Faults or str, optional
         Faults to inject (a :class:`Faults` or its ``from_str`` text); None: none.
+    klines : bool
+        Simulator: also serve ``@kline_1s`` and ``@kline_1m`` (for the kline cross-check).
+        Replay serves whatever kline streams were recorded.
 
     Attributes
     ----------
@@ -935,6 +1073,7 @@ class EmbeddedExchange:
         sim_symbols: Iterable[str] = ("BTCUSDT", "ETHUSDT", "SOLUSDT"),
         sim_rate: float = 1.0,
         faults: Faults | str | None = None,
+        klines: bool = False,
     ) -> None:
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
             raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
@@ -963,7 +1102,7 @@ class EmbeddedExchange:
                         f"cannot simulate {s!r}: expected 5-20 letters/digits ending with a "
                         "quote asset (usdt, usdc, fdusd, busd, btc, eth, bnb)"
                     )
-            self._source = _SimSource(sim_symbols, seed, allowed, sim_rate)
+            self._source = _SimSource(sim_symbols, seed, allowed, sim_rate, klines)
         self.finished = threading.Event()
         self.error: BaseException | None = None
         # Connected clients (event-loop thread only).
@@ -1043,11 +1182,24 @@ class EmbeddedExchange:
         """Return the upper-case symbols currently available, sorted."""
         return self._source.symbols()
 
+    def serves(self, symbol: str, channel: str) -> bool:
+        """Return True if a subscription to ``<symbol>@<channel>`` would be served.
+
+        ``channel`` as in a stream name after the symbol (``"trade"``, ``"kline_1m"``);
+        ``symbol`` in any case.
+        """
+        try:
+            self._source.check(symbol.lower(), _stream_key(f"{symbol.lower()}@{channel}")[1])
+        except _StreamError:
+            return False
+        return True
+
     def fault_stats(self) -> dict:
         """Return what fault injection did so far (empty without faults).
 
         Keys: ``drops``, ``shutdowns``, ``stalls``, ``refused`` (handshakes answered 503),
-        ``depth_gaps`` (diffs omitted), ``crossed`` (diffs made to cross), ``skipped``
+        ``depth_gaps`` (diffs omitted), ``crossed`` (diffs made to cross), ``bad_klines``
+        (symbol -> open times, ms, of final klines given a wrong volume), ``skipped``
         (symbol -> omitted trade ids), ``garbage`` (kind -> hostile messages queued),
         ``delivered`` (symbol -> trade ids written to sockets, in order; a trade written
         just before a connection was aborted may still have been lost on the wire).
@@ -1061,6 +1213,7 @@ class EmbeddedExchange:
             return {
                 "drops": fs.drops, "shutdowns": fs.shutdowns, "stalls": fs.stalls,
                 "refused": fs.refused, "depth_gaps": fs.depth_gaps, "crossed": fs.crossed,
+                "bad_klines": {k: list(v) for k, v in fs.bad_klines.items()},
                 "skipped": {k: list(v) for k, v in fs.skipped.items()},
                 "garbage": dict(fs.garbage),
                 "delivered": {k: list(v) for k, v in fs.delivered.items()},
@@ -1220,6 +1373,17 @@ class EmbeddedExchange:
                     diff["b"] = list(diff.get("b", ())) + [["99999999.00", "1.00"]]
                     fs.crossed += 1
                     return _dumps(diff)
+            elif channel.startswith("kline") and f.kline_bad_every and '"x":true' in data:
+                n = fs.klines_seen.get(symbol, 0) + 1
+                fs.klines_seen[symbol] = n
+                if n % f.kline_bad_every == 0:
+                    event = json.loads(data)
+                    k = event["k"]
+                    # One lot more than the trades made: the volume disagrees, nothing else.
+                    lot = Decimal(1).scaleb(Decimal(k["v"]).as_tuple().exponent)
+                    k["v"] = f"{Decimal(k['v']) + lot:f}"
+                    fs.bad_klines.setdefault(symbol.upper(), []).append(k["t"])
+                    return _dumps(event)
         return None
 
     async def _fault_connection(self, fs: _FaultState, client: _Client, symbol: str) -> None:

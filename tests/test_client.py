@@ -940,3 +940,136 @@ def test_snapshot_when_stopped_returns_quickly():
         fetcher.stop(timeout=3)
         assert time.monotonic() - t0 < 3.0
         assert not fetcher.request("Y", srv.url("Y"))  # stopped: refused
+
+
+# ---------------------------------------------------------------------------------------
+# Vendor capabilities (tracker issue 5): hints, fail(), validation, full-list subscribes,
+# auth replies, Binance's message rate
+# ---------------------------------------------------------------------------------------
+
+
+def test_explain_error_when_vendor_hint_given_uses_it_with_the_wait():
+    hints = {451: "refused here; try --binance-host data", 429: "slow down; waiting {wait:g} s"}
+    assert explain_error(_bad_status(451), hints=hints) == "HTTP 451: refused here; try --binance-host data"
+    assert explain_error(_bad_status(429, {"retry-after": "7"}), hints=hints) == "HTTP 429: slow down; waiting 7 s"
+    assert "geo-blocked" in explain_error(_bad_status(451), hints={403: "x"})  # no hint: generic words
+
+
+def test_snapshot_when_451_and_vendor_hints_given_says_what_to_do():
+    sink = RecordingSink()
+    fetcher = SnapshotFetcher(sink, hints={451: "Binance refuses connections from your location"})
+    try:
+        with DepthServer({"BTCUSDT": [(451, {})]}) as srv:
+            fetcher.request("BTCUSDT", srv.url("BTCUSDT"))
+            sink.wait(lambda: sink.events("snapshot_error"))
+            assert "Binance refuses connections from your location" in sink.events("snapshot_error")[0]["error"]
+    finally:
+        fetcher.stop(timeout=3)
+
+
+def test_fail_when_reconnecting_stops_at_once_with_the_message(clients):
+    with FakeExchange(default_mode="drop") as ex:
+        sink = RecordingSink()
+        client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=0.3)
+        sink.wait(lambda: sink.events("error"))
+        client.fail("token refused by the vendor (token=abc123)")
+        client.join(3)
+        assert not client.is_alive()
+        st = client.status()
+        assert st["state"] == "failed" and st["last_error"].startswith("token refused by the vendor")
+        assert "abc123" not in st["last_error"]
+        assert sink.events("error")[-1]["verdict"] == "fatal"
+        handshakes = ex.handshakes
+        time.sleep(0.5)
+        assert ex.handshakes == handshakes
+
+
+class ValidatingAdapter(FakeAdapter):
+    """FakeAdapter with a two-symbol plan limit and replace-on-subscribe semantics."""
+
+    replaces_subscriptions = True
+
+    def validate_subscription(self, symbols):
+        if len(symbols) > 2:
+            raise ValueError(f"{len(symbols)} symbols exceed the plan limit of 2")
+        return list(symbols)
+
+
+def test_subscribe_when_adapter_replaces_sends_full_list_and_refuses_over_the_limit(clients):
+    with FakeExchange(pushes=0) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, ValidatingAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        wait_until(lambda: len(ex.messages(method="SUBSCRIBE")) == 1)
+        client.subscribe("ETHUSDT")
+        wait_until(lambda: len(ex.messages(method="SUBSCRIBE")) == 2)
+        assert ex.messages(method="SUBSCRIBE")[1]["params"] == ["btcusdt@trade", "ethusdt@trade"]
+        with pytest.raises(ValueError, match="plan limit of 2"):
+            client.subscribe("SOLUSDT")
+        time.sleep(0.3)
+        assert client.symbols == ["BTCUSDT", "ETHUSDT"] and len(ex.messages(method="SUBSCRIBE")) == 2
+
+
+class AuthAdapter(FakeAdapter):
+    """FakeAdapter that subscribes only after the server's auth reply (iTick's rule)."""
+
+    requires_auth_reply = True
+    auth_timeout_s = 5.0
+
+    def auth_status(self, raw):
+        msg = json.loads(raw)
+        return msg.get("auth") if isinstance(msg, dict) else None
+
+    def parse(self, raw, recv_ns):
+        from feed.models import VendorReply
+
+        msg = json.loads(raw)
+        return [VendorReply(bool(msg.get("auth")), f"auth says {msg.get('why')}", "auth")] if "auth" in msg else []
+
+
+class AuthExchange(FakeExchange):
+    """Sends ``{"auth": ok}`` ``delay_s`` after the first message the client sends."""
+
+    def __init__(self, ok: bool, delay_s: float = 0.2):
+        super().__init__(pushes=0)
+        self.ok, self.delay_s = ok, delay_s
+
+    async def _handler(self, ws):
+        self.connections += 1
+        await asyncio.sleep(self.delay_s)
+        await ws.send(json.dumps({"auth": self.ok, "why": "key accepted" if self.ok else "key refused"}))
+        async for text in ws:
+            self.received.append((self.connections - 1, time.monotonic(), json.loads(text)))
+
+
+def test_client_when_auth_reply_required_subscribes_only_after_it(clients):
+    with AuthExchange(ok=True) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, AuthAdapter(ex.url), sink, symbols=["BTCUSDT"])
+        wait_until(lambda: client.status()["state"] == "authenticating", timeout=3)
+        assert ex.messages(method="SUBSCRIBE") == []
+        wait_until(lambda: ex.messages(method="SUBSCRIBE"), timeout=3)
+        assert client.status()["state"] == "live"
+
+
+def test_client_when_auth_refused_fails_with_the_vendors_words_and_no_retry(clients):
+    with AuthExchange(ok=False) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, AuthAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=0.05)
+        wait_until(lambda: client.status()["state"] == "failed", timeout=3)
+        assert client.status()["last_error"] == "auth says key refused"
+        time.sleep(0.4)
+        assert ex.handshakes == 1 and ex.messages(method="SUBSCRIBE") == []
+
+
+def test_client_when_binance_adapter_subscribes_one_by_one_sends_at_most_five_per_second(clients):
+    from feed.vendors.binance import BinanceAdapter
+
+    with FakeExchange(pushes=0) as ex:
+        sink = RecordingSink()
+        client = start_client(clients, BinanceAdapter("spot", ws_url=ex.url), sink, symbols=["BTCUSDT"])
+        wait_until(lambda: ex.messages(method="SUBSCRIBE"), timeout=3)
+        for sym in ("ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT", "ADAUSDT", "DOGEUSDT", "TRXUSDT"):
+            client.subscribe(sym)
+        wait_until(lambda: len(ex.messages(method="SUBSCRIBE")) == 8, timeout=5)
+        times = [t for _, t, m in ex.received if m.get("method") == "SUBSCRIBE"]
+        assert max(sum(1 for t in times if t0 <= t < t0 + 1.0) for t0 in times) <= 5

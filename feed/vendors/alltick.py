@@ -50,6 +50,8 @@ __all__ = [
     "RET_WORDS",
     "FATAL_RETS",
     "ts_to_ns",
+    "endpoints_from",
+    "HTTP_HINTS",
 ]
 
 # ======================================================================================
@@ -108,6 +110,15 @@ RET_WORDS: dict[int, str] = {
 }
 #: ``ret`` codes that retrying with the same token cannot fix.
 FATAL_RETS = frozenset({401, 603})
+#: ``ret`` codes that refuse symbols (the request named one the vendor will not serve).
+SYMBOL_RETS = frozenset({600, 604})
+
+#: Handshake statuses explained in AllTick's terms (``feed.client.explain_error`` hints).
+HTTP_HINTS: dict[int, str] = {
+    401: "AllTick refused the token: check ALLTICK_TOKEN (or [alltick] token in --config)",
+    403: "AllTick refused the token or this plan: check ALLTICK_TOKEN and the plan",
+    429: "AllTick rate limit: too many connections or requests; waiting {wait:g} s",
+}
 
 # Symbol shapes (upper case). Stocks: CODE.MARKET; the rest: plain codes.
 _US = r"[A-Z][A-Z0-9\-]{0,9}(?:\.[A-Z])?"       # AAPL, BRK.B
@@ -397,6 +408,7 @@ class AllTickAdapter:
     #: are advisory for AllTick, and duplicates should only be dropped on equal ids.
     consecutive_trade_ids = False
     channels: dict[str, int] = {"trades": CMD["trades"], "depth": CMD["depth"]}
+    http_hints: dict[int, str] = HTTP_HINTS
 
     def __init__(
         self,
@@ -436,6 +448,9 @@ class AllTickAdapter:
         self._pending: dict[int, tuple[str, tuple[str, ...]]] = {}
         # The full list last subscribed: unsubscribe_messages resends it minus the removed.
         self._current: tuple[str, ...] = ()
+        # The list AllTick last acknowledged (ret 200 to a 22004), to name the symbols a
+        # refused request added. Written by the parser only.
+        self._accepted: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return (
@@ -521,7 +536,8 @@ class AllTickAdapter:
             raise ValueError(
                 f"{len(syms)} symbols exceed the AllTick plan limit of "
                 f"{self.max_symbols_per_connection} per connection (AllTick would silently "
-                "ignore the rest); remove some or set max_symbols_per_connection for your plan"
+                "ignore the rest); remove some, or raise the limit to your plan's "
+                "(max_symbols_per_connection; tickscope --config: [alltick] plan or max_symbols)"
             )
         return syms
 
@@ -733,6 +749,10 @@ class AllTickAdapter:
             return None
         doing = kind or "request"
         if ret == 200:
+            if kind == "trades" and pending is not None:
+                self._accepted = symbols
+            elif kind == "cancel":
+                self._accepted = ()
             if kind == "cancel":
                 text = "AllTick: cancelled all subscriptions"
             else:
@@ -745,12 +765,37 @@ class AllTickAdapter:
         if vendor and str(vendor).lower() not in ("ok", words.lower()):
             said = f"; AllTick says {self.redact(str(vendor))[:120]!r}"
         about = f" ({doing} {', '.join(symbols)})" if symbols else f" ({doing})"
+        added = [s for s in symbols if s not in self._accepted] if kind in ("trades", "depth") else []
+        if ret in SYMBOL_RETS and added and len(added) < len(symbols):
+            # The request resent the accepted list plus these: they are the suspects.
+            about += f"; added in this request: {', '.join(added)}"
         return VendorReply(False, f"AllTick error {ret}: {words}{about}{said}", request_id, symbols)
 
     @staticmethod
     def _with_token(url: str, token_text: str) -> str:
         sep = "&" if urlsplit(url).query else "?"
         return f"{url}{sep}token={token_text}"
+
+
+def endpoints_from(url: str) -> tuple[str, str]:
+    """Return ``(stock_url, forex_crypto_url)`` for one URL naming another AllTick host.
+
+    ``url`` may end in either documented path (``/quote-stock-b-ws-api`` or
+    ``/quote-b-ws-api``): the other is the same host with the other path. Any other path
+    (or none) is a prefix both documented paths are appended to, so
+    ``ws://127.0.0.1:9000`` serves ``ws://127.0.0.1:9000/quote-stock-b-ws-api`` and
+    ``ws://127.0.0.1:9000/quote-b-ws-api``.
+    """
+    parts = urlsplit(url)
+    stock_path, fx_path = urlsplit(STOCK_URL).path, urlsplit(FOREX_CRYPTO_URL).path
+    path = parts.path.rstrip("/")
+    for own in (stock_path, fx_path):
+        if path.endswith(own):
+            path = path[: -len(own)]
+            break
+    root = f"{parts.scheme}://{parts.netloc}{path}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{root}{stock_path}{query}", f"{root}{fx_path}{query}"
 
 
 def _check_ws_url(url: str, what: str) -> str:

@@ -14,6 +14,29 @@ Life of a connection, as the client drives it::
     on frame:  events = adapter.parse(frame, recv_ns)       # MalformedMessage -> count, skip
     for a book: url = adapter.snapshot_url(symbol)          # None: depth pushes are snapshots
                 book.apply_snapshot(adapter.parse_snapshot(symbol, http_get(url), recv_ns))
+
+Optional capabilities (duck-typed; ``feed.client`` and ``feed.engine`` use them when present)
+--------------------------------------------------------------------------------------------
+``header()``                  handshake headers (secrets; never logged).
+``display_url(symbols)``      the URL to show (tokens masked); default: the client strips
+                              secret-looking query parameters.
+``redact(text)``              mask the adapter's secrets in text (malformed-sample logs).
+``validate_subscription(l)``  the full symbol list about to be subscribed, or ValueError with
+                              a message for the user (plan limits, endpoint mixing); called
+                              before a symbol is added, so nothing is sent for a refused one.
+``replaces_subscriptions``    True: each subscribe replaces the previous one, so the client
+                              always passes the FULL current list to ``subscribe_messages``.
+``requires_auth_reply``       True: subscribe only after ``auth_status(raw)`` (True / False /
+                              None for other frames) said yes, within ``auth_timeout_s``.
+``is_fatal_reply(event)``     True for a VendorReply that retrying cannot fix (bad token): the
+                              engine tells the client to stop (``FeedClient.fail``).
+``http_hints``                {HTTP status: advice} for handshake/REST errors (``{wait}`` is
+                              the Retry-After wait, s).
+``consecutive_trade_ids``     False: trade ids are not consecutive per symbol, so the engine
+                              neither counts gaps nor drops trades as duplicates by id.
+``on_open()``                 a new connection opened (called by the client before sending
+                              anything on it): forget per-connection state.
+``auth_timeout_s``            seconds to wait for the auth reply before retrying.
 """
 
 from __future__ import annotations
@@ -21,12 +44,13 @@ from __future__ import annotations
 import re
 from typing import Protocol, Union, runtime_checkable
 
+from feed.klinecheck import Kline
 from feed.models import BookDelta, BookSnapshot, BookTicker, Trade, VendorReply
 
 __all__ = ["Event", "VendorAdapter"]
 
 #: What ``parse`` may return.
-Event = Union[Trade, BookDelta, BookSnapshot, BookTicker, VendorReply]
+Event = Union[Trade, BookDelta, BookSnapshot, BookTicker, Kline, VendorReply]
 
 
 @runtime_checkable

@@ -21,9 +21,10 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
+from feed.klinecheck import Kline
 from feed.models import (
     BUY,
     SELL,
@@ -36,7 +37,7 @@ from feed.models import (
 )
 from feed.vendors.base import Event
 
-__all__ = ["BinanceAdapter", "BinanceMarket", "MARKETS", "STREAMS"]
+__all__ = ["BinanceAdapter", "BinanceMarket", "MARKETS", "STREAMS", "KLINE_INTERVALS", "HTTP_HINTS"]
 
 # ======================================================================================
 # Vendor facts
@@ -66,6 +67,11 @@ class BinanceMarket:
         messages and pings included; above it Binance disconnects.
     ping_interval_s : float
         How often the server sends protocol pings (answered by websocket-client).
+    kline_intervals : tuple of str
+        Kline intervals the market streams (``@kline_<i>``) that tickscope can compare.
+    data_ws_url, data_rest_base : str or None
+        The market-data-only hosts (no account endpoints), or None when the market has
+        none (BN faqs/market_data_only.md: spot only).
     """
 
     name: str
@@ -76,11 +82,19 @@ class BinanceMarket:
     symbol_example: str
     max_messages_per_s: float
     ping_interval_s: float
+    kline_intervals: tuple[str, ...] = ()
+    data_ws_url: str | None = None
+    data_rest_base: str | None = None
 
 
 _SPOT_SYMBOL = re.compile(r"^[A-Z0-9]{5,20}$")
 # Futures add a contract suffix: BTCUSD_PERP, BTCUSD_240927, BTCUSDT_240927.
 _FUTURES_SYMBOL = re.compile(r"^[A-Z0-9]{5,20}(?:_[A-Z0-9]{4,6})?$")
+
+#: Kline intervals tickscope's time bars can reproduce (no 3d, 1w, 1M: calendar units).
+KLINE_INTERVALS: tuple[str, ...] = (
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d",
+)
 
 MARKETS: dict[str, BinanceMarket] = {
     "spot": BinanceMarket(
@@ -94,6 +108,10 @@ MARKETS: dict[str, BinanceMarket] = {
         # pongs included; control messages use 4 to leave room for pongs.
         max_messages_per_s=4,
         ping_interval_s=20,        # pong within 1 min (CHANGELOG 2025-01-28)
+        kline_intervals=("1s", *KLINE_INTERVALS),  # 1s: spot only
+        # BN faqs/market_data_only.md: public market data without account endpoints.
+        data_ws_url="wss://data-stream.binance.vision/stream",
+        data_rest_base="https://data-api.binance.vision",
     ),
     "usdm": BinanceMarket(
         name="binance-usdm",
@@ -104,6 +122,7 @@ MARKETS: dict[str, BinanceMarket] = {
         symbol_example="BTCUSDT",
         max_messages_per_s=8,      # usds-margined-futures/websocket-market-streams: 10/s, headroom for pongs
         ping_interval_s=180,       # pong within 10 min
+        kline_intervals=KLINE_INTERVALS,
     ),
     "coinm": BinanceMarket(
         name="binance-coinm",
@@ -114,6 +133,7 @@ MARKETS: dict[str, BinanceMarket] = {
         symbol_example="BTCUSD_PERP",
         max_messages_per_s=10,
         ping_interval_s=180,
+        kline_intervals=KLINE_INTERVALS,
     ),
 }
 
@@ -130,6 +150,21 @@ SNAPSHOT_LIMIT = 1000
 MAX_PARAMS_PER_MESSAGE = 100
 #: Streams one connection may carry (spot and futures).
 MAX_STREAMS_PER_CONNECTION = 1024
+
+#: What to tell the user for HTTP statuses of the WebSocket handshake or a REST request
+#: (``feed.client.explain_error`` hints; ``{wait}`` is the wait in seconds). 451: binance.com
+#: geo-blocks some regions (US, some clouds) [3P]; whether data-stream.binance.vision is
+#: blocked there too is unconfirmed [?]. 429/418: BN rest-api.md "LIMITS".
+HTTP_HINTS: dict[int, str] = {
+    451: ("Binance refuses connections from your location (restricted region); try "
+          "--binance-host data (market-data-only host), --market usdm, or a VPN or network "
+          "in a permitted region"),
+    429: ("Binance rate limit: too many connection attempts or requests from this IP; "
+          "waiting {wait:g} s as its Retry-After says (ignoring it gets the IP banned, HTTP 418)"),
+    418: ("Binance has banned this IP for ignoring rate limits (2 minutes to 3 days); "
+          "waiting {wait:g} s as its Retry-After says"),
+    403: "Binance's firewall (WAF) blocked this client; check the URL, proxy or VPN",
+}
 
 _INF = math.inf
 _MS_TO_NS = 1_000_000
@@ -323,6 +358,52 @@ def _book_ticker(d: dict, symbol: str | None, recv_ns: int) -> BookTicker:
     )
 
 
+def _kline(d: dict, symbol: str | None, recv_ns: int) -> Kline:
+    """Parse a ``<symbol>@kline_<interval>`` event (the candle so far, or final).
+
+    ::
+
+        {"e": "kline", "E": 1633998523963, "s": "NKNUSDT",
+         "k": {"t": 1633998480000,      # open time, ms -> start_ns
+               "T": 1633998539999,      # close time, ms (last ms inside) -> end_ns = T + 1 ms
+               "s": "NKNUSDT",
+               "i": "1m",               # interval
+               "f": 19862761,           # first trade id (-1: none)
+               "L": 19862790,           # last trade id (-1: none)
+               "o": "0.35270000", "c": "0.35280000", "h": "0.35280000", "l": "0.35220000",
+               "v": "25877.00000000",   # base volume
+               "n": 30,                 # trades
+               "x": false,              # final?
+               "q": "9116.04600000",    # quote volume
+               "V": "58.00000000",      # taker-buy base volume
+               "Q": "20.46240000",      # taker-buy quote volume
+               "B": "0"}}               # ignore
+
+    Futures klines count MARKET trades only (as ``Trade.in_bars``).
+    """
+    k = d["k"]
+    if type(k) is not dict:
+        raise MalformedMessage("bad_field", f"kline k is {type(k).__name__}, not an object")
+    t, end, n, x, ev = k["t"], k["T"], k["n"], k["x"], d.get("E", 0)
+    if (type(t) is not int or type(end) is not int or end < t or type(n) is not int or n < 0
+            or (x is not True and x is not False) or type(ev) is not int):
+        raise MalformedMessage("bad_field", f"kline t={t!r} T={end!r} n={n!r} x={x!r}")
+    o, h, lo, c = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"])
+    v, q, vb = float(k["v"]), float(k["q"]), float(k["V"])
+    if not all(0.0 <= p < _INF for p in (o, h, lo, c)) or (n and not lo <= min(o, c) <= max(o, c) <= h):
+        raise MalformedMessage("bad_price", f"kline o={k['o']!r} h={k['h']!r} l={k['l']!r} c={k['c']!r}")
+    if not all(0.0 <= x_ < _INF for x_ in (v, q, vb)):
+        raise MalformedMessage("bad_size", f"kline v={k['v']!r} q={k['q']!r} V={k['V']!r}")
+    first, last = k.get("f"), k.get("L")
+    return Kline(
+        symbol or k.get("s") or d["s"], str(k["i"]), t * _MS_TO_NS, (end + 1) * _MS_TO_NS,
+        o, h, lo, c, v, q, vb, n, x,
+        first if type(first) is int and first >= 0 else None,
+        last if type(last) is int and last >= 0 else None,
+        ev * _MS_TO_NS,
+    )
+
+
 def _reply(d: dict, request: tuple[str, tuple[str, ...]] | None) -> VendorReply:
     """Parse the answer to a control request, given what that request was.
 
@@ -377,11 +458,12 @@ _BY_EVENT: dict[str, _Parser] = {
     "aggTrade": _agg_trade,
     "depthUpdate": _depth_update,
     "bookTicker": _book_ticker,
+    "kline": _kline,  # every @kline_<i> suffix routes here through _by_event
 }
 
 #: Documented events tickscope does not use: skipped without counting them as malformed.
 _IGNORED_EVENTS = frozenset(
-    {"markPriceUpdate", "kline", "24hrTicker", "24hrMiniTicker", "forceOrder", "avgPrice"}
+    {"markPriceUpdate", "24hrTicker", "24hrMiniTicker", "forceOrder", "avgPrice"}
 )
 
 
@@ -424,24 +506,48 @@ class BinanceAdapter:
         REST base (``http://127.0.0.1:9000``) or full depth URL (ending in ``/depth``) for
         snapshots. Default: Binance's when ``ws_url`` is not given, else ``http(s)`` on
         the ``ws_url``'s host and port with Binance's depth path.
+    host : {"main", "data"}, default "main"
+        ``"data"``: Binance's market-data-only hosts (``data-stream.binance.vision`` and
+        ``data-api.binance.vision``; spot only). Ignored for a URL given explicitly.
+    klines : str, optional
+        Also subscribe ``<symbol>@kline_<klines>`` (e.g. ``"1m"``) for the kline cross-check
+        (``feed.klinecheck``); the candles parse into ``Kline`` events.
 
     Raises
     ------
     ValueError
-        For an unknown market or a URL with the wrong scheme.
+        For an unknown market, host or kline interval, or a URL with the wrong scheme.
     """
 
     heartbeat_interval_s: float | None = None  # the server pings; websocket-client pongs
     streams: dict[str, str] = STREAMS
+    #: Handshake / REST statuses explained in Binance's terms (``feed.client``).
+    http_hints: dict[int, str] = HTTP_HINTS
 
     def __init__(
-        self, market: str = "spot", *, ws_url: str | None = None, rest_url: str | None = None
+        self, market: str = "spot", *, ws_url: str | None = None, rest_url: str | None = None,
+        host: str = "main", klines: str | None = None,
     ) -> None:
         if market not in MARKETS:
             raise ValueError(f"unknown Binance market {market!r}: use one of {', '.join(MARKETS)}")
         spec = MARKETS[market]
+        if host not in ("main", "data"):
+            raise ValueError(f"Binance host must be 'main' or 'data', not {host!r}")
+        if host == "data":
+            if spec.data_ws_url is None:
+                raise ValueError(
+                    f"Binance has no market-data-only host for {market}; it exists for spot only")
+            spec = replace(spec, ws_url=spec.data_ws_url, rest_base=spec.data_rest_base or spec.rest_base)
+        if klines is not None and klines not in spec.kline_intervals:
+            raise ValueError(
+                f"kline interval {klines!r} is not available on Binance {market} for the cross-check: "
+                f"use one of {', '.join(spec.kline_intervals)}")
         self.market = market
         self.spec = spec
+        self.host = host  # "main" or "data"
+        self.klines = klines  # kline interval subscribed for the cross-check, or None
+        if klines is not None:
+            self.streams = {**STREAMS, "kline": f"kline_{klines}"}
         self.name = spec.name
         self.symbol_pattern = spec.symbol_pattern
         self.max_messages_per_s = spec.max_messages_per_s
@@ -513,7 +619,8 @@ class BinanceAdapter:
 
         ``{"method":"SUBSCRIBE","params":[...],"id":n}`` with increasing ids and at most
         ``MAX_PARAMS_PER_MESSAGE`` streams per frame. The client must space them to
-        ``max_messages_per_s``.
+        ``max_messages_per_s``. Kline streams (``klines``) go in frames of their own, so a
+        server that refuses them (a replay without recorded klines) still serves trades.
 
         Raises
         ------
@@ -551,8 +658,9 @@ class BinanceAdapter:
         Returns
         -------
         list
-            One ``Trade``, ``BookDelta``, ``BookSnapshot`` (partial), ``BookTicker`` or
-            ``VendorReply``; empty for documented events tickscope does not use.
+            One ``Trade``, ``BookDelta``, ``BookSnapshot`` (partial), ``BookTicker``,
+            ``Kline`` (``feed.klinecheck``) or ``VendorReply``; empty for documented events
+            tickscope does not use.
 
         Raises
         ------
@@ -660,6 +768,14 @@ class BinanceAdapter:
 
     def _control(self, method: str, symbols: Iterable[str]) -> list[str]:
         names = self.stream_names(symbols)
+        kline = "@kline_"
+        chunks = [n for n in names if kline not in n], [n for n in names if kline in n]
+        out = []
+        for group in chunks:
+            out.extend(self._frames(method, group))
+        return out
+
+    def _frames(self, method: str, names: list[str]) -> list[str]:
         out = []
         for i in range(0, len(names), MAX_PARAMS_PER_MESSAGE):
             chunk = names[i : i + MAX_PARAMS_PER_MESSAGE]

@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -50,7 +51,7 @@ from feed.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorRe
 from feed.vendors.alltick import Secret, load_token, ts_to_ns
 from feed.vendors.base import Event
 
-__all__ = ["ITickAdapter", "BASE_URL", "MARKETS", "DEFAULT_TYPES", "MESSAGE_WORDS"]
+__all__ = ["ITickAdapter", "BASE_URL", "MARKETS", "DEFAULT_TYPES", "MESSAGE_WORDS", "HTTP_HINTS", "base_url_of"]
 
 # ======================================================================================
 # Vendor facts
@@ -71,6 +72,13 @@ PING_INTERVAL_S = 15.0
 AUTH_TIMEOUT_S = 10.0
 #: Control messages per second (undocumented; subscriptions change rarely, so stay low).
 MAX_MESSAGES_PER_S = 2.0
+#: Handshake statuses explained in iTick's terms (``feed.client.explain_error`` hints).
+HTTP_HINTS: dict[int, str] = {
+    401: "iTick refused the API key: check ITICK_TOKEN (or [itick] token in --config)",
+    403: "iTick refused the API key or this market for its plan: check ITICK_TOKEN",
+    404: "iTick has no such market path: check --itick-market and --url",
+    429: "iTick rate limit: too many connections or requests; waiting {wait:g} s",
+}
 
 #: Vendor messages (lower case, substring) -> plain words for the user.
 MESSAGE_WORDS: dict[str, str] = {
@@ -261,6 +269,7 @@ class ITickAdapter:
     requires_auth_reply = True
     auth_timeout_s: float = AUTH_TIMEOUT_S
     types: tuple[str, ...] = DEFAULT_TYPES
+    http_hints: dict[int, str] = HTTP_HINTS
 
     def __init__(
         self,
@@ -295,8 +304,10 @@ class ITickAdapter:
         # None marks a bare code shared by two subscribed regions. Kept after unsubscribe
         # so late pushes still name the right symbol (the engine ignores them).
         self._by_wire: dict[str, str | None] = {}
-        # Control requests awaiting a reply (iTick echoes no id): (action, symbols).
+        # Control requests awaiting a reply (iTick echoes no id): (action, symbols). Built on
+        # the client's threads, answered on the engine's: guarded by _pending_lock.
         self._pending: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=64)
+        self._pending_lock = threading.Lock()
         self._current: tuple[str, ...] = ()  # the full list last subscribed
 
     def __repr__(self) -> str:
@@ -490,7 +501,15 @@ class ITickAdapter:
         raise MalformedMessage(
             "no_snapshot", "iTick depth pushes are full images; there is no REST snapshot")
 
-    # -- auth helpers for the feed client ----------------------------------------------
+    # -- connection hooks for the feed client ---------------------------------------------
+
+    def on_open(self) -> None:
+        """Forget requests of the previous connection (their replies will never come).
+
+        The feed client calls it on each open, before anything is sent on the connection.
+        """
+        with self._pending_lock:
+            self._pending.clear()
 
     @staticmethod
     def is_auth_ok(event: object) -> bool | None:
@@ -524,7 +543,8 @@ class ITickAdapter:
     # -- private -----------------------------------------------------------------------
 
     def _control(self, action: str, syms: list[str]) -> str:
-        self._pending.append((action, tuple(syms)))
+        with self._pending_lock:
+            self._pending.append((action, tuple(syms)))
         return _dumps({"ac": action, "params": ",".join(syms), "types": ",".join(self.types)})
 
     def _remember(self, syms: list[str]) -> None:
@@ -579,11 +599,12 @@ class ITickAdapter:
             return [VendorReply(False, f"iTick: {_words(vendor)} (iTick says {vendor!r})", "auth")]
         action = str(res_ac)[:40]
         symbols: tuple[str, ...] = ()
-        for i, (act, syms) in enumerate(self._pending):
-            if act == action:
-                symbols = syms
-                del self._pending[i]
-                break
+        with self._pending_lock:
+            for i, (act, syms) in enumerate(self._pending):
+                if act == action:
+                    symbols = syms
+                    del self._pending[i]
+                    break
         listed = f" {', '.join(symbols)}" if symbols else ""
         if code == 1:
             done = f"{action}d" if action in ("subscribe", "unsubscribe") else f"{action} ok"
@@ -603,14 +624,28 @@ class ITickAdapter:
         vendor = self.redact(str(msg.get("msg") or ""))[:160]
         if code == 1:
             if "connect" in vendor.lower():
-                self._pending.clear()  # a new connection: earlier requests get no reply
+                # (pending requests were forgotten by on_open, on the client's side: this
+                # frame is parsed later, possibly after the first subscribe was built)
                 return VendorReply(True, "iTick: connected", "connect")
             return VendorReply(True, f"iTick: {vendor or 'ok'}")
         # A refusal without resAc answers the oldest request still waiting.
-        action, symbols = self._pending.popleft() if self._pending else (None, ())
+        with self._pending_lock:
+            action, symbols = self._pending.popleft() if self._pending else (None, ())
         about = f" ({action} {', '.join(symbols)})" if action else ""
         said = f" (iTick says {vendor!r})" if vendor and _words(vendor) != vendor else ""
         return VendorReply(False, f"iTick error: {_words(vendor)}{about}{said}", action, symbols)
+
+
+def base_url_of(url: str, market: str) -> str:
+    """Return the ``base_url`` for an endpoint URL: ``url`` without a trailing ``/<market>``.
+
+    ``ws://127.0.0.1:9000`` and ``ws://127.0.0.1:9000/stock`` (market ``stock``) both give
+    ``ws://127.0.0.1:9000``; ``wss://h/websocket`` (the Python SDK's prefix) stays as is,
+    so the market is appended after it.
+    """
+    base = url.rstrip("/")
+    suffix = f"/{market}"
+    return base[: -len(suffix)] if base.endswith(suffix) else base
 
 
 def _dumps(obj: dict) -> str:
