@@ -51,6 +51,8 @@ Vendors (tracker issue 5)
   ``detail``, and nothing reconnects.
 * Trade ids: adapters with ``consecutive_trade_ids = False`` (AllTick ``seq``, whose step
   per trade is undocumented) get no gap counting and no duplicate dropping by id.
+* Symbols the vendor refuses (``adapter.rejected_symbols(reply)``, e.g. AllTick 600/604)
+  are unsubscribed again, with the refusal kept in ``errors`` for the page.
 * Subscriptions are validated with ``adapter.validate_subscription(current + [new])``
   before anything is stored or sent (plan limits, endpoint mixing: a ValueError for the UI).
 * Secrets: malformed-message samples in the log pass through ``adapter.redact``.
@@ -352,6 +354,10 @@ class Engine:
         self._is_fatal = getattr(adapter, "is_fatal_reply", None)
         self._redact = getattr(adapter, "redact", None)
         self._fatal_reply: str | None = None  # worker: a fatal reply to hand to the feed
+        # Symbols the vendor refused (adapter.rejected_symbols): unsubscribed by the worker
+        # outside the lock, so a refused code does not poison every later full-list request.
+        self._rejected_of = getattr(adapter, "rejected_symbols", None)
+        self._to_drop: set[str] = set()
         # Kline cross-check (None: off). Written by the worker under the lock.
         self._klines = KlineChecker(kline_check) if kline_check else None
 
@@ -891,6 +897,8 @@ class Engine:
             self._replies.append((recv_ns, ev))
             if not ev.ok and self._is_fatal is not None and self._fatal_reply is None and self._is_fatal(ev):
                 self._fatal_reply = ev.message
+            if not ev.ok and self._rejected_of is not None:
+                self._to_drop.update(self._rejected_of(ev))
         elif t is Kline:
             if self._klines is not None:
                 self._klines.on_kline(ev)
@@ -1024,6 +1032,12 @@ class Engine:
                                       self._store_errors)
             if self.recorder is not None:
                 self.recorder.flush()
+        if self._to_drop:
+            drop, self._to_drop = self._to_drop, set()
+            for symbol in sorted(drop):
+                if symbol in self._states:
+                    log.warning("%s: refused by the vendor, unsubscribed", symbol)
+                    self.unsubscribe(symbol)
         if mono >= self._next_prune:
             self._next_prune = mono + self.prune_every_s
             self._prune()

@@ -614,3 +614,17 @@ def test_engine_when_malformed_message_holds_the_token_logs_it_masked(adapter, c
     assert engine.counters()["malformed"] == 1
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
     assert any("***" in r.getMessage() for r in caplog.records)
+
+
+def test_rejected_symbols_when_600_names_the_newly_added_code_only(adapter):
+    first = adapter.subscribe_messages(["AAPL.US"])
+    trades_seq = json.loads(first[0])["seq_id"]
+    ok = adapter.parse(json.dumps({"ret": 200, "msg": "ok", "cmd_id": 22005, "seq_id": trades_seq}), 0)
+    assert ok[0].ok
+    second = adapter.subscribe_messages(["AAPL.US", "ZZZZ.US"])
+    seq = json.loads(second[0])["seq_id"]
+    refused = adapter.parse(json.dumps({"ret": 600, "msg": "code invalid", "cmd_id": 22005, "seq_id": seq}), 0)[0]
+    assert not refused.ok and adapter.rejected_symbols(refused) == ("ZZZZ.US",)
+    # Rate limits and token errors are not about a symbol.
+    limited = adapter.parse(json.dumps({"ret": 429, "msg": "too many", "cmd_id": 22005, "seq_id": seq}), 0)[0]
+    assert adapter.rejected_symbols(limited) == ()

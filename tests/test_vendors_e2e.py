@@ -171,17 +171,23 @@ def test_alltick_when_symbol_unknown_plan_full_or_classes_mixed_says_so_and_send
             error = next(e for e in rt.engine.status()["errors"] if "600" in e)
             assert "symbol code invalid" in error and "added in this request: ZZZZ.US" in error
             assert rt.engine.status()["state"] == "live"  # not fatal: the other symbols go on
+            # The refused code is dropped again, so later full-list requests succeed.
+            wait_for(lambda: "ZZZZ.US" not in rt.engine.symbols(), 5, "the refused symbol dropped")
+            assert fake.wait_for(lambda: fake.subscriptions()[0]["trades"] == ["AAPL.US", "TSLA.US", "MSFT.US", "NVDA.US"], 5)
+            assert rt.engine.subscribe("GOOGL.US") == "GOOGL.US"
+            assert fake.wait_for(lambda: len(fake.subscriptions()[0]["trades"]) == 5
+                                 and len(fake.subscriptions()[0]["depth"]) == 5, 5)
             sent = len(fake.requests())
             # The plan limit (free: 5 per connection) is refused before anything is sent.
             with pytest.raises(ValueError, match="plan limit of 5"):
-                rt.engine.subscribe("GOOGL.US")
+                rt.engine.subscribe("AMZN.US")
             # So is a crypto code on this stock connection.
             with pytest.raises(ValueError, match="separate endpoints"):
                 rt.engine.subscribe("BTCUSDT")
             time.sleep(0.5)
             assert [r for r in fake.requests()[sent:] if r.get("cmd_id") != 22000] == []
-            assert "GOOGL.US" not in rt.engine.symbols() and "BTCUSDT" not in rt.engine.symbols()
-            assert fake.subscriptions()[0]["trades"] == ["AAPL.US", "TSLA.US", "MSFT.US", "NVDA.US"]
+            assert "AMZN.US" not in rt.engine.symbols() and "BTCUSDT" not in rt.engine.symbols()
+            assert fake.subscriptions()[0]["trades"] == ["AAPL.US", "TSLA.US", "MSFT.US", "NVDA.US", "GOOGL.US"]
         finally:
             rt.stop()
 

@@ -703,6 +703,24 @@ class AllTickAdapter:
         m = re.match(r"AllTick error (\d+):", event.message)
         return bool(m) and int(m.group(1)) in FATAL_RETS
 
+    def rejected_symbols(self, event: object) -> tuple[str, ...]:
+        """Return the symbols a refusal (600 invalid code, 604 unauthorized) is about.
+
+        AllTick answers a whole request, not a symbol; a request resends the accepted list
+        plus new symbols, so the new ones are the suspects. With nothing to tell them
+        apart (several new symbols in a first request) nothing is returned and the user
+        sees the refusal in words.
+        """
+        if not isinstance(event, VendorReply) or event.ok:
+            return ()
+        m = re.match(r"AllTick error (\d+):", event.message)
+        if not m or int(m.group(1)) not in SYMBOL_RETS:
+            return ()
+        suspects = tuple(s for s in event.symbols if s not in self._accepted)
+        if len(event.symbols) == 1 or 0 < len(suspects) < len(event.symbols):
+            return suspects or tuple(event.symbols)
+        return ()
+
     # -- private ---------------------------------------------------------------------
 
     def _next_seq(self) -> int:
