@@ -10,11 +10,15 @@ Live updates
 One ``dcc.Interval`` drives one callback (:func:`register`'s ``tick``) that returns the
 candle figure, the depth figure and the status line, each with its own store:
 
-* candles (store ``{key, generation, first_index, n_closed, n_points, current, decimals}``,
-  ``current`` a signature of the in-progress bar): a full figure when the symbol or spec changed, the series generation changed,
-  the client fell behind the oldest bar held, or the figure would exceed ``max_points``
-  closed bars (it is then redrawn with the newest ``keep_points``); otherwise a
-  ``dash.Patch`` appending the bars closed since the last update and replacing the
+* candles (store ``{key, view, generation, first_index, n_closed, n_points, current,
+  decimals, gap_last}``, ``view`` the ``SYMBOL|SPEC`` drawn, ``current`` a signature of
+  the in-progress bar, ``gap_last`` of the newest trade-id gap mark drawn): a full figure
+  when the symbol or spec changed (a new ``uirevision``: the view resets); a redraw that
+  keeps the user's zoom (``figures.candles_redraw``) when the label changed, the series
+  generation changed, the client fell behind the oldest bar held, the gap marks drawn are
+  no longer among the engine's, or the figure would exceed ``max_points`` closed bars (it
+  is then redrawn with the newest ``keep_points``); otherwise a ``dash.Patch`` appending
+  the bars closed and the gap marks seen since the last update and replacing the
   in-progress bar (``figures.plan_candles``/``figures.candles_patch``);
 * depth: a full (small) figure only when the book changed;
 * status: re-rendered only when its text changed;
@@ -24,6 +28,7 @@ and ``PreventUpdate`` when none changed.
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from typing import Any
@@ -63,6 +68,14 @@ function(n) {
 """
 
 
+# Browser side of the label toggle's enabled state.
+_LABEL_OPTIONS_JS = """
+function(kind) {
+    return %s.map(function (v) { return {label: v, value: v, disabled: kind !== 'time'}; });
+}
+""" % json.dumps(list(figures.LABELS))
+
+
 def _crc(value: Any) -> str:
     # Stable short signature of rendered output (stores round-trip through the browser).
     return f"{zlib.crc32(repr(value).encode()):08x}"
@@ -71,13 +84,34 @@ def _crc(value: Any) -> str:
 # -- tick helpers (each returns (output, store) or (no_update, no_update)) --------------
 
 
+def _mark_id(mark: tuple[int, int]) -> str:
+    # A gap mark as store-safe text (JavaScript numbers cannot hold ns exactly).
+    return f"{int(mark[0])}:{int(mark[1])}"
+
+
+def _new_marks(marks: list[tuple[int, int]], last_id: str | None) -> list[tuple[int, int]] | None:
+    # The marks after the newest one drawn (``last_id``); None when it is no longer held
+    # (the figure must be redrawn). Two gaps of the same size at the same millisecond
+    # would share an id; the later one would then wait for the next full draw.
+    if last_id is None:
+        return list(marks)
+    for j in range(len(marks) - 1, -1, -1):
+        if _mark_id(marks[j]) == last_id:
+            return list(marks[j + 1:])
+    return None
+
+
 def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict | None,
-             max_points: int, keep_points: int) -> tuple[Any, Any]:
+             max_points: int, keep_points: int, label: str | None = "start") -> tuple[Any, Any]:
     if not symbol or not spec_text:
         return figures.placeholder_figure("subscribe a symbol to start"), None
     spec = BarSpec.from_str(spec_text)
-    key = f"{symbol}|{spec}"
+    label = label if label in figures.LABELS else "start"
+    view = f"{symbol}|{spec}"  # uirevision: the user's zoom survives a label change
+    key = view + ("|end" if spec.is_time and label == "end" else "")
     try:
+        # Marks first: every mark's trade is then in the bars read next.
+        marks = engine.gap_marks(symbol)
         if store and store.get("key") == key and "n_closed" in store:
             since = int(store["n_closed"])
             series = engine.bar_series(symbol, spec, since)
@@ -85,45 +119,53 @@ def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict
                 store, key=key, generation=series.generation, n_closed=series.n_closed,
                 first_index=series.first_index, max_points=max_points,
             )
-            if plan == "patch":
+            new_marks = _new_marks(marks, store.get("gap_last"))
+            if plan == "patch" and new_marks is not None:
                 signature = figures.current_signature(series.current)
-                if not series.closed and signature == store.get("current"):
+                if not series.closed and not new_marks and signature == store.get("current"):
                     return no_update, no_update
                 bars = series.closed + ([series.current] if series.current is not None else [])
                 patch = figures.candles_patch(bars_to_frame(bars), spec=spec, first_index=since,
-                                              decimals=store.get("decimals"))
+                                              decimals=store.get("decimals"), label=label,
+                                              gap_marks=new_marks)
                 return patch, {
                     **store,
                     "first_index": series.first_index,
                     "n_closed": series.n_closed,
                     "n_points": int(store["n_points"]) + len(series.closed),
                     "current": signature,
+                    "gap_last": _mark_id(marks[-1]) if marks else None,
                 }
         head = engine.bar_series(symbol, spec, _LAST)
         series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
     except KeyError:
-        return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=key), None
+        return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
         if store and store.get("key") == key and store.get("empty"):
             return no_update, no_update
-        return (figures.placeholder_figure(f"waiting for {symbol} trades…", uirevision=key),
+        return (figures.placeholder_figure(f"waiting for {symbol} trades…", uirevision=view),
                 {"key": key, "empty": True})
     start_index = series.n_closed - len(closed)
     bars = closed + ([series.current] if series.current is not None else [])
     frame = bars_to_frame(bars)
     decimals = figures.price_decimals(frame)
     figure = figures.candles_figure(
-        frame, symbol=symbol, spec=spec, first_index=start_index, uirevision=key, decimals=decimals
+        frame, symbol=symbol, spec=spec, first_index=start_index, uirevision=view,
+        decimals=decimals, label=label, gap_marks=marks,
     )
+    if store and store.get("view") == view and "n_closed" in store:
+        figure = figures.candles_redraw(figure)  # same chart redrawn: keep the user's view
     return figure, {
         "key": key,
+        "view": view,
         "generation": series.generation,
         "first_index": series.first_index,
         "n_closed": series.n_closed,
         "n_points": len(closed),
         "current": figures.current_signature(series.current),
         "decimals": decimals,
+        "gap_last": _mark_id(marks[-1]) if marks else None,
     }
 
 
@@ -159,6 +201,37 @@ def _status(engine: Any, symbol: str | None, store: dict | None) -> tuple[Any, A
     return children, new_store
 
 
+def _export(engine: Any, request: dict, symbol: str, spec_text: str, drawn: dict | None) -> tuple[Any, str]:
+    # (download, inline message) for Export CSV: the bars in the visible x-range
+    # (``request``, read in the browser) of the chart as drawn (its store, ``drawn``).
+    spec = BarSpec.from_str(spec_text)
+    drawn = drawn or {}
+    if drawn.get("empty") and drawn.get("key") == f"{symbol}|{spec}":
+        return no_update, "no bars in view"
+    if (request.get("type") != ("date" if spec.is_time else "linear")
+            or drawn.get("view") != f"{symbol}|{spec}"):
+        return no_update, "chart is updating, try again"  # still drawn for another choice
+    # Bars in view as drawn: at their end when the chart labels them so (see _candles).
+    label = "end" if str(drawn.get("key", "")).endswith("|end") else "start"
+    try:
+        series = engine.bar_series(symbol, spec, 0)
+        attrs = engine.bars_frame(symbol, spec).attrs
+    except KeyError:
+        return no_update, f"{symbol} is not subscribed"
+    bars = series.closed + ([series.current] if series.current is not None else [])
+    frame = bars_to_frame(bars)
+    try:
+        frame = bars_in_view(frame, request.get("range"), spec=spec, first_index=series.first_index,
+                             label=label)
+    except ValueError:
+        return no_update, "chart is updating, try again"
+    if frame.empty:
+        return no_update, "no bars in view"
+    text = bars_to_csv(frame, price_decimals=attrs.get("price_decimals", 8),
+                       size_decimals=attrs.get("size_decimals", 8))
+    return dcc.send_string(text, export_filename(symbol, spec, frame), type="text/csv"), ""
+
+
 def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points: int = KEEP_POINTS) -> None:
     """Register every callback of the dashboard on ``app``.
 
@@ -191,13 +264,14 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         Input(ids.TICK, "n_intervals"),
         Input(ids.SYMBOL, "value"),
         Input(ids.BAR_SIZE, "value"),
+        Input(ids.BAR_LABEL, "value"),
         State(ids.CANDLES_STORE, "data"),
         State(ids.DEPTH_STORE, "data"),
         State(ids.STATUS_STORE, "data"),
     )
-    def tick(_n, symbol, spec_text, candles_store, depth_store, status_store):
+    def tick(_n, symbol, spec_text, label, candles_store, depth_store, status_store):
         out = (
-            *_candles(engine, symbol, spec_text, candles_store, max_points, keep_points),
+            *_candles(engine, symbol, spec_text, candles_store, max_points, keep_points, label),
             *_depth(engine, symbol, depth_store),
             *_status(engine, symbol, status_store),
         )
@@ -251,6 +325,13 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
             return no_update, no_update, no_update, str(exc)
         return spec.kind, size_options(spec.kind, str(spec)), str(spec), ""
 
+    # The label toggle applies to time bars only: disabled for the other kinds (pure UI).
+    app.clientside_callback(
+        _LABEL_OPTIONS_JS,
+        Output(ids.BAR_LABEL, "options"),
+        Input(ids.BAR_KIND, "value"),
+    )
+
     app.clientside_callback(
         _EXPORT_JS % ids.CANDLES,
         Output(ids.EXPORT_REQUEST, "data"),
@@ -264,27 +345,10 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         Input(ids.EXPORT_REQUEST, "data"),
         State(ids.SYMBOL, "value"),
         State(ids.BAR_SIZE, "value"),
+        State(ids.CANDLES_STORE, "data"),
         prevent_initial_call=True,
     )
-    def export(request, symbol, spec_text):
+    def export(request, symbol, spec_text, drawn):
         if not request or not symbol or not spec_text:
             raise PreventUpdate
-        spec = BarSpec.from_str(spec_text)
-        if request.get("type") != ("date" if spec.is_time else "linear"):
-            return no_update, "chart is updating, try again"  # still drawn for another spec
-        try:
-            series = engine.bar_series(symbol, spec, 0)
-            attrs = engine.bars_frame(symbol, spec).attrs
-        except KeyError:
-            return no_update, f"{symbol} is not subscribed"
-        bars = series.closed + ([series.current] if series.current is not None else [])
-        frame = bars_to_frame(bars)
-        try:
-            frame = bars_in_view(frame, request.get("range"), spec=spec, first_index=series.first_index)
-        except ValueError:
-            return no_update, "chart is updating, try again"
-        if frame.empty:
-            return no_update, "no bars in view"
-        text = bars_to_csv(frame, price_decimals=attrs.get("price_decimals", 8),
-                           size_decimals=attrs.get("size_decimals", 8))
-        return dcc.send_string(text, export_filename(symbol, spec, frame), type="text/csv"), ""
+        return _export(engine, request, symbol, spec_text, drawn)

@@ -3,7 +3,10 @@
 Format
 ------
 * Columns, in order: ``feed.models.BAR_COLUMNS`` = symbol, bar, start, end, open, high,
-  low, close, volume, turnover, vwap, trade_count, buy_volume, sell_volume, closed.
+  low, close, volume, turnover, vwap, trade_count, buy_volume, sell_volume, closed,
+  amplitude, change (the last two appended after the issue-2 columns, so readers by
+  position keep working). Both ``start`` and ``end`` are always written, whichever the
+  chart labels time bars at.
 * ``start``/``end``: ISO-8601 UTC with milliseconds and ``Z``
   (``2024-08-08T23:55:00.000Z``); sub-millisecond digits are truncated, not rounded, so a
   bar never appears to start later than it does.
@@ -20,6 +23,10 @@ Format
                                          keep it to 1/10,000 of a tick
   trade_count                            integer
   closed                                 ``true`` / ``false``
+  amplitude, change                      ``RATIO_DECIMALS`` (8): fractions of the
+                                         previous bar's close, ``(high - low) / prev``
+                                         and ``(close - prev) / prev``; empty for a
+                                         series' first bar
   =====================================  ==============================================
 
 * Text cells (symbol, bar) that start with ``=``, ``+``, ``-``, ``@``, tab or carriage
@@ -44,6 +51,7 @@ from feed.models import BAR_COLUMNS, BarSpec
 
 __all__ = [
     "VWAP_EXTRA_DECIMALS",
+    "RATIO_DECIMALS",
     "bars_to_csv",
     "iso_ms",
     "inert",
@@ -176,8 +184,9 @@ def bars_in_view(
     *,
     spec: BarSpec | str,
     first_index: int = 0,
+    label: str = "start",
 ) -> pd.DataFrame:
-    """Return the rows of ``df`` whose bar start lies inside the chart's visible x-range.
+    """Return the rows of ``df`` whose x position lies inside the chart's visible x-range.
 
     Parameters
     ----------
@@ -185,17 +194,24 @@ def bars_in_view(
         Bars (``BAR_COLUMNS``, start as int UTC ns) in bar-index order.
     x_range : pair or None
         The candle chart's x-axis range as plotly reports it; None selects every row.
-        Time bars: dates (see :func:`axis_value_ns`), compared with ``start``. Tick,
-        volume and value bars: bar indices (their x position, see ``figures``).
+        Time bars: dates (see :func:`axis_value_ns`), compared with ``start`` (or
+        ``end``, see ``label``). Tick, volume and value bars: bar indices (their x
+        position, see ``figures``). Both ends are inclusive.
     spec : BarSpec or str
     first_index : int
         Bar index of the first row (for tick, volume and value bars).
+    label : {"start", "end"}
+        Where the chart places time bars (``figures.x_values``): a bar is in view when
+        that time is.
 
     Raises
     ------
     ValueError
-        If ``x_range`` is not a pair of values of the axis type.
+        If ``x_range`` is not a pair of values of the axis type, or ``label`` is not
+        ``"start"`` or ``"end"``.
     """
+    if label not in ("start", "end"):
+        raise ValueError(f"label must be 'start' or 'end', not {label!r}")
     if x_range is None:
         return df
     if len(x_range) != 2:
@@ -203,8 +219,8 @@ def bars_in_view(
     spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
     if spec.is_time:
         lo, hi = sorted(axis_value_ns(v) for v in x_range)
-        start = df["start"].astype("int64")
-        mask = (start >= lo) & (start <= hi)
+        at = df[label].astype("int64")
+        mask = (at >= lo) & (at <= hi)
     else:
         lo, hi = sorted(float(v) for v in x_range)
         index = pd.Series(range(first_index, first_index + len(df)), index=df.index)

@@ -5,7 +5,7 @@ functions), so every function is unit-tested without a browser.
 
 Candle figure
 -------------
-Four traces in a fixed order (the ``TRACE_*`` constants), on two rows sharing one x-axis
+Six traces in a fixed order (the ``TRACE_*`` constants), on two rows sharing one x-axis
 (price candles above, volume below):
 
 ====================  ==========================================================
@@ -13,6 +13,9 @@ Four traces in a fixed order (the ``TRACE_*`` constants), on two rows sharing on
 ``TRACE_LIVE``        the in-progress bar alone, drawn hollow and translucent
 ``TRACE_VOLUME``      volume of the closed bars, coloured by up/down
 ``TRACE_LIVE_VOLUME`` volume of the in-progress bar, translucent
+``TRACE_GAPS``        trade-id gaps: thin vertical lines over the price pane, hover
+                      text "N trades missing"; append-only between full draws
+``TRACE_FRAME``       two invisible candles that frame the view (see below)
 ====================  ==========================================================
 
 Keeping the in-progress bar in its own one-point traces makes it visibly distinct (a
@@ -22,11 +25,25 @@ closed since the last update and replaces the one-point live traces. Anything th
 bars already drawn (a late-trade revision, a rebuild, history truncation) changes the
 series ``generation`` and :func:`plan_candles` asks for a full figure instead.
 
-x-axis: time bars are placed at their start time on a date axis (UTC), so an empty
-interval shows as a gap. Tick, volume and value bars have no fixed length; they are placed
-at their bar index on a linear axis (evenly spaced, as trading platforms draw range and
-volume bars) and the hover text gives their start and end times. The index is the
+x-axis: time bars are placed on a date axis (UTC) at their interval start, or at their
+interval end with ``label="end"`` (vendors differ; DESIGN.md "Time and bars"), so an
+empty interval shows as a gap. Tick, volume and value bars have no fixed length; they are
+placed at their bar index on a linear axis (evenly spaced, as trading platforms draw range
+and volume bars) and the hover text gives their start and end times. The index is the
 engine's bar index within the series generation, so it is stable across updates.
+
+Framing: plotly sizes candle bodies by the smallest distance between candle positions and
+autoranges x to the data, so a fresh series (one candle) draws a hairline over a chart
+filled by one volume bar. ``TRACE_FRAME`` holds two transparent, hover-less candles on the
+bar grid, ``MIN_SLOTS - 1`` bars left of the newest and one to its right: bodies get one
+bar's width, a young series fills a ``MIN_SLOTS`` window from the right (where new bars
+appear), and there is always one free slot right of the newest candle. With more bars
+than that the left one sits on a candle and changes nothing. On a bar-number axis there
+is no bar before number 0, so a young series fills bars 0 .. ``MIN_SLOTS - 1`` from the
+left instead.
+
+Gap marks (``Engine.gap_marks``): a time bar's mark is at the exact time of the first
+trade after the gap; a tick, volume or value bar's mark is at the bar holding that trade.
 """
 
 from __future__ import annotations
@@ -53,11 +70,19 @@ __all__ = [
     "TRACE_LIVE",
     "TRACE_VOLUME",
     "TRACE_LIVE_VOLUME",
+    "TRACE_GAPS",
+    "TRACE_FRAME",
+    "LABELS",
+    "MIN_SLOTS",
     "x_values",
+    "format_pct",
+    "hover_text",
+    "gap_columns",
     "current_signature",
     "plan_candles",
     "candles_figure",
     "candles_patch",
+    "candles_redraw",
     "placeholder_figure",
     "depth_figure",
     "depth_signature",
@@ -77,12 +102,21 @@ _AXIS = "#2a313c"
 _TEXT = "#aab2bf"
 _MUTED = "#6b7480"
 _MID = "#e0b341"
+_GAP = "#c792ea"  # trade-id gap marks: apart from up/down, bid/ask and the last price
 _FONT = "Inter, 'Segoe UI', system-ui, -apple-system, sans-serif"
 
 TRACE_CANDLES = 0
 TRACE_LIVE = 1
 TRACE_VOLUME = 2
 TRACE_LIVE_VOLUME = 3
+TRACE_GAPS = 4
+TRACE_FRAME = 5
+
+#: Where a time bar is placed on the x-axis: its interval start (default) or end.
+LABELS: tuple[str, ...] = ("start", "end")
+
+#: Fewest bar slots the candle chart shows (see "Framing" above).
+MIN_SLOTS = 40
 
 # Layout items the patches address by position.
 _SHAPE_LAST = 0  # dotted horizontal line at the last price
@@ -168,33 +202,105 @@ def _iso(ns: pd.Series) -> pd.Series:
 # -- candles ----------------------------------------------------------------------------
 
 
+def _spec(spec: BarSpec | str) -> BarSpec:
+    return BarSpec.from_str(spec) if isinstance(spec, str) else spec
+
+
 def _is_time(spec: BarSpec | str) -> bool:
-    return (BarSpec.from_str(spec) if isinstance(spec, str) else spec).is_time
+    return _spec(spec).is_time
 
 
-def x_values(df: pd.DataFrame, spec: BarSpec | str, first_index: int = 0) -> list:
+def _check_label(label: str) -> str:
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
+    return label
+
+
+def _label_column(label: str) -> str:
+    # The bars-frame column a time bar is placed at.
+    return "end" if _check_label(label) == "end" else "start"
+
+
+def x_values(df: pd.DataFrame, spec: BarSpec | str, first_index: int = 0, label: str = "start") -> list:
     """Return the x coordinate of each row of ``df`` (bars in index order).
 
     Parameters
     ----------
     df : DataFrame
-        Bars with at least a ``start`` column (UTC ns), rows in bar-index order.
+        Bars with ``start`` and ``end`` columns (UTC ns), rows in bar-index order.
     spec : BarSpec or str
-        Time bars get date strings of ``start`` (UTC, milliseconds); other kinds get the
-        bar index ``first_index + row``.
+        Time bars get date strings (UTC, milliseconds) of ``start``, or of ``end`` with
+        ``label="end"``; other kinds get the bar index ``first_index + row``.
     first_index : int
         Bar index of the first row.
+    label : {"start", "end"}
+        Where a time bar is placed: its interval start (default) or end. Ignored for
+        other kinds.
+
+    Raises
+    ------
+    ValueError
+        If ``label`` is not one of ``LABELS``.
     """
+    column = _label_column(label)
     if _is_time(spec):
-        return _iso(df["start"]).tolist()
+        return _iso(df[column]).tolist()
     return list(range(first_index, first_index + len(df)))
 
 
-def _hover_text(df: pd.DataFrame, time_axis: bool) -> list[str]:
-    counts = df["trade_count"].astype("int64").astype(str) + " trades"
-    if time_axis:
-        return counts.tolist()
-    return ("start " + _iso(df["start"]) + "<br>end " + _iso(df["end"]) + "<br>" + counts).tolist()
+def _positions(df: pd.DataFrame, spec: BarSpec, first_index: int, label: str) -> np.ndarray:
+    # x positions as integers: UTC ns of the label time (time bars) or bar indices.
+    if spec.is_time:
+        return df[_label_column(label)].to_numpy(np.int64)
+    return np.arange(first_index, first_index + len(df), dtype=np.int64)
+
+
+def format_pct(x: float | None, *, signed: bool = False) -> str:
+    """Return a fraction as a percentage to three significant digits, at least two decimals.
+
+    ``0.0123`` -> ``"1.23 %"``, ``-0.0000123`` (signed) -> ``"-0.00123 %"``; a value that
+    rounds to zero is ``"0.00 %"`` (no sign); None or NaN (a series' first bar has no
+    previous close) -> ``"–"``.
+    """
+    if x is None or not math.isfinite(float(x)):
+        return "–"
+    p = float(x) * 100.0
+    a = abs(p)
+    decimals = 2 if a == 0 or a >= 1 else min(8, 2 - math.floor(math.log10(a)))
+    text = f"{p:+.{decimals}f}" if signed else f"{p:.{decimals}f}"
+    if not text.strip("+-0."):
+        text = f"{0:.2f}"
+    return text + " %"
+
+
+def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> list[str]:
+    """Return each bar's hover text (besides the OHLC plotly shows itself).
+
+    Tick, volume and value bars: start and end times (their x is a bar number); time bars
+    placed at their end: the start time. Then the trade count, ``change`` (close against
+    the previous close, signed) and ``amplitude`` ((high - low) / previous close), both in
+    percent (``feed.models.Bar``).
+    """
+    time_axis = _is_time(spec)
+    show_start = not time_axis or _check_label(label) == "end"
+    starts = _iso(df["start"]).tolist() if show_start else None
+    ends = None if time_axis else _iso(df["end"]).tolist()
+    counts = df["trade_count"].astype("int64").tolist()
+    nan = [math.nan] * len(df)
+    change = df["change"].tolist() if "change" in df else nan
+    amplitude = df["amplitude"].tolist() if "amplitude" in df else nan
+    out = []
+    for i, n in enumerate(counts):
+        parts = []
+        if starts is not None:
+            parts.append(f"start {starts[i]}")
+        if ends is not None:
+            parts.append(f"end {ends[i]}")
+        parts.append(f"{n:,} trade{'' if n == 1 else 's'}")
+        parts.append(f"change {format_pct(change[i], signed=True)}")
+        parts.append(f"amplitude {format_pct(amplitude[i])}")
+        out.append("<br>".join(parts))
+    return out
 
 
 def _split(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -211,25 +317,118 @@ def _up_down(df: pd.DataFrame, alpha: float = 1.0) -> list[str]:
 
 def _bar_width(spec: BarSpec | str) -> float:
     # Volume bar width in x units: 80 % of the interval (ms on a date axis) or of one index.
-    spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+    spec = _spec(spec)
     return spec.interval_ns / 1e6 * 0.8 if spec.is_time else 0.8
 
 
-def _live_columns(live: pd.DataFrame, spec: BarSpec | str, index: int) -> dict:
+def _live_columns(live: pd.DataFrame, spec: BarSpec | str, index: int, label: str) -> dict:
     # Arrays of the one-point live traces (empty lists when no bar is in progress).
     if live.empty:
         return dict(x=[], open=[], high=[], low=[], close=[], text=[], volume=[], colour=[])
-    time_axis = _is_time(spec)
     return dict(
-        x=x_values(live, spec, index),
+        x=x_values(live, spec, index, label),
         open=live["open"].tolist(),
         high=live["high"].tolist(),
         low=live["low"].tolist(),
         close=live["close"].tolist(),
-        text=[t + "<br>in progress" for t in _hover_text(live, time_axis)],
+        text=[t + "<br>in progress" for t in hover_text(live, spec, label)],
         volume=live["volume"].tolist(),
         colour=_up_down(live, 0.45),
     )
+
+
+def _iso_one(ts_ns: int) -> str:
+    return _iso(pd.Series([ts_ns], dtype="int64"))[0]
+
+
+def _axis_x(spec: BarSpec, pos: int):
+    # An integer position as an x value (date string on a time axis).
+    return _iso_one(pos) if spec.is_time else int(pos)
+
+
+def _frame_columns(df: pd.DataFrame, spec: BarSpec | str, first_index: int, label: str) -> dict:
+    # The two invisible framing candles ("Framing" in the module docstring), at the newest
+    # close. Time axis: one MIN_SLOTS - 1 bars before the newest bar, one a bar after it;
+    # when the left one falls among the bars it is moved onto the bar at or before it, so
+    # that it never sits closer than a bar to a candle (a daylight-saving day on a session
+    # grid is an hour short) and then changes nothing. Bar-number axis: no bar numbers
+    # below 0 -- a young series fills bars 0 .. MIN_SLOTS - 1 from the left instead.
+    if df.empty:
+        return dict(x=[], price=[])
+    spec = _spec(spec)
+    pos = _positions(df, spec, first_index, label)
+    newest = int(pos[-1])
+    price = float(df["close"].iloc[-1])
+    if not spec.is_time:
+        left = max(newest - (MIN_SLOTS - 1), 0)
+        return dict(x=[left, max(newest + 1, left + MIN_SLOTS - 1)], price=[price, price])
+    step = spec.interval_ns
+    left = newest - (MIN_SLOTS - 1) * step
+    if left >= int(pos[0]):
+        left = int(pos[int(np.searchsorted(pos, left, side="right")) - 1])
+    return dict(x=[_axis_x(spec, left), _axis_x(spec, newest + step)], price=[price, price])
+
+
+def gap_columns(
+    marks: Sequence[tuple[int, int]],
+    df: pd.DataFrame,
+    spec: BarSpec | str,
+    first_index: int = 0,
+    label: str = "start",
+    *,
+    drop_older: bool = True,
+) -> dict:
+    """Return the arrays of the gap trace (``TRACE_GAPS``) for trade-id gap marks.
+
+    Parameters
+    ----------
+    marks : sequence of (ts_ns, missing_trades)
+        ``Engine.gap_marks(symbol)``: the exchange time (UTC ns) of the first trade after
+        each gap and how many trade ids it skipped, oldest first.
+    df : DataFrame
+        The bars the marks go with (``start``/``end`` UTC ns), in index order.
+    spec : BarSpec or str
+        Time bars: a mark is placed at its exact time (whatever ``label``). Tick, volume
+        and value bars: at the index of the first bar whose ``end`` is at or after it --
+        the bar holding that trade.
+    first_index : int
+        Bar index of the first row of ``df``.
+    label : {"start", "end"}
+        How the candles are placed (checked; time marks do not move with it).
+    drop_older : bool
+        Leave out marks older than the first bar of ``df`` (a full figure, which must not
+        stretch its x-range back to them); False places them at the first bar (a patch,
+        whose ``df`` holds only the newest bars).
+
+    Returns
+    -------
+    dict
+        ``x``, ``y``, ``text``, ``size``: three points per mark -- the line's foot
+        (``y`` 0) and head (``y`` 1, on the hidden 0..1 axis over the price pane, with a
+        marker) and a ``None`` break -- and the hover text ``"N trades missing"``.
+    """
+    _check_label(label)
+    spec = _spec(spec)
+    out: dict[str, list] = {"x": [], "y": [], "text": [], "size": []}
+    if df.empty or not marks:
+        return out
+    starts = df["start"].to_numpy(np.int64)
+    ends = df["end"].to_numpy(np.int64)
+    for ts_ns, missing in marks:
+        ts_ns, missing = int(ts_ns), int(missing)
+        if ts_ns < starts[0] and drop_older:
+            continue
+        if spec.is_time:
+            x = _axis_x(spec, ts_ns)
+        else:
+            i = min(int(np.searchsorted(ends, ts_ns, side="left")), len(df) - 1)
+            x = first_index + i
+        text = f"{missing:,} trade{'' if missing == 1 else 's'} missing<br>{_iso_one(ts_ns)}"
+        out["x"] += [x, x, None]
+        out["y"] += [0, 1, None]
+        out["text"] += [text, text, None]
+        out["size"] += [0, 7, 0]
+    return out
 
 
 def current_signature(bar: Mapping | None) -> str | None:
@@ -267,7 +466,8 @@ def plan_candles(
         The candle store written with the figure drawn last: ``key``, ``generation``,
         ``n_closed`` (bars with index below it are drawn), ``n_points`` (closed bars drawn).
     key : str
-        ``"SYMBOL|SPEC"`` now selected.
+        What is selected now: ``"SYMBOL|SPEC"`` (plus ``"|end"`` for time bars labelled
+        at their end, see ``dashboard.callbacks``).
     generation, n_closed, first_index : int
         From the engine's ``BarSeries`` now.
     max_points : int
@@ -276,9 +476,9 @@ def plan_candles(
     Returns
     -------
     {"full", "patch"}
-        ``"full"`` when nothing was drawn yet, the symbol or spec changed, bars already
-        drawn changed (new generation), the client fell behind the oldest bar the engine
-        still holds, or the cap would be exceeded; else ``"patch"``.
+        ``"full"`` when nothing was drawn yet, the symbol, spec or label changed, bars
+        already drawn changed (new generation), the client fell behind the oldest bar the
+        engine still holds, or the cap would be exceeded; else ``"patch"``.
     """
     if not store or store.get("key") != key or store.get("generation") != generation:
         return "full"
@@ -298,6 +498,8 @@ def candles_figure(
     first_index: int = 0,
     uirevision: str | None = None,
     decimals: int | None = None,
+    label: str = "start",
+    gap_marks: Sequence[tuple[int, int]] = (),
 ) -> go.Figure:
     """Return the full candlestick + volume figure.
 
@@ -317,14 +519,28 @@ def candles_figure(
     decimals : int, optional
         Price decimals of the last-price tag; inferred from the bars when None (see
         :func:`price_decimals`).
+    label : {"start", "end"}
+        Place time bars at their interval start (default) or end; the title says "end".
+    gap_marks : sequence of (ts_ns, missing_trades)
+        ``Engine.gap_marks(symbol)``; those older than the first bar are left out (see
+        :func:`gap_columns`).
+
+    Raises
+    ------
+    ValueError
+        If ``label`` is not one of ``LABELS``.
     """
+    spec = _spec(spec)
     spec_str = str(spec)
+    _check_label(label)
     if decimals is None:
         decimals = price_decimals(df)
-    time_axis = _is_time(spec)
+    time_axis = spec.is_time
     closed, live = _split(df)
-    xs = x_values(closed, spec, first_index)
-    live_cols = _live_columns(live, spec, first_index + len(closed))
+    xs = x_values(closed, spec, first_index, label)
+    live_cols = _live_columns(live, spec, first_index + len(closed), label)
+    frame = _frame_columns(df, spec, first_index, label)
+    gaps = gap_columns(gap_marks, df, spec, first_index, label)
     fig = make_subplots(
         rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.02, row_heights=[0.78, 0.22]
     )
@@ -335,7 +551,7 @@ def candles_figure(
             high=closed["high"].tolist(),
             low=closed["low"].tolist(),
             close=closed["close"].tolist(),
-            text=_hover_text(closed, time_axis),
+            text=hover_text(closed, spec, label),
             name="closed",
             hoverlabel=dict(namelength=0),
             increasing=dict(line=dict(color=UP, width=1), fillcolor=UP),
@@ -383,9 +599,36 @@ def candles_figure(
         ),
         row=2, col=1,
     )
+    fig.add_trace(
+        go.Scatter(
+            x=gaps["x"], y=gaps["y"], text=gaps["text"],
+            mode="lines+markers",
+            line=dict(color=_rgba(_GAP, 0.75), width=1, dash="dot"),
+            marker=dict(symbol="triangle-down", size=gaps["size"], color=_GAP, line=dict(width=0)),
+            connectgaps=False,
+            cliponaxis=False,
+            name="trade-id gaps",
+            hovertemplate="%{text}<extra></extra>",
+            xaxis="x", yaxis="y3",
+        )
+    )
+    clear = dict(line=dict(color="rgba(0,0,0,0)", width=0), fillcolor="rgba(0,0,0,0)")
+    fig.add_trace(
+        go.Candlestick(
+            x=frame["x"], open=frame["price"], high=frame["price"], low=frame["price"],
+            close=frame["price"], name="frame", hoverinfo="skip",
+            increasing=clear, decreasing=clear, whiskerwidth=0,
+        ),
+        row=1, col=1,
+    )
     last = _last_close(closed, live)
     layout = _base_layout(uirevision if uirevision is not None else f"{symbol}|{spec_str}")
-    layout["title"]["text"] = f"<b>{symbol}</b> · {spec_str}" + ("" if time_axis else " · x = bar #")
+    title = f"<b>{symbol}</b> · {spec_str}"
+    if not time_axis:
+        title += " · x = bar #"
+    elif label == "end":
+        title += " · labelled at interval end"
+    layout["title"]["text"] = title
     layout["margin"] = dict(l=8, r=78, t=28, b=8)  # the right margin holds the last-price tag
     fig.update_layout(
         **layout,
@@ -394,6 +637,8 @@ def candles_figure(
         dragmode="pan",
         shapes=[_last_line(last)],
         annotations=[_last_tag(last, decimals)],
+        # The gap lines' 0..1 axis: over the price pane, never zoomed or shown.
+        yaxis3=dict(overlaying="y", range=[0, 1], fixedrange=True, visible=False),
     )
     x_kind = dict(type="date") if time_axis else dict(type="linear", tickformat="d")
     fig.update_xaxes(_axis(**x_kind), rangeslider=dict(visible=False))
@@ -430,7 +675,13 @@ def _last_tag(price: float | None, decimals: int) -> dict:
 
 
 def candles_patch(
-    df: pd.DataFrame, *, spec: BarSpec | str, first_index: int, decimals: int | None = None
+    df: pd.DataFrame,
+    *,
+    spec: BarSpec | str,
+    first_index: int,
+    decimals: int | None = None,
+    label: str = "start",
+    gap_marks: Sequence[tuple[int, int]] = (),
 ) -> Patch:
     """Return a ``dash.Patch`` advancing a figure made by :func:`candles_figure`.
 
@@ -446,27 +697,32 @@ def candles_patch(
     decimals : int, optional
         Price decimals of the last-price tag (pass the full figure's, so the tag does not
         change width); inferred from ``df`` when None.
+    label : {"start", "end"}
+        As the full figure was drawn with.
+    gap_marks : sequence of (ts_ns, missing_trades)
+        Gap marks that arrived since the figure was last updated (appended).
 
     Notes
     -----
-    The closed traces are only extended, never rewritten, so the patch stays small; the
-    one-point live traces and the last-price marker are replaced.
+    The closed traces and the gap trace are only extended, never rewritten, so the patch
+    stays small; the one-point live traces, the two framing candles and the last-price
+    marker are replaced.
     """
-    time_axis = _is_time(spec)
+    spec = _spec(spec)
     closed, live = _split(df)
     patch = Patch()
     if not closed.empty:
-        xs = x_values(closed, spec, first_index)
+        xs = x_values(closed, spec, first_index, label)
         candles = patch["data"][TRACE_CANDLES]
         candles["x"].extend(xs)
         for col in ("open", "high", "low", "close"):
             candles[col].extend(closed[col].tolist())
-        candles["text"].extend(_hover_text(closed, time_axis))
+        candles["text"].extend(hover_text(closed, spec, label))
         volume = patch["data"][TRACE_VOLUME]
         volume["x"].extend(xs)
         volume["y"].extend(closed["volume"].tolist())
         volume["marker"]["color"].extend(_up_down(closed, 0.55))
-    cols = _live_columns(live, spec, first_index + len(closed))
+    cols = _live_columns(live, spec, first_index + len(closed), label)
     live_trace = patch["data"][TRACE_LIVE]
     for col in ("x", "open", "high", "low", "close", "text"):
         live_trace[col] = cols[col]
@@ -474,11 +730,51 @@ def candles_patch(
     live_volume["x"] = cols["x"]
     live_volume["y"] = cols["volume"]
     live_volume["marker"]["color"] = cols["colour"]
+    gaps = gap_columns(gap_marks, df, spec, first_index, label, drop_older=False)
+    if gaps["x"]:
+        trace = patch["data"][TRACE_GAPS]
+        for col in ("x", "y", "text"):
+            trace[col].extend(gaps[col])
+        trace["marker"]["size"].extend(gaps["size"])
+    if not df.empty:
+        frame = _frame_columns(df, spec, first_index, label)
+        trace = patch["data"][TRACE_FRAME]
+        trace["x"] = frame["x"]
+        for col in ("open", "high", "low", "close"):
+            trace[col] = frame["price"]
     last = _last_close(closed, live)
     if last is not None:
         patch["layout"]["shapes"][_SHAPE_LAST] = _last_line(last)
         patch["layout"]["annotations"][_ANNOTATION_LAST] = _last_tag(
             last, price_decimals(df) if decimals is None else decimals)
+    return patch
+
+
+def candles_redraw(figure: go.Figure) -> Patch:
+    """Return a ``dash.Patch`` that redraws a candle figure in place, keeping the user's view.
+
+    For a redraw of the same symbol and spec (new bar label, revised or truncated bars):
+    every trace and the title, last-price marker and price hover format are replaced;
+    the axes are left alone, so a range the user zoomed or panned to stays.
+
+    Parameters
+    ----------
+    figure : plotly.graph_objects.Figure
+        The new full figure (:func:`candles_figure`).
+
+    Notes
+    -----
+    Plotly's ``uirevision`` alone does not keep the view here: dash-renderer hands plotly
+    a new layout, and plotly keeps a user-set range only if it recorded the edit, which
+    it does not for an axis matched to another (the price and volume panes share x).
+    """
+    fig = figure.to_plotly_json()
+    layout = fig["layout"]
+    patch = Patch()
+    patch["data"] = fig["data"]
+    for key in ("title", "shapes", "annotations"):
+        patch["layout"][key] = layout[key]
+    patch["layout"]["yaxis"]["hoverformat"] = layout["yaxis"]["hoverformat"]
     return patch
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "SUBSCRIBE_MESSAGE",
     "BAR_KIND",
     "BAR_SIZE",
+    "BAR_LABEL",
     "BAR_CUSTOM",
     "BAR_CUSTOM_BUTTON",
     "BAR_MESSAGE",
@@ -31,7 +32,8 @@ __all__ = [
 ]
 
 # -- header ---------------------------------------------------------------------------
-STATUS = "status"  # status line: connection dot, messages/s, last-trade age, queue depth
+STATUS = "status"  # status line: connection dot, messages/s, last-trade age, queue depth,
+#                    problem counters, and why while reconnecting
 
 # -- controls row ---------------------------------------------------------------------
 SYMBOL = "symbol"  # dcc.Dropdown of subscribed symbols
@@ -40,6 +42,7 @@ SUBSCRIBE_BUTTON = "subscribe-button"
 SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button
 BAR_KIND = "bar-kind"  # time / tick / volume / value
 BAR_SIZE = "bar-size"  # preset specs of the kind; its value is the spec shown
+BAR_LABEL = "bar-label"  # time bars placed at their interval "start" or "end"
 BAR_CUSTOM = "bar-custom"  # free text: any valid spec string ("3m", "250t")
 BAR_CUSTOM_BUTTON = "bar-custom-button"
 BAR_MESSAGE = "bar-message"  # inline error for an invalid spec

@@ -1,9 +1,10 @@
 """Layout factories: functions from data to components, no module-level app or engine.
 
 ``create_layout`` builds the page: a header with the status line, a controls row (symbol,
-subscribe, bar type, export) and the two charts. ``status_children`` renders the status
-line from ``Engine.status()``; it is pure so it is tested without a browser. Styling lives
-in ``assets/tickscope.css`` (class names here, colours there).
+subscribe, bar type with its "label: start | end" toggle, export) and the two charts.
+``status_children`` renders the status line from ``Engine.status()``; it is pure so it is
+tested without a browser. Styling lives in ``assets/tickscope.css`` (class names here,
+colours there).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from dash import dcc, html
 from feed.models import BarSpec
 
 from . import ids
-from .figures import placeholder_figure
+from .figures import LABELS, placeholder_figure
 
 __all__ = [
     "BAR_KINDS",
     "BAR_PRESETS",
     "STATE_COLOURS",
+    "EXPLAINED_STATES",
+    "label_options",
     "kind_default",
     "size_options",
     "status_children",
@@ -54,6 +57,20 @@ STATE_COLOURS: dict[str, str] = {
     "failed": "red",
     "stopped": "grey",
     "replay-finished": "blue",
+}
+
+#: Feed states whose ``detail`` (why, and e.g. "next retry in 2.0 s") is shown inline in the
+#: status line; in the others it is only the dot's tooltip.
+EXPLAINED_STATES = frozenset({"reconnecting", "stale", "failed"})
+_DETAIL_CHARS = 90  # longest inline detail; the whole text stays in the tooltip
+
+# Problem counters of the status line (``Engine.counters``), shown when non-zero, in this
+# order, each with the tooltip that says what it counts.
+_COUNTERS: dict[str, str] = {
+    "dropped": "messages dropped: the engine could not keep up (queue full)",
+    "gaps": "trades missing: jumps in the vendor's trade ids (marked on the chart)",
+    "late": "trades too late to revise their closed time bar (beyond the tolerance; counted only)",
+    "malformed": "vendor messages that could not be read (skipped)",
 }
 
 _GRAPH_CONFIG = {
@@ -92,6 +109,17 @@ def size_options(kind: str, extra: str | None = None) -> list[dict]:
     return [{"label": _spec_label(s), "value": s} for s in specs]
 
 
+def label_options(kind: str) -> list[dict]:
+    """Return the label toggle's options: enabled for time bars only (the others have no
+    interval to label); ``dashboard.callbacks`` keeps them in step with the kind in the
+    browser."""
+    return [{"label": v, "value": v, "disabled": kind != "time"} for v in LABELS]
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def format_age(age_ns: int | None) -> str:
     """Return a short age ("0.4 s", "12 s", "3 min", "2 h") for ns; "–" for None."""
     if age_ns is None:
@@ -113,7 +141,11 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
     ----------
     status : mapping
         ``Engine.status()``: state, detail, messages_per_s, queue_depth, counters,
-        symbols, clock_ns and optionally errors (vendor refusals, newest last).
+        symbols, clock_ns and optionally errors (vendor refusals, newest last). The
+        detail is written out after the state while reconnecting, stale or failed
+        (``EXPLAINED_STATES``), and is the state's tooltip always; the counters
+        ``dropped``, ``gaps`` (trades missing), ``late`` and ``malformed`` appear when
+        non-zero.
     symbol : str or None
         Symbol selected; its last-trade age is shown.
     dropping : bool
@@ -132,28 +164,27 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
     last_ts = sym.get("last_trade_ts_ns")
     age = None if last_ts is None else int(status.get("clock_ns", 0)) - int(last_ts)
 
-    def item(name: str, value: str, cls: str = "") -> html.Span:
+    def item(name: str, value: str, cls: str = "", title: str | None = None) -> html.Span:
         return html.Span([html.Span(name, className="k"), html.Span(value, className="v")],
-                         className=f"status-item {cls}".strip())
+                         className=f"status-item {cls}".strip(), title=title)
 
+    detail = str(status.get("detail") or "")
+    state_parts = [html.Span(className=f"dot dot-{colour}"), html.Span(label, className="state")]
+    if detail and state in EXPLAINED_STATES:
+        state_parts.append(html.Span(_clip(detail, _DETAIL_CHARS), className="detail"))
     children = [
-        html.Span(
-            [html.Span(className=f"dot dot-{colour}"), html.Span(label, className="state")],
-            className="status-state",
-            title=str(status.get("detail") or ""),
-        ),
+        html.Span(state_parts, className="status-state", title=detail),
         item("msg/s", f"{float(status.get('messages_per_s', 0.0)):,.0f}"),
         item("last trade", format_age(age) if symbol else "–"),
         item("queue", f"{int(status.get('queue_depth', 0)):,}"),
     ]
-    for name in ("dropped", "gaps", "malformed"):
+    for name, title in _COUNTERS.items():
         n = int(counters.get(name, 0) or 0)
         if n:
-            children.append(item(name, f"{n:,}", "warn"))
+            children.append(item(name, f"{n:,}", "warn", title))
     errors = status.get("errors") or []
     if errors:  # the vendor's last refusal, e.g. of a symbol it does not list
-        text = str(errors[-1])
-        children.append(item("vendor", text if len(text) <= 80 else text[:79] + "…", "warn"))
+        children.append(item("vendor", _clip(str(errors[-1]), 80), "warn"))
     return children
 
 
@@ -226,6 +257,20 @@ def create_controls(symbols: Sequence[str], default_spec: str) -> html.Div:
                         clearable=False,
                         searchable=False,
                         className="ctl-dropdown ctl-size",
+                    ),
+                    html.Div(
+                        [
+                            html.Span("label", className="ctl-sublabel"),
+                            dcc.RadioItems(
+                                id=ids.BAR_LABEL,
+                                options=label_options(spec.kind),
+                                value=LABELS[0],
+                                inline=True,
+                                className="ctl-toggle",
+                            ),
+                        ],
+                        className="ctl-label-toggle",
+                        title="time bars: place each candle at its interval start or end",
                     ),
                     dcc.Input(
                         id=ids.BAR_CUSTOM,

@@ -1,8 +1,15 @@
-"""Browser tests: the dashboard in headless chromium through dash_duo.
+"""Browser tests: the real stack in headless chromium through dash_duo.
 
-The engine comes from one fixture, ``engine``. For now it is ``FakeEngine``, a temporary
-scaffold with the real engine's read API (real ``feed.bars`` aggregators over synthetic
-trades); the lead swaps the fixture for the real engine + embedded exchange.
+Every test runs what ``tickscope`` runs (``dashboard.cli.start_runtime``): the embedded
+exchange on loopback -- the seeded market simulator, or a recorded Binance session replayed
+at full speed -- the FeedClient, the Engine and the Dash app, served by ``dash_duo``. Files
+go under pytest's ``tmp_path`` (``--data-dir``), never the user's data dir.
+
+Determinism: a replay at ``--speed 0`` is played out before the page loads; its bars no
+longer change (the engine clock follows exchange time, which stopped), so exports are
+compared with the engine's bars exactly. On the live simulator bars move with the wall
+clock, so only closed bars are compared, and only bars that closed before the browser read
+them (a closed bar never changes: the simulator's trades arrive in order).
 
 Chromium runs headless with the flags a root container needs; ``dash_duo`` is overridden
 here (same name, same composite as dash[testing]'s) so no conftest hook or pytest option
@@ -14,22 +21,19 @@ from __future__ import annotations
 import csv
 import io
 import os
-import random
-import re
 import shutil
-import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from feed.bars import bars_to_frame, make_aggregator
-from feed.engine import BarSeries, DepthView
-from feed.models import BUY, SELL, BarSpec, Trade
+from dashboard import figures, ids
+from dashboard.callbacks import DEPTH_LEVELS
+from dashboard.export import bars_to_csv, export_filename
 
 pytestmark = pytest.mark.browser
 
-_NS = 1_000_000_000
 CHROME_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -39,192 +43,51 @@ CHROME_FLAGS = (
     "--disable-sync",
     "--window-size=1440,900",
 )
+REPLAY_FILE = ("raw", "spot", "btcusdt_20240808.gz")  # 23:54-00:00 UTC, 9,757 BTCUSDT trades
+SIM_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # what the embedded simulator starts with
 
 
-# -- temporary engine scaffold ----------------------------------------------------------------
-
-
-class FakeEngine:
-    """Stand-in with ``feed.engine.Engine``'s read API over synthetic trades.
-
-    History: ``history_s`` of trades (one every ~1.5 s) before ``clock0_ns``; then, when
-    started, a thread adds a trade or two per symbol every 100 ms at the engine clock
-    (``clock0_ns`` plus the real time elapsed), closing time bars on the clock.
-    """
-
-    default_spec = "1m"
-    PRICES = {"BTCUSDT": 60000.0, "ETHUSDT": 3000.0, "SOLUSDT": 150.0}
-    PRICE_DECIMALS = 2
-    SIZE_DECIMALS = 4
-
-    def __init__(self, symbols=("BTCUSDT", "ETHUSDT"), *, clock0_ns=1_723_161_600 * _NS,
-                 history_s=7200, seed=7):
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)
-        self.clock0_ns = clock0_ns
-        self.history_s = history_s
-        self._mono0 = time.monotonic()
-        self._frozen: int | None = None
-        self._trades: dict[str, list[Trade]] = {}
-        self._last: dict[str, float] = {}
-        self._series: dict[tuple[str, BarSpec], object] = {}
-        self._n = 0
-        self.state = "live"
-        self.dropped = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        for s in symbols:
-            self._add(s)
-
-    # -- scaffold plumbing
-    def _add(self, symbol: str) -> None:
-        price = self.PRICES[symbol]
-        trades = []
-        ts = self.clock0_ns - self.history_s * _NS
-        while ts < self.clock0_ns:
-            price = self._step(price)
-            trades.append(self._trade(symbol, ts, price))
-            ts += int(self._rng.uniform(0.3, 2.7) * _NS)
-        self._trades[symbol] = trades
-        self._last[symbol] = price
-
-    def _step(self, price: float) -> float:
-        return round(max(price * (1 + self._rng.gauss(0, 4e-4)), 0.01), self.PRICE_DECIMALS)
-
-    def _trade(self, symbol: str, ts: int, price: float) -> Trade:
-        self._n += 1
-        size = round(self._rng.uniform(0.0001, 0.5), self.SIZE_DECIMALS) or 0.0001
-        return Trade(symbol, ts, price, size, BUY if self._rng.random() < 0.5 else SELL, self._n)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            with self._lock:
-                now = self.clock_ns()
-                for symbol in list(self._trades):
-                    for _ in range(self._rng.randint(0, 2)):
-                        self._last[symbol] = self._step(self._last[symbol])
-                        trade = self._trade(symbol, now, self._last[symbol])
-                        self._trades[symbol].append(trade)
-                        for (s, _), agg in self._series.items():
-                            if s == symbol:
-                                agg.on_trade(trade)
-                for agg in self._series.values():
-                    agg.on_clock(now)
-
-    def start(self) -> "FakeEngine":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(2)
-
-    def freeze(self) -> None:
-        """Stop the clock and the trades (deterministic export comparisons)."""
-        self.stop()
-        self._frozen = self.clock_ns()
-
-    def _agg(self, symbol: str, spec: BarSpec):
-        agg = self._series.get((symbol, spec))
-        if agg is None:
-            agg = make_aggregator(symbol, spec, max_bars=5000)
-            agg.on_trades(self._trades[symbol])
-            agg.on_clock(self.clock_ns())
-            self._series[(symbol, spec)] = agg
-        return agg
-
-    # -- the engine read API
-    def symbols(self) -> list[str]:
-        with self._lock:
-            return list(self._trades)
-
-    def subscribe(self, text: str) -> str:
-        symbol = text.strip().upper()
-        if not re.fullmatch(r"[A-Z0-9]{3,20}", symbol):
-            raise ValueError(f"invalid symbol {text.strip()!r}: expected letters and digits, e.g. BTCUSDT")
-        if symbol not in self.PRICES:
-            raise ValueError(f"unknown symbol {symbol}")
-        with self._lock:
-            if symbol not in self._trades:
-                self._add(symbol)
-        return symbol
-
-    def unsubscribe(self, symbol: str) -> None:
-        with self._lock:
-            self._trades.pop(symbol, None)
-
-    def clock_ns(self) -> int:
-        if self._frozen is not None:
-            return self._frozen
-        return self.clock0_ns + int((time.monotonic() - self._mono0) * _NS)
-
-    def bar_series(self, symbol: str, spec, since: int = 0) -> BarSeries:
-        spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
-        with self._lock:
-            if symbol not in self._trades:
-                raise KeyError(symbol)
-            agg = self._agg(symbol, spec)
-            lo = max(since - agg.first_index, 0)
-            return BarSeries(
-                key=f"{symbol}|{spec}", generation=agg.generation, n_closed=agg.n_closed,
-                closed=[_copy(b) for b in agg.closed[lo:]],
-                current=_copy(agg.current) if agg.current is not None else None,
-                first_index=agg.first_index,
-            )
-
-    def bars_frame(self, symbol: str, spec):
-        series = self.bar_series(symbol, spec)
-        frame = bars_to_frame(series.closed + ([series.current] if series.current else []))
-        frame.attrs["price_decimals"] = self.PRICE_DECIMALS
-        frame.attrs["size_decimals"] = self.SIZE_DECIMALS
-        return frame
-
-    def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
-        with self._lock:
-            if symbol not in self._trades:
-                return None
-            last = self._last[symbol]
-            tick = 10 ** -self.PRICE_DECIMALS * max(1, round(last / 20000))
-            rng = random.Random(self.clock_ns() // (250 * 10**6))
-            bb, ba = round(last - tick, 2), round(last + tick, 2)
-            bids = [(round(bb - i * tick, 2), round(rng.uniform(0.01, 3), 4)) for i in range(levels)]
-            asks = [(round(ba + i * tick, 2), round(rng.uniform(0.01, 3), 4)) for i in range(levels)]
-            return DepthView(symbol, self.clock_ns(), bids, asks, bb, ba, (bb + ba) / 2, ba - bb, True)
-
-    def status(self) -> dict:
-        with self._lock:
-            syms = {s: {"trades": len(t), "last_trade_ts_ns": t[-1].ts_ns if t else None}
-                    for s, t in self._trades.items()}
-        return {
-            "state": self.state, "detail": "fake engine", "messages_per_s": 20.0,
-            "queue_depth": 0,
-            "counters": {"messages": self._n, "trades": self._n, "malformed": 0,
-                         "dropped": self.dropped, "reconnects": 0, "gaps": 0, "late": 0},
-            "symbols": syms, "clock_ns": self.clock_ns(), "errors": [],
-        }
-
-    def health(self) -> dict:
-        st = self.status()
-        return {"status": "ok", "counters": st["counters"], "queue_depth": 0,
-                "symbols": {s: {"trades": v["trades"]} for s, v in st["symbols"].items()}}
-
-
-def _copy(bar):
-    from dataclasses import replace
-    return replace(bar)
-
-
-# -- fixtures -----------------------------------------------------------------------------------
+# -- the runtime --------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def engine():
-    """The engine under the dashboard (temporary scaffold: FakeEngine)."""
-    eng = FakeEngine().start()
-    yield eng
-    eng.stop()
+def runtime(tmp_path):
+    """Return ``start(*argv, **options)``: a started runtime for ``tickscope`` arguments.
+
+    ``--data-dir`` points under ``tmp_path``; options go to ``start_runtime`` (e.g.
+    ``feed_options``). Every runtime started is stopped at teardown.
+    """
+    from dashboard.cli import build_parser, start_runtime
+
+    started = []
+
+    def start(*argv: str, **options):
+        args = build_parser().parse_args(["--data-dir", str(tmp_path / "data"), *argv])
+        rt = start_runtime(args, interval_ms=250, **options)
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.stop()
+
+
+@pytest.fixture
+def live(runtime):
+    """The embedded simulator (BTCUSDT, ETHUSDT, SOLUSDT on the wall clock), 1s bars first."""
+    return runtime("--bar", "1s")
+
+
+@pytest.fixture
+def replay(runtime, hft_data):
+    """A recorded Binance spot session replayed at full speed and played out, 5s bars first."""
+    rt = runtime("--replay", str(hft_data.joinpath(*REPLAY_FILE)), "--speed", "0", "--bar", "5s")
+    assert rt.exchange.finished.wait(60), "the replay did not finish"
+    assert rt.engine.wait_idle(60, quiet_s=0.5)
+    return rt
+
+
+# -- the browser ---------------------------------------------------------------------------------
 
 
 def chrome_options():
@@ -262,23 +125,17 @@ def dash_duo(request, dash_thread_server, tmp_path):
         yield dc
 
 
-@pytest.fixture
-def app(engine):
-    from dashboard.app import create_app
-
-    return create_app(engine, interval_ms=250)
-
-
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def graph(dash_duo, graph_id: str) -> dict:
+def graph(dash_duo, graph_id: str) -> dict | None:
     """Return ``{"data": [...], "layout": {...}}`` of a dcc.Graph as plotly holds it."""
     return dash_duo.driver.execute_script(
         "var gd = document.querySelector(arguments[0] + ' .js-plotly-plot');"
-        "if (!gd || !gd.data) { return null; }"
-        "return {data: gd.data.map(function (t) { return {type: t.type, x: t.x, open: t.open, close: t.close, y: t.y}; }),"
-        "        layout: {title: gd.layout.title && gd.layout.title.text,"
+        "if (!gd || !gd.data || !gd._fullLayout) { return null; }"
+        "return {data: gd.data.map(function (t) { return {type: t.type, name: t.name, x: t.x, y: t.y,"
+        "            open: t.open, high: t.high, low: t.low, close: t.close, text: t.text}; }),"
+        "        layout: {title: gd.layout.title && gd.layout.title.text, uirevision: gd.layout.uirevision,"
         "                 annotations: (gd.layout.annotations || []).map(function (a) { return a.text; }),"
         "                 xaxis: {type: gd._fullLayout.xaxis.type,"
         "                 range: gd._fullLayout.xaxis.range, autorange: gd._fullLayout.xaxis.autorange}}};",
@@ -301,38 +158,75 @@ def wait_until(predicate, timeout=15.0, message="condition"):
 
 
 def candles_title(dash_duo) -> str:
-    g = graph(dash_duo, ids().CANDLES)
-    return (g or {}).get("layout", {}).get("title") or ""
+    return ((graph(dash_duo, ids.CANDLES) or {}).get("layout") or {}).get("title") or ""
 
 
-def ids():
-    from dashboard import ids as module
-
-    return module
-
-
-def wait_candles(dash_duo, text: str) -> dict:
+def wait_candles(dash_duo, text: str, min_closed: int = 1, timeout: float = 15.0) -> dict:
     """Wait until the candle chart's title contains ``text`` and it holds closed bars."""
     def ready():
-        g = graph(dash_duo, ids().CANDLES)
-        if g and text in (g["layout"]["title"] or "") and len(g["data"]) == 4 and g["data"][0]["x"]:
+        g = graph(dash_duo, ids.CANDLES)
+        if (g and text in (g["layout"]["title"] or "") and len(g["data"]) == 6
+                and len(g["data"][figures.TRACE_CANDLES]["x"]) >= min_closed):
             return g
         return None
-    return wait_until(ready, message=f"candles showing {text!r}")
+    return wait_until(ready, timeout, message=f"candles showing {text!r} with {min_closed}+ closed bars")
+
+
+def wait_depth(dash_duo, symbol: str) -> dict:
+    """Wait until the depth chart shows ``symbol`` with levels on both sides."""
+    def ready():
+        d = graph(dash_duo, ids.DEPTH)
+        if d and symbol in (d["layout"]["title"] or "") and len(d["data"]) == 2 \
+                and d["data"][0]["x"] and d["data"][1]["x"]:
+            return d
+        return None
+    return wait_until(ready, message=f"{symbol} depth")
+
+
+def status_text(dash_duo) -> str:
+    """Return the status line's text, read atomically (it re-renders every tick)."""
+    return dash_duo.driver.execute_script(
+        "var e = document.getElementById(arguments[0]); return e ? e.textContent : '';", ids.STATUS)
 
 
 def status_dot(dash_duo) -> str:
-    """Return the status dot's class, read atomically (the line re-renders every tick)."""
+    """Return the status dot's class, read atomically."""
     return dash_duo.driver.execute_script(
-        "var d = document.querySelector(arguments[0]); return d ? d.className : '';",
-        f"#{ids().STATUS} .dot")
+        "var d = document.querySelector(arguments[0]); return d ? d.className : '';", f"#{ids.STATUS} .dot")
 
 
-def wait_status(dash_duo, text: str) -> None:
-    """Wait until the status line's text contains ``text`` (read atomically, see status_dot)."""
-    wait_until(lambda: text in dash_duo.driver.execute_script(
-        "var e = document.getElementById(arguments[0]); return e ? e.textContent : '';", ids().STATUS),
-        message=f"status line showing {text!r}")
+def wait_status(dash_duo, text: str, timeout: float = 15.0) -> str:
+    return wait_until(lambda: (lambda t: t if text in t else None)(status_text(dash_duo)), timeout,
+                      message=f"status line showing {text!r}")
+
+
+def dropdown_options(dash_duo, selector: str) -> list[str]:
+    """Open a dcc.Dropdown like a user, read its options, close it with Escape."""
+    from selenium.webdriver.common.keys import Keys
+
+    dash_duo.find_element(selector).click()
+    menu = dash_duo.find_element(".dash-dropdown-options")
+    texts = [o.text for o in menu.find_elements("css selector", ".dash-dropdown-option")]
+    dash_duo.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait_until(lambda: not dash_duo.driver.find_elements("css selector", ".dash-dropdown-options"),
+               message="the dropdown to close")
+    return texts
+
+
+def label_inputs_disabled(dash_duo) -> list[bool]:
+    return dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0])).map(function (i) { return i.disabled; });",
+        f"#{ids.BAR_LABEL} input")
+
+
+def x_range(dash_duo) -> list | None:
+    g = graph(dash_duo, ids.CANDLES)
+    return g["layout"]["xaxis"]["range"] if g and g["layout"]["xaxis"]["autorange"] is False else None
+
+
+def plot_area(dash_duo):
+    """Return the price pane's drag surface (where a user drags to pan or zoom)."""
+    return dash_duo.find_element(f"#{ids.CANDLES} .draglayer .xy .nsewdrag")
 
 
 def pan_candles(dash_duo, dx: int) -> list:
@@ -343,11 +237,26 @@ def pan_candles(dash_duo, dx: int) -> list:
     """
     from selenium.webdriver.common.action_chains import ActionChains
 
-    area = dash_duo.find_element(f"#{ids().CANDLES} .nsewdrag")
-    (ActionChains(dash_duo.driver).move_to_element(area).click_and_hold()
+    (ActionChains(dash_duo.driver).move_to_element(plot_area(dash_duo)).click_and_hold()
      .move_by_offset(dx // 2, 0).move_by_offset(dx - dx // 2, 0).release().perform())
-    return wait_until(lambda: (lambda g: g["layout"]["xaxis"]["range"] if g["layout"]["xaxis"]["autorange"] is False
-                               else None)(graph(dash_duo, ids().CANDLES)), message="a panned view")
+    return wait_until(lambda: x_range(dash_duo), message="a panned view")
+
+
+def zoom_candles(dash_duo, left: float, right: float) -> list:
+    """Pick plotly's Zoom tool and drag a box across the price pane from ``left`` to
+    ``right`` (fractions of its width), as a user zooms into a stretch of time. The drag
+    is horizontal, so plotly zooms x only. Returns the visible x-range after it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    area = plot_area(dash_duo)
+    ActionChains(dash_duo.driver).move_to_element(area).pause(0.2).perform()  # the mode bar shows on hover
+    dash_duo.find_element(f"#{ids.CANDLES} .modebar-btn[data-val='zoom']").click()
+    width = area.size["width"]
+    x0, x1 = int(width * (left - 0.5)), int(width * (right - 0.5))
+    # from the centre (what move_to_element_with_offset measures from differs by version)
+    (ActionChains(dash_duo.driver).move_to_element(area).move_by_offset(x0, 0).click_and_hold()
+     .move_by_offset((x1 - x0) // 2, 0).move_by_offset(x1 - x0 - (x1 - x0) // 2, 0).release().perform())
+    return wait_until(lambda: x_range(dash_duo), message="a zoomed view")
 
 
 def set_input(dash_duo, selector: str, text: str) -> None:
@@ -356,157 +265,247 @@ def set_input(dash_duo, selector: str, text: str) -> None:
     elem.send_keys(text)
 
 
-# -- tests --------------------------------------------------------------------------------------
+def export_csv(dash_duo, timeout: float = 15.0) -> tuple[str, str]:
+    """Click Export CSV; return the name and text of the file the browser downloads."""
+    folder = Path(dash_duo.download_path)
+    before = set(folder.glob("*.csv"))
+    dash_duo.find_element(f"#{ids.EXPORT_BUTTON}").click()
+    path = wait_until(lambda: next((p for p in folder.glob("*.csv") if p not in before), None), timeout,
+                      "a downloaded CSV")
+    text = wait_until(lambda: (lambda t: t if t.endswith("\n") else None)(path.read_text()), 5.0,
+                      "the whole CSV written")
+    return path.name, text
 
 
-def test_load_when_engine_has_bars_then_charts_hold_data_and_console_is_clean(dash_duo, app, engine):
-    dash_duo.start_server(app)
-    g = wait_candles(dash_duo, "BTCUSDT")
-    series = engine.bar_series("BTCUSDT", "1m")
-    assert g["layout"]["xaxis"]["type"] == "date"
-    # closed bars: the newest up to the cap, oldest first, at their start times
-    assert len(g["data"][0]["x"]) == min(len(series.closed), 400)
-    assert g["data"][0]["close"][-1] == pytest.approx(series.closed[-1].close)
-    depth = wait_until(lambda: (lambda d: d if d and len(d["data"]) == 2 and d["data"][0]["x"] else None)(
-        graph(dash_duo, ids().DEPTH)), message="depth data")
-    assert "BTCUSDT" in depth["layout"]["title"]
-    assert any(a.startswith("mid ") and "spread 0.0" in a and "bps" in a for a in depth["layout"]["annotations"])
-    assert len(depth["data"][0]["x"]) == 50 and len(depth["data"][1]["x"]) == 50
-    wait_status(dash_duo, "live")
-    wait_status(dash_duo, "msg/s")
-    assert status_dot(dash_duo) == "dot dot-green"
+def axis_text(ts_ns: int) -> str:
+    """Return UTC ns as the candle chart writes times ("2024-08-08 23:55:00.000")."""
+    return pd.Timestamp(ts_ns, unit="ns").strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def axis_ns(value: str) -> int:
+    """Return a plotly date-axis value (UTC, no zone) as UTC ns."""
+    return pd.Timestamp(value).value
+
+
+def expected_csv(frame: pd.DataFrame) -> str:
+    return bars_to_csv(frame, price_decimals=frame.attrs["price_decimals"],
+                       size_decimals=frame.attrs["size_decimals"])
+
+
+def closed_bars_by_x(frame: pd.DataFrame, spec: str) -> dict:
+    """Return {x value: (open, high, low, close)} of the closed bars of an engine frame."""
+    closed = frame[frame["closed"]]
+    return dict(zip(figures.x_values(closed, spec),
+                    zip(closed["open"], closed["high"], closed["low"], closed["close"])))
+
+
+# -- live simulator -----------------------------------------------------------------------------
+
+
+def test_load_when_live_simulator_then_charts_hold_the_engines_bars_and_console_is_clean(live, dash_duo):
+    dash_duo.start_server(live.app)
+    g = wait_candles(dash_duo, "BTCUSDT", min_closed=2)
     assert dash_duo.driver.title == "tickscope"
+    assert g["layout"]["title"].endswith("BTCUSDT</b> · 1s") and g["layout"]["uirevision"] == "BTCUSDT|1s"
+    assert g["layout"]["xaxis"]["type"] == "date"
+    # every closed candle drawn is the engine's closed bar at that time (read after the DOM),
+    # unless a trade more than the close grace late revised one since (a new generation)
+    drawn = g["data"][figures.TRACE_CANDLES]
+    engine_bars = closed_bars_by_x(live.engine.bars_frame("BTCUSDT", "1s"), "1s")
+    differ = [x for x, o, h, lo, c in zip(drawn["x"], drawn["open"], drawn["high"], drawn["low"], drawn["close"])
+              if engine_bars.get(x) != (o, h, lo, c)]
+    assert not differ or live.engine.bar_series("BTCUSDT", "1s", 2**62).generation > 0, differ
+    assert drawn["x"] == sorted(drawn["x"])
+    assert "change" in drawn["text"][-1] and "amplitude" in drawn["text"][-1]
+    live_x = g["data"][figures.TRACE_LIVE]["x"]
+    assert len(live_x) <= 1 and all(x > drawn["x"][-1] for x in live_x)
+
+    depth = wait_depth(dash_duo, "BTCUSDT")
+    bids, asks = depth["data"]
+    assert max(bids["x"]) < min(asks["x"])  # a synced book: not crossed
+    assert 0 < len(bids["x"]) <= DEPTH_LEVELS and 0 < len(asks["x"]) <= DEPTH_LEVELS
+    assert any(a.startswith("mid ") and "spread" in a and "bps" in a for a in depth["layout"]["annotations"])
+
+    wait_status(dash_duo, "live")
+    assert "msg/s" in status_text(dash_duo) and status_dot(dash_duo) == "dot dot-green"
     time.sleep(1.0)  # a few ticks of patches
     assert dash_duo.get_logs() == []
 
 
-def test_live_updates_when_new_bars_close_then_chart_grows_and_zoom_survives(dash_duo, app, engine):
-    dash_duo.start_server(app)
-    dash_duo.select_dcc_dropdown(f"#{ids().BAR_SIZE}", value="1s")
-    g = wait_candles(dash_duo, "1s")
-    n0 = len(g["data"][0]["x"])
-    view = pan_candles(dash_duo, 300)  # look at older bars
-    grown = wait_until(lambda: (lambda d: d if len(d["data"][0]["x"]) >= n0 + 2 else None)(
-        graph(dash_duo, ids().CANDLES)), message="new 1s bars")
+def test_live_when_bars_close_while_panned_then_view_kept_and_export_equals_engine_closed_bars(live, dash_duo):
+    dash_duo.start_server(live.app)
+    g = wait_candles(dash_duo, "BTCUSDT", min_closed=6)
+    n0 = len(g["data"][figures.TRACE_CANDLES]["x"])
+    # look back about four bars (a young series spans MIN_SLOTS bars, ~24 px each here):
+    # the newest bars leave the view, and those left in it have closed for good
+    view = pan_candles(dash_duo, 100)
+    grown = wait_until(lambda: (lambda d: d if len(d["data"][figures.TRACE_CANDLES]["x"]) >= n0 + 2 else None)(
+        graph(dash_duo, ids.CANDLES)), message="new 1s bars")
     assert grown["layout"]["xaxis"]["autorange"] is False  # patches kept the user's view
     assert grown["layout"]["xaxis"]["range"] == view
-    assert grown["data"][1]["x"], "the in-progress bar is drawn in its own trace"
+    assert grown["data"][figures.TRACE_LIVE]["x"], "the in-progress bar is drawn in its own trace"
+
+    name, text = export_csv(dash_duo)
+    # The bars in view closed before the export: they are final, so the file is exactly
+    # the engine's bars whose start is in the view.
+    frame = live.engine.bars_frame("BTCUSDT", "1s")
+    lo, hi = axis_ns(view[0]), axis_ns(view[1])
+    expected = frame[(frame["start"] >= lo) & (frame["start"] <= hi)]
+    assert len(expected) >= 2 and expected["closed"].all()
+    assert text == expected_csv(expected)
+    assert name == export_filename("BTCUSDT", "1s", expected)
     assert dash_duo.get_logs() == []
 
 
-def test_switch_when_symbol_or_bar_type_changes_then_chart_redraws(dash_duo, app, engine):
-    dash_duo.start_server(app)
-    wait_candles(dash_duo, "BTCUSDT")
-    dash_duo.select_dcc_dropdown(f"#{ids().SYMBOL}", value="ETHUSDT")
-    g = wait_candles(dash_duo, "ETHUSDT")
-    assert g["data"][0]["close"][-1] < 10_000  # ETH prices, not BTC
-    depth = wait_until(lambda: (lambda d: d if d and "ETHUSDT" in (d["layout"]["title"] or "") else None)(
-        graph(dash_duo, ids().DEPTH)), message="ETH depth")
+def test_switch_when_symbol_or_bar_type_changes_then_chart_redraws_with_new_uirevision(live, dash_duo):
+    dash_duo.start_server(live.app)
+    btc = wait_candles(dash_duo, "BTCUSDT")
+    dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ETHUSDT")
+    eth = wait_candles(dash_duo, "ETHUSDT")
+    assert eth["layout"]["uirevision"] == "ETHUSDT|1s" != btc["layout"]["uirevision"]
+    assert max(eth["data"][figures.TRACE_CANDLES]["high"]) < 10_000 < min(btc["data"][figures.TRACE_CANDLES]["low"])
+    depth = wait_depth(dash_duo, "ETHUSDT")
     assert depth["data"][0]["x"][-1] < 10_000
 
-    dash_duo.select_dcc_dropdown(f"#{ids().BAR_KIND}", value="tick")
-    g = wait_candles(dash_duo, "100t")
-    assert g["layout"]["xaxis"]["type"] == "linear"
-    series = engine.bar_series("ETHUSDT", "100t")
-    assert g["data"][0]["x"][-1] == series.n_closed - 1 or g["data"][0]["x"][-1] == series.n_closed - 2
+    # tick bars: a bar-number axis, and the label toggle has no interval to label
+    dash_duo.select_dcc_dropdown(f"#{ids.BAR_KIND}", value="tick")
+    dash_duo.wait_for_text_to_equal(f"#{ids.BAR_SIZE}", "100t")
+    dash_duo.select_dcc_dropdown(f"#{ids.BAR_SIZE}", value="10t")
+    g = wait_candles(dash_duo, "10t", min_closed=2)
+    assert g["layout"]["xaxis"]["type"] == "linear" and g["layout"]["uirevision"] == "ETHUSDT|10t"
+    xs = g["data"][figures.TRACE_CANDLES]["x"]
+    assert xs == list(range(xs[0], xs[0] + len(xs)))
+    assert xs[-1] < live.engine.bar_series("ETHUSDT", "10t").n_closed
+    assert label_inputs_disabled(dash_duo) == [True, True]
 
-    set_input(dash_duo, f"#{ids().BAR_CUSTOM}", "3m")
-    dash_duo.find_element(f"#{ids().BAR_CUSTOM_BUTTON}").click()
-    g = wait_candles(dash_duo, "3m")
-    assert g["layout"]["xaxis"]["type"] == "date"
-    assert dash_duo.find_element(f"#{ids().BAR_SIZE}").text.strip() == "3m"
+    set_input(dash_duo, f"#{ids.BAR_CUSTOM}", "2s")
+    dash_duo.find_element(f"#{ids.BAR_CUSTOM_BUTTON}").click()
+    g = wait_candles(dash_duo, "· 2s")
+    assert g["layout"]["xaxis"]["type"] == "date" and g["layout"]["uirevision"] == "ETHUSDT|2s"
+    dash_duo.wait_for_text_to_equal(f"#{ids.BAR_SIZE}", "2s")
+    assert dash_duo.find_element(f"#{ids.BAR_KIND}").text.strip() == "time"
+    assert label_inputs_disabled(dash_duo) == [False, False]
 
-    set_input(dash_duo, f"#{ids().BAR_CUSTOM}", "7m")
-    dash_duo.find_element(f"#{ids().BAR_CUSTOM_BUTTON}").click()
-    dash_duo.wait_for_contains_text(f"#{ids().BAR_MESSAGE}", "divide 60 evenly")
+    set_input(dash_duo, f"#{ids.BAR_CUSTOM}", "7m")
+    dash_duo.find_element(f"#{ids.BAR_CUSTOM_BUTTON}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.BAR_MESSAGE}", "divide 60 evenly")
     time.sleep(0.6)
-    assert "3m" in candles_title(dash_duo)  # nothing else changed
+    g = graph(dash_duo, ids.CANDLES)  # nothing else changed
+    assert "· 2s" in g["layout"]["title"] and g["layout"]["uirevision"] == "ETHUSDT|2s"
+    assert dash_duo.find_element(f"#{ids.BAR_SIZE}").text.strip() == "2s"
     assert dash_duo.get_logs() == []
 
 
-def test_subscribe_when_symbol_valid_then_added_and_selected_else_inline_message(dash_duo, app, engine):
-    dash_duo.start_server(app)
+def test_subscribe_when_symbol_valid_then_added_and_filled_else_inline_message_only(live, dash_duo):
+    dash_duo.start_server(live.app)
     wait_candles(dash_duo, "BTCUSDT")
-    set_input(dash_duo, f"#{ids().SUBSCRIBE_INPUT}", "bad symbol!")
-    dash_duo.find_element(f"#{ids().SUBSCRIBE_BUTTON}").click()
-    dash_duo.wait_for_contains_text(f"#{ids().SUBSCRIBE_MESSAGE}", "invalid symbol")
-    set_input(dash_duo, f"#{ids().SUBSCRIBE_INPUT}", "XRPUSDT")
-    dash_duo.find_element(f"#{ids().SUBSCRIBE_BUTTON}").click()
-    dash_duo.wait_for_contains_text(f"#{ids().SUBSCRIBE_MESSAGE}", "unknown symbol XRPUSDT")
+    assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == SIM_SYMBOLS
+
+    set_input(dash_duo, f"#{ids.SUBSCRIBE_INPUT}", "bad symbol!")
+    dash_duo.find_element(f"#{ids.SUBSCRIBE_BUTTON}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.SUBSCRIBE_MESSAGE}", "is not a Binance spot symbol")
+    time.sleep(0.6)
+    assert live.engine.symbols() == SIM_SYMBOLS  # nothing else changed
+    assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == SIM_SYMBOLS
+    assert dash_duo.find_element(f"#{ids.SYMBOL}").text.strip() == "BTCUSDT"
     assert "BTCUSDT" in candles_title(dash_duo)
 
-    set_input(dash_duo, f"#{ids().SUBSCRIBE_INPUT}", "solusdt")
-    dash_duo.find_element(f"#{ids().SUBSCRIBE_BUTTON}").click()
-    g = wait_candles(dash_duo, "SOLUSDT")
-    assert g["data"][0]["close"][-1] < 1000
-    assert "SOLUSDT" in engine.symbols()
-    dash_duo.wait_for_text_to_equal(f"#{ids().SUBSCRIBE_MESSAGE}", "")
-    assert dash_duo.find_element(f"#{ids().SYMBOL}").text.strip() == "SOLUSDT"
+    # any well-formed symbol: the simulator starts a market for it on subscribe
+    set_input(dash_duo, f"#{ids.SUBSCRIBE_INPUT}", "adausdt")
+    dash_duo.find_element(f"#{ids.SUBSCRIBE_BUTTON}").click()
+    dash_duo.wait_for_text_to_equal(f"#{ids.SUBSCRIBE_MESSAGE}", "")
+    assert dash_duo.find_element(f"#{ids.SYMBOL}").text.strip() == "ADAUSDT"
+    assert live.engine.symbols() == SIM_SYMBOLS + ["ADAUSDT"]
+    g = wait_candles(dash_duo, "ADAUSDT", timeout=20)
+    assert g["layout"]["uirevision"] == "ADAUSDT|1s"
+    wait_depth(dash_duo, "ADAUSDT")
+    assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == SIM_SYMBOLS + ["ADAUSDT"]
     assert dash_duo.get_logs() == []
 
 
-def _read_download(dash_duo, timeout=15.0) -> tuple[str, str]:
-    folder = Path(dash_duo.download_path)
-    path = wait_until(lambda: next((p for p in folder.glob("*.csv")), None), timeout, "a downloaded CSV")
-    time.sleep(0.2)  # let chromium finish the write
-    return path.name, path.read_text()
+def test_gaps_when_exchange_skips_trade_ids_then_marked_on_chart_and_counted_in_status(runtime, dash_duo):
+    rt = runtime("--bar", "1s", "--faults", "skip_ids=3,skip_every=40,only=btcusdt")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "BTCUSDT")
 
+    def marks_drawn():
+        g = graph(dash_duo, ids.CANDLES)
+        gaps = g["data"][figures.TRACE_GAPS]
+        return gaps if gaps["x"] else None
 
-def test_export_when_zoomed_then_csv_holds_exactly_the_bars_in_view(dash_duo, app, engine):
-    from dashboard.export import bars_to_csv, iso_ms
-
-    dash_duo.start_server(app)
-    g = wait_candles(dash_duo, "BTCUSDT")
-    engine.freeze()
-    lo, hi = pan_candles(dash_duo, 500)  # older bars into view, the newest out
-    time.sleep(0.6)  # ticks pass; the view stays
-    assert graph(dash_duo, ids().CANDLES)["layout"]["xaxis"]["range"] == [lo, hi]
-    dash_duo.find_element(f"#{ids().EXPORT_BUTTON}").click()
-    name, text = _read_download(dash_duo)
-
-    frame = engine.bars_frame("BTCUSDT", "1m")
-    lo_ns, hi_ns = pd_ts(lo), pd_ts(hi)
-    expected = frame[(frame["start"] >= lo_ns) & (frame["start"] <= hi_ns)]
-    assert 10 < len(expected) < len(frame) and not expected["closed"].eq(False).any()
-    assert text == bars_to_csv(expected, price_decimals=frame.attrs["price_decimals"],
-                               size_decimals=frame.attrs["size_decimals"])
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert [r["start"] for r in rows] == [iso_ms(s) for s in expected["start"]]
-    assert rows[0]["open"] == f"{expected['open'].iloc[0]:.{frame.attrs['price_decimals']}f}"
-    compact = [iso_ms(int(expected["start"].iloc[i]))[:19].replace("-", "").replace(":", "") for i in (0, -1)]
-    assert name == f"BTCUSDT_1m_{compact[0]}Z_{compact[1]}Z.csv"
+    gaps = wait_until(marks_drawn, message="a gap mark on the candle chart")
+    assert gaps["name"] == "trade-id gaps" and gaps["y"][:3] == [0, 1, None]
+    drawn_x, texts = gaps["x"][0::3], gaps["text"][0::3]
+    assert all(t == f"3 trades missing<br>{x}" for x, t in zip(drawn_x, texts))
+    # each line stands at the time of the first trade after a gap the engine saw
+    engine_marks = rt.engine.gap_marks("BTCUSDT")  # read after the DOM: holds every mark drawn
+    assert set(drawn_x) <= {axis_text(ts) for ts, missing in engine_marks if missing == 3}
+    candles = graph(dash_duo, ids.CANDLES)["data"][figures.TRACE_CANDLES]["x"]
+    assert all(candles[0] <= x for x in drawn_x)
+    status = wait_status(dash_duo, "gaps")
+    assert int(status.split("gaps")[1].split()[0].replace(",", "")) % 3 == 0
     assert dash_duo.get_logs() == []
 
 
-def test_export_when_not_zoomed_then_csv_holds_every_bar_in_the_figure(dash_duo, app, engine):
-    dash_duo.start_server(app)
-    dash_duo.select_dcc_dropdown(f"#{ids().BAR_KIND}", value="tick")
-    g = wait_candles(dash_duo, "100t")
-    engine.freeze()
-    time.sleep(0.6)  # the last tick's update lands
-    g = graph(dash_duo, ids().CANDLES)
-    dash_duo.find_element(f"#{ids().EXPORT_BUTTON}").click()
-    name, text = _read_download(dash_duo)
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert len(rows) == len(g["data"][0]["x"]) + len(g["data"][1]["x"])
-    assert name.startswith("BTCUSDT_100t_")
-    assert rows[-1]["closed"] in ("true", "false") and rows[0]["closed"] == "true"
-    assert all(r["bar"] == "100t" for r in rows)
-
-
-def pd_ts(text: str) -> int:
-    import pandas as pd
-
-    return pd.Timestamp(text).value
-
-
-def test_status_when_messages_are_dropped_then_dot_turns_amber(dash_duo, app, engine):
-    dash_duo.start_server(app)
+def test_status_when_exchange_goes_away_then_amber_reconnecting_with_next_retry(live, dash_duo):
+    dash_duo.start_server(live.app)
     wait_status(dash_duo, "live")
-    engine.dropped = 5
-    time.sleep(0.5)
-    engine.dropped = 9
-    wait_status(dash_duo, "dropping")
+    live.exchange.stop()  # the vendor disappears: the feed retries with backoff
+    wait_status(dash_duo, "reconnecting")
+    text = wait_status(dash_duo, "next retry in")
+    assert "connection refused" in text or "closed" in text  # why, written out
     assert status_dot(dash_duo) == "dot dot-amber"
-    engine.state = "failed"
-    wait_until(lambda: status_dot(dash_duo) == "dot dot-red", message="red dot")
+    assert dash_duo.get_logs() == []
+
+
+# -- a recorded session, played out (deterministic) ----------------------------------------------
+
+
+def test_export_when_zoomed_with_mouse_on_replay_then_csv_holds_exactly_the_bars_in_view(replay, dash_duo):
+    dash_duo.start_server(replay.app)
+    wait_status(dash_duo, "replay-finished")
+    g = wait_candles(dash_duo, "BTCUSDT</b> · 5s", min_closed=60)
+    frame = replay.engine.bars_frame("BTCUSDT", "5s")
+    assert len(g["data"][figures.TRACE_CANDLES]["x"]) + len(g["data"][figures.TRACE_LIVE]["x"]) == len(frame)
+    assert g["data"][figures.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s")
+
+    lo, hi = zoom_candles(dash_duo, 0.3, 0.6)
+    time.sleep(0.6)  # ticks pass; the view stays
+    assert x_range(dash_duo) == [lo, hi]
+    name, text = export_csv(dash_duo)
+    expected = frame[(frame["start"] >= axis_ns(lo)) & (frame["start"] <= axis_ns(hi))]
+    assert 10 < len(expected) < len(frame) // 2
+    assert text == expected_csv(expected)
+    assert name == export_filename("BTCUSDT", "5s", expected)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0])[-3:] == ["closed", "amplitude", "change"]
+    # not the series' first bar: change and amplitude are against the bar before the view
+    assert rows[0]["change"] and rows[0]["amplitude"] and float(rows[0]["amplitude"]) > 0
+
+    # label time bars at their end: the candles move one interval right, the zoom stays,
+    # and the export holds the bars whose end is in view
+    dash_duo.find_element(f"#{ids.BAR_LABEL} label[data-option-index='1']").click()
+    g = wait_candles(dash_duo, "interval end")
+    assert g["data"][figures.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s", label="end")
+    assert x_range(dash_duo) == [lo, hi]
+    name, text = export_csv(dash_duo)
+    by_end = frame[(frame["end"] >= axis_ns(lo)) & (frame["end"] <= axis_ns(hi))]
+    assert text == expected_csv(by_end) and by_end["start"].iloc[0] == expected["start"].iloc[0] - 5 * 10**9
+    assert dash_duo.get_logs() == []
+
+
+def test_export_when_not_zoomed_on_replay_tick_bars_then_csv_holds_every_bar(replay, dash_duo):
+    dash_duo.start_server(replay.app)
+    wait_candles(dash_duo, "5s")
+    dash_duo.select_dcc_dropdown(f"#{ids.BAR_KIND}", value="tick")
+    g = wait_candles(dash_duo, "100t", min_closed=90)
+    frame = replay.engine.bars_frame("BTCUSDT", "100t")
+    assert g["data"][figures.TRACE_CANDLES]["x"] == list(range(len(frame) - 1))  # the last one in progress
+    assert g["data"][figures.TRACE_LIVE]["x"] == [len(frame) - 1]
+    assert label_inputs_disabled(dash_duo) == [True, True]
+    name, text = export_csv(dash_duo)
+    assert text == expected_csv(frame)
+    assert name == export_filename("BTCUSDT", "100t", frame)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["change"] == "" and rows[-1]["closed"] == "false" and all(r["bar"] == "100t" for r in rows)
+    assert dash_duo.get_logs() == []

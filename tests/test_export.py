@@ -1,15 +1,14 @@
-"""CSV export format, range selection, file names and the /api routes."""
+"""CSV export format, range selection and file names (the /api routes: ``test_api.py``)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
 import pytest
 
-from dashboard.api import register_routes
 from dashboard.export import (
+    RATIO_DECIMALS,
     VWAP_EXTRA_DECIMALS,
     axis_value_ns,
     bars_in_view,
@@ -27,7 +26,10 @@ HEADER = ",".join(BAR_COLUMNS) + "\n"
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:
-    """Return a bars frame (BAR_COLUMNS) from partial rows with sensible defaults."""
+    """Return a bars frame (BAR_COLUMNS) from partial rows with sensible defaults.
+
+    amplitude and change default to NaN (a series' first bar), as bars_to_frame gives them.
+    """
     out = []
     for i, r in enumerate(rows):
         row = dict(symbol="BTCUSDT", bar="1m", start=T0 + i * MIN, end=T0 + (i + 1) * MIN,
@@ -208,74 +210,71 @@ def test_export_filename_when_empty_or_odd_symbol_then_safe_name():
     assert export_filename("BTC/USDT", "0.5v", frame([])) == "BTC_USDT_0.5v.csv"
 
 
-# -- /api routes ------------------------------------------------------------------------------
+# -- amplitude and change (the two columns after closed) ------------------------------------
 
 
-class StubEngine:
-    """Just the read API the routes use."""
-
-    def __init__(self, df: pd.DataFrame):
-        self.df = df
-        self.asked: list[tuple[str, str]] = []
-
-    def symbols(self):
-        return ["BTCUSDT"]
-
-    def bars_frame(self, symbol, spec):
-        self.asked.append((symbol, str(spec)))
-        df = self.df.copy()
-        df.attrs.update(price_decimals=1, size_decimals=3)
-        return df
-
-    def health(self):
-        return {"status": "ok", "counters": {"dropped": 0}, "queue_depth": 0, "symbols": {}}
+def test_bars_to_csv_when_amplitude_and_change_then_last_two_columns_ratio_decimals():
+    df = frame([dict(open=100.0, high=102.0, low=99.0, close=101.0, amplitude=3 / 97.0, change=4 / 97.0),
+                dict(open=101.0, high=101.0, low=95.5, close=96.0, amplitude=5.5 / 101.0, change=-5 / 101.0)])
+    lines = bars_to_csv(df, price_decimals=1, size_decimals=1).splitlines()
+    assert lines[0].endswith(",closed,amplitude,change")
+    assert lines[1].endswith(",true,0.03092784,0.04123711")
+    assert lines[2].endswith(",true,0.05445545,-0.04950495")
+    assert RATIO_DECIMALS == 8
+    assert all(len(cell.split(".")[1]) == RATIO_DECIMALS for line in lines[1:] for cell in line.split(",")[-2:])
 
 
-@pytest.fixture
-def client_engine():
-    from flask import Flask
-
-    server = Flask("test")
-    engine = StubEngine(frame([{}, dict(closed=False)]))
-    register_routes(server, engine)
-    return server.test_client(), engine
+def test_bars_to_csv_when_first_bar_of_series_then_amplitude_and_change_empty():
+    line = bars_to_csv(frame([{}]), price_decimals=2, size_decimals=2).splitlines()[1]
+    assert line.endswith(",true,,")
 
 
-def test_health_when_get_then_engine_health_json(client_engine):
-    client, engine = client_engine
-    r = client.get("/api/health")
-    assert r.status_code == 200
-    assert r.mimetype == "application/json"
-    assert r.get_json() == engine.health()
+def test_bars_to_csv_when_change_rounds_to_zero_then_no_minus_sign():
+    cols = dict(zip(BAR_COLUMNS, bars_to_csv(frame([dict(amplitude=0.0, change=-1e-12)]), price_decimals=2,
+                                             size_decimals=2).splitlines()[1].split(",")))
+    assert (cols["amplitude"], cols["change"]) == ("0.00000000", "0.00000000")
 
 
-def test_bars_when_valid_then_csv_of_every_held_bar(client_engine):
-    client, engine = client_engine
-    r = client.get("/api/bars?symbol=btcusdt&bar=1m")
-    assert r.status_code == 200
-    assert r.mimetype == "text/csv"
-    assert r.get_data(as_text=True) == bars_to_csv(engine.df, price_decimals=1, size_decimals=3)
-    assert engine.asked == [("BTCUSDT", "1m")]
-    assert "BTCUSDT_1m_20240808T235500Z_20240808T235600Z.csv" in r.headers["Content-Disposition"]
+def test_bars_to_csv_when_bars_from_engine_frame_then_ratios_of_previous_close_even_for_a_slice():
+    from feed.bars import bars_to_frame
+    from feed.models import Bar, BarSpec
+
+    spec = BarSpec.from_str("1m")
+    closes = [100.0, 102.0, 99.0, 99.0]
+    bars, prev = [], None
+    for i, c in enumerate(closes):
+        bars.append(Bar("BTCUSDT", spec, T0 + i * MIN, T0 + (i + 1) * MIN, c, c + 1, c - 1, c,
+                        volume=1.0, turnover=c, trade_count=1, closed=True, prev_close=prev))
+        prev = c
+    # the bars of a zoomed view: the first of them still has its previous close
+    rows = list(csv_rows(bars_to_csv(bars_to_frame(bars[2:]), price_decimals=1, size_decimals=1)))
+    assert (rows[0]["amplitude"], rows[0]["change"]) == ("0.01960784", "-0.02941176")  # 2 / 102, -3 / 102
+    assert (rows[1]["amplitude"], rows[1]["change"]) == ("0.02020202", "0.00000000")
 
 
-@pytest.mark.parametrize(
-    ("query", "status", "words"),
-    [
-        ("bar=1m", 400, "missing query parameter 'symbol'"),
-        ("symbol=BTC%20USDT&bar=1m", 400, "invalid symbol"),
-        ("symbol=%3Dcmd&bar=1m", 400, "invalid symbol"),
-        ("symbol=BTCUSDT", 400, "missing query parameter 'bar'"),
-        ("symbol=BTCUSDT&bar=7m", 400, "must divide 60 evenly"),
-        ("symbol=BTCUSDT&bar=fast", 400, "bad bar spec"),
-        ("symbol=ETHUSDT&bar=1m", 404, "unknown symbol ETHUSDT"),
-    ],
-)
-def test_bars_when_bad_query_then_one_line_json_error(client_engine, query, status, words):
-    client, engine = client_engine
-    r = client.get(f"/api/bars?{query}")
-    assert r.status_code == status
-    body = r.get_data(as_text=True)
-    assert body.strip().count("\n") == 0
-    assert words in json.loads(body)["error"]
-    assert engine.asked == []
+def csv_rows(text: str):
+    import csv
+    import io
+
+    return csv.DictReader(io.StringIO(text))
+
+
+# -- bars in view when time bars are labelled at their end ------------------------------------
+
+
+def test_bars_in_view_when_label_end_then_bars_whose_end_is_inside():
+    df = frame([{} for _ in range(10)])  # ends 23:56 .. 00:05
+    view = bars_in_view(df, ["2024-08-08 23:56:00", "2024-08-08 23:59:30"], spec="1m", label="end")
+    assert view["start"].tolist() == [T0 + i * MIN for i in (0, 1, 2, 3)]
+    start = bars_in_view(df, ["2024-08-08 23:56:00", "2024-08-08 23:59:30"], spec="1m")
+    assert start["start"].tolist() == [T0 + i * MIN for i in (1, 2, 3, 4)]
+
+
+def test_bars_in_view_when_label_end_and_tick_bars_then_indices_as_before():
+    df = frame([dict(bar="100t") for _ in range(5)])
+    assert bars_in_view(df, [1, 3], spec="100t", label="end").index.tolist() == [1, 2, 3]
+
+
+def test_bars_in_view_when_label_unknown_then_value_error():
+    with pytest.raises(ValueError, match="label"):
+        bars_in_view(frame([{}]), None, spec="1m", label="close")

@@ -12,6 +12,7 @@ import json
 import plotly.graph_objects as go
 import pytest
 from dash import Patch, html, no_update
+from plotly.utils import PlotlyJSONEncoder
 
 from dashboard import callbacks, figures, layout
 from feed.bars import bars_to_frame
@@ -84,7 +85,7 @@ def test_candles_figure_when_bars_then_closed_live_and_volume_traces_in_fixed_or
     bars = make_bars(5)
     fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
     data = fig["data"]
-    assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar"]
+    assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar", "scatter", "candlestick"]
     closed, live = data[figures.TRACE_CANDLES], data[figures.TRACE_LIVE]
     assert closed["open"] == [b.open for b in bars[:4]]
     assert closed["close"] == [b.close for b in bars[:4]]
@@ -159,7 +160,7 @@ def test_candles_patch_when_only_the_live_bar_changed_then_no_closed_trace_touch
     ops = operations(patch)
     assert all(kind == "Assign" for kind, _ in ops)
     touched = {loc[1] for _, loc in ops if loc[0] == "data"}
-    assert touched == {figures.TRACE_LIVE, figures.TRACE_LIVE_VOLUME}
+    assert touched == {figures.TRACE_LIVE, figures.TRACE_LIVE_VOLUME, figures.TRACE_FRAME}
 
 
 def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritten():
@@ -251,6 +252,7 @@ class StubSeriesEngine:
         self.generation = 0
         self.calls: list[int] = []
         self.book: DepthView | None = None
+        self.marks: list[tuple[int, int]] = []
         self.status_value = {"state": "live", "counters": {"dropped": 0}, "messages_per_s": 1.0,
                              "queue_depth": 0, "symbols": {}, "clock_ns": 0}
 
@@ -266,6 +268,15 @@ class StubSeriesEngine:
     def depth(self, symbol, levels=50):
         return self.book
 
+    def gap_marks(self, symbol):
+        return list(self.marks) if symbol == "BTCUSDT" else []
+
+    def bars_frame(self, symbol, spec):
+        series = self.bar_series(symbol, spec)
+        frame = bars_to_frame(series.closed + ([series.current] if series.current else []))
+        frame.attrs.update(price_decimals=1, size_decimals=1)
+        return frame
+
     def status(self):
         return self.status_value
 
@@ -276,8 +287,8 @@ class StubSeriesEngine:
         self.closed, self.current = bars[:-1], bars[-1]
 
 
-def tick_candles(engine, store, spec="1m", symbol="BTCUSDT", max_points=50, keep_points=30):
-    return callbacks._candles(engine, symbol, spec, store, max_points, keep_points)
+def tick_candles(engine, store, spec="1m", symbol="BTCUSDT", max_points=50, keep_points=30, label="start"):
+    return callbacks._candles(engine, symbol, spec, store, max_points, keep_points, label)
 
 
 def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
@@ -285,8 +296,9 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
     eng.grow(40)
     fig, store = tick_candles(eng, None)
     assert isinstance(fig, go.Figure)
-    assert store == {"key": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
-                     "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1}
+    assert store == {"key": "BTCUSDT|1m", "view": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
+                     "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1,
+                     "gap_last": None}
     assert len(fig.data[figures.TRACE_CANDLES].x) == 30  # the newest keep_points
     assert fig.data[figures.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
 
@@ -308,33 +320,69 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
     assert ext[0]["operation"] == "Extend" and len(ext[0]["params"]["value"]) == 3
 
 
-def test_candles_tick_when_generation_changes_then_full_figure():
+def redrawn(out) -> dict:
+    """Assert ``out`` is a redraw in place (``figures.candles_redraw``); return its data as JSON."""
+    assert isinstance(out, Patch)
+    ops = operations(out)
+    assert ("Assign", ("data",)) in ops
+    assert not any(loc[:2] in (("layout", "xaxis"), ("layout", "xaxis2"), ("layout", "uirevision"))
+                   for _, loc in ops)  # the user's view is left alone
+    op = next(o for o in out.to_plotly_json()["operations"] if o["location"] == ["data"])
+    return json.loads(json.dumps(op["params"]["value"], cls=PlotlyJSONEncoder))
+
+
+def test_candles_tick_when_generation_changes_then_redrawn_keeping_the_view():
     eng = StubSeriesEngine()
     eng.grow(10)
     _, store = tick_candles(eng, None)
     eng.generation = 1
-    fig, store2 = tick_candles(eng, store)
-    assert isinstance(fig, go.Figure) and store2["generation"] == 1
+    out, store2 = tick_candles(eng, store)
+    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 10 and store2["generation"] == 1
 
 
-def test_candles_tick_when_cap_would_be_exceeded_then_full_figure_of_newest_bars():
+def test_candles_tick_when_cap_would_be_exceeded_then_redrawn_with_newest_bars():
     eng = StubSeriesEngine()
     eng.grow(40)
     _, store = tick_candles(eng, None)  # 30 points drawn
     eng.grow(61)  # 21 more: 51 > 50
-    fig, store2 = tick_candles(eng, store)
-    assert isinstance(fig, go.Figure)
+    out, store2 = tick_candles(eng, store)
+    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 30
     assert store2["n_points"] == 30 and store2["n_closed"] == 61
 
 
-def test_candles_tick_when_client_fell_behind_the_oldest_bar_held_then_full_figure():
+def test_candles_tick_when_client_fell_behind_the_oldest_bar_held_then_redrawn():
     eng = StubSeriesEngine()
     eng.grow(40)
     _, store = tick_candles(eng, None)
     eng.first_index = 45  # the engine dropped bars the client never got
     eng.grow(10)
-    fig, store2 = tick_candles(eng, store)
-    assert isinstance(fig, go.Figure) and store2["first_index"] == 45 and store2["n_closed"] == 55
+    out, store2 = tick_candles(eng, store)
+    redrawn(out)
+    assert store2["first_index"] == 45 and store2["n_closed"] == 55
+
+
+def test_candles_tick_when_drawn_as_placeholder_then_full_figure_not_redraw():
+    eng = StubSeriesEngine()
+    _, store = tick_candles(eng, None)
+    eng.grow(3)
+    fig, _ = tick_candles(eng, store)
+    assert isinstance(fig, go.Figure)  # the placeholder's layout is not a candle layout
+
+
+def test_candles_redraw_when_applied_then_new_traces_title_and_marker_but_user_range_kept():
+    old = fig_dict(figures.candles_figure(bars_to_frame(make_bars(5)), symbol="BTCUSDT", spec="1m"))
+    old["layout"]["xaxis"]["range"] = ["2024-08-08 23:56:00", "2024-08-08 23:58:00"]  # the user zoomed
+    old["layout"]["xaxis"]["autorange"] = False
+    new = figures.candles_figure(bars_to_frame(make_bars(8)), symbol="BTCUSDT", spec="1m", label="end",
+                                 gap_marks=[(T0 + MIN, 2)], decimals=2)
+    after = apply_patch(old, figures.candles_redraw(new))
+    full = fig_dict(new)
+    assert after["data"] == full["data"]
+    for key in ("title", "shapes", "annotations"):
+        assert after["layout"][key] == full["layout"][key]
+    assert after["layout"]["yaxis"]["hoverformat"] == ",.2f"
+    assert after["layout"]["xaxis"]["range"] == ["2024-08-08 23:56:00", "2024-08-08 23:58:00"]
+    assert after["layout"]["xaxis"]["autorange"] is False
 
 
 def test_candles_tick_when_spec_changes_then_full_figure_with_new_uirevision():
@@ -518,3 +566,352 @@ def test_presets_when_parsed_then_all_valid_and_of_their_kind():
     for kind, specs in layout.BAR_PRESETS.items():
         assert all(BarSpec.from_str(s).kind == kind for s in specs)
         assert BarSpec.from_str(layout.kind_default(kind)).kind == kind
+
+
+# -- bar label: time bars at their interval end (issue 3) -------------------------------------
+
+
+def test_x_values_when_label_end_then_time_bars_at_interval_end_and_others_unchanged():
+    df = bars_to_frame(make_bars(2, current=False))
+    assert figures.x_values(df, "1m", label="end") == ["2024-08-08 23:56:00.000", "2024-08-08 23:57:00.000"]
+    ticks = bars_to_frame(make_bars(2, spec="100t", current=False))
+    assert figures.x_values(ticks, "100t", first_index=5, label="end") == [5, 6]
+
+
+def test_x_values_when_label_unknown_then_value_error():
+    with pytest.raises(ValueError, match="label"):
+        figures.x_values(bars_to_frame(make_bars(1)), "1m", label="middle")
+
+
+def test_candles_figure_when_label_end_then_candles_and_volume_at_ends_and_title_says_so():
+    bars = make_bars(4)
+    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    data = fig["data"]
+    ends = figures.x_values(bars_to_frame(bars), "1m", label="end")
+    assert data[figures.TRACE_CANDLES]["x"] == data[figures.TRACE_VOLUME]["x"] == ends[:3]
+    assert data[figures.TRACE_LIVE]["x"] == data[figures.TRACE_LIVE_VOLUME]["x"] == ends[3:]
+    assert "interval end" in fig["layout"]["title"]["text"]
+    assert fig["layout"]["uirevision"] == "BTCUSDT|1m"  # same view as label=start
+    # the hover text still gives the interval start, since x no longer does
+    assert data[figures.TRACE_CANDLES]["text"][0].startswith("start 2024-08-08 23:55:00.000<br>")
+
+
+def test_candles_figure_when_label_end_then_start_figure_shifted_by_one_interval():
+    df = bars_to_frame(make_bars(5))
+    start = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m"))
+    end = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", label="end"))
+    assert end["data"][figures.TRACE_CANDLES]["x"][:-1] == start["data"][figures.TRACE_CANDLES]["x"][1:]
+    for col in ("open", "high", "low", "close"):
+        assert end["data"][figures.TRACE_CANDLES][col] == start["data"][figures.TRACE_CANDLES][col]
+
+
+def test_candles_figure_when_tick_bars_then_label_changes_nothing():
+    df = bars_to_frame(make_bars(4, spec="100t"))
+    a = fig_dict(figures.candles_figure(df, symbol="X", spec="100t"))
+    b = fig_dict(figures.candles_figure(df, symbol="X", spec="100t", label="end"))
+    assert a == b
+
+
+def test_candles_patch_when_label_end_then_applied_equals_full_end_figure():
+    bars = make_bars(9)
+    early = [copy.copy(b) for b in bars[:5]]
+    early[4].closed = False
+    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec="1m", label="end"))
+    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec="1m", first_index=4, label="end",
+                                  decimals=figures.price_decimals(bars_to_frame(early)))
+    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    assert apply_patch(before, patch)["data"] == full["data"]
+
+
+# -- hover text: change and amplitude (issue 4 columns) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "signed", "text"),
+    [
+        (0.0123, False, "1.23 %"),
+        (0.0123, True, "+1.23 %"),
+        (-0.0000123, True, "-0.00123 %"),
+        (0.00123456, False, "0.123 %"),
+        (0.12345, False, "12.35 %"),
+        (0.0, True, "0.00 %"),
+        (1e-15, True, "0.00 %"),
+        (float("nan"), True, "–"),
+        (None, False, "–"),
+    ],
+)
+def test_format_pct_when_fraction_then_percent_to_three_significant_digits(x, signed, text):
+    assert figures.format_pct(x, signed=signed) == text
+
+
+def test_hover_text_when_time_bars_then_trades_change_and_amplitude_percent():
+    bars = make_bars(3, current=False)
+    for prev, bar in zip(bars, bars[1:]):
+        bar.prev_close = prev.close
+    text = figures.hover_text(bars_to_frame(bars), "1m")
+    assert text[0] == "1 trade<br>change –<br>amplitude –"  # a series' first bar has no previous close
+    b = bars[1]
+    change, amplitude = (b.close - b.prev_close) / b.prev_close, (b.high - b.low) / b.prev_close
+    assert text[1] == (f"2 trades<br>change {figures.format_pct(change, signed=True)}"
+                       f"<br>amplitude {figures.format_pct(amplitude)}")
+    assert text[1] == "2 trades<br>change -1.97 %<br>amplitude 3.45 %"  # (99.5 - 101.5) / 101.5, 3.5 / 101.5
+
+
+def test_candles_figure_when_bars_then_closed_and_live_hover_show_change_and_amplitude():
+    bars = make_bars(3)
+    for prev, bar in zip(bars, bars[1:]):
+        bar.prev_close = prev.close
+    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    closed_text = fig["data"][figures.TRACE_CANDLES]["text"]
+    live_text = fig["data"][figures.TRACE_LIVE]["text"][0]
+    assert "change -1.97 %" in closed_text[1] and "amplitude 3.45 %" in closed_text[1]
+    assert "change +4.02 %" in live_text and live_text.endswith("<br>in progress")
+
+
+def test_hover_text_when_tick_bars_then_start_and_end_times_first():
+    text = figures.hover_text(bars_to_frame(make_bars(1, spec="100t")), "100t")
+    assert text[0].startswith("start 2024-08-08 23:55:00.000<br>end 2024-08-08 23:56:00.000<br>1 trade<br>")
+
+
+# -- framing candles -----------------------------------------------------------------------------
+
+
+def test_candles_figure_when_one_bar_then_frame_spans_min_slots_and_one_free_slot():
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    frame = fig["data"][figures.TRACE_FRAME]
+    first = figures.x_values(bars_to_frame(make_bars(1, first_index=-(figures.MIN_SLOTS - 1))), "1m")[0]
+    assert frame["x"] == [first, "2024-08-08 23:56:00.000"]
+    assert frame["open"] == frame["close"] == [make_bars(1)[0].close] * 2  # inside the price range
+    assert frame["hoverinfo"] == "skip"
+    assert frame["increasing"]["fillcolor"] == "rgba(0,0,0,0)"
+
+
+def test_candles_figure_when_few_tick_bars_then_frame_from_bar_zero_no_negative_numbers():
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][figures.TRACE_FRAME]["x"] == [0, figures.MIN_SLOTS - 1]
+
+
+def test_candles_figure_when_more_bars_than_min_slots_then_left_frame_on_a_bar():
+    n = figures.MIN_SLOTS + 10
+    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(n, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][figures.TRACE_FRAME]["x"] == [n - figures.MIN_SLOTS, n]
+    assert n - figures.MIN_SLOTS in fig["data"][figures.TRACE_CANDLES]["x"]
+
+
+# -- trade-id gap marks (issue 4) ---------------------------------------------------------------
+
+
+def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
+    df = bars_to_frame(make_bars(3))
+    cols = figures.gap_columns([(T0 + MIN + 1_500_000_000, 3), (T0 + 2 * MIN, 1)], df, "1m")
+    assert cols["x"] == ["2024-08-08 23:56:01.500", "2024-08-08 23:56:01.500", None,
+                         "2024-08-08 23:57:00.000", "2024-08-08 23:57:00.000", None]
+    assert cols["y"] == [0, 1, None] * 2
+    assert cols["text"][0] == "3 trades missing<br>2024-08-08 23:56:01.500"
+    assert cols["text"][3] == "1 trade missing<br>2024-08-08 23:57:00.000"
+    assert cols["size"] == [0, 7, 0] * 2  # a marker at the head only
+
+
+def test_gap_columns_when_label_end_then_time_marks_do_not_move():
+    df = bars_to_frame(make_bars(3))
+    marks = [(T0 + MIN + 5, 2)]
+    assert figures.gap_columns(marks, df, "1m", label="end")["x"] == figures.gap_columns(marks, df, "1m")["x"]
+
+
+def test_gap_columns_when_tick_bars_then_at_index_of_bar_holding_that_time():
+    bars = make_bars(4, spec="100t", first_index=0)  # bar k covers T0 + k min .. T0 + (k+1) min
+    df = bars_to_frame(bars)
+    marks = [(T0 + 30 * 10**9, 5), (T0 + 2 * MIN, 2), (T0 + 3 * MIN + 1, 1), (T0 + 99 * MIN, 4)]
+    cols = figures.gap_columns(marks, df, "100t", first_index=20)
+    assert cols["x"][0::3] == [20, 21, 23, 23]  # an end on the time is that bar; past the last: the last
+    assert cols["text"][0].startswith("5 trades missing<br>")
+
+
+def test_gap_columns_when_mark_older_than_first_bar_then_dropped_or_clamped():
+    df = bars_to_frame(make_bars(2, spec="100t", first_index=3))
+    marks = [(T0, 2), (T0 + 3 * MIN + 1, 1)]
+    assert figures.gap_columns(marks, df, "100t", first_index=3)["x"][0::3] == [3]
+    assert figures.gap_columns(marks, df, "100t", first_index=3, drop_older=False)["x"][0::3] == [3, 3]
+    time_df = bars_to_frame(make_bars(2, first_index=3))
+    assert len(figures.gap_columns(marks, time_df, "1m")["x"]) == 3  # the older time mark is left out
+
+
+def test_gap_columns_when_no_bars_or_no_marks_then_empty():
+    empty = {"x": [], "y": [], "text": [], "size": []}
+    assert figures.gap_columns([(T0, 1)], bars_to_frame([]), "1m") == empty
+    assert figures.gap_columns([], bars_to_frame(make_bars(2)), "1m") == empty
+
+
+def test_candles_figure_when_gap_marks_then_dotted_lines_over_price_pane_only():
+    df = bars_to_frame(make_bars(4))
+    fig = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", gap_marks=[(T0 + MIN, 7)]))
+    gaps = fig["data"][figures.TRACE_GAPS]
+    assert gaps["x"][:2] == ["2024-08-08 23:56:00.000"] * 2 and gaps["y"] == [0, 1, None]
+    assert gaps["hovertemplate"] == "%{text}<extra></extra>" and gaps["text"][0].startswith("7 trades missing")
+    assert gaps["yaxis"] == "y3" and gaps["xaxis"] == "x" and gaps["line"]["width"] == 1
+    y3 = fig["layout"]["yaxis3"]
+    assert y3["overlaying"] == "y" and y3["range"] == [0, 1] and y3["fixedrange"] and not y3["visible"]
+
+
+@pytest.mark.parametrize("spec", ["1m", "100t"])
+def test_candles_patch_when_new_gap_marks_then_extended_and_equal_to_full_figure(spec):
+    bars = make_bars(8, spec=spec)
+    early = [copy.copy(b) for b in bars[:5]]
+    early[4].closed = False
+    old_marks, new_marks = [(T0 + MIN + 10, 2)], [(T0 + 4 * MIN + 10, 1), (T0 + 7 * MIN + 10, 5)]
+    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec, gap_marks=old_marks))
+    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec=spec, first_index=4, gap_marks=new_marks,
+                                  decimals=figures.price_decimals(bars_to_frame(early)))
+    assert ("Extend", ("data", figures.TRACE_GAPS, "x")) in operations(patch)
+    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec,
+                                           gap_marks=old_marks + new_marks))
+    assert apply_patch(before, patch)["data"] == full["data"]
+
+
+def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
+    patch = figures.candles_patch(bars_to_frame(make_bars(2, first_index=4)), spec="1m", first_index=4)
+    assert not any(loc[1] == figures.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
+
+
+# -- tick helper: label and gap marks ------------------------------------------------------------
+
+
+def test_candles_tick_when_gap_marks_arrive_then_patched_in_once():
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    eng.marks = [(T0 + 2 * MIN, 3)]
+    fig, store = tick_candles(eng, None)
+    assert fig.data[figures.TRACE_GAPS].text[0].startswith("3 trades missing")
+    assert store["gap_last"] == f"{T0 + 2 * MIN}:3"
+    assert tick_candles(eng, store) == (no_update, no_update)  # nothing new
+    eng.marks.append((T0 + 9 * MIN + 5, 1))
+    patch, store2 = tick_candles(eng, store)
+    assert isinstance(patch, Patch)
+    ext = [op for op in patch.to_plotly_json()["operations"]
+           if op["location"] == ["data", figures.TRACE_GAPS, "text"]]
+    assert ext[0]["operation"] == "Extend" and ext[0]["params"]["value"][0].startswith("1 trade missing")
+    assert store2["gap_last"] == f"{T0 + 9 * MIN + 5}:1"
+    assert tick_candles(eng, store2) == (no_update, no_update)
+
+
+def test_candles_tick_when_drawn_gap_marks_no_longer_held_then_redrawn():
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    eng.marks = [(T0 + 2 * MIN, 3)]
+    _, store = tick_candles(eng, None)
+    eng.marks = [(T0 + 3 * MIN, 1)]  # the engine's bounded list moved on
+    out, store2 = tick_candles(eng, store)
+    assert redrawn(out)[figures.TRACE_GAPS]["text"][0].startswith("1 trade missing")
+    assert store2["gap_last"] == f"{T0 + 3 * MIN}:1"
+
+
+def test_candles_tick_when_label_changes_then_redrawn_keeping_the_view():
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    _, store = tick_candles(eng, None)
+    out, store2 = tick_candles(eng, store, label="end")
+    assert store2["key"] == "BTCUSDT|1m|end" and store2["view"] == "BTCUSDT|1m"
+    assert redrawn(out)[figures.TRACE_CANDLES]["x"][0] == "2024-08-08 23:56:00.000"
+    assert tick_candles(eng, store2, label="end") == (no_update, no_update)
+    _, store3 = tick_candles(eng, store2, spec="100t", label="end")
+    assert store3["key"] == "BTCUSDT|100t"  # no interval to label: same as start
+    assert tick_candles(eng, store3, spec="100t", label="start") == (no_update, no_update)
+
+
+def test_candles_tick_when_label_garbage_then_start():
+    eng = StubSeriesEngine()
+    eng.grow(3)
+    _, store = tick_candles(eng, None, label=None)
+    assert store["key"] == "BTCUSDT|1m"
+
+
+# -- status line: late, gaps and why while reconnecting (issue 2/4) ----------------------------
+
+
+def test_status_children_when_late_and_gaps_then_both_shown_else_hidden():
+    text = text_of(layout.status_children(status(counters={"gaps": 12, "late": 4}), "BTCUSDT"))
+    assert "gaps 12" in text and "late 4" in text
+    text = text_of(layout.status_children(status(counters={"gaps": 0, "late": 0}), "BTCUSDT"))
+    assert "gaps" not in text and "late" not in text
+
+
+def test_status_children_when_reconnecting_then_detail_inline_and_in_tooltip():
+    detail = "next retry in 2.0 s (connection refused)"
+    children = layout.status_children(status(state="reconnecting", detail=detail), "BTCUSDT")
+    assert "reconnecting " + detail in text_of(children)
+    assert children[0].title == detail
+    assert dot_class(children) == "dot dot-amber"
+
+
+def test_status_children_when_live_then_detail_only_in_tooltip():
+    children = layout.status_children(status(state="replay-finished", detail="the recorded session has played out"),
+                                      "BTCUSDT")
+    assert "played out" not in text_of(children) and children[0].title.endswith("played out")
+
+
+def test_status_children_when_detail_long_then_clipped_inline_whole_in_tooltip():
+    detail = "next retry in 9.5 s (" + "x" * 200 + ")"
+    children = layout.status_children(status(state="reconnecting", detail=detail), None)
+    shown = children[0].children[2].children
+    assert len(shown) == 90 and shown.endswith("…") and children[0].title == detail
+
+
+def test_label_options_when_kind_not_time_then_disabled():
+    assert [o["value"] for o in layout.label_options("time")] == ["start", "end"]
+    assert not any(o["disabled"] for o in layout.label_options("time"))
+    assert all(o["disabled"] for o in layout.label_options("tick"))
+
+
+# -- export helper: the bars in view of the chart as drawn --------------------------------------
+
+
+def export_text(out) -> str:
+    data, message = out
+    assert message == "" and data["type"] == "text/csv"
+    return data["content"]
+
+
+def test_export_when_label_end_drawn_then_bars_whose_end_is_in_view():
+    from dashboard.export import bars_to_csv
+
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    _, drawn = tick_candles(eng, None, label="end")
+    request = {"n": 1, "type": "date", "range": ["2024-08-08 23:57:00", "2024-08-08 23:59:00"]}
+    frame = eng.bars_frame("BTCUSDT", "1m")
+    by_end = frame[(frame["end"] >= T0 + 2 * MIN) & (frame["end"] <= T0 + 4 * MIN)]
+    assert export_text(callbacks._export(eng, request, "BTCUSDT", "1m", drawn)) == bars_to_csv(
+        by_end, price_decimals=1, size_decimals=1)
+    _, drawn_start = tick_candles(eng, None)
+    by_start = frame[(frame["start"] >= T0 + 2 * MIN) & (frame["start"] <= T0 + 4 * MIN)]
+    assert export_text(callbacks._export(eng, request, "BTCUSDT", "1m", drawn_start)) == bars_to_csv(
+        by_start, price_decimals=1, size_decimals=1)
+    assert by_end["start"].tolist() == [T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
+
+
+@pytest.mark.parametrize(
+    ("request_type", "drawn_spec", "message"),
+    [("linear", "1m", "chart is updating, try again"),  # the axis is still the old kind's
+     ("date", "5m", "chart is updating, try again"),  # the chart still shows another spec
+     ("date", None, "chart is updating, try again")],  # nothing drawn yet
+)
+def test_export_when_chart_not_yet_drawn_for_the_choice_then_inline_message(request_type, drawn_spec, message):
+    eng = StubSeriesEngine()
+    eng.grow(5)
+    drawn = tick_candles(eng, None, spec=drawn_spec)[1] if drawn_spec else None
+    out = callbacks._export(eng, {"n": 1, "type": request_type, "range": None}, "BTCUSDT", "1m", drawn)
+    assert out == (no_update, message)
+
+
+def test_export_when_no_bars_or_range_empty_or_unknown_symbol_then_inline_message():
+    eng = StubSeriesEngine()
+    _, drawn = tick_candles(eng, None)  # the "waiting for trades" placeholder
+    assert callbacks._export(eng, {"n": 1, "type": "linear", "range": None}, "BTCUSDT", "1m", drawn) == (
+        no_update, "no bars in view")
+    eng.grow(5)
+    _, drawn = tick_candles(eng, None)
+    far = {"n": 1, "type": "date", "range": ["2030-01-01 00:00:00", "2030-01-02 00:00:00"]}
+    assert callbacks._export(eng, far, "BTCUSDT", "1m", drawn) == (no_update, "no bars in view")
+    drawn_eth = {**drawn, "view": "ETHUSDT|1m", "key": "ETHUSDT|1m"}
+    assert callbacks._export(eng, {"n": 1, "type": "date", "range": None}, "ETHUSDT", "1m", drawn_eth) == (
+        no_update, "ETHUSDT is not subscribed")
