@@ -153,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. America/New_York")
     parser.add_argument("--session-open", metavar="HH:MM",
                         help="local session open for --session-tz (default 00:00)")
+    parser.add_argument("--session-reset", action="store_true",
+                        help="tick, volume and value bars: never let a bar span a session "
+                        "boundary (sessions by --session-tz/--session-open, else UTC days)")
     parser.add_argument("--price-decimals", type=_decimals_arg, metavar="N",
                         help="decimals for prices (default: inferred from the trades)")
     parser.add_argument("--size-decimals", type=_decimals_arg, metavar="N",
@@ -188,7 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = convert(
             args.inputs, args.bar, symbol=args.symbol, fmt=args.fmt, out=out,
             progress=not args.no_progress, price_decimals=args.price_decimals,
-            size_decimals=args.size_decimals, empty=args.empty, **grid,
+            size_decimals=args.size_decimals, empty=args.empty,
+            session_reset=args.session_reset, **grid,
         )
     except (RecordingError, ValueError) as exc:
         return _error(str(exc))

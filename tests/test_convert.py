@@ -470,3 +470,16 @@ def test_read_trades_when_recording_and_extracted_csv_hold_same_session_gives_sa
     pd.testing.assert_frame_equal(rec[cols], csv_trades[cols], check_exact=True)
     assert (~rec["in_bars"]).sum() == 1  # the INSURANCE_FUND fill
 
+
+
+def test_main_when_session_reset_given_tick_bars_do_not_span_utc_midnight(tmp_path):
+    src = tmp_path / "trades.csv"
+    # Five trades: three before 2024-01-02 00:00 UTC and two after.
+    day = 1_704_153_600_000  # 2024-01-02T00:00Z in ms
+    rows = ["ts,price,size"] + [f"{day + dt},{100 + i},1" for i, dt in enumerate([-3000, -2000, -1000, 1000, 2000])]
+    src.write_text("\n".join(rows) + "\n")
+    plain, reset = tmp_path / "plain.csv", tmp_path / "reset.csv"
+    assert main([str(src), "--bar", "4t", "--symbol", "X", "-o", str(plain), "--no-progress"]) == 0
+    assert main([str(src), "--bar", "4t", "--symbol", "X", "--session-reset", "-o", str(reset), "--no-progress"]) == 0
+    assert [int(r) for r in pd.read_csv(plain)["trade_count"]] == [4, 1]
+    assert [int(r) for r in pd.read_csv(reset)["trade_count"]] == [3, 2]
