@@ -181,6 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-rate", type=_positive("--sim-rate"), default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8050, help="dashboard port (default 8050)")
+    rules = p.add_argument_group("bar rules (see the README's Bars section)")
+    rules.add_argument("--utc-offset", default=None, metavar="±HH:MM",
+                       help="align time bars to this UTC offset instead of UTC (+08:00 = Binance's UTC+8 klines)")
+    rules.add_argument("--session-tz", default=None, metavar="TZ",
+                       help="anchor time bars to a daily session open in this IANA time zone, e.g. America/New_York")
+    rules.add_argument("--session-open", default="00:00", metavar="HH:MM",
+                       help="local session open for --session-tz (default 00:00; US equities 09:30)")
+    rules.add_argument("--empty", choices=("gap", "flat"), default="gap",
+                       help="empty intervals: no bar (gap, default) or a zero-volume bar at the previous close (flat)")
+    rules.add_argument("--late-tolerance", type=float, default=2.0, metavar="S",
+                       help="a trade up to S seconds older than the newest revises its closed bar; "
+                            "older ones are counted as late (default 2)")
+    rules.add_argument("--session-reset", action="store_true",
+                       help="tick, volume and value bars never span a session boundary")
     p.add_argument("--bar", default="1m", help="bar spec shown first (default 1m)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
@@ -292,6 +306,7 @@ def start_runtime(
         BarSpec.from_str(args.bar)
     except ValueError as exc:
         raise UsageError(f"--bar: {exc}") from None
+    bar_options = _bar_options(args)
     replay = _check_replay_files(args.replay)
     if replay and args.vendor:
         raise UsageError("--replay plays through the embedded exchange; drop --vendor")
@@ -389,6 +404,7 @@ def start_runtime(
     retention_mb = getattr(args, "retention_mb", None)
     rt.engine = Engine(
         adapter, store=rt.store, clock="exchange" if replay else "wall", default_spec=args.bar,
+        bar_options=bar_options,
         recorder=rt.recorder,
         retention_max_age_s=None if retention_days is None else retention_days * 86400.0,
         retention_max_bytes=None if retention_mb is None else int(retention_mb * 1024 * 1024),
@@ -524,6 +540,29 @@ def _make_adapter(args: argparse.Namespace, vendor: str, market: str, kline_chec
         option = {"binance": "--market/--binance-host/--url", "alltick": "--vendor alltick",
                   "itick": "--vendor itick"}[vendor]
         raise UsageError(f"{option}: {exc}") from None
+
+
+def _bar_options(args: argparse.Namespace) -> dict:
+    # The bar-rule options as feed.bars.make_aggregator keywords; a bad value -> UsageError.
+    from feed.timegrid import make_grid
+
+    tolerance = getattr(args, "late_tolerance", 2.0)
+    if not (tolerance >= 0):
+        raise UsageError(f"--late-tolerance must be >= 0 seconds, not {tolerance}")
+    options = {
+        "utc_offset": getattr(args, "utc_offset", None),
+        "session_tz": getattr(args, "session_tz", None),
+        "session_open": getattr(args, "session_open", "00:00"),
+        "empty": getattr(args, "empty", "gap"),
+        "late_tolerance_ns": int(tolerance * 1e9),
+        "session_reset": getattr(args, "session_reset", False),
+    }
+    try:
+        make_grid(60_000_000_000, utc_offset=options["utc_offset"], session_tz=options["session_tz"],
+                  session_open=options["session_open"])
+    except ValueError as exc:
+        raise UsageError(f"bar rules: {exc}") from None
+    return options
 
 
 def _watch_replay(rt: Runtime) -> None:

@@ -107,12 +107,14 @@ DEGRADED_FOR_S = 60.0
 PLANNED_DISCONNECT_REASONS = frozenset({"server_shutdown"})
 #: Seconds a time bar stays open after its interval ended on the engine clock, so that a
 #: trade still on its way lands in it instead of revising it after the fact (a revision
-#: keeps the bar's close, ``feed.bars``). Wall clock: transport latency. Exchange clock
+#: gives the same bar, but makes the chart redraw). Wall clock: transport latency, kept
+#: below one 250 ms dashboard refresh so a passed interval shows closed within a refresh
+#: even when no further trade arrives. Exchange clock
 #: (replay): the clock is the newest exchange time on any stream, and diff events run
 #: ahead of trades -- in the hftbacktest captures by up to 0.19 s (spot, 2024) and 2.0 s
 #: (USD-M, 2023) when a trade arrives. Trades close their own symbol's bars as soon as a
 #: later interval starts, so the grace only delays the close of a quiet symbol's last bar.
-WALL_CLOSE_GRACE_S = 0.5
+WALL_CLOSE_GRACE_S = 0.2
 EXCHANGE_CLOSE_GRACE_S = 5.0
 
 

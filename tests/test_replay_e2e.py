@@ -94,3 +94,35 @@ def test_replay_when_spot_capture_played_book_synced_and_bars_equal_direct(hft_d
         assert len(depth.bids) == 20 and len(depth.asks) == 20
     finally:
         rt.stop()
+
+
+def test_replay_when_session_rules_given_on_command_line_bars_follow_them(hft_data):
+    paths = [hft_data / "raw" / "usdm" / "btcusdt_20230404.dat.gz", hft_data / "raw" / "usdm" / "btcusdt_20230405.dat.gz"]
+    rt = run_replay(paths, "--market", "usdm", "--session-tz", "America/New_York", "--session-open", "09:30",
+                    "--empty", "flat")
+    try:
+        hourly = rt.engine.bars_frame("BTCUSDT", "1h")
+        # 2023-04-04 is EDT (UTC-4): sessions open at 13:30 UTC, so hour bars start at :30.
+        assert len(hourly) == 1 and hourly["start"].iloc[0] % 3_600_000_000_000 == 1_800_000_000_000
+        direct, _, _ = parse_recording(paths, "usdm")
+        pd.testing.assert_frame_equal(
+            rt.engine.bars_frame("BTCUSDT", "1s").drop(columns=["closed"]),
+            aggregate(direct, "1s", session_tz="America/New_York", session_open="09:30",
+                      empty="flat").drop(columns=["closed"]), check_exact=True)
+    finally:
+        rt.stop()
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--session-tz", "Mars/Base"], "unknown time zone"),
+    (["--utc-offset", "8"], "bad UTC offset"),
+    (["--bar", "7m"], "must divide 60"),
+    (["--replay", "/nonexistent/file.gz"], "no such file"),
+    (["--late-tolerance", "-1"], "--late-tolerance"),
+])
+def test_cli_when_argument_bad_exits_2_with_one_message(argv, fragment, capsys, tmp_path):
+    from dashboard.cli import main
+
+    assert main([*argv, "--data-dir", str(tmp_path), "--port", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0]
