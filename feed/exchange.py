@@ -76,11 +76,12 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from feed.loopback import ServerThread
 from feed.replay import RecordingError, merge_recordings, read_recording
 from feed.simulator import MarketSimulator, instrument_for, quote_asset_of
 
@@ -1012,7 +1013,7 @@ class _SimSource:
 # -- the exchange -----------------------------------------------------------------------
 
 
-class EmbeddedExchange:
+class EmbeddedExchange(ServerThread):
     """A Binance-dialect market-data server on loopback, in its own thread.
 
     Parameters
@@ -1061,6 +1062,12 @@ class EmbeddedExchange:
         If a replay file is missing or unreadable.
     """
 
+    label = "exchange"
+    thread_name = "tickscope-exchange"
+    start_timeout_s = 10.0
+    stop_timeout_s = CLOSE_TIMEOUT_S + 5.0
+    log = logging.getLogger(__name__)  # the module's logger
+
     def __init__(
         self,
         *,
@@ -1085,9 +1092,7 @@ class EmbeddedExchange:
         self._faults = _FaultState(faults) if faults is not None and faults != Faults() else None
         if not (isinstance(port, int) and 0 <= port <= 65535):
             raise ValueError(f"port must be 0..65535, not {port!r}")
-        self._host = host
-        # Requested port; the bound one once started.
-        self._port = port
+        ServerThread.__init__(self, host=host, port=port)
         files = list(replay_files)
         symbols = None if symbols is None else list(symbols)
         self._source: _ReplaySource | _SimSource
@@ -1109,12 +1114,6 @@ class EmbeddedExchange:
         self._clients: set[_Client] = set()
         # (symbol, channel) -> number of subscriptions, to skip building unwanted messages.
         self._wanted_count: dict[tuple[str, str], int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        # Set by the loop thread once listening (or failed to); start() waits on it.
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop_requested: asyncio.Event | None = None
 
     # -- public ------------------------------------------------------------------------
 
@@ -1128,44 +1127,9 @@ class EmbeddedExchange:
         OSError
             If the address cannot be bound.
         """
-        if self._thread is not None:
-            raise RuntimeError("exchange already started")
-        self._thread = threading.Thread(target=self._thread_main, name="tickscope-exchange", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10.0):
-            raise RuntimeError("embedded exchange did not start within 10 s")
-        if self._start_error is not None:
-            self._thread.join(5.0)
-            raise self._start_error
+        ServerThread.start(self)
         log.info("exchange listening on %s (%s)", self.ws_url, type(self._source).__name__)
         return self
-
-    def stop(self) -> None:
-        """Close every connection, stop the server and join its thread (idempotent)."""
-        thread, loop, stop = self._thread, self._loop, self._stop_requested
-        if thread is None or not thread.is_alive():
-            return
-        if loop is not None and stop is not None:
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # loop already closed
-                pass
-        thread.join(CLOSE_TIMEOUT_S + 5.0)
-        if thread.is_alive():
-            log.warning("exchange thread did not stop in time")
-
-    def __enter__(self) -> "EmbeddedExchange":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """Return the bound TCP port (after ``start``)."""
-        if self._port == 0:
-            raise RuntimeError("port is chosen on start(); call start() first")
-        return self._port
 
     @property
     def ws_url(self) -> str:
@@ -1229,46 +1193,27 @@ class EmbeddedExchange:
     def _host_for_url(self) -> str:
         return f"[{self._host}]" if ":" in self._host else self._host
 
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported to start() or logged
-            if not self._ready.is_set():
-                self._start_error = exc
-            else:
-                log.exception("exchange thread failed")
-        finally:
-            self._ready.set()
-            loop.close()
+    # ServerThread hooks (the thread, the loop and start/stop live there).
 
-    async def _serve(self) -> None:
-        self._stop_requested = asyncio.Event()
-        async with serve(
-            self._handle,
-            self._host,
-            self._port,
-            process_request=self._process_request,
-            compression=None,  # Binance does not compress; saves CPU on both ends
-            close_timeout=CLOSE_TIMEOUT_S,
-            logger=logging.getLogger(f"{__name__}.ws"),
-        ) as server:
-            self._port = server.sockets[0].getsockname()[1]
-            fs = self._faults
-            if fs is not None and fs.faults.refuse and fs.faults.refuse_after is None:
-                fs.refuse_until = asyncio.get_running_loop().time() + fs.faults.refuse
-            producer = asyncio.create_task(self._run_source(), name="exchange-source")
-            self._ready.set()
-            await self._stop_requested.wait()
-            if isinstance(self._source, _ReplaySource):
-                self._source.stopping.set()
-            producer.cancel()
-            await self._close(server)
-        try:
-            await producer
-        except asyncio.CancelledError:
-            pass
+    def _serve_options(self) -> dict:
+        return {
+            "process_request": self._process_request,
+            "compression": None,  # Binance does not compress; saves CPU on both ends
+            "close_timeout": CLOSE_TIMEOUT_S,
+            "logger": logging.getLogger(f"{__name__}.ws"),
+        }
+
+    def _on_listening(self) -> None:
+        fs = self._faults
+        if fs is not None and fs.faults.refuse and fs.faults.refuse_after is None:
+            fs.refuse_until = asyncio.get_running_loop().time() + fs.faults.refuse
+
+    def _background(self):
+        return self._run_source()
+
+    def _on_stopping(self) -> None:
+        if isinstance(self._source, _ReplaySource):
+            self._source.stopping.set()
 
     async def _close(self, server: Server) -> None:
         server.close(close_connections=True)

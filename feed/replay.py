@@ -22,6 +22,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -94,22 +95,8 @@ def read_recording(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
         message names the file and the 1-based line number.
     """
     fh = open_text(path)
-    lineno = 0
-    try:
-        with fh:
-            for lineno, line in enumerate(fh, 1):
-                line = line.rstrip("\r\n")
-                if not line:
-                    continue
-                ts_text, sep, raw = line.partition(" ")
-                if not sep or not ts_text.isdigit() or not raw.lstrip().startswith(("{", "[")):
-                    raise RecordingError(
-                        f"{path}:{lineno}: expected '<receive time> <JSON message>', got "
-                        f"{line[:60]!r}"
-                    )
-                yield to_ns(int(ts_text)), raw
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise RecordingError(f"{path}:{lineno + 1}: unreadable: {exc}") from exc
+    for _, recv_ns, raw in _recording_lines(path, fh):
+        yield recv_ns, raw
 
 
 def merge_recordings(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[int, int, str]]:
@@ -477,10 +464,17 @@ def _trade_frame(cols: dict) -> pd.DataFrame:
 
 
 def _numbered_recording(path: Path, report: Callable[[int], object]) -> Iterator[tuple[int, int, str]]:
-    # (line number, recv_ns, raw JSON) per non-blank line; same checks as read_recording.
+    # (line number, recv_ns, raw JSON) per non-blank line of a plain, gzip or zip recording.
+    opened = _open_binary(path, report)
+    yield from _recording_lines(path, io.TextIOWrapper(opened, encoding="utf-8", newline="\n"))
+
+
+def _recording_lines(path: str | os.PathLike, fh: IO[str]) -> Iterator[tuple[int, int, str]]:
+    # (line number, recv_ns, raw JSON) per non-blank line of the open text ``fh``, which is
+    # closed when done: the checks of read_recording, errors naming ``path`` and the line.
     lineno = 0
     try:
-        with io.TextIOWrapper(_open_binary(path, report), encoding="utf-8", newline="\n") as fh:
+        with fh:
             for lineno, line in enumerate(fh, 1):
                 line = line.rstrip("\r\n")
                 if not line:

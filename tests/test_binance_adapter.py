@@ -403,3 +403,9 @@ def test_parse_snapshot_when_body_unusable_raises_malformed_message(spot, body, 
     with pytest.raises(MalformedMessage) as info:
         spot.parse_snapshot("BTCUSDT", body, RECV)
     assert info.value.reason == why
+
+
+def test_parse_snapshot_when_price_is_a_huge_integer_raises_malformed_only(spot):
+    body = b'{"lastUpdateId": 5, "bids": [[' + b"9" * 400 + b', "1"]], "asks": []}'
+    with pytest.raises(MalformedMessage):
+        spot.parse_snapshot("BTCUSDT", body, 0)

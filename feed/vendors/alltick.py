@@ -28,15 +28,24 @@ Caveats (the reference marks these [?]; each choice is tolerant or configurable)
 from __future__ import annotations
 
 import itertools
-import json
 import math
-import os
 import re
 from collections.abc import Callable, Iterable
-from decimal import Decimal, InvalidOperation
 from urllib.parse import quote, urlsplit
 
 from feed.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.vendors._common import (  # Secret and ts_to_ns: re-exported (public here)
+    Secret,
+    call_parser,
+    clean_symbol,
+    load_object,
+    load_token,
+    redact,
+    shown_url,
+    ts_to_ns,
+)
+from feed.vendors._common import dumps as _dumps
+from feed.vendors._common import number as _number
 from feed.vendors.base import Event
 
 __all__ = [
@@ -141,110 +150,10 @@ _SYMBOL_HELP = (
 _INF = math.inf
 _UINT32 = 0xFFFFFFFF
 _MAX_PENDING = 1024
-_MAX_TS = 4_000_000_000_000_000_000  # ns, year 2096
 
 # ======================================================================================
 # Small helpers
 # ======================================================================================
-
-
-class Secret:
-    """A credential that never shows itself in ``repr``, ``str`` or f-strings.
-
-    ``reveal()`` returns the value for the one place that must send it.
-    """
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret value (to send it, never to show it)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __format__(self, spec: str) -> str:
-        return "***"
-
-    def __reduce__(self):  # pickling would copy the value somewhere it can leak
-        raise TypeError("a Secret cannot be pickled")
-
-
-def load_token(token: str | None, env: str, vendor: str, hint: str) -> Secret:
-    """Return the token from ``token`` or the environment variable ``env`` as a :class:`Secret`.
-
-    Raises
-    ------
-    ValueError
-        If there is none, or it contains white space or control characters (which would
-        corrupt a URL or an HTTP header). The message never contains the token.
-    """
-    value = token if token is not None else os.environ.get(env)
-    if value is None or not str(value).strip():
-        raise ValueError(f"{vendor} needs a token: pass token= or set {env} ({hint})")
-    value = str(value).strip()
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError(f"the {vendor} token in {env} contains spaces or control characters")
-    return Secret(value)
-
-
-def ts_to_ns(value: object, field: str = "time") -> int:
-    """Return a vendor timestamp in UTC ns; the unit is inferred from the magnitude.
-
-    Accepts an int, a float, or a string of digits (optionally with a fraction). Values
-    below 1e11 are seconds (1e11 s is the year 5138; 1e11 ms is 1973), below 1e14 ms, below
-    1e17 microseconds, else nanoseconds.
-
-    Raises
-    ------
-    MalformedMessage
-        ``bad_time`` for anything else (bools, negative, zero, NaN, text).
-    """
-    if type(value) is int:
-        n: int | Decimal = value
-    elif type(value) is str or type(value) is float:
-        try:
-            n = Decimal(value.strip() if type(value) is str else repr(value))
-        except InvalidOperation:
-            raise MalformedMessage("bad_time", f"{field} {value!r}") from None
-        if not n.is_finite():
-            raise MalformedMessage("bad_time", f"{field} {value!r}")
-        if n == n.to_integral_value():
-            n = int(n)
-    else:
-        raise MalformedMessage("bad_time", f"{field} {value!r}")
-    if not 0 < n < _MAX_TS:
-        raise MalformedMessage("bad_time", f"{field} {value!r}")
-    if n < 100_000_000_000:
-        scale = 1_000_000_000
-    elif n < 100_000_000_000_000:
-        scale = 1_000_000
-    elif n < 100_000_000_000_000_000:
-        scale = 1_000
-    else:
-        scale = 1
-    ns = int(n * scale)
-    if ns >= _MAX_TS:  # after 2096: not a timestamp in any unit
-        raise MalformedMessage("bad_time", f"{field} {value!r}")
-    return ns
-
-
-def _number(value: object, field: str) -> float:
-    # A JSON number or numeric string -> finite float; bools and text are refused.
-    if type(value) is str or type(value) is int or type(value) is float:
-        try:
-            x = float(value)
-        except ValueError:
-            raise MalformedMessage("bad_field", f"{field} {value!r}") from None
-        if x == x and x not in (_INF, -_INF):
-            return x
-    raise MalformedMessage("bad_field", f"{field} {value!r}")
 
 
 def _uint(value: object, field: str) -> int | None:
@@ -478,9 +387,7 @@ class AllTickAdapter:
             With a message for the user when ``text`` is not a valid code, or belongs to
             the other asset class than a pinned ``asset_class``.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"a symbol must be text, not {type(text).__name__}")
-        sym = text.strip().upper().replace("/", "")
+        sym = clean_symbol(text)
         m = _HK_DASH_RE.match(sym)
         if m:
             sym = f"{m.group(1)}.HK"
@@ -577,10 +484,7 @@ class AllTickAdapter:
 
         Tokens shorter than 4 characters are not searched for (they would mangle words).
         """
-        token = self._token.reveal()
-        if len(token) < 4:
-            return text
-        return text.replace(token, "***").replace(quote(token, safe=""), "***")
+        return redact(text, self._token, url_quoted=True)
 
     def snapshot_url(self, symbol: str) -> None:
         """Return None: every depth push is a full top-N image."""
@@ -639,12 +543,8 @@ class AllTickAdapter:
     def parse(self, raw: str | bytes, recv_ns: int) -> list[Event]:
         """Return the events in one frame.
 
-        Parameters
-        ----------
-        raw : str or bytes
-            JSON text as received.
-        recv_ns : int
-            Local receive time, UTC ns.
+        ``raw`` (JSON text as received) and ``recv_ns`` (local receive time, UTC ns) as in
+        :meth:`feed.vendors.base.VendorAdapter.parse`.
 
         Returns
         -------
@@ -659,12 +559,7 @@ class AllTickAdapter:
             ``bad_price``, ``bad_size``, ``bad_time``, ``bad_level``, ``bad_reply`` or
             ``unknown_event``.
         """
-        try:
-            msg = json.loads(raw)
-        except (ValueError, TypeError, RecursionError) as exc:  # incl. UnicodeDecodeError
-            raise MalformedMessage("bad_json", str(exc)[:200]) from None
-        if type(msg) is not dict:
-            raise MalformedMessage("bad_shape", f"top level is {type(msg).__name__}, not an object")
+        msg = load_object(raw)
         cmd = msg.get("cmd_id")
         if "ret" in msg:
             reply = self._reply(msg)
@@ -675,14 +570,7 @@ class AllTickAdapter:
         data = msg.get("data")
         if type(data) is not dict:
             raise MalformedMessage("bad_shape", f"cmd_id {cmd}: data is not an object")
-        try:
-            return [parser(data, recv_ns)]
-        except KeyError as exc:
-            raise MalformedMessage("missing_field", f"cmd_id {cmd}: no {exc}") from None
-        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-            if isinstance(exc, MalformedMessage):
-                raise
-            raise MalformedMessage("bad_field", f"cmd_id {cmd}: {exc}") from None
+        return [call_parser(f"cmd_id {cmd}", parser, data, recv_ns)]
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
         """Refuse: AllTick has no REST depth snapshot (depth pushes are snapshots).
@@ -819,13 +707,10 @@ def endpoints_from(url: str) -> tuple[str, str]:
 def _check_ws_url(url: str, what: str) -> str:
     # The URL is echoed without its query, which could hold a token.
     parts = urlsplit(url)
-    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+    shown = shown_url(parts)
     if parts.scheme not in ("ws", "wss") or not parts.netloc:
         raise ValueError(f"{what} must start with ws:// or wss://, not {shown!r}")
     if "token=" in parts.query or parts.password:
         raise ValueError(f"{what} must not contain the token; pass token= or set ALLTICK_TOKEN")
     return url
 
-
-def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"))

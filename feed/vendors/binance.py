@@ -35,6 +35,7 @@ from feed.models import (
     Trade,
     VendorReply,
 )
+from feed.vendors._common import call_parser, clean_symbol, dumps, load_object
 from feed.vendors.base import Event
 
 __all__ = ["BinanceAdapter", "BinanceMarket", "MARKETS", "STREAMS", "KLINE_INTERVALS", "HTTP_HINTS"]
@@ -195,22 +196,8 @@ def _trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
     USD-M / COIN-M add ``"X": "MARKET"`` (or ``INSURANCE_FUND``, ``ADL``, ...); only
     MARKET trades are in Binance's klines, so others get ``in_bars=False``.
     """
-    price = float(d["p"])
-    size = float(d["q"])
-    ts = d["T"]
-    tid = d["t"]
-    m = d["m"]
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"trade price {d['p']!r}")
-    if not 0.0 < size < _INF:
-        raise MalformedMessage("bad_size", f"trade size {d['q']!r}")
-    if type(ts) is not int or type(tid) is not int or (m is not True and m is not False):
-        raise MalformedMessage("bad_field", f"trade T={ts!r} t={tid!r} m={m!r}")
     x = d.get("X")
-    return Trade(
-        symbol or d["s"], ts * _MS_TO_NS, price, size, SELL if m else BUY, tid, recv_ns,
-        x is None or x == "MARKET",
-    )
+    return _fill(d, symbol, recv_ns, "trade", "t", x is None or x == "MARKET")
 
 
 def _agg_trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
@@ -230,18 +217,26 @@ def _agg_trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
     Futures aggregate only market trades (no insurance-fund or ADL fills), so every
     aggTrade counts in bars.
     """
+    return _fill(d, symbol, recv_ns, "aggTrade", "a", True)
+
+
+def _fill(d: dict, symbol: str | None, recv_ns: int, event: str, id_key: str, in_bars: bool) -> Trade:
+    # The fields trade and aggTrade share (price p, size q, time T, maker flag m), checked;
+    # the id is under ``id_key`` (t: trade id, a: aggregate id). Errors name ``event``.
     price = float(d["p"])
     size = float(d["q"])
     ts = d["T"]
-    tid = d["a"]
+    tid = d[id_key]
     m = d["m"]
     if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"aggTrade price {d['p']!r}")
+        raise MalformedMessage("bad_price", f"{event} price {d['p']!r}")
     if not 0.0 < size < _INF:
-        raise MalformedMessage("bad_size", f"aggTrade size {d['q']!r}")
+        raise MalformedMessage("bad_size", f"{event} size {d['q']!r}")
     if type(ts) is not int or type(tid) is not int or (m is not True and m is not False):
-        raise MalformedMessage("bad_field", f"aggTrade T={ts!r} a={tid!r} m={m!r}")
-    return Trade(symbol or d["s"], ts * _MS_TO_NS, price, size, SELL if m else BUY, tid, recv_ns)
+        raise MalformedMessage("bad_field", f"{event} T={ts!r} {id_key}={tid!r} m={m!r}")
+    return Trade(
+        symbol or d["s"], ts * _MS_TO_NS, price, size, SELL if m else BUY, tid, recv_ns, in_bars,
+    )
 
 
 def _levels(rows: list, field: str) -> tuple[tuple[float, float], ...]:
@@ -583,9 +578,7 @@ class BinanceAdapter:
         ValueError
             With a message for the user when the result is not a valid symbol.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"a symbol must be text, not {type(text).__name__}")
-        sym = text.strip().upper().replace("/", "")
+        sym = clean_symbol(text)
         if not self.symbol_pattern.match(sym):
             raise ValueError(
                 f"{text.strip()!r} is not a Binance {self.market} symbol: expected 5-20 "
@@ -648,12 +641,8 @@ class BinanceAdapter:
     def parse(self, raw: str | bytes, recv_ns: int) -> list[Event]:
         """Return the events in one frame: combined-stream wrappers or raw payloads.
 
-        Parameters
-        ----------
-        raw : str or bytes
-            JSON text as received.
-        recv_ns : int
-            Local receive time, UTC ns.
+        ``raw`` (JSON text as received) and ``recv_ns`` (local receive time, UTC ns) as in
+        :meth:`feed.vendors.base.VendorAdapter.parse`.
 
         Returns
         -------
@@ -669,32 +658,9 @@ class BinanceAdapter:
             ``bad_size``, ``bad_level``, ``bad_update_id``, ``no_symbol``, ``bad_reply``,
             ``unknown_event`` or ``server_shutdown``.
         """
-        try:
-            msg = json.loads(raw)
-        except (ValueError, TypeError, RecursionError) as exc:  # incl. UnicodeDecodeError
-            raise MalformedMessage("bad_json", str(exc)[:200]) from None
-        if type(msg) is not dict:
-            raise MalformedMessage("bad_shape", f"top level is {type(msg).__name__}, not an object")
+        msg = load_object(raw)
         stream = msg.get("stream")
-        try:
-            if stream is not None:
-                route = self._routes.get(stream) or self._route(stream)
-                data = msg.get("data")
-                if type(data) is not dict:
-                    raise MalformedMessage("bad_shape", f"{stream}: data is not an object")
-                event = route[0](data, route[1], recv_ns)
-            elif "id" in msg and ("result" in msg or "error" in msg or "code" in msg):
-                rid = msg["id"]
-                request = self._requests.pop(rid, None) if type(rid) is int else None
-                event = _reply(msg, request)
-            else:
-                event = _by_event(msg, None, recv_ns)
-        except KeyError as exc:
-            raise MalformedMessage("missing_field", f"{stream or 'raw'}: no {exc}") from None
-        except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
-            if isinstance(exc, MalformedMessage):
-                raise
-            raise MalformedMessage("bad_field", f"{stream or 'raw'}: {exc}") from None
+        event = call_parser(stream or "raw", self._event, msg, stream, recv_ns)
         return [] if event is None else [event]
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
@@ -742,18 +708,27 @@ class BinanceAdapter:
         named = d.get("symbol")
         if named is not None and named != sym:
             raise MalformedMessage("wrong_symbol", f"asked for {sym}, got {named!r}")
-        try:
-            bids, asks = _levels(d["bids"], "bids"), _levels(d["asks"], "asks")
-        except KeyError as exc:
-            raise MalformedMessage("missing_field", f"depth snapshot: no {exc}") from None
-        except (TypeError, ValueError, IndexError) as exc:
-            if isinstance(exc, MalformedMessage):
-                raise
-            raise MalformedMessage("bad_field", f"depth snapshot: {exc}") from None
+        bids, asks = call_parser(
+            "depth snapshot", lambda: (_levels(d["bids"], "bids"), _levels(d["asks"], "asks")))
         ts = ev * _MS_TO_NS if type(ev) is int else 0
         return BookSnapshot(sym, ts, lid, bids, asks, is_partial=False)
 
     # -- private ---------------------------------------------------------------------
+
+    def _event(self, msg: dict, stream: object, recv_ns: int) -> object:
+        # The event in a decoded frame: a combined-stream wrapper, a control reply or a
+        # raw payload. Field errors are turned into MalformedMessage by ``parse``.
+        if stream is not None:
+            route = self._routes.get(stream) or self._route(stream)
+            data = msg.get("data")
+            if type(data) is not dict:
+                raise MalformedMessage("bad_shape", f"{stream}: data is not an object")
+            return route[0](data, route[1], recv_ns)
+        if "id" in msg and ("result" in msg or "error" in msg or "code" in msg):
+            rid = msg["id"]
+            request = self._requests.pop(rid, None) if type(rid) is int else None
+            return _reply(msg, request)
+        return _by_event(msg, None, recv_ns)
 
     def _route(self, stream: str) -> tuple[_Parser, str]:
         # Split "<symbol>@<suffix>" once per stream name; unknown suffixes route on "e".
@@ -785,5 +760,5 @@ class BinanceAdapter:
                 self._requests.pop(next(iter(self._requests)))
             self._requests[rid] = (method, chunk_syms)
             request = {"method": method, "params": chunk, "id": rid}
-            out.append(json.dumps(request, separators=(",", ":")))
+            out.append(dumps(request))
         return out

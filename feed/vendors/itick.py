@@ -48,7 +48,18 @@ from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from feed.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
-from feed.vendors.alltick import Secret, load_token, ts_to_ns
+from feed.vendors._common import (
+    Secret,
+    call_parser,
+    clean_symbol,
+    load_object,
+    load_token,
+    redact,
+    shown_url,
+    ts_to_ns,
+)
+from feed.vendors._common import dumps as _dumps
+from feed.vendors._common import number as _number
 from feed.vendors.base import Event
 
 __all__ = ["ITickAdapter", "BASE_URL", "MARKETS", "DEFAULT_TYPES", "MESSAGE_WORDS", "HTTP_HINTS", "base_url_of"]
@@ -107,18 +118,6 @@ _INF = math.inf
 # Parsers: one per wire message. Each takes the ``data`` object, the symbol resolver and
 # the receive time. Missing keys raise KeyError -> MalformedMessage("missing_field").
 # ======================================================================================
-
-
-def _number(value: object, field: str) -> float:
-    # A JSON number or numeric string -> finite float; bools and text are refused.
-    if type(value) is int or type(value) is float or type(value) is str:
-        try:
-            x = float(value)
-        except ValueError:
-            raise MalformedMessage("bad_field", f"{field} {value!r}") from None
-        if math.isfinite(x):
-            return x
-    raise MalformedMessage("bad_field", f"{field} {value!r}")
 
 
 def _tick(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> Trade:
@@ -289,8 +288,8 @@ class ITickAdapter:
         base = (base_url or BASE_URL).rstrip("/")
         parts = urlsplit(base)
         if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.query or parts.password:
-            shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
-            raise ValueError(f"iTick base_url must be ws:// or wss:// without a query, not {shown!r}")
+            raise ValueError(
+                f"iTick base_url must be ws:// or wss:// without a query, not {shown_url(parts)!r}")
         self._url = f"{base}/{market}"  # no secret in it
         if max_symbols_per_connection is not None and (
             type(max_symbols_per_connection) is not int or max_symbols_per_connection < 1
@@ -334,8 +333,7 @@ class ITickAdapter:
 
         Keys shorter than 4 characters are not searched for (they would mangle words).
         """
-        key = self._token.reveal()
-        return text.replace(key, "***") if len(key) >= 4 else text
+        return redact(text, self._token)
 
     def normalize_symbol(self, text: str) -> str:
         """Return ``text`` as ``CODE$REGION`` (upper case).
@@ -351,9 +349,7 @@ class ITickAdapter:
         ValueError
             With a message for the user when ``text`` cannot be read as a symbol.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"a symbol must be text, not {type(text).__name__}")
-        sym = text.strip().upper().replace("/", "")
+        sym = clean_symbol(text)
         if SYMBOL_PATTERN.match(sym):
             return sym
         m = _DOT_FORM.match(sym)
@@ -439,12 +435,8 @@ class ITickAdapter:
     def parse(self, raw: str | bytes, recv_ns: int) -> list[Event]:
         """Return the events in one frame.
 
-        Parameters
-        ----------
-        raw : str or bytes
-            JSON text as received.
-        recv_ns : int
-            Local receive time, UTC ns.
+        ``raw`` (JSON text as received) and ``recv_ns`` (local receive time, UTC ns) as in
+        :meth:`feed.vendors.base.VendorAdapter.parse`.
 
         Returns
         -------
@@ -459,12 +451,7 @@ class ITickAdapter:
             ``bad_size``, ``bad_time``, ``bad_level``, ``bad_symbol``, ``unknown_symbol``,
             ``ambiguous_symbol`` or ``unknown_event``.
         """
-        try:
-            msg = json.loads(raw)
-        except (ValueError, TypeError, RecursionError) as exc:  # incl. UnicodeDecodeError
-            raise MalformedMessage("bad_json", str(exc)[:200]) from None
-        if type(msg) is not dict:
-            raise MalformedMessage("bad_shape", f"top level is {type(msg).__name__}, not an object")
+        msg = load_object(raw)
         res_ac = msg.get("resAc")
         if res_ac is not None:
             return self._reply(msg, res_ac)
@@ -476,14 +463,7 @@ class ITickAdapter:
             parser = _PUSHES.get(kind) if type(kind) is str else None
             if parser is None:
                 raise MalformedMessage("unknown_event", f"push type {kind!r}")
-            try:
-                event = parser(data, self._symbol_of, recv_ns)
-            except KeyError as exc:
-                raise MalformedMessage("missing_field", f"{kind}: no {exc}") from None
-            except (TypeError, ValueError, AttributeError, OverflowError) as exc:
-                if isinstance(exc, MalformedMessage):
-                    raise
-                raise MalformedMessage("bad_field", f"{kind}: {exc}") from None
+            event = call_parser(kind, parser, data, self._symbol_of, recv_ns)
             return [] if event is None else [event]
         code = _code_of(msg)
         if code is not None and "msg" in msg:
@@ -647,6 +627,3 @@ def base_url_of(url: str, market: str) -> str:
     suffix = f"/{market}"
     return base[: -len(suffix)] if base.endswith(suffix) else base
 
-
-def _dumps(obj: dict) -> str:
-    return json.dumps(obj, separators=(",", ":"))

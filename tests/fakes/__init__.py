@@ -15,25 +15,29 @@ Both work with the real ``FeedClient``/``Engine`` (point the adapter's URLs at
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-__all__ = ["LoopbackServer", "FakeAllTickServer", "FakeITickServer"]
+from feed.loopback import ServerThread
 
-log = logging.getLogger("tests.fakes")
+__all__ = ["LoopbackServer", "FakeVendorServer", "FakeAllTickServer", "FakeITickServer"]
 
 
-class LoopbackServer:
+
+class LoopbackServer(ServerThread):
     """Base of the fakes: a WebSocket server on loopback in its own thread and event loop.
 
-    Subclasses implement ``handle(ws)`` (one connection, on the loop thread) and may
-    override ``process_request(connection, request)`` (HTTP handshake hook: return a
-    response to refuse) and ``background()`` (a coroutine run while serving).
+    The thread, the loop, ``start()``/``stop()``/``with`` and :attr:`port` come from
+    :class:`feed.loopback.ServerThread`. Subclasses implement ``handle(ws)`` (one
+    connection, on the loop thread) and may override ``process_request(connection,
+    request)`` (HTTP handshake hook: return a response to refuse) and ``background()`` (a
+    coroutine run while serving).
 
     Args:
         host: Interface to bind (loopback).
@@ -41,63 +45,19 @@ class LoopbackServer:
     """
 
     thread_name = "fake-vendor"
+    log = logging.getLogger("tests.fakes")
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.host = host
-        self._port = port  # bound port once started
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()  # set once listening (or failed)
-        self._start_error: BaseException | None = None
-        self._stop_requested: asyncio.Event | None = None
+        super().__init__(host=host, port=port)
         # Guards everything tests read from other threads: the event log and per-connection
         # state. Notified on every change so wait_for() wakes.
         self._cond = threading.Condition()
         self._log: list[tuple[str, dict]] = []
 
-    # -- life cycle --------------------------------------------------------------------
-
-    def start(self) -> "LoopbackServer":
-        """Bind, start the thread and return once listening.
-
-        Raises:
-            RuntimeError: If already started or not listening within 5 s.
-            OSError: If the address cannot be bound.
-        """
-        if self._thread is not None:
-            raise RuntimeError(f"{type(self).__name__} already started")
-        self._thread = threading.Thread(target=self._thread_main, name=self.thread_name, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(5.0):
-            raise RuntimeError(f"{type(self).__name__} did not start within 5 s")
-        if self._start_error is not None:
-            raise self._start_error
-        return self
-
-    def stop(self) -> None:
-        """Close every connection, stop the server and join its thread (idempotent)."""
-        thread, loop, stop = self._thread, self._loop, self._stop_requested
-        if thread is None or not thread.is_alive():
-            return
-        if loop is not None and stop is not None:
-            try:
-                loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:  # loop already closed
-                pass
-        thread.join(5.0)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     @property
-    def port(self) -> int:
-        """Return the bound TCP port (after ``start``)."""
-        if not self._port:
-            raise RuntimeError("the port is chosen on start(); call start() first")
-        return self._port
+    def host(self) -> str:
+        """Return the bound interface."""
+        return self._host
 
     @property
     def base_url(self) -> str:
@@ -169,51 +129,108 @@ class LoopbackServer:
         except ConnectionClosed:
             return False
 
-    # -- private -----------------------------------------------------------------------
+    # -- ServerThread hooks ------------------------------------------------------------
 
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # noqa: BLE001 - reported to start() or logged
-            if not self._ready.is_set():
-                self._start_error = exc
-            else:
-                log.exception("%s thread failed", type(self).__name__)
-        finally:
-            self._ready.set()
-            loop.close()
+    def _serve_options(self) -> dict[str, Any]:
+        return {
+            "process_request": self.process_request,
+            "compression": None,
+            "ping_interval": None,  # deterministic: no server pings
+            "close_timeout": 1.0,
+            "logger": logging.getLogger("tests.fakes.ws"),
+        }
 
-    async def _serve(self) -> None:
-        self._stop_requested = asyncio.Event()
-        async with serve(
-            self._handle,
-            self.host,
-            self._port,
-            process_request=self.process_request,
-            compression=None,
-            ping_interval=None,  # deterministic: no server pings
-            close_timeout=1.0,
-            logger=logging.getLogger("tests.fakes.ws"),
-        ) as server:
-            self._port = server.sockets[0].getsockname()[1]
-            extra = asyncio.create_task(self.background())
-            self._ready.set()
-            await self._stop_requested.wait()
-            extra.cancel()
-            server.close(close_connections=True)
-            await server.wait_closed()
-        try:
-            await extra
-        except asyncio.CancelledError:
-            pass
+    def _background(self):
+        return self.background()
 
     async def _handle(self, ws: ServerConnection) -> None:
         try:
             await self.handle(ws)
         except ConnectionClosed:
             pass
+
+
+class FakeVendorServer(LoopbackServer):
+    """A :class:`LoopbackServer` that tracks connections and pushes in rounds.
+
+    Subclasses keep their open connections in ``self._conns`` (id -> an object with
+    ``ws`` and ``closed_for``), number them with ``next(self._ids)`` and implement
+    ``_push_round()`` (a coroutine: one push round, returns the frames sent). Requests are
+    logged as ``("request", {"request": <parsed JSON>, ...})`` events.
+
+    Args:
+        push_interval_s: Seconds between push rounds; None: only :meth:`push_once`.
+        host, port: Bind address (loopback, free port).
+    """
+
+    def __init__(self, *, push_interval_s: float | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        super().__init__(host=host, port=port)
+        self.push_interval_s = push_interval_s
+        self._conns: dict[int, Any] = {}  # open connections by id
+        self._ids = itertools.count(1)
+
+    # -- inspection and control (any thread) ----------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Return the number of open connections."""
+        with self._cond:
+            return len(self._conns)
+
+    def closed_reasons(self) -> list[str]:
+        """Return why connections ended, oldest first (``"heartbeat timeout"``, ...)."""
+        return [d["reason"] for _, d in self.events("disconnect")]
+
+    def push_once(self) -> int:
+        """Push one round per subscribed symbol now; return frames sent."""
+        return self.call(self._push_round)
+
+    def send_raw(self, text: str) -> int:
+        """Send ``text`` as is to every open connection (malformed-input tests)."""
+        async def run() -> int:
+            conns = list(self._conns.values())
+            return sum([await self.send(c.ws, text) for c in conns])
+        return self.call(run)
+
+    def drop_all(self) -> None:
+        """Cut every connection without a close handshake (a network drop)."""
+        def run() -> None:
+            for c in list(self._conns.values()):
+                c.ws.transport.abort()
+        self.call(run)
+
+    # -- server hooks ---------------------------------------------------------------------
+
+    async def background(self) -> None:
+        if self.push_interval_s is None:
+            return
+        while True:
+            await asyncio.sleep(self.push_interval_s)
+            await self._push_round()
+
+    # -- helpers for subclasses ----------------------------------------------------------
+
+    def _requests_where(self, key: str, value: object) -> list[dict]:
+        # The requests received (parsed JSON) whose ``key`` is ``value`` (None: all).
+        return [d["request"] for _, d in self.events("request")
+                if value is None or d["request"].get(key) == value]
+
+    async def _close_when_silent(self, conn: Any, limit: float, last: Callable[[], float],
+                                 reason: str) -> None:
+        # Close ``conn`` once ``last()`` (loop time of its last keep-alive) is older than
+        # ``limit`` seconds; checked every tenth of the limit (0.01..1 s).
+        loop = asyncio.get_running_loop()
+        step = max(0.01, min(1.0, limit / 10))
+        while True:
+            await asyncio.sleep(step)
+            if loop.time() - last() > limit:
+                conn.closed_for = reason
+                await conn.ws.close(1000, reason)
+                return
+
+    async def _push_round(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 # Imported last: the servers subclass LoopbackServer above.

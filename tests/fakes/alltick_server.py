@@ -31,7 +31,6 @@ marked *fake's choice*:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 
-from tests.fakes import LoopbackServer
+from tests.fakes import FakeVendorServer
 
 __all__ = ["FakeAllTickServer", "DEFAULT_CODES", "STOCK_PATH", "FOREX_CRYPTO_PATH"]
 
@@ -82,7 +81,7 @@ class _Conn:
     closed_for: str | None = None  # set when the server closed it (heartbeat timeout)
 
 
-class FakeAllTickServer(LoopbackServer):
+class FakeAllTickServer(FakeVendorServer):
     """A fake AllTick quote server (see the module docstring for its behaviour).
 
     Args:
@@ -125,7 +124,7 @@ class FakeAllTickServer(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(push_interval_s=push_interval_s, host=host, port=port)
         if over_limit not in ("ignore", "error"):
             raise ValueError(f"over_limit must be 'ignore' or 'error', not {over_limit!r}")
         if bad_token not in ("reply", "http"):
@@ -140,14 +139,12 @@ class FakeAllTickServer(LoopbackServer):
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.min_request_interval_s = min_request_interval_s
         self.close_after_violations = close_after_violations
-        self.push_interval_s = push_interval_s
         self.max_connections = max_connections
         self.bad_token = bad_token
         self.ts_start_ms = ts_start_ms
         self.time_style = time_style
         self.time_unit = time_unit
-        self._conns: dict[int, _Conn] = {}  # open connections by id
-        self._ids = itertools.count(1)
+        self._conns: dict[int, _Conn]  # open connections by id
         self._seq = 0  # pushes so far, all symbols and kinds (drives the synthetic clock)
         self._ticks: dict[str, int] = {}  # code -> pushes so far (drives prices)
         self._trade_seq: dict[str, int] = {}  # code -> last trade seq (consecutive per code)
@@ -181,43 +178,14 @@ class FakeAllTickServer(LoopbackServer):
                 for c in self._conns.values()
             ]
 
-    @property
-    def connection_count(self) -> int:
-        """Return the number of open connections."""
-        with self._cond:
-            return len(self._conns)
-
     def requests(self, cmd_id: int | None = None) -> list[dict]:
         """Return the requests received (parsed JSON), optionally of one ``cmd_id``."""
-        return [d["request"] for _, d in self.events("request")
-                if cmd_id is None or d["request"].get("cmd_id") == cmd_id]
-
-    def closed_reasons(self) -> list[str]:
-        """Return why connections ended, oldest first (``"heartbeat timeout"``, ...)."""
-        return [d["reason"] for _, d in self.events("disconnect")]
-
-    def push_once(self) -> int:
-        """Push one trade and one depth image per subscribed code now; return frames sent."""
-        return self.call(self._push_round)
-
-    def send_raw(self, text: str) -> int:
-        """Send ``text`` as is to every open connection (malformed-input tests)."""
-        async def run() -> int:
-            conns = list(self._conns.values())
-            return sum([await self.send(c.ws, text) for c in conns])
-        return self.call(run)
+        return self._requests_where("cmd_id", cmd_id)
 
     def skip_trade_seq(self, code: str, count: int = 1) -> None:
         """Skip ``count`` trade seqs of ``code``: the next trade push shows a gap."""
         def run() -> None:
             self._trade_seq[code] = self._trade_seq.get(code, 0) + count
-        self.call(run)
-
-    def drop_all(self) -> None:
-        """Cut every connection without a close handshake (a network drop)."""
-        def run() -> None:
-            for c in list(self._conns.values()):
-                c.ws.transport.abort()
         self.call(run)
 
     # -- server hooks ---------------------------------------------------------------------
@@ -246,7 +214,8 @@ class FakeAllTickServer(LoopbackServer):
             self.record("disconnect", id=conn.id, reason="too many connections")
             await ws.close(1008, "too many connections")
             return
-        watchdog = asyncio.create_task(self._watch_heartbeat(conn))
+        watchdog = asyncio.create_task(self._close_when_silent(
+            conn, self.heartbeat_timeout_s, lambda: conn.last_heartbeat, "heartbeat timeout"))
         reason = "client closed"
         try:
             async for raw in ws:
@@ -260,13 +229,6 @@ class FakeAllTickServer(LoopbackServer):
             with self._cond:
                 self._conns.pop(conn.id, None)
             self.record("disconnect", id=conn.id, reason=conn.closed_for or reason)
-
-    async def background(self) -> None:
-        if self.push_interval_s is None:
-            return
-        while True:
-            await asyncio.sleep(self.push_interval_s)
-            await self._push_round()
 
     # -- requests ----------------------------------------------------------------------
 
@@ -365,16 +327,6 @@ class FakeAllTickServer(LoopbackServer):
             "seq_id": req.get("seq_id", 0), "trace": req.get("trace", ""), "data": {},
         }
         await self.send(conn.ws, json.dumps(reply))
-
-    async def _watch_heartbeat(self, conn: _Conn) -> None:
-        loop = asyncio.get_running_loop()
-        step = max(0.01, min(1.0, self.heartbeat_timeout_s / 10))
-        while True:
-            await asyncio.sleep(step)
-            if loop.time() - conn.last_heartbeat > self.heartbeat_timeout_s:
-                conn.closed_for = "heartbeat timeout"
-                await conn.ws.close(1000, "heartbeat timeout")
-                return
 
     # -- pushes ------------------------------------------------------------------------
 

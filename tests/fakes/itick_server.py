@@ -32,7 +32,6 @@ documented unless marked *fake's choice*:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import re
 import time
@@ -43,7 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 
-from tests.fakes import LoopbackServer
+from tests.fakes import FakeVendorServer
 
 __all__ = ["FakeITickServer", "DEFAULT_PRICES"]
 
@@ -71,7 +70,7 @@ class _Conn:
     closed_for: str | None = None
 
 
-class FakeITickServer(LoopbackServer):
+class FakeITickServer(FakeVendorServer):
     """A fake iTick WebSocket server (see the module docstring for its behaviour).
 
     Args:
@@ -108,7 +107,7 @@ class FakeITickServer(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(push_interval_s=push_interval_s, host=host, port=port)
         if symbol_echo not in ("code", "dot", "dollar"):
             raise ValueError(f"symbol_echo must be 'code', 'dot' or 'dollar', not {symbol_echo!r}")
         self.token = token
@@ -120,13 +119,11 @@ class FakeITickServer(LoopbackServer):
         if isinstance(known_symbols, dict):
             self.prices.update(known_symbols)
         self.max_symbols = max_symbols
-        self.push_interval_s = push_interval_s
         self.symbol_echo = symbol_echo
         self.ping_timeout_s = ping_timeout_s
         self.kick_previous = kick_previous
         self.ts_start_ms = ts_start_ms
-        self._conns: dict[int, _Conn] = {}
-        self._ids = itertools.count(1)
+        self._conns: dict[int, _Conn]
         self._n = 0  # pushes so far (all symbols)
 
     # -- URLs ---------------------------------------------------------------------------
@@ -149,38 +146,9 @@ class FakeITickServer(LoopbackServer):
                 for c in self._conns.values()
             ]
 
-    @property
-    def connection_count(self) -> int:
-        """Return the number of open connections."""
-        with self._cond:
-            return len(self._conns)
-
     def requests(self, ac: str | None = None) -> list[dict]:
         """Return the messages received (parsed JSON), optionally of one action ``ac``."""
-        return [d["request"] for _, d in self.events("request")
-                if ac is None or d["request"].get("ac") == ac]
-
-    def closed_reasons(self) -> list[str]:
-        """Return why connections ended, oldest first."""
-        return [d["reason"] for _, d in self.events("disconnect")]
-
-    def push_once(self) -> int:
-        """Push one round (tick/depth/quote per subscribed symbol) now; return frames sent."""
-        return self.call(self._push_round)
-
-    def send_raw(self, text: str) -> int:
-        """Send ``text`` as is to every open connection (malformed-input tests)."""
-        async def run() -> int:
-            conns = list(self._conns.values())
-            return sum([await self.send(c.ws, text) for c in conns])
-        return self.call(run)
-
-    def drop_all(self) -> None:
-        """Cut every connection without a close handshake (a network drop)."""
-        def run() -> None:
-            for c in list(self._conns.values()):
-                c.ws.transport.abort()
-        self.call(run)
+        return self._requests_where("ac", ac)
 
     # -- server hooks ---------------------------------------------------------------------
 
@@ -204,7 +172,8 @@ class FakeITickServer(LoopbackServer):
         if token is not None:
             tasks.append(asyncio.create_task(self._authenticate(conn, token, self.auth_delay_s)))
         if self.ping_timeout_s is not None:
-            tasks.append(asyncio.create_task(self._watch_pings(conn)))
+            tasks.append(asyncio.create_task(self._close_when_silent(
+                conn, float(self.ping_timeout_s), lambda: conn.last_ping, "ping timeout")))
         try:
             async for raw in ws:
                 await self._on_message(conn, raw, loop.time())
@@ -214,13 +183,6 @@ class FakeITickServer(LoopbackServer):
             with self._cond:
                 self._conns.pop(conn.id, None)
             self.record("disconnect", id=conn.id, reason=conn.closed_for or "client closed")
-
-    async def background(self) -> None:
-        if self.push_interval_s is None:
-            return
-        while True:
-            await asyncio.sleep(self.push_interval_s)
-            await self._push_round()
 
     # -- auth and messages ---------------------------------------------------------------
 
@@ -298,17 +260,6 @@ class FakeITickServer(LoopbackServer):
                 conn.symbols = [s for s in conn.symbols if s not in syms]
             self._cond.notify_all()
         return {"code": 1, "resAc": ac, "msg": f"{ac} Successfully"}
-
-    async def _watch_pings(self, conn: _Conn) -> None:
-        loop = asyncio.get_running_loop()
-        limit = float(self.ping_timeout_s or 0)
-        step = max(0.01, min(1.0, limit / 10))
-        while True:
-            await asyncio.sleep(step)
-            if loop.time() - conn.last_ping > limit:
-                conn.closed_for = "ping timeout"
-                await conn.ws.close(1000, "ping timeout")
-                return
 
     # -- pushes ------------------------------------------------------------------------
 
