@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "STATUS",
+    "STATUS_BANNER",
     "SYMBOL",
     "SUBSCRIBE_INPUT",
     "SUBSCRIBE_BUTTON",
@@ -29,17 +30,20 @@ __all__ = [
     "DEPTH_STORE",
     "STATUS_STORE",
     "EXPORT_REQUEST",
+    "SUBSCRIBE_STORE",
 ]
 
 # -- header ---------------------------------------------------------------------------
 STATUS = "status"  # status line: connection dot, messages/s, last-trade age, queue depth,
-#                    problem counters, and why while reconnecting
+#                    problem counters, kline cross-check badge, and why while reconnecting
+STATUS_BANNER = "status-banner"  # red banner under the header: the whole reason the feed failed
 
 # -- controls row ---------------------------------------------------------------------
 SYMBOL = "symbol"  # dcc.Dropdown of subscribed symbols
 SUBSCRIBE_INPUT = "subscribe-input"  # free text: a symbol to subscribe
 SUBSCRIBE_BUTTON = "subscribe-button"
-SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button
+SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button (also a vendor's
+#                                          refusal of the symbol, arriving just after)
 BAR_KIND = "bar-kind"  # time / tick / volume / value
 BAR_SIZE = "bar-size"  # preset specs of the kind; its value is the spec shown
 BAR_LABEL = "bar-label"  # time bars placed at their interval "start" or "end"
@@ -60,3 +64,5 @@ CANDLES_STORE = "candles-store"  # what the candle figure holds (see figures.pla
 DEPTH_STORE = "depth-store"  # signature of the depth view drawn last
 STATUS_STORE = "status-store"  # dropped-message count seen last (the "dropping" flag)
 EXPORT_REQUEST = "export-request"  # visible x-range read in the browser on Export
+SUBSCRIBE_STORE = "subscribe-store"  # the last subscribe from the box: symbol, when, vendor
+#                                      errors seen before it, symbol selected before it

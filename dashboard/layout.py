@@ -1,10 +1,11 @@
 """Layout factories: functions from data to components, no module-level app or engine.
 
-``create_layout`` builds the page: a header with the status line, a controls row (symbol,
-subscribe, bar type with its "label: start | end" toggle, export) and the two charts.
-``status_children`` renders the status line from ``Engine.status()``; it is pure so it is
-tested without a browser. Styling lives in ``assets/tickscope.css`` (class names here,
-colours there).
+``create_layout`` builds the page: a header with the status line, a red banner under it
+while the feed has failed, a controls row (symbol, subscribe, bar type with its "label:
+start | end" toggle, export) and the two charts. ``status_children`` renders the status
+line from ``Engine.status()`` (with ``kline_badge``, the kline cross-check of the selected
+symbol) and ``status_banner`` the banner; they are pure so they are tested without a
+browser. Styling lives in ``assets/tickscope.css`` (class names here, colours there).
 """
 
 from __future__ import annotations
@@ -23,12 +24,17 @@ __all__ = [
     "BAR_PRESETS",
     "STATE_COLOURS",
     "EXPLAINED_STATES",
+    "BANNER_STATES",
     "label_options",
     "kind_default",
     "size_options",
     "status_children",
+    "status_banner",
+    "kline_badge",
+    "vendor_label",
     "format_age",
     "create_header",
+    "create_banner",
     "create_controls",
     "create_charts",
     "create_stores",
@@ -52,6 +58,7 @@ _KIND_DEFAULT = {"time": "1m", "tick": "100t", "volume": "10v", "value": "100000
 STATE_COLOURS: dict[str, str] = {
     "live": "green",
     "connecting": "amber",
+    "authenticating": "amber",
     "reconnecting": "amber",
     "stale": "amber",
     "failed": "red",
@@ -60,9 +67,14 @@ STATE_COLOURS: dict[str, str] = {
 }
 
 #: Feed states whose ``detail`` (why, and e.g. "next retry in 2.0 s") is shown inline in the
-#: status line; in the others it is only the dot's tooltip.
-EXPLAINED_STATES = frozenset({"reconnecting", "stale", "failed"})
+#: status line, clipped; in the others it is only the dot's tooltip.
+EXPLAINED_STATES = frozenset({"reconnecting", "stale"})
+#: Feed states whose whole ``detail`` is shown in the banner under the header: the feed gave
+#: up, and the detail says what to do (the HTTP 451 advice, which variable holds the token).
+BANNER_STATES = frozenset({"failed"})
 _DETAIL_CHARS = 90  # longest inline detail; the whole text stays in the tooltip
+#: The kline cross-check's reasons for skipping an interval (``feed.klinecheck``).
+_KLINE_SKIPPED = "intervals not fully watched: start, reconnect, trade gap"
 
 # Problem counters of the status line (``Engine.counters``), shown when non-zero, in this
 # order, each with the tooltip that says what it counts.
@@ -134,6 +146,98 @@ def format_age(age_ns: int | None) -> str:
     return f"{s / 3600:.0f} h"
 
 
+def vendor_label(vendor: str | None) -> str:
+    """Return a vendor's name for people: "binance-usdm" -> "Binance", "alltick" -> "AllTick"."""
+    name = str(vendor or "").lower()
+    for prefix, label in (("binance", "Binance"), ("alltick", "AllTick"), ("itick", "iTick")):
+        if name.startswith(prefix):
+            return label
+    return str(vendor) if vendor else "vendor"
+
+
+def _kline_value(value) -> str:
+    # A compared field's value: ints as they are, floats to 12 significant digits (enough
+    # to show any difference the checker counts: it tolerates 1e-9 relative), None (no
+    # trade seen in the interval) as "none".
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:.12g}"
+    return str(value)
+
+
+def kline_badge(kline_check: Mapping | None, symbol: str | None, *, vendor: str | None = None) -> html.Span | None:
+    """Return the status line's kline cross-check badge of ``symbol``, or None.
+
+    Green "klines ✓ 42/42 (1m)" while every compared candle agreed; red "klines ✗ 3 of 42"
+    once one did not; grey "klines … (1m)" before the first comparison. The tooltip lists
+    the mismatches kept (newest first, "minute · field: Binance value vs ours") and the
+    intervals skipped.
+
+    Parameters
+    ----------
+    kline_check : mapping or None
+        ``Engine.status()["kline_check"]``: None when the check is off, else per symbol
+        ``interval``, ``checked``, ``agreed``, ``skipped``, ``pending``, ``last`` and
+        ``mismatches`` (the latest, oldest first: ``{"minute", "fields": {name: [vendor,
+        ours]}}``).
+    symbol : str or None
+        Symbol selected; None (no badge) when it is not checked.
+    vendor : str, optional
+        ``Engine.status()["vendor"]``, naming whose candles they are (default Binance).
+    """
+    if not kline_check or not symbol or symbol not in kline_check:
+        return None
+    r = kline_check[symbol] or {}
+    interval = str(r.get("interval", "1m"))
+    checked, agreed = int(r.get("checked", 0) or 0), int(r.get("agreed", 0) or 0)
+    skipped, pending = int(r.get("skipped", 0) or 0), int(r.get("pending", 0) or 0)
+    mismatches = list(r.get("mismatches") or [])
+    bad = checked - agreed
+    who = vendor_label(vendor if vendor else "binance")
+    lines = [f"kline cross-check ({interval}): {who}'s final candles vs tickscope's own {interval} bars"]
+    if checked == 0:
+        text, cls = f"klines … ({interval})", "kline-wait"
+        lines.append("no candle compared yet")
+    elif bad == 0:
+        text, cls = f"klines ✓ {agreed:,}/{checked:,} ({interval})", "kline-ok"
+        lines.append(f"all {checked:,} compared agree")
+    else:
+        text, cls = f"klines ✗ {bad:,} of {checked:,}", "kline-bad"
+        lines.append(f"{bad:,} of {checked:,} compared disagree"
+                     + (f" (the latest {len(mismatches)} below, newest first)" if len(mismatches) < bad
+                        else " (newest first)"))
+        for m in reversed(mismatches):
+            fields = "; ".join(f"{name}: {who} {_kline_value(v[0])} vs ours {_kline_value(v[1])}"
+                               for name, v in (m.get("fields") or {}).items())
+            lines.append(f"{m.get('minute', '?')} · {fields}")
+    last = r.get("last")
+    if last:
+        lines.append(f"last compared {last.get('minute')}: {'agreed' if last.get('agreed') else 'disagreed'}")
+    if pending:
+        lines.append(f"pending {pending:,} (waiting for our bar to close)")
+    lines.append(f"skipped {skipped:,} ({_KLINE_SKIPPED})")
+    return html.Span(text, className=f"kline-badge {cls}", title="\n".join(lines))
+
+
+def status_banner(status: Mapping) -> list:
+    """Return the banner's components: the whole ``detail`` while the feed has failed
+    (``BANNER_STATES``), else [] (the banner is hidden when empty).
+
+    Parameters
+    ----------
+    status : mapping
+        ``Engine.status()``: state, detail, vendor.
+    """
+    state = str(status.get("state", "stopped"))
+    if state not in BANNER_STATES:
+        return []
+    vendor = status.get("vendor")
+    detail = str(status.get("detail") or "").strip() or "no reason given; see the log"
+    head = f"{vendor} feed {state}" if vendor else f"feed {state}"
+    return [html.Span(head, className="banner-head"), html.Span(detail, className="banner-detail")]
+
+
 def status_children(status: Mapping, symbol: str | None, *, dropping: bool = False) -> list:
     """Return the status line's components for ``Engine.status()``.
 
@@ -141,13 +245,15 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
     ----------
     status : mapping
         ``Engine.status()``: state, detail, messages_per_s, queue_depth, counters,
-        symbols, clock_ns and optionally errors (vendor refusals, newest last). The
-        detail is written out after the state while reconnecting, stale or failed
-        (``EXPLAINED_STATES``), and is the state's tooltip always; the counters
-        ``dropped``, ``gaps`` (trades missing), ``late`` and ``malformed`` appear when
-        non-zero.
+        symbols, clock_ns and optionally errors (vendor refusals, newest last), vendor
+        (the adapter's name, labelling the feed), feed (its ``url`` is the label's
+        tooltip) and kline_check (:func:`kline_badge`). The detail is written out
+        (clipped) after the state while reconnecting or stale (``EXPLAINED_STATES``),
+        whole in the banner when failed (:func:`status_banner`), and is the state's
+        tooltip always; the counters ``dropped``, ``gaps`` (trades missing), ``late`` and
+        ``malformed`` appear when non-zero.
     symbol : str or None
-        Symbol selected; its last-trade age is shown.
+        Symbol selected; its last-trade age and kline cross-check are shown.
     dropping : bool
         True when the dropped-message counter grew recently: the dot turns amber and
         says so, whatever the connection state.
@@ -169,7 +275,13 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
                          className=f"status-item {cls}".strip(), title=title)
 
     detail = str(status.get("detail") or "")
-    state_parts = [html.Span(className=f"dot dot-{colour}"), html.Span(label, className="state")]
+    vendor = status.get("vendor")
+    state_parts = [html.Span(className=f"dot dot-{colour}")]
+    if vendor:
+        url = str((status.get("feed") or {}).get("url") or "")
+        state_parts.append(html.Span(str(vendor), className="feed-name",
+                                     title=f"{vendor} feed: {url}" if url else f"{vendor} feed"))
+    state_parts.append(html.Span(label, className="state"))
     if detail and state in EXPLAINED_STATES:
         state_parts.append(html.Span(_clip(detail, _DETAIL_CHARS), className="detail"))
     children = [
@@ -178,13 +290,19 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
         item("last trade", format_age(age) if symbol else "–"),
         item("queue", f"{int(status.get('queue_depth', 0)):,}"),
     ]
+    badge = kline_badge(status.get("kline_check"), symbol, vendor=vendor)
+    if badge is not None:
+        children.append(badge)
     for name, title in _COUNTERS.items():
         n = int(counters.get(name, 0) or 0)
         if n:
             children.append(item(name, f"{n:,}", "warn", title))
     errors = status.get("errors") or []
+    if errors and state in BANNER_STATES and str(errors[-1]) in detail:
+        errors = []  # the reason the feed failed: already whole in the banner
     if errors:  # the vendor's last refusal, e.g. of a symbol it does not list
-        children.append(item("vendor", _clip(str(errors[-1]), 80), "warn"))
+        children.append(item("vendor", _clip(str(errors[-1]), 80), "warn",
+                             "the vendor's latest refusals, newest last:\n" + "\n".join(map(str, errors))))
     return children
 
 
@@ -198,6 +316,12 @@ def create_header() -> html.Header:
         ],
         className="topbar",
     )
+
+
+def create_banner() -> html.Div:
+    """Return the (initially empty, then hidden) banner under the header: why the feed
+    failed (:func:`status_banner`)."""
+    return html.Div(id=ids.STATUS_BANNER, className="status-banner", role="alert")
 
 
 def create_controls(symbols: Sequence[str], default_spec: str) -> html.Div:
@@ -327,6 +451,7 @@ def create_stores(interval_ms: int) -> html.Div:
             dcc.Store(id=ids.DEPTH_STORE, storage_type="memory"),
             dcc.Store(id=ids.STATUS_STORE, storage_type="memory"),
             dcc.Store(id=ids.EXPORT_REQUEST, storage_type="memory"),
+            dcc.Store(id=ids.SUBSCRIBE_STORE, storage_type="memory"),
         ],
         hidden=True,
     )
@@ -347,6 +472,7 @@ def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int
     return html.Div(
         [
             create_header(),
+            create_banner(),
             create_controls(symbols, default_spec),
             create_charts(),
             create_stores(interval_ms),

@@ -23,7 +23,8 @@ Robustness (tracker issue 4)
   ``server_shutdown`` is not malformed: it is the vendor's notice of a planned disconnect,
   and the engine asks the feed client to reconnect at once (``reconnect(planned=True)``).
 * Gaps: a jump in a symbol's vendor trade ids adds the trades missing to health ``gaps``
-  and a ``(ts_ns, missing)`` mark to :meth:`Engine.gap_marks`; no bar is invented for them.
+  and a ``(ts_ns, missing)`` mark to :meth:`Engine.gap_marks` (numbered, for readers that
+  fetch only new ones: :meth:`Engine.gap_marks_since`); no bar is invented for them.
   A trade id at or below the last one seen is a duplicate (a replayed or re-sent trade)
   and is skipped (counter ``duplicates``). A broken diff-depth sequence or a crossed book
   resyncs that symbol's book alone (``feed.book``; a REST snapshot is requested), and a
@@ -601,10 +602,33 @@ class Engine:
             return [state.trades[i] for i in range(max(0, n - limit), n)]
 
     def gap_marks(self, symbol: str) -> list[tuple[int, int]]:
-        """Return ``(ts_ns, missing_trades)`` for each trade-id gap seen on ``symbol``."""
+        """Return ``(ts_ns, missing_trades)`` for each trade-id gap seen on ``symbol``
+        (the latest 1000, oldest first)."""
         with self._lock:
             state = self._states.get(symbol)
             return list(state.gap_marks) if state else []
+
+    def gap_marks_since(self, symbol: str, since: int = 0) -> tuple[int, list[tuple[int, int]]]:
+        """Return ``(total, marks)``: how many trade-id gap marks ``symbol`` has had, and
+        ``(ts_ns, missing_trades)`` of those with sequence index >= ``since`` still held.
+
+        Marks are numbered 0, 1, 2, ... in the order seen; the latest 1000 are held. A
+        reader that drew marks ``0..since-1`` passes ``since`` and gets exactly the new
+        ones: it missed some (and must redraw) when ``total - len(marks) != since``, i.e.
+        when older marks it never saw were dropped, or ``since > total`` (the symbol was
+        unsubscribed and subscribed again). An unknown symbol gives ``(0, [])``.
+        """
+        if since < 0:
+            raise ValueError(f"since must be >= 0, not {since}")
+        with self._lock:
+            state = self._states.get(symbol)
+            if state is None:
+                return 0, []
+            total = state.gaps  # one mark per trade-id jump (see _on_trade)
+            held = state.gap_marks
+            first = total - len(held)
+            skip = max(since - first, 0)
+            return total, [held[i] for i in range(skip, len(held))]
 
     def counters(self) -> dict[str, int]:
         """Return the health counters.

@@ -189,6 +189,18 @@ def status_text(dash_duo) -> str:
         "var e = document.getElementById(arguments[0]); return e ? e.textContent : '';", ids.STATUS)
 
 
+def badge(dash_duo) -> dict | None:
+    """Return the kline badge's ``{text, cls, title}``, read atomically, or None."""
+    return dash_duo.driver.execute_script(
+        "var b = document.querySelector(arguments[0]);"
+        "return b ? {text: b.textContent, cls: b.className, title: b.title} : null;", f"#{ids.STATUS} .kline-badge")
+
+
+def text_by_id(dash_duo, element_id: str) -> str:
+    return dash_duo.driver.execute_script(
+        "var e = document.getElementById(arguments[0]); return e ? e.textContent : '';", element_id)
+
+
 def status_dot(dash_duo) -> str:
     """Return the status dot's class, read atomically."""
     return dash_duo.driver.execute_script(
@@ -444,6 +456,72 @@ def test_gaps_when_exchange_skips_trade_ids_then_marked_on_chart_and_counted_in_
     assert all(candles[0] <= x for x in drawn_x)
     status = wait_status(dash_duo, "gaps")
     assert int(status.split("gaps")[1].split()[0].replace(",", "")) % 3 == 0
+    assert dash_duo.get_logs() == []
+
+
+def test_subscribe_when_vendor_refuses_the_symbol_then_its_error_inline_and_it_leaves_the_dropdown(live, dash_duo):
+    dash_duo.start_server(live.app)
+    wait_candles(dash_duo, "BTCUSDT")
+    # a well-formed Binance symbol the simulator has no market for (no TRY quote): the
+    # exchange answers the SUBSCRIBE with an error naming it, a moment later
+    set_input(dash_duo, f"#{ids.SUBSCRIBE_INPUT}", "abctry")
+    dash_duo.find_element(f"#{ids.SUBSCRIBE_BUTTON}").click()
+    message = wait_until(lambda: (lambda t: t if "ABCTRY" in t else None)(text_by_id(dash_duo, ids.SUBSCRIBE_MESSAGE)),
+                         message="the vendor's refusal next to the subscribe box")
+    assert message.startswith("Binance error") and "unknown symbol 'abctry'" in message
+    assert message in live.engine.status()["errors"]
+    assert dash_duo.find_element(f"#{ids.SYMBOL}").text.strip() == "ABCTRY"
+    # the engine unsubscribes a symbol its adapter says was refused (AllTick 600/604): the
+    # page drops it from the symbols and goes back to the one selected before
+    live.engine.unsubscribe("ABCTRY")
+    dash_duo.wait_for_text_to_equal(f"#{ids.SYMBOL}", "BTCUSDT")
+    wait_candles(dash_duo, "BTCUSDT")
+    assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == SIM_SYMBOLS
+    assert text_by_id(dash_duo, ids.SUBSCRIBE_MESSAGE) == message  # stays until the next subscribe
+    assert dash_duo.get_logs() == []
+
+
+def test_kline_check_when_exchange_sends_a_wrong_candle_then_red_badge_names_the_field(runtime, dash_duo):
+    rt = runtime("--kline-check", "--kline-interval", "1s", "--symbols", "BTCUSDT,ETHUSDT", "--sim-rate", "4",
+                 "--faults", "kline_bad_every=3,only=btcusdt", "--bar", "1s")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "BTCUSDT")
+    b = wait_until(lambda: (lambda v: v if v and "✗" in v["text"] else None)(badge(dash_duo)), 20,
+                   "a red kline badge")
+    assert b["cls"] == "kline-badge kline-bad" and b["text"].startswith("klines ✗ ")
+    bad, checked = (int(x.replace(",", "")) for x in b["text"].removeprefix("klines ✗ ").split(" of "))
+    assert 1 <= bad <= checked
+    lines = b["title"].splitlines()
+    assert lines[0].startswith("kline cross-check (1s): Binance's final candles")
+    minutes = {m["minute"] for m in rt.engine.status()["kline_check"]["BTCUSDT"]["mismatches"]}
+    listed = [line for line in lines if " · " in line]
+    assert listed and all(line.split(" · ")[0] in minutes and line.split(" · ")[1].startswith("volume: Binance ")
+                          and " vs ours " in line for line in listed)
+    assert lines[-1].startswith("skipped ") and lines[-1].endswith(
+        "(intervals not fully watched: start, reconnect, trade gap)")
+    # another symbol, no fault: green once a candle was compared
+    dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ETHUSDT")
+    b = wait_until(lambda: (lambda v: v if v and "✓" in v["text"] else None)(badge(dash_duo)), 15,
+                   "a green kline badge for ETHUSDT")
+    assert b["cls"] == "kline-badge kline-ok" and b["text"].endswith("(1s)")
+    assert dash_duo.get_logs() == []
+
+
+def test_status_when_feed_fails_then_red_vendor_named_and_whole_reason_in_banner(live, dash_duo):
+    dash_duo.start_server(live.app)
+    wait_status(dash_duo, "live")
+    assert dash_duo.find_element(f"#{ids.STATUS} .feed-name").text == "binance"  # the adapter's name
+    assert text_by_id(dash_duo, ids.STATUS_BANNER) == ""
+    assert not dash_duo.find_element(f"#{ids.STATUS_BANNER}").is_displayed()
+    reason = ("HTTP 451: Binance refuses connections from your location (restricted region); try "
+              "--binance-host data (market-data-only host), --market usdm, or a VPN or network "
+              "in a permitted region")
+    live.feed.fail(reason)  # what the engine does on a fatal vendor reply
+    wait_status(dash_duo, "failed")
+    assert status_dot(dash_duo) == "dot dot-red"
+    banner = wait_until(lambda: text_by_id(dash_duo, ids.STATUS_BANNER), message="the banner")
+    assert banner == "binance feed failed" + reason  # whole, not clipped
+    assert dash_duo.find_element(f"#{ids.STATUS_BANNER}").is_displayed()
     assert dash_duo.get_logs() == []
 
 

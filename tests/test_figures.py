@@ -252,7 +252,8 @@ class StubSeriesEngine:
         self.generation = 0
         self.calls: list[int] = []
         self.book: DepthView | None = None
-        self.marks: list[tuple[int, int]] = []
+        self.marks: list[tuple[int, int]] = []  # the marks held (the engine keeps the latest)
+        self.marks_dropped = 0  # marks no longer held: the first held one's sequence index
         self.status_value = {"state": "live", "counters": {"dropped": 0}, "messages_per_s": 1.0,
                              "queue_depth": 0, "symbols": {}, "clock_ns": 0}
 
@@ -270,6 +271,11 @@ class StubSeriesEngine:
 
     def gap_marks(self, symbol):
         return list(self.marks) if symbol == "BTCUSDT" else []
+
+    def gap_marks_since(self, symbol, since=0):
+        if symbol != "BTCUSDT":
+            return 0, []
+        return self.marks_dropped + len(self.marks), list(self.marks[max(since - self.marks_dropped, 0):])
 
     def bars_frame(self, symbol, spec):
         series = self.bar_series(symbol, spec)
@@ -298,7 +304,7 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
     assert isinstance(fig, go.Figure)
     assert store == {"key": "BTCUSDT|1m", "view": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
                      "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1,
-                     "gap_last": None}
+                     "gap_total": 0}
     assert len(fig.data[figures.TRACE_CANDLES].x) == 30  # the newest keep_points
     assert fig.data[figures.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
 
@@ -495,8 +501,9 @@ def status(**over):
 
 @pytest.mark.parametrize(
     ("state", "colour"),
-    [("live", "green"), ("connecting", "amber"), ("reconnecting", "amber"), ("stale", "amber"),
-     ("failed", "red"), ("stopped", "grey"), ("replay-finished", "blue")],
+    [("live", "green"), ("connecting", "amber"), ("authenticating", "amber"), ("reconnecting", "amber"),
+     ("stale", "amber"), ("failed", "red"), ("stopped", "grey"), ("replay-finished", "blue"),
+     ("something-new", "grey")],
 )
 def test_status_children_when_state_then_dot_colour(state, colour):
     children = layout.status_children(status(state=state), "BTCUSDT")
@@ -539,16 +546,17 @@ def test_status_tick_when_dropped_grows_then_dropping_for_a_while(monkeypatch):
     eng = StubSeriesEngine()
     now = [1000.0]
     monkeypatch.setattr(callbacks.time, "time", lambda: now[0])
-    children, store = callbacks._status(eng, "BTCUSDT", None)
-    assert dot_class(children) == "dot dot-green"
-    assert callbacks._status(eng, "BTCUSDT", store) == (no_update, no_update)
+    children, banner, store, message, options = callbacks._status(eng, "BTCUSDT", None)
+    assert dot_class(children) == "dot dot-green" and banner == []
+    assert message is no_update and options is no_update
+    assert callbacks._status(eng, "BTCUSDT", store) == (no_update,) * 5
     eng.status_value = {**eng.status_value, "counters": {"dropped": 3}}
-    children, store = callbacks._status(eng, "BTCUSDT", store)
+    children, _, store, *_ = callbacks._status(eng, "BTCUSDT", store)
     assert dot_class(children) == "dot dot-amber"
     now[0] += callbacks.DROPPING_FOR_S - 1
     assert callbacks._status(eng, "BTCUSDT", store)[0] is no_update  # still amber, same text
     now[0] += 2
-    children, store = callbacks._status(eng, "BTCUSDT", store)
+    children, _, store, *_ = callbacks._status(eng, "BTCUSDT", store)
     assert dot_class(children) == "dot dot-green"
 
 
@@ -776,22 +784,44 @@ def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
 # -- tick helper: label and gap marks ------------------------------------------------------------
 
 
+def gap_texts_extended(patch: Patch) -> list[str]:
+    """Return the hover texts a patch appends to the gap-mark trace (one mark: 3 entries)."""
+    ext = [op for op in patch.to_plotly_json()["operations"]
+           if op["location"] == ["data", figures.TRACE_GAPS, "text"]]
+    assert all(op["operation"] == "Extend" for op in ext)
+    return [t for op in ext for t in op["params"]["value"]][0::3]
+
+
 def test_candles_tick_when_gap_marks_arrive_then_patched_in_once():
     eng = StubSeriesEngine()
     eng.grow(10)
     eng.marks = [(T0 + 2 * MIN, 3)]
     fig, store = tick_candles(eng, None)
     assert fig.data[figures.TRACE_GAPS].text[0].startswith("3 trades missing")
-    assert store["gap_last"] == f"{T0 + 2 * MIN}:3"
+    assert store["gap_total"] == 1
     assert tick_candles(eng, store) == (no_update, no_update)  # nothing new
     eng.marks.append((T0 + 9 * MIN + 5, 1))
     patch, store2 = tick_candles(eng, store)
     assert isinstance(patch, Patch)
-    ext = [op for op in patch.to_plotly_json()["operations"]
-           if op["location"] == ["data", figures.TRACE_GAPS, "text"]]
-    assert ext[0]["operation"] == "Extend" and ext[0]["params"]["value"][0].startswith("1 trade missing")
-    assert store2["gap_last"] == f"{T0 + 9 * MIN + 5}:1"
+    [text] = gap_texts_extended(patch)
+    assert text.startswith("1 trade missing")
+    assert store2["gap_total"] == 2
     assert tick_candles(eng, store2) == (no_update, no_update)
+
+
+def test_candles_tick_when_two_identical_gap_marks_then_both_patched_in():
+    # Two gaps of the same size at the same millisecond: told apart by sequence index.
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    mark = (T0 + 9 * MIN + 5, 2)
+    eng.marks = [mark]
+    _, store = tick_candles(eng, None)
+    eng.marks.append(mark)
+    patch, store2 = tick_candles(eng, store)
+    assert len(gap_texts_extended(patch)) == 1 and store2["gap_total"] == 2
+    eng.marks += [mark, mark]
+    patch, store3 = tick_candles(eng, store2)
+    assert len(gap_texts_extended(patch)) == 2 and store3["gap_total"] == 4
 
 
 def test_candles_tick_when_drawn_gap_marks_no_longer_held_then_redrawn():
@@ -799,10 +829,71 @@ def test_candles_tick_when_drawn_gap_marks_no_longer_held_then_redrawn():
     eng.grow(10)
     eng.marks = [(T0 + 2 * MIN, 3)]
     _, store = tick_candles(eng, None)
-    eng.marks = [(T0 + 3 * MIN, 1)]  # the engine's bounded list moved on
+    eng.marks, eng.marks_dropped = [(T0 + 3 * MIN, 1)], 2  # the engine's bounded list moved on
     out, store2 = tick_candles(eng, store)
     assert redrawn(out)[figures.TRACE_GAPS]["text"][0].startswith("1 trade missing")
-    assert store2["gap_last"] == f"{T0 + 3 * MIN}:1"
+    assert store2["gap_total"] == 3
+    assert tick_candles(eng, store2) == (no_update, no_update)
+
+
+def test_candles_tick_when_fewer_marks_than_drawn_then_redrawn():
+    # The symbol was unsubscribed and subscribed again: its marks start over.
+    eng = StubSeriesEngine()
+    eng.grow(10)
+    eng.marks = [(T0 + 2 * MIN, 3), (T0 + 3 * MIN, 3)]
+    _, store = tick_candles(eng, None)
+    eng.marks = [(T0 + 4 * MIN, 1)]
+    out, store2 = tick_candles(eng, store)
+    texts = redrawn(out)[figures.TRACE_GAPS]["text"]
+    assert len(texts) == 3 and texts[0].startswith("1 trade missing") and store2["gap_total"] == 1
+
+
+def binance_trade(seconds: float, trade_id: int) -> str:
+    ms = (T0 + int(seconds * 1e9)) // 1_000_000
+    return json.dumps({"stream": "btcusdt@trade", "data": {
+        "e": "trade", "E": ms, "s": "BTCUSDT", "t": trade_id, "p": "60000.0", "q": "0.5", "T": ms,
+        "m": False, "M": True}})
+
+
+def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
+    from feed.engine import Engine
+    from feed.vendors.binance import BinanceAdapter
+
+    engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)
+    engine.subscribe("BTCUSDT")
+    # ids 1, 4 (2 missing), 7 (2 missing, same ms as 4: an identical mark), 8, 12 (3 missing)
+    engine.process([("ws", 0, binance_trade(s, i)) for s, i in ((1, 1), (2, 4), (2, 7), (3, 8), (70, 12))])
+    t2, t70 = T0 + 2 * 10**9, T0 + 70 * 10**9
+    assert engine.gap_marks("BTCUSDT") == [(t2, 2), (t2, 2), (t70, 3)]  # the old reader still works
+    assert engine.gap_marks_since("BTCUSDT") == (3, [(t2, 2), (t2, 2), (t70, 3)])
+    assert engine.gap_marks_since("BTCUSDT", 1) == (3, [(t2, 2), (t70, 3)])
+    assert engine.gap_marks_since("BTCUSDT", 3) == (3, [])
+    assert engine.gap_marks_since("BTCUSDT", 9) == (3, [])
+    assert engine.gap_marks_since("ETHUSDT") == (0, [])
+    with pytest.raises(ValueError):
+        engine.gap_marks_since("BTCUSDT", -1)
+    # the tick helper on the real engine: drawn once, then only the new mark is patched in
+    _, store = tick_candles(engine, None)
+    assert store["gap_total"] == 3
+    engine.process([("ws", 0, binance_trade(80, 14))])
+    patch, store2 = tick_candles(engine, store)
+    assert isinstance(patch, Patch)
+    assert gap_texts_extended(patch) == ["1 trade missing<br>2024-08-08 23:56:20.000"]
+    assert store2["gap_total"] == 4
+
+
+def test_gap_marks_since_when_more_than_held_then_total_counts_the_dropped():
+    from feed.engine import Engine
+    from feed.vendors.binance import BinanceAdapter
+
+    engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)
+    engine.subscribe("BTCUSDT")
+    engine.process([("ws", 0, binance_trade(1 + i * 0.01, 1 + 2 * i)) for i in range(1005)])  # 1004 gaps
+    total, marks = engine.gap_marks_since("BTCUSDT", 0)
+    assert total == 1004 and len(marks) == 1000 and total - len(marks) == 4  # the 4 oldest dropped
+    total, marks = engine.gap_marks_since("BTCUSDT", 2)
+    assert total - len(marks) == 4  # != 2: a reader that drew 2 missed two and must redraw
+    assert engine.gap_marks_since("BTCUSDT", 1000) == (1004, marks[-4:])
 
 
 def test_candles_tick_when_label_changes_then_redrawn_keeping_the_view():
