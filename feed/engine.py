@@ -993,7 +993,15 @@ class Engine:
             sym = detail.get("symbol")
             if sym in self._states:
                 self._states[sym].snapshot_requested_at = time.monotonic() + 4.0
-            self._replies.append((recv_ns, VendorReply(False, str(detail.get("error", "")))))
+                if detail.get("status") == 400:
+                    # The vendor does not know the symbol (Binance -1121 "Invalid symbol"):
+                    # unsubscribe it instead of asking again every few seconds.
+                    self._to_drop.add(sym)
+            text = str(detail.get("error", ""))
+            if sym:
+                text = f"{sym}: depth snapshot failed: {text}" + (
+                    "; unsubscribed" if detail.get("status") == 400 else "")
+            self._replies.append((recv_ns, VendorReply(False, text, symbols=(sym,) if sym else ())))
         elif name == "error":
             if not detail.get("planned"):  # a planned reconnect is not an error to show
                 self._replies.append((recv_ns, VendorReply(False, str(detail.get("message", "")))))

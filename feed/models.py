@@ -200,12 +200,15 @@ class VendorReply:
         The request id the vendor echoed, when it has one.
     symbols : tuple of str
         Symbols the reply concerns, when known.
+    request : str
+        The kind of request answered, when known (e.g. Binance ``"SUBSCRIBE"``).
     """
 
     ok: bool
     message: str = ""
     request_id: str | None = None
     symbols: tuple[str, ...] = ()
+    request: str = ""
 
 
 BarKind = Literal["time", "tick", "volume", "value"]

@@ -380,3 +380,17 @@ def test_cli_when_key_in_config_file_connects_with_it(tmp_path, fast_itick, monk
             assert fake.subscriptions()[0]["market"] == "crypto"
         finally:
             rt.stop()
+
+
+def test_binance_when_exchange_refuses_a_subscribed_symbol_it_is_unsubscribed_with_the_reason(tmp_path):
+    rt = run(["--symbols", "BTCUSDT"], tmp_path)  # the embedded simulator, Binance dialect
+    try:
+        wait_for(lambda: filled(rt, "BTCUSDT"), 10, "BTCUSDT live")
+        # A well-formed symbol the exchange does not list: its SUBSCRIBE is refused.
+        assert rt.engine.subscribe("abctry") == "ABCTRY"
+        wait_for(lambda: "ABCTRY" not in rt.engine.symbols(), 10, "the refused symbol dropped")
+        errors = rt.engine.status()["errors"]
+        assert any("ABCTRY" in e for e in errors), errors
+        assert rt.engine.symbols() == ["BTCUSDT"] and rt.engine.status()["state"] == "live"
+    finally:
+        rt.stop()

@@ -429,7 +429,7 @@ def _reply(d: dict, request: tuple[str, tuple[str, ...]] | None) -> VendorReply:
         raise MalformedMessage("bad_reply", f"error field {err!r}")
     code, msg = err.get("code"), err.get("msg", "")
     doing = f" ({method} {', '.join(symbols)})" if method else ""
-    return VendorReply(False, f"Binance error {code}: {msg}{doing}", request_id, symbols)
+    return VendorReply(False, f"Binance error {code}: {msg}{doing}", request_id, symbols, method)
 
 
 _Parser = Callable[[dict, "str | None", int], object]
@@ -662,6 +662,13 @@ class BinanceAdapter:
         stream = msg.get("stream")
         event = call_parser(stream or "raw", self._event, msg, stream, recv_ns)
         return [] if event is None else [event]
+
+    @staticmethod
+    def rejected_symbols(event: object) -> tuple[str, ...]:
+        """Return the symbols of a refused SUBSCRIBE request (an error reply to it)."""
+        if isinstance(event, VendorReply) and not event.ok and event.request == "SUBSCRIBE":
+            return event.symbols
+        return ()
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
         """Return the full book in a REST depth response.
