@@ -7,6 +7,7 @@ reason; under ``CI=true`` they fail instead, so CI can never pass by skipping th
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,20 @@ def shared_data() -> Path:
 def hft_data() -> Path:
     """Path to the Binance raw captures folder from hftbacktest."""
     return require_shared_data("binance-ws-captures-hftbacktest")
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.02):
+    """Poll ``predicate`` until it returns a truthy value (returned); fail after ``timeout`` s.
+
+    Raises
+    ------
+    AssertionError
+        Naming ``what`` was awaited, when the time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -38,7 +38,7 @@ from feed.exchange import EmbeddedExchange
 from feed.models import Trade
 from feed.replay import merge_recordings, read_recording
 from feed.vendors.binance import BinanceAdapter
-from tests.conftest import require_shared_data
+from tests.conftest import require_shared_data, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,14 +76,6 @@ def key(t: Trade) -> tuple:
     return (t.symbol, t.trade_id, t.ts_ns, t.price, t.size, t.side, t.in_bars)
 
 
-def wait_for(predicate, timeout: float, what: str, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def start(files, faults: str | None, *, speed: float = 30, extra=(), feed=None, engine=None):

@@ -13,7 +13,7 @@ from dashboard.cli import UsageError, build_parser, start_runtime
 from feed.klinecheck import MAX_MISMATCHES, Kline, KlineChecker, compare
 from feed.models import BUY, SELL, Trade
 from feed.vendors.binance import BinanceAdapter
-from tests.conftest import require_shared_data
+from tests.conftest import require_shared_data, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -220,14 +220,6 @@ def test_subscribe_when_klines_on_sends_kline_streams_in_their_own_frame():
 # ======================================================================================
 
 
-def wait_for(predicate, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def klines(rt) -> dict:

@@ -32,6 +32,7 @@ from dashboard.cli import build_parser, start_runtime
 from feed.exchange import EmbeddedExchange
 from feed.vendors.alltick import AllTickAdapter
 from feed.vendors.itick import ITickAdapter
+from tests.conftest import wait_for
 from tests.fakes import FakeAllTickServer, FakeITickServer, LoopbackServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -41,14 +42,6 @@ TOKEN = "tok-e2e-5a4b3c2d1e"
 FAST = {"backoff_initial_s": 0.05, "backoff_cap_s": 1.0, "ping_interval_s": 0}
 
 
-def wait_for(predicate, timeout: float, what: str, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def run(argv: list[str], tmp_path, **feed):
