@@ -633,11 +633,16 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
     # Vectorised time bars with the streaming aggregator's late-trade rule.
     start, end = grid.buckets(ts)
     n = len(ts)
-    # A trade is late when its bucket is before the newest bucket seen before it.
-    prev_max = np.maximum.accumulate(start)
-    prev_max = np.r_[start[0], prev_max[:-1]]
-    late = start < prev_max
-    if late.any():
+    # A trade is late when its bucket is before the newest bucket seen before it; with
+    # buckets in order (the usual case) no trade is, and the checks below are skipped.
+    step_back = start[1:] < start[:-1]
+    if step_back.any():
+        prev_max = np.maximum.accumulate(start)
+        late = start < np.r_[start[0], prev_max[:-1]]
+    else:
+        late = np.zeros(n, bool)
+    any_late = bool(step_back.any())
+    if any_late:
         prev_ts = np.r_[ts[0], np.maximum.accumulate(ts)[:-1]]
         on_time = ~late
         # Late trades revise a held bar within tolerance; beyond it, or when no bar exists
@@ -651,8 +656,8 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
             ts[use], price[use], size[use], side[use], start[use], end[use], late[use])
         n = len(ts)
     # Groups by bucket, in bucket order (late trades join their earlier bucket).
-    order = np.argsort(start, kind="stable")
-    if late.any():
+    if any_late and late.any():
+        order = np.argsort(start, kind="stable")
         ts, price, size, side, start, end, late = (
             ts[order], price[order], size[order], side[order], start[order], end[order], late[order])
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
