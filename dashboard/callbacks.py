@@ -288,7 +288,6 @@ def _export(engine: Any, request: dict, symbol: str, spec_text: str, drawn: dict
     label = "end" if str(drawn.get("key", "")).endswith("|end") else "start"
     try:
         series = engine.bar_series(symbol, spec, 0)
-        attrs = engine.bars_frame(symbol, spec).attrs
     except KeyError:
         return no_update, f"{symbol} is not subscribed"
     bars = series.closed + ([series.current] if series.current is not None else [])
@@ -300,8 +299,8 @@ def _export(engine: Any, request: dict, symbol: str, spec_text: str, drawn: dict
         return no_update, "chart is updating, try again"
     if frame.empty:
         return no_update, "no bars in view"
-    text = bars_to_csv(frame, price_decimals=attrs.get("price_decimals", 8),
-                       size_decimals=attrs.get("size_decimals", 8))
+    text = bars_to_csv(frame, price_decimals=series.price_decimals,
+                       size_decimals=series.size_decimals)
     return dcc.send_string(text, export_filename(symbol, spec, frame), type="text/csv"), ""
 
 

@@ -164,6 +164,8 @@ class BarSeries:
         Copy of the bar in progress.
     first_index : int
         Index of the oldest closed bar still held.
+    price_decimals, size_decimals : int
+        Decimals seen in the vendor's prices and sizes (the export's precision).
     """
 
     key: str
@@ -172,6 +174,8 @@ class BarSeries:
     closed: list[Bar]
     current: Bar | None
     first_index: int
+    price_decimals: int = 8
+    size_decimals: int = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +552,8 @@ class Engine:
                 closed=closed,
                 current=current,
                 first_index=agg.first_index,
+                price_decimals=state.price_dp,
+                size_decimals=state.size_dp,
             )
 
     def bars_frame(self, symbol: str, spec: BarSpec | str) -> pd.DataFrame:
@@ -565,10 +571,8 @@ class Engine:
         series = self.bar_series(symbol, spec)
         bars = series.closed + ([series.current] if series.current is not None else [])
         frame = bars_to_frame(bars)
-        with self._lock:
-            state = self._states.get(symbol)
-            frame.attrs["price_decimals"] = state.price_dp if state else 8
-            frame.attrs["size_decimals"] = state.size_dp if state else 8
+        frame.attrs["price_decimals"] = series.price_decimals
+        frame.attrs["size_decimals"] = series.size_decimals
         return frame
 
     def depth(self, symbol: str, levels: int = 50) -> DepthView | None:

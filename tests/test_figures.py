@@ -264,7 +264,8 @@ class StubSeriesEngine:
         lo = max(since - self.first_index, 0)
         return BarSeries(f"{symbol}|{spec}", self.generation, self.first_index + len(self.closed),
                          [copy.copy(b) for b in self.closed[lo:]],
-                         copy.copy(self.current) if self.current else None, self.first_index)
+                         copy.copy(self.current) if self.current else None, self.first_index,
+                         price_decimals=1, size_decimals=1)
 
     def depth(self, symbol, levels=50):
         return self.book
@@ -280,7 +281,7 @@ class StubSeriesEngine:
     def bars_frame(self, symbol, spec):
         series = self.bar_series(symbol, spec)
         frame = bars_to_frame(series.closed + ([series.current] if series.current else []))
-        frame.attrs.update(price_decimals=1, size_decimals=1)
+        frame.attrs.update(price_decimals=series.price_decimals, size_decimals=series.size_decimals)
         return frame
 
     def status(self):
