@@ -43,11 +43,10 @@ import io
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 
 import pandas as pd
 
-from feed.models import BAR_COLUMNS, BarSpec
+from feed.models import BAR_COLUMNS, BarSpec, iso_ms
 
 __all__ = [
     "VWAP_EXTRA_DECIMALS",
@@ -73,13 +72,6 @@ _NS_PER_MS = 1_000_000
 #: Decimals of ``amplitude`` and ``change`` (fractions of the previous close: 8 decimals
 #: resolve 0.000001 %, finer than any tick); empty for a series' first bar.
 RATIO_DECIMALS = 8
-
-
-def iso_ms(ts_ns: int) -> str:
-    """Return UTC ns as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (milliseconds truncated)."""
-    ts_ns = int(ts_ns)
-    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // _NS_PER_MS) % 1000:03d}Z"
 
 
 def inert(text: object) -> str:

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Literal
 
 import numpy as np
@@ -59,7 +58,7 @@ import plotly.graph_objects as go
 from dash import Patch
 from plotly.subplots import make_subplots
 
-from feed.models import BarSpec
+from feed.models import BarSpec, decimals_of
 
 __all__ = [
     "UP",
@@ -166,14 +165,7 @@ def _axis(**overrides) -> dict:
 
 def _decimals_of(values: Sequence[float], cap: int = 10) -> int:
     # Decimals needed to print the values exactly (shortest repr, "3e-05" -> 5), at most cap.
-    best = 0
-    for v in values:
-        v = float(v)
-        if not math.isfinite(v):
-            continue
-        exponent = Decimal(repr(v)).normalize().as_tuple().exponent
-        best = max(best, -int(exponent))
-    return min(best, cap)
+    return min(max((decimals_of(float(v)) for v in values), default=0), cap)
 
 
 def price_decimals(df: pd.DataFrame, rows: int = 500) -> int:

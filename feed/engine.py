@@ -71,8 +71,6 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Literal
 
 import pandas as pd
@@ -89,6 +87,8 @@ from .models import (
     MalformedMessage,
     Trade,
     VendorReply,
+    decimals_of,
+    iso_ms,
 )
 
 __all__ = ["Engine", "BarSeries", "DepthView", "iso_ns"]
@@ -131,18 +131,13 @@ class _FeedQueue(queue.Queue):
 
 
 def iso_ns(ts_ns: int | None) -> str | None:
-    """Return UTC ns as ISO-8601 with milliseconds and ``Z`` (``2024-08-08T23:55:00.000Z``)."""
-    if ts_ns is None:
-        return None
-    dt = datetime.fromtimestamp(ts_ns // 1_000_000_000, tz=timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // 1_000_000) % 1000:03d}Z"
+    """Return UTC ns as ISO-8601 with milliseconds and ``Z``, or None for None (``iso_ms``)."""
+    return None if ts_ns is None else iso_ms(ts_ns)
 
 
 def _decimals(x: float) -> int:
-    # Decimals needed to print x exactly, from its shortest repr (3e-05 -> 5, 0.1 -> 1).
-    if not math.isfinite(x):
-        return 0
-    return min(12, max(0, -Decimal(repr(x)).normalize().as_tuple().exponent))
+    # Decimals needed to print a vendor price or size exactly, at most 12.
+    return min(12, decimals_of(x))
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Literal
 
 __all__ = [
@@ -31,6 +33,8 @@ __all__ = [
     "TIME_UNITS_NS",
     "MalformedMessage",
     "VendorReply",
+    "decimals_of",
+    "iso_ms",
 ]
 
 BUY = 1
@@ -49,6 +53,26 @@ TIME_UNITS_NS: dict[str, int] = {
 # The unit each time unit must divide evenly into (nautilus_trader's rule): 7m would not
 # tile an hour, so bars would drift against the clock.
 _TIME_UNIT_PARENT = {"s": 60, "m": 60, "h": 24, "d": 1}
+
+
+def decimals_of(x: float) -> int:
+    """Return the decimals needed to print ``x`` exactly, from its shortest repr.
+
+    ``3e-05`` -> 5, ``0.1`` -> 1, ``61837.63`` -> 2, ``100.0`` -> 0; NaN and inf -> 0.
+    """
+    if not math.isfinite(x):
+        return 0
+    return max(0, -int(Decimal(repr(float(x))).normalize().as_tuple().exponent))
+
+
+def iso_ms(ts_ns: int) -> str:
+    """Return UTC ns as ISO-8601 with milliseconds (truncated) and ``Z``.
+
+    ``1723161300000000000`` -> ``"2024-08-08T23:55:00.000Z"``.
+    """
+    ts_ns = int(ts_ns)
+    dt = datetime.fromtimestamp(ts_ns // NS_PER_SECOND, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // 1_000_000) % 1000:03d}Z"
 
 
 @dataclass(slots=True, frozen=True)
