@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dashboard.cli import build_parser, start_runtime  # noqa: E402
-from feed.replay import merge_recordings  # noqa: E402
+from feed.io.readers import merge_recordings  # noqa: E402
 from feed.vendors.binance import BinanceAdapter  # noqa: E402
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-captures-hftbacktest" / "raw" / "usdm" / "btcusdt_20240808.gz"

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
-from feed.models import BarSpec
+from feed.core.models import BarSpec
 
 from .export import bars_to_csv, export_filename
 
@@ -40,7 +40,7 @@ def register_routes(server: Flask, engine: Any) -> None:
     ----------
     server : flask.Flask
     engine
-        Read API of ``feed.engine.Engine`` (``health``, ``symbols``, ``bars_frame``).
+        Read API of ``feed.io.engine.Engine`` (``health``, ``symbols``, ``bars_frame``).
     """
 
     @server.get("/api/health")

@@ -31,7 +31,7 @@ def create_app(
 
     Parameters
     ----------
-    engine : feed.engine.Engine
+    engine : feed.io.engine.Engine
         Source of every figure, the status line and the exports.
     interval_ms : int, default 250
         Period of the live-update timer, milliseconds.

@@ -44,8 +44,8 @@ from typing import Any
 from dash import Input, Output, State, ctx, dcc, no_update
 from dash.exceptions import PreventUpdate
 
-from feed.bars import bars_to_frame
-from feed.models import BarSpec
+from feed.core.bars import bars_to_frame
+from feed.core.models import BarSpec
 
 from . import figures, ids
 from .export import bars_in_view, bars_to_csv, export_filename
@@ -313,7 +313,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         The app (or the ``dash`` module for global registration; anything with
         ``callback`` and ``clientside_callback``).
     engine
-        The engine read API (``feed.engine.Engine``).
+        The engine read API (``feed.io.engine.Engine``).
     max_points, keep_points : int
         Cap of closed bars in the candle figure, and bars kept by the redraw the cap
         forces (``keep_points <= max_points``).

@@ -40,7 +40,7 @@ environment wins), never from a command-line argument (it would show in ``ps``).
 token is one message and exit code 2.
 
 ``--kline-check`` (Binance and the embedded exchange) also subscribes ``<s>@kline_1m`` and
-compares each final candle with tickscope's own 1m bar (``feed.klinecheck``); results in
+compares each final candle with tickscope's own 1m bar (``feed.core.klinecheck``); results in
 ``/api/health`` under ``kline_check``. In replay it needs recorded kline streams.
 
 Persistence: raw trades are stored per source under ``--data-dir`` (default: the
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_replay_files(paths: list[str]) -> list[Path]:
     # Every file must exist and start with a '<time> <JSON>' line; one message per problem.
-    from feed.replay import RecordingError, read_recording
+    from feed.io.readers import RecordingError, read_recording
 
     out = []
     for text in paths:
@@ -298,9 +298,9 @@ def start_runtime(
         For a bad argument or unreadable file.
     """
     from dashboard.app import create_app
-    from feed.client import FeedClient, SnapshotFetcher
-    from feed.engine import Engine
-    from feed.models import BarSpec
+    from feed.io.client import FeedClient, SnapshotFetcher
+    from feed.io.engine import Engine
+    from feed.core.models import BarSpec
 
     try:
         BarSpec.from_str(args.bar)
@@ -326,7 +326,7 @@ def start_runtime(
     if faults and not embedded:
         raise UsageError("--faults applies to the embedded exchange only; drop --vendor/--url")
     if faults:
-        from feed.exchange import Faults
+        from feed.exchange.server import Faults
 
         try:
             faults = Faults.from_str(faults)
@@ -339,7 +339,7 @@ def start_runtime(
     probe = _make_adapter(args, vendor, market, kline_check, None, None)
     symbols = _parse_symbols(args.symbols, probe)
     if embedded:
-        from feed.exchange import EmbeddedExchange
+        from feed.exchange.server import EmbeddedExchange
 
         try:
             rt.exchange = EmbeddedExchange(
@@ -377,7 +377,7 @@ def start_runtime(
 
     try:
         if not replay or args.data_dir:
-            from feed.store import TradeStore
+            from feed.io.store import TradeStore
 
             data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
             source = _replay_store_name(replay, market) if replay else (
@@ -387,7 +387,7 @@ def start_runtime(
             except Exception as exc:
                 raise UsageError(f"--data-dir: cannot use {data_dir}: {exc}") from None
         if args.record:
-            from feed.recorder import Recorder
+            from feed.io.recorder import Recorder
 
             try:
                 rt.recorder = Recorder(args.record)
@@ -543,8 +543,8 @@ def _make_adapter(args: argparse.Namespace, vendor: str, market: str, kline_chec
 
 
 def _bar_options(args: argparse.Namespace) -> dict:
-    # The bar-rule options as feed.bars.make_aggregator keywords; a bad value -> UsageError.
-    from feed.timegrid import make_grid
+    # The bar-rule options as feed.core.bars.make_aggregator keywords; a bad value -> UsageError.
+    from feed.core.timegrid import make_grid
 
     tolerance = getattr(args, "late_tolerance", 2.0)
     if not (tolerance >= 0):
@@ -592,11 +592,11 @@ def _default_data_dir() -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``tickscope`` command; return the process exit code.
 
-    ``tickscope bars ...`` is the offline converter (:func:`feed.convert.main`).
+    ``tickscope bars ...`` is the offline converter (:func:`feed.io.convert.main`).
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bars"]:
-        from feed.convert import main as bars_main
+        from feed.io.convert import main as bars_main
 
         return bars_main(argv[1:])
     parser = build_parser()

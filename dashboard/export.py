@@ -2,7 +2,7 @@
 
 Format
 ------
-* Columns, in order: ``feed.models.BAR_COLUMNS`` = symbol, bar, start, end, open, high,
+* Columns, in order: ``feed.core.models.BAR_COLUMNS`` = symbol, bar, start, end, open, high,
   low, close, volume, turnover, vwap, trade_count, buy_volume, sell_volume, closed,
   amplitude, change (the last two appended after the issue-2 columns, so readers by
   position keep working). Both ``start`` and ``end`` are always written, whichever the
@@ -46,7 +46,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from feed.models import BAR_COLUMNS, BarSpec, iso_ms
+from feed.core.models import BAR_COLUMNS, BarSpec, iso_ms
 
 __all__ = [
     "VWAP_EXTRA_DECIMALS",

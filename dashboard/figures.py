@@ -58,7 +58,7 @@ import plotly.graph_objects as go
 from dash import Patch
 from plotly.subplots import make_subplots
 
-from feed.models import BarSpec, decimals_of
+from feed.core.models import BarSpec, decimals_of
 
 __all__ = [
     "UP",
@@ -271,7 +271,7 @@ def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> l
     Tick, volume and value bars: start and end times (their x is a bar number); time bars
     placed at their end: the start time. Then the trade count, ``change`` (close against
     the previous close, signed) and ``amplitude`` ((high - low) / previous close), both in
-    percent (``feed.models.Bar``).
+    percent (``feed.core.models.Bar``).
     """
     time_axis = _is_time(spec)
     show_start = not time_axis or _check_label(label) == "end"
@@ -433,7 +433,7 @@ def current_signature(bar: Mapping | None) -> str | None:
     ----------
     bar : mapping or None
         Anything with ``start_ns``/``end_ns``/``trade_count``/``volume``/``close`` as keys
-        or attributes (a ``feed.models.Bar``), or None when no bar is in progress.
+        or attributes (a ``feed.core.models.Bar``), or None when no bar is in progress.
     """
     if bar is None:
         return None
@@ -498,7 +498,7 @@ def candles_figure(
     Parameters
     ----------
     df : DataFrame
-        Bars with ``feed.models.BAR_COLUMNS`` (start/end int UTC ns), in index order: the
+        Bars with ``feed.core.models.BAR_COLUMNS`` (start/end int UTC ns), in index order: the
         closed bars to show, then at most one in-progress row (``closed`` False).
     symbol : str
     spec : BarSpec or str

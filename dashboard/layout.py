@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from dash import dcc, html
 
-from feed.models import BarSpec
+from feed.core.models import BarSpec
 
 from . import ids
 from .figures import LABELS, placeholder_figure
@@ -73,7 +73,7 @@ EXPLAINED_STATES = frozenset({"reconnecting", "stale"})
 #: up, and the detail says what to do (the HTTP 451 advice, which variable holds the token).
 BANNER_STATES = frozenset({"failed"})
 _DETAIL_CHARS = 90  # longest inline detail; the whole text stays in the tooltip
-#: The kline cross-check's reasons for skipping an interval (``feed.klinecheck``).
+#: The kline cross-check's reasons for skipping an interval (``feed.core.klinecheck``).
 _KLINE_SKIPPED = "intervals not fully watched: start, reconnect, trade gap"
 
 # Problem counters of the status line (``Engine.counters``), shown when non-zero, in this

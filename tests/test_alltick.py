@@ -8,7 +8,7 @@ import time
 import pytest
 import websocket
 
-from feed.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.core.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
 from feed.vendors.alltick import FOREX_CRYPTO_URL, STOCK_URL, AllTickAdapter, ts_to_ns
 from feed.vendors.base import VendorAdapter
 from tests.fakes import FakeAllTickServer
@@ -594,7 +594,7 @@ def test_loopback_when_trade_seq_skipped_adapter_shows_the_gap_in_trade_ids():
 
 
 def test_engine_when_seq_jumps_or_repeats_counts_no_gap_and_drops_no_trade(adapter):
-    from feed.engine import Engine
+    from feed.io.engine import Engine
 
     engine = Engine(adapter)
     engine.subscribe("AAPL.US")
@@ -606,7 +606,7 @@ def test_engine_when_seq_jumps_or_repeats_counts_no_gap_and_drops_no_trade(adapt
 
 
 def test_engine_when_malformed_message_holds_the_token_logs_it_masked(adapter, caplog):
-    from feed.engine import Engine
+    from feed.io.engine import Engine
 
     engine = Engine(adapter)
     with caplog.at_level("WARNING", logger="tickscope.engine"):

@@ -17,8 +17,8 @@ from flask import Flask
 
 from dashboard.api import register_routes
 from dashboard.export import bars_to_csv
-from feed.engine import Engine
-from feed.models import BAR_COLUMNS
+from feed.io.engine import Engine
+from feed.core.models import BAR_COLUMNS
 from feed.vendors.binance import BinanceAdapter
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z

@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from feed.bars import TimeBarAggregator, aggregate, bars_to_frame, make_aggregator
-from feed.models import BUY, SELL, Bar, BarSpec, Trade
+from feed.core.bars import TimeBarAggregator, aggregate, bars_to_frame, make_aggregator
+from feed.core.models import BUY, SELL, Bar, BarSpec, Trade
 from tests.conftest import require_shared_data
 
 S = 1_000_000_000

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feed.bars import aggregate, bars_to_frame, make_aggregator
-from feed.models import BUY, SELL, UNKNOWN, Trade
+from feed.core.bars import aggregate, bars_to_frame, make_aggregator
+from feed.core.models import BUY, SELL, UNKNOWN, Trade
 
 S = 1_000_000_000
 BASE = 1_710_000_000 * S  # 2024-03-09 16:00 UTC: New York DST starts the next day

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from feed.models import (
+from feed.core.models import (
     BUY,
     SELL,
     BookDelta,

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from feed.book import OrderBook
-from feed.models import BookDelta, BookSnapshot
+from feed.core.book import OrderBook
+from feed.core.models import BookDelta, BookSnapshot
 
 SYM = "BTCUSDT"
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from feed.book import OrderBook
-from feed.models import BookDelta, BookSnapshot, BookTicker
-from feed.replay import read_recording
+from feed.core.book import OrderBook
+from feed.core.models import BookDelta, BookSnapshot, BookTicker
+from feed.io.readers import read_recording
 from feed.vendors.binance import BinanceAdapter
 
 pytestmark = pytest.mark.data

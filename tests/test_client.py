@@ -24,7 +24,7 @@ import pytest
 import websocket
 from websockets.asyncio.server import serve
 
-from feed.client import (
+from feed.io.client import (
     FeedClient,
     FeedState,
     SnapshotFetcher,
@@ -617,7 +617,7 @@ def test_client_when_server_pings_answers_them_and_stays_connected(clients):
 
 
 def test_health_when_url_and_header_carry_tokens_never_shows_them(clients):
-    from feed.engine import Engine
+    from feed.io.engine import Engine
 
     with FakeExchange(reject=503) as ex:
         adapter = FakeAdapter(ex.url + "?token=SECRET123&streams=x", header={"X-Api-Key": "HDRSECRET9"})
@@ -1020,7 +1020,7 @@ class AuthAdapter(FakeAdapter):
         return msg.get("auth") if isinstance(msg, dict) else None
 
     def parse(self, raw, recv_ns):
-        from feed.models import VendorReply
+        from feed.core.models import VendorReply
 
         msg = json.loads(raw)
         return [VendorReply(bool(msg.get("auth")), f"auth says {msg.get('why')}", "auth")] if "auth" in msg else []

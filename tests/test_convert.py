@@ -1,5 +1,5 @@
-"""Trade-file readers (feed.replay.read_trades, detect_format) and `tickscope bars`
-(feed.convert): every format from small files written here, errors that name file and
+"""Trade-file readers (feed.io.readers.read_trades, detect_format) and `tickscope bars`
+(feed.io.convert): every format from small files written here, errors that name file and
 line, and end to end on real data against Binance's official klines."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feed.convert import convert, main
-from feed.models import BUY, SELL, UNKNOWN
-from feed.replay import TRADE_COLUMNS, RecordingError, detect_format, read_trades
+from feed.io.convert import convert, main
+from feed.core.models import BUY, SELL, UNKNOWN
+from feed.io.readers import TRADE_COLUMNS, RecordingError, detect_format, read_trades
 from tests.conftest import require_shared_data
 
 MIN_NS = 60_000_000_000

@@ -12,9 +12,8 @@ from collections import Counter
 
 import pytest
 
-from feed.book import OrderBook
-from feed.klinecheck import Kline
-from feed.models import BookDelta, BookTicker, Trade
+from feed.core.book import OrderBook
+from feed.core.models import BookDelta, BookTicker, Kline, Trade
 from feed.vendors.binance import BinanceAdapter
 from tests.conftest import require_shared_data
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from websocket import WebSocketBadStatusException, WebSocketTimeoutException, create_connection
 
-from feed.exchange import EmbeddedExchange, Faults
-from feed.replay import read_recording
-from feed.simulator import MarketSimulator
+from feed.exchange.server import EmbeddedExchange, Faults
+from feed.io.readers import read_recording
+from feed.exchange.simulator import MarketSimulator
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -466,7 +466,7 @@ def test_faults_from_str_when_valid_parses_and_when_bad_names_the_problem():
 def test_hostile_when_each_kind_drawn_has_the_promised_shape():
     import random
 
-    from feed.exchange import GARBAGE_KINDS, HUGE_FRAME_BYTES, _hostile
+    from feed.exchange.server import GARBAGE_KINDS, HUGE_FRAME_BYTES, _hostile
 
     rng = random.Random(1)
     last = '{"stream":"btcusdt@trade","data":{"e":"trade","t":7}}'

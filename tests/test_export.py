@@ -17,7 +17,7 @@ from dashboard.export import (
     inert,
     iso_ms,
 )
-from feed.models import BAR_COLUMNS
+from feed.core.models import BAR_COLUMNS
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
 MIN = 60 * 10**9
@@ -236,8 +236,8 @@ def test_bars_to_csv_when_change_rounds_to_zero_then_no_minus_sign():
 
 
 def test_bars_to_csv_when_bars_from_engine_frame_then_ratios_of_previous_close_even_for_a_slice():
-    from feed.bars import bars_to_frame
-    from feed.models import Bar, BarSpec
+    from feed.core.bars import bars_to_frame
+    from feed.core.models import Bar, BarSpec
 
     spec = BarSpec.from_str("1m")
     closes = [100.0, 102.0, 99.0, 99.0]

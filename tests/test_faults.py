@@ -12,7 +12,7 @@ settings. What was sent is known from the files (and from the exchange's
 * health ``gaps`` equals the recorded trades missing between the first and the last trade
   received (so trades lost to a drop or a refused reconnect are counted, and a skipped
   block of ids counts exactly its size);
-* bars of several kinds equal ``feed.bars.aggregate`` of the trades received: no bar is
+* bars of several kinds equal ``feed.core.bars.aggregate`` of the trades received: no bar is
   invented for a gap and nothing is counted twice.
 
 Set ``TICKSCOPE_FAULT_REPORT=/path/file.jsonl`` to append what each scenario injected and
@@ -31,12 +31,12 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.bars import aggregate
-from feed.client import FeedClient, SnapshotFetcher
-from feed.engine import Engine
-from feed.exchange import EmbeddedExchange
-from feed.models import Trade
-from feed.replay import merge_recordings, read_recording
+from feed.core.bars import aggregate
+from feed.io.client import FeedClient, SnapshotFetcher
+from feed.io.engine import Engine
+from feed.exchange.server import EmbeddedExchange
+from feed.core.models import Trade
+from feed.io.readers import merge_recordings, read_recording
 from feed.vendors.binance import BinanceAdapter
 from tests.conftest import require_shared_data, wait_for
 

@@ -15,9 +15,9 @@ from dash import Patch, html, no_update
 from plotly.utils import PlotlyJSONEncoder
 
 from dashboard import callbacks, figures, layout
-from feed.bars import bars_to_frame
-from feed.engine import BarSeries, DepthView
-from feed.models import Bar, BarSpec
+from feed.core.bars import bars_to_frame
+from feed.io.engine import BarSeries, DepthView
+from feed.core.models import Bar, BarSpec
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
 MIN = 60 * 10**9
@@ -857,7 +857,7 @@ def binance_trade(seconds: float, trade_id: int) -> str:
 
 
 def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
-    from feed.engine import Engine
+    from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
     engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)
@@ -884,7 +884,7 @@ def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
 
 
 def test_gap_marks_since_when_more_than_held_then_total_counts_the_dropped():
-    from feed.engine import Engine
+    from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
     engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)

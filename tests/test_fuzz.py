@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feed.bars import aggregate
-from feed.engine import Engine
+from feed.core.bars import aggregate
+from feed.io.engine import Engine
 from feed.vendors.binance import BinanceAdapter
 from tests.test_faults import (
     BAR_COLUMNS,

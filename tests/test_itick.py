@@ -8,7 +8,7 @@ import time
 import pytest
 import websocket
 
-from feed.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.core.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
 from feed.vendors.base import VendorAdapter
 from feed.vendors.itick import BASE_URL, ITickAdapter
 from tests.fakes import FakeITickServer

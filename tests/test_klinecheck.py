@@ -10,8 +10,9 @@ import time
 import pytest
 
 from dashboard.cli import UsageError, build_parser, start_runtime
-from feed.klinecheck import MAX_MISMATCHES, Kline, KlineChecker, compare
-from feed.models import BUY, SELL, Trade
+from feed.core.klinecheck import MAX_MISMATCHES, KlineChecker, compare
+from feed.core.models import Kline
+from feed.core.models import BUY, SELL, Trade
 from feed.vendors.binance import BinanceAdapter
 from tests.conftest import require_shared_data, wait_for
 

@@ -36,10 +36,10 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.bars import aggregate
-from feed.engine import Engine
-from feed.models import Trade
-from feed.store import TradeStore
+from feed.core.bars import aggregate
+from feed.io.engine import Engine
+from feed.core.models import Trade
+from feed.io.store import TradeStore
 from feed.vendors.binance import BinanceAdapter
 from tests.test_faults import key, recorded_trades, spot_files
 

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, main, start_runtime
-from feed.bars import aggregate
-from feed.recorder import Recorder
-from feed.replay import read_recording
+from feed.core.bars import aggregate
+from feed.io.recorder import Recorder
+from feed.io.readers import read_recording
 from tests.test_faults import BAR_COLUMNS, FAST_FEED, SPECS, key, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -145,7 +145,7 @@ def test_recorder_when_gzip_and_never_closed_every_flushed_line_is_readable(tmp_
 
 
 def test_recorder_when_engine_records_writes_only_from_the_worker_thread(tmp_path):
-    from feed.engine import Engine
+    from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
     class Spy(Recorder):

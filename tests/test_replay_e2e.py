@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.bars import aggregate
-from feed.models import Trade
-from feed.replay import merge_recordings
+from feed.core.bars import aggregate
+from feed.core.models import Trade
+from feed.io.readers import merge_recordings
 from feed.vendors.binance import BinanceAdapter
 from tests.test_bars import assert_matches_klines
 

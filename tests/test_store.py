@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import feed.store as store_mod
-from feed.models import BUY, SELL, UNKNOWN, Trade
-from feed.store import NO_TRADE_ID, TRADE_DTYPE, TradeStore
+import feed.io.store as store_mod
+from feed.core.models import BUY, SELL, UNKNOWN, Trade
+from feed.io.store import NO_TRADE_ID, TRADE_DTYPE, TradeStore
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -270,8 +270,8 @@ def test_load_when_flushing_concurrently_sees_each_trade_once(store):
 BATCH = 400
 WRITER = textwrap.dedent(f"""
     import sys
-    from feed.models import Trade
-    from feed.store import TradeStore
+    from feed.core.models import Trade
+    from feed.io.store import TradeStore
 
     T0 = {T0}
     store = TradeStore(sys.argv[1])

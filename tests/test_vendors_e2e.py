@@ -29,7 +29,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from dashboard.cli import build_parser, start_runtime
-from feed.exchange import EmbeddedExchange
+from feed.exchange.server import EmbeddedExchange
 from feed.vendors.alltick import AllTickAdapter
 from feed.vendors.itick import ITickAdapter
 from tests.conftest import wait_for

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from urllib.parse import SplitResult, quote
 
-from feed.models import MalformedMessage
+from feed.core.models import MalformedMessage
 
 __all__ = [
     "Secret",

@@ -33,7 +33,7 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import quote, urlsplit
 
-from feed.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.core.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
 from feed.vendors._common import (  # Secret and ts_to_ns: re-exported (public here)
     Secret,
     call_parser,
@@ -46,7 +46,7 @@ from feed.vendors._common import (  # Secret and ts_to_ns: re-exported (public h
 )
 from feed.vendors._common import dumps as _dumps
 from feed.vendors._common import number as _number
-from feed.vendors.base import Event
+from feed.vendors.base import Event, VendorBase
 
 __all__ = [
     "AllTickAdapter",
@@ -122,7 +122,7 @@ FATAL_RETS = frozenset({401, 603})
 #: ``ret`` codes that refuse symbols (the request named one the vendor will not serve).
 SYMBOL_RETS = frozenset({600, 604})
 
-#: Handshake statuses explained in AllTick's terms (``feed.client.explain_error`` hints).
+#: Handshake statuses explained in AllTick's terms (``feed.io.client.explain_error`` hints).
 HTTP_HINTS: dict[int, str] = {
     401: "AllTick refused the token: check ALLTICK_TOKEN (or [alltick] token in --config)",
     403: "AllTick refused the token or this plan: check ALLTICK_TOKEN and the plan",
@@ -271,7 +271,7 @@ _PUSHES: dict[int, Callable[[dict, int], Event]] = {
 # ======================================================================================
 
 
-class AllTickAdapter:
+class AllTickAdapter(VendorBase):
     """AllTick real-time trades and top-N depth (token required).
 
     One connection serves one asset class: stocks (``.US``, ``.HK``, ``.SH``, ``.SZ``)

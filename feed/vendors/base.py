@@ -1,7 +1,7 @@
 """The one protocol every vendor adapter implements.
 
 An adapter is pure translation between tickscope and one vendor dialect: it names the
-endpoint, builds control messages and turns received frames into ``feed.models`` events.
+endpoint, builds control messages and turns received frames into ``feed.core.models`` events.
 It never opens sockets, sleeps, logs per message or calls back; the feed client and the
 engine do that (DESIGN.md "Data flows one way").
 
@@ -15,8 +15,8 @@ Life of a connection, as the client drives it::
     for a book: url = adapter.snapshot_url(symbol)          # None: depth pushes are snapshots
                 book.apply_snapshot(adapter.parse_snapshot(symbol, http_get(url), recv_ns))
 
-Optional capabilities (duck-typed; ``feed.client`` and ``feed.engine`` use them when present)
---------------------------------------------------------------------------------------------
+Traits (:class:`VendorBase` gives each a default; adapters override data and methods)
+--------------------------------------------------------------------------------------
 ``header()``                  handshake headers (secrets; never logged).
 ``display_url(symbols)``      the URL to show (tokens masked); default: the client strips
                               secret-looking query parameters.
@@ -42,15 +42,13 @@ Optional capabilities (duck-typed; ``feed.client`` and ``feed.engine`` use them 
 from __future__ import annotations
 
 import re
-from typing import Protocol, Union, runtime_checkable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
 
-from feed.klinecheck import Kline
-from feed.models import BookDelta, BookSnapshot, BookTicker, Trade, VendorReply
+from feed.core.models import BookSnapshot, Event, MalformedMessage, VendorReply
 
-__all__ = ["Event", "VendorAdapter"]
-
-#: What ``parse`` may return.
-Event = Union[Trade, BookDelta, BookSnapshot, BookTicker, Kline, VendorReply]
+__all__ = ["Event", "VendorAdapter", "VendorBase"]
 
 
 @runtime_checkable
@@ -118,7 +116,7 @@ class VendorAdapter(Protocol):
 
         Raises
         ------
-        feed.models.MalformedMessage
+        feed.core.models.MalformedMessage
             For anything unusable (bad JSON, missing or mistyped fields, NaN/negative
             numbers, unknown events); never any other exception for bad input.
         """
@@ -133,7 +131,85 @@ class VendorAdapter(Protocol):
 
         Raises
         ------
-        feed.models.MalformedMessage
+        feed.core.models.MalformedMessage
             If the body is not a usable snapshot (including vendor error bodies).
         """
         ...
+
+
+class VendorBase:
+    """Defaults for every trait an adapter may have, so callers never probe with getattr.
+
+    An adapter subclasses this and overrides what its vendor does differently; the
+    defaults describe a vendor with consecutive trade ids, no auth, no handshake headers,
+    no plan limits and no REST snapshots.
+    """
+
+    #: Short id used in logs, counters and the UI.
+    name: str = "vendor"
+    #: Seconds between application heartbeats; None: the vendor needs none.
+    heartbeat_interval_s: float | None = None
+    #: Control messages the client may send per second on one connection.
+    max_messages_per_s: float = 5.0
+    #: True: each subscribe replaces the previous one (send the full list every time).
+    replaces_subscriptions: bool = False
+    #: True: subscribe only after :meth:`auth_status` said yes.
+    requires_auth_reply: bool = False
+    #: Seconds to wait for the auth reply before retrying.
+    auth_timeout_s: float = 10.0
+    #: False: trade ids are not consecutive per symbol (no gap or duplicate logic by id).
+    consecutive_trade_ids: bool = True
+    #: {HTTP status: advice in words} for handshake and REST errors (``{wait}``: Retry-After).
+    http_hints: Mapping[int, str] = MappingProxyType({})
+
+    def header(self) -> dict[str, str]:
+        """Return handshake headers (may hold secrets: never logged). Default: none."""
+        return {}
+
+    def display_url(self, symbols: Iterable[str] = ()) -> str | None:
+        """Return the URL to show, secrets masked; None: the client masks it itself."""
+        return None
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with this adapter's secrets masked. Default: unchanged."""
+        return text
+
+    def validate_subscription(self, symbols: Iterable[str]) -> list[str]:
+        """Check the full symbol list about to be subscribed; return it as a list.
+
+        Raises
+        ------
+        ValueError
+            With words for the user (plan limit, endpoint mixing). Default: never.
+        """
+        return list(symbols)
+
+    def is_fatal_reply(self, reply: VendorReply) -> bool:
+        """Return True for a refusal that retrying cannot fix (bad token). Default: False."""
+        return False
+
+    def rejected_symbols(self, reply: VendorReply) -> tuple[str, ...]:
+        """Return the symbols a refusal names, to unsubscribe again. Default: none."""
+        return ()
+
+    def on_open(self) -> None:
+        """Forget per-connection state; called before anything is sent on a new connection."""
+        return None
+
+    def auth_status(self, raw: str | bytes) -> bool | None:
+        """Return True/False for the vendor's auth reply, None for any other frame."""
+        return None
+
+    def snapshot_url(self, symbol: str) -> str | None:
+        """Return the REST depth-snapshot URL; None: depth pushes are full images."""
+        return None
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
+        """Parse a REST depth snapshot.
+
+        Raises
+        ------
+        feed.core.models.MalformedMessage
+            Always, by default: this vendor serves no REST snapshots.
+        """
+        raise MalformedMessage("bad_snapshot", "this vendor serves no REST depth snapshots")

@@ -24,19 +24,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from feed.klinecheck import Kline
-from feed.models import (
+from feed.core.models import (
     BUY,
     SELL,
     BookDelta,
     BookSnapshot,
     BookTicker,
+    Kline,
     MalformedMessage,
     Trade,
     VendorReply,
 )
 from feed.vendors._common import call_parser, clean_symbol, dumps, load_object
-from feed.vendors.base import Event
+from feed.vendors.base import Event, VendorBase
 
 __all__ = ["BinanceAdapter", "BinanceMarket", "MARKETS", "STREAMS", "KLINE_INTERVALS", "HTTP_HINTS"]
 
@@ -153,7 +153,7 @@ MAX_PARAMS_PER_MESSAGE = 100
 MAX_STREAMS_PER_CONNECTION = 1024
 
 #: What to tell the user for HTTP statuses of the WebSocket handshake or a REST request
-#: (``feed.client.explain_error`` hints; ``{wait}`` is the wait in seconds). 451: binance.com
+#: (``feed.io.client.explain_error`` hints; ``{wait}`` is the wait in seconds). 451: binance.com
 #: geo-blocks some regions (US, some clouds) [3P]; whether data-stream.binance.vision is
 #: blocked there too is unconfirmed [?]. 429/418: BN rest-api.md "LIMITS".
 HTTP_HINTS: dict[int, str] = {
@@ -268,7 +268,7 @@ def _depth_update(d: dict, symbol: str | None, recv_ns: int) -> BookDelta:
          "a": [["61837.64000000", "1.54698000"]]}   # asks
 
     USD-M / COIN-M add ``"T"`` (transaction time) and ``"pu"`` (the previous event's
-    ``u``), which selects the futures sequencing rule in ``feed.book.OrderBook``::
+    ``u``), which selects the futures sequencing rule in ``feed.core.book.OrderBook``::
 
         {"e": "depthUpdate", "E": 1723161256299, "T": 1723161256298, "s": "BTCUSDT",
          "U": 5123107832006, "u": 5123107837557, "pu": 5123107831937,
@@ -488,7 +488,7 @@ _ROUTE_CACHE_MAX = 4096
 # ======================================================================================
 
 
-class BinanceAdapter:
+class BinanceAdapter(VendorBase):
     """Binance spot, USD-M or COIN-M public market data (no API key).
 
     Parameters
@@ -506,7 +506,7 @@ class BinanceAdapter:
         ``data-api.binance.vision``; spot only). Ignored for a URL given explicitly.
     klines : str, optional
         Also subscribe ``<symbol>@kline_<klines>`` (e.g. ``"1m"``) for the kline cross-check
-        (``feed.klinecheck``); the candles parse into ``Kline`` events.
+        (``feed.core.klinecheck``); the candles parse into ``Kline`` events.
 
     Raises
     ------
@@ -516,7 +516,7 @@ class BinanceAdapter:
 
     heartbeat_interval_s: float | None = None  # the server pings; websocket-client pongs
     streams: dict[str, str] = STREAMS
-    #: Handshake / REST statuses explained in Binance's terms (``feed.client``).
+    #: Handshake / REST statuses explained in Binance's terms (``feed.io.client``).
     http_hints: dict[int, str] = HTTP_HINTS
 
     def __init__(
@@ -648,7 +648,7 @@ class BinanceAdapter:
         -------
         list
             One ``Trade``, ``BookDelta``, ``BookSnapshot`` (partial), ``BookTicker``,
-            ``Kline`` (``feed.klinecheck``) or ``VendorReply``; empty for documented events
+            ``Kline`` (``feed.core.klinecheck``) or ``VendorReply``; empty for documented events
             tickscope does not use.
 
         Raises

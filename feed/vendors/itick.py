@@ -47,7 +47,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from feed.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.core.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
 from feed.vendors._common import (
     Secret,
     call_parser,
@@ -60,7 +60,7 @@ from feed.vendors._common import (
 )
 from feed.vendors._common import dumps as _dumps
 from feed.vendors._common import number as _number
-from feed.vendors.base import Event
+from feed.vendors.base import Event, VendorBase
 
 __all__ = ["ITickAdapter", "BASE_URL", "MARKETS", "DEFAULT_TYPES", "MESSAGE_WORDS", "HTTP_HINTS", "base_url_of"]
 
@@ -83,7 +83,7 @@ PING_INTERVAL_S = 15.0
 AUTH_TIMEOUT_S = 10.0
 #: Control messages per second (undocumented; subscriptions change rarely, so stay low).
 MAX_MESSAGES_PER_S = 2.0
-#: Handshake statuses explained in iTick's terms (``feed.client.explain_error`` hints).
+#: Handshake statuses explained in iTick's terms (``feed.io.client.explain_error`` hints).
 HTTP_HINTS: dict[int, str] = {
     401: "iTick refused the API key: check ITICK_TOKEN (or [itick] token in --config)",
     403: "iTick refused the API key or this market for its plan: check ITICK_TOKEN",
@@ -235,7 +235,7 @@ def _code_of(msg: dict) -> int | None:
 # ======================================================================================
 
 
-class ITickAdapter:
+class ITickAdapter(VendorBase):
     """iTick real-time ticks and depth (API key required).
 
     Parameters

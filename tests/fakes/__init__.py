@@ -24,7 +24,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from feed.loopback import ServerThread
+from feed.exchange.loopback import ServerThread
 
 __all__ = ["LoopbackServer", "FakeVendorServer", "FakeAllTickServer", "FakeITickServer"]
 
@@ -34,7 +34,7 @@ class LoopbackServer(ServerThread):
     """Base of the fakes: a WebSocket server on loopback in its own thread and event loop.
 
     The thread, the loop, ``start()``/``stop()``/``with`` and :attr:`port` come from
-    :class:`feed.loopback.ServerThread`. Subclasses implement ``handle(ws)`` (one
+    :class:`feed.exchange.loopback.ServerThread`. Subclasses implement ``handle(ws)`` (one
     connection, on the loop thread) and may override ``process_request(connection,
     request)`` (HTTP handshake hook: return a response to refuse) and ``background()`` (a
     coroutine run while serving).

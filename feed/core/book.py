@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections import deque
 from heapq import heapify, heappop, heappush
 
-from feed.models import BookDelta, BookSnapshot
+from feed.core.models import BookDelta, BookSnapshot
 
 __all__ = ["OrderBook"]
 

@@ -5,7 +5,7 @@ the socket thread) calls :meth:`Recorder.write` for every message it takes off i
 and :meth:`Recorder.write_snapshot` for every REST depth snapshot, and flushes the recorder
 about once a second and on stop.
 
-Format (``feed.replay``, the hftbacktest collector's)
+Format (``feed.io.readers``, the hftbacktest collector's)
 -----------------------------------------------------
 One message a line: ``<receive time, UTC ns> <message as received>``; a REST depth
 snapshot is a bare JSON line. A spot snapshot names no symbol, so on a multi-symbol
@@ -165,7 +165,7 @@ class Recorder:
 
     @staticmethod
     def _acceptable(data: bytes) -> bool:
-        # Only lines feed.replay.read_recording accepts: UTF-8 text starting with { or [.
+        # Only lines feed.io.readers.read_recording accepts: UTF-8 text starting with { or [.
         if not data.lstrip()[:1] in (b"{", b"["):
             return False
         try:

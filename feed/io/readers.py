@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from feed.models import MalformedMessage, Trade
+from feed.core.models import MalformedMessage, Trade
 from feed.vendors.binance import BinanceAdapter
 
 __all__ = [

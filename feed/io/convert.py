@@ -6,11 +6,11 @@ Usage::
                    [--utc-offset ±HH:MM | --session-tz TZ [--session-open HH:MM]]
                    [--price-decimals N] [--size-decimals N] [-o OUT] [--no-progress]
 
-Reads every INPUT with :func:`feed.replay.read_trades` (recorded sessions, Binance
+Reads every INPUT with :func:`feed.io.readers.read_trades` (recorded sessions, Binance
 trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is detected per
 file unless ``--format`` names it), merges the trades in exchange-time order (a stable
 sort: equal times keep input order, then file order), aggregates them with
-:func:`feed.bars.aggregate` and writes the export CSV of
+:func:`feed.core.bars.aggregate` and writes the export CSV of
 :func:`dashboard.export.bars_to_csv`, the same format as the dashboard's *Export CSV* and
 ``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
 shows it ended.
@@ -32,9 +32,9 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from feed.bars import aggregate
-from feed.models import BarSpec
-from feed.replay import FORMATS, RecordingError, read_trades
+from feed.core.bars import aggregate
+from feed.core.models import BarSpec
+from feed.io.readers import FORMATS, RecordingError, read_trades
 
 __all__ = ["convert", "main", "build_parser", "MAX_DECIMALS"]
 
@@ -65,14 +65,14 @@ def convert(
     Parameters
     ----------
     inputs : sequence of path
-        Trade files (see :func:`feed.replay.read_trades`); several files are merged by
+        Trade files (see :func:`feed.io.readers.read_trades`); several files are merged by
         exchange time.
     spec : BarSpec or str
         Bar spec, e.g. ``"1m"``, ``"100t"``, ``"50v"``, ``"1000000q"``.
     symbol : str, optional
         The symbol to convert. Required when the inputs hold several symbols.
     fmt : str, optional
-        Format of every input (one of :data:`feed.replay.FORMATS`); None detects it per file.
+        Format of every input (one of :data:`feed.io.readers.FORMATS`); None detects it per file.
     out : path, text file or None
         Where the CSV goes: a path (written to a temporary file, then renamed, so a failed
         run leaves no partial file), an open text file, or None for standard output.
@@ -83,7 +83,7 @@ def convert(
         Decimals written for prices and sizes; None infers them from the trades (the
         fewest decimals that print every price/size exactly, at most ``MAX_DECIMALS``).
     **bar_options
-        Passed to :func:`feed.bars.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
+        Passed to :func:`feed.core.bars.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
         time-grid options ``utc_offset`` (e.g. ``"+08:00"``), ``session_tz`` and
         ``session_open`` (e.g. ``"America/New_York"``, ``"09:30"``).
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, Union
 
 __all__ = [
     "BUY",
@@ -154,7 +154,7 @@ class BookDelta:
         Binance ``u``.
     prev_final_update_id : int or None
         Binance USD-M/COIN-M ``pu`` (the previous event's ``u``); None on spot. Its
-        presence selects the futures sequencing rule in ``feed.book.OrderBook``.
+        presence selects the futures sequencing rule in ``feed.core.book.OrderBook``.
     bids, asks : tuple of (price, size)
         Changed levels; size 0 deletes the level.
     """
@@ -469,4 +469,57 @@ BAR_COLUMNS: tuple[str, ...] = (
     "turnover", "vwap", "trade_count", "buy_volume", "sell_volume", "closed",
     "amplitude", "change",
 )
-__all__.append("BAR_COLUMNS")
+__all__ += ["BAR_COLUMNS", "Kline", "Event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Kline:
+    """One vendor candle (Binance ``kline`` event), final or in progress.
+
+    Parameters
+    ----------
+    symbol : str
+        Upper-case symbol.
+    interval : str
+        Binance interval name, e.g. ``"1m"`` or ``"1s"``.
+    start_ns, end_ns : int
+        UTC ns; the candle holds trades with ``start_ns <= ts < end_ns`` (Binance ``t`` and
+        ``T`` + 1 ms).
+    open, high, low, close : float
+        Prices in quote currency.
+    volume : float
+        Base-unit volume (``v``).
+    turnover : float
+        Quote volume (``q``).
+    buy_volume : float
+        Taker-buy base volume (``V``).
+    trade_count : int
+        Trades (``n``).
+    closed : bool
+        True when the candle is final (``x``).
+    first_trade_id, last_trade_id : int or None
+        ``f`` and ``L``; None when Binance sends -1 (no trade).
+    event_ns : int
+        Event time (``E``), UTC ns.
+    """
+
+    symbol: str
+    interval: str
+    start_ns: int
+    end_ns: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    turnover: float
+    buy_volume: float
+    trade_count: int
+    closed: bool
+    first_trade_id: int | None = None
+    last_trade_id: int | None = None
+    event_ns: int = 0
+
+
+#: What a vendor adapter's ``parse`` may return (``feed.vendors.base``).
+Event = Union[Trade, BookDelta, BookSnapshot, BookTicker, Kline, VendorReply]

@@ -8,7 +8,7 @@ lost trades, a parsing or side-mapping bug, or a vendor fault -- exactly what a 
 wants to know before trusting the bars. Binance futures klines leave out non-``MARKET``
 trades (insurance fund, ADL); tickscope's bars do too (``Trade.in_bars``).
 
-Pure, like ``feed.bars``: no threads, no I/O, no wall clock. The engine feeds trades
+Pure, like ``feed.core.bars``: no threads, no I/O, no wall clock. The engine feeds trades
 (:meth:`KlineChecker.on_trade`), vendor candles (:meth:`KlineChecker.on_kline`) and its
 clock (:meth:`KlineChecker.on_clock`, minus its close grace) and reads
 :meth:`KlineChecker.results`.
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .bars import TimeBarAggregator
-from .models import Bar, BarSpec, Trade
+from .models import Bar, BarSpec, Kline, Trade
 
-__all__ = ["Kline", "KlineChecker", "COMPARED_FIELDS", "MAX_MISMATCHES"]
+__all__ = ["KlineChecker", "COMPARED_FIELDS", "MAX_MISMATCHES"]
 
 #: (result name, Kline attribute, Bar attribute) compared, in the order shown.
 COMPARED_FIELDS: tuple[tuple[str, str, str], ...] = (
@@ -59,55 +59,6 @@ MAX_PENDING = 256
 MAX_BARS = 512
 #: Interval starts remembered as incomplete per symbol.
 MAX_INCOMPLETE = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Kline:
-    """One vendor candle (Binance ``kline`` event), final or in progress.
-
-    Parameters
-    ----------
-    symbol : str
-        Upper-case symbol.
-    interval : str
-        Binance interval name, e.g. ``"1m"`` or ``"1s"``.
-    start_ns, end_ns : int
-        UTC ns; the candle holds trades with ``start_ns <= ts < end_ns`` (Binance ``t`` and
-        ``T`` + 1 ms).
-    open, high, low, close : float
-        Prices in quote currency.
-    volume : float
-        Base-unit volume (``v``).
-    turnover : float
-        Quote volume (``q``).
-    buy_volume : float
-        Taker-buy base volume (``V``).
-    trade_count : int
-        Trades (``n``).
-    closed : bool
-        True when the candle is final (``x``).
-    first_trade_id, last_trade_id : int or None
-        ``f`` and ``L``; None when Binance sends -1 (no trade).
-    event_ns : int
-        Event time (``E``), UTC ns.
-    """
-
-    symbol: str
-    interval: str
-    start_ns: int
-    end_ns: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    turnover: float
-    buy_volume: float
-    trade_count: int
-    closed: bool
-    first_trade_id: int | None = None
-    last_trade_id: int | None = None
-    event_ns: int = 0
 
 
 def _iso(ts_ns: int) -> str:

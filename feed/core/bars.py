@@ -6,7 +6,7 @@ Pure: no threads, no I/O, no wall clock. Time comes in as an argument (``Trade.t
 Rules (see DESIGN.md "Time and bars")
 -------------------------------------
 * Time bars: a bar labelled ``t`` holds trades with ``t <= ts < t + interval`` (label at the
-  interval start). Alignment (``feed.timegrid``): epoch/UTC by default; a fixed UTC offset
+  interval start). Alignment (``feed.core.timegrid``): epoch/UTC by default; a fixed UTC offset
   (``utc_offset="+08:00"``, as Binance's ``@kline_<i>@+08:00``); or anchored to a daily
   session open in an IANA time zone (``session_tz="America/New_York", session_open="09:30"``),
   where the last interval of a session ends at the next open.

@@ -46,14 +46,14 @@ from typing import Any
 import diskcache
 import numpy as np
 
-from feed.models import Trade
+from feed.core.models import Trade
 
 __all__ = ["TRADE_DTYPE", "NO_TRADE_ID", "TradeStore", "StoreError"]
 
 log = logging.getLogger("tickscope.store")
 
 #: One stored trade. ``trade_id`` is ``NO_TRADE_ID`` when the vendor gave none; ``side`` is
-#: +1 buy / -1 sell / 0 unknown (taker side, as ``feed.models``); times are UTC ns.
+#: +1 buy / -1 sell / 0 unknown (taker side, as ``feed.core.models``); times are UTC ns.
 TRADE_DTYPE = np.dtype([
     ("ts_ns", "<i8"),
     ("price", "<f8"),

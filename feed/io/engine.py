@@ -27,7 +27,7 @@ Robustness (tracker issue 4)
   fetch only new ones: :meth:`Engine.gap_marks_since`); no bar is invented for them.
   A trade id at or below the last one seen is a duplicate (a replayed or re-sent trade)
   and is skipped (counter ``duplicates``). A broken diff-depth sequence or a crossed book
-  resyncs that symbol's book alone (``feed.book``; a REST snapshot is requested), and a
+  resyncs that symbol's book alone (``feed.core.book``; a REST snapshot is requested), and a
   reconnect resyncs every book.
 * Backpressure: the socket thread never waits; a full queue drops the message and counts
   it in ``dropped``; health turns ``degraded`` for ``DEGRADED_FOR_S`` after the last drop,
@@ -40,7 +40,7 @@ Robustness (tracker issue 4)
   disagree with the trades after a late-trade revision. Retention
   (``retention_max_age_s`` / ``retention_max_bytes``) prunes the store every
   ``prune_every_s`` (first shortly after start).
-* Recording (``recorder``, ``feed.recorder.Recorder``): the worker writes every message it
+* Recording (``recorder``, ``feed.io.recorder.Recorder``): the worker writes every message it
   takes off the queue, and every REST snapshot, in the replay format; it is flushed with
   the store and on stop.
 
@@ -57,7 +57,7 @@ Vendors (tracker issue 5)
 * Subscriptions are validated with ``adapter.validate_subscription(current + [new])``
   before anything is stored or sent (plan limits, endpoint mixing: a ValueError for the UI).
 * Secrets: malformed-message samples in the log pass through ``adapter.redact``.
-* Kline cross-check (``kline_check="1m"``): vendor candles (``feed.klinecheck.Kline``) are
+* Kline cross-check (``kline_check="1m"``): vendor candles (``feed.core.klinecheck.Kline``) are
   compared with tickscope's own bars of that interval; results in ``status()`` and
   ``health()`` under ``kline_check``.
 """
@@ -75,10 +75,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from .bars import BarAggregator, bars_to_frame, make_aggregator
-from .book import OrderBook
-from .klinecheck import Kline, KlineChecker
-from .models import (
+from feed.core.bars import BarAggregator, bars_to_frame, make_aggregator
+from feed.core.book import OrderBook
+from feed.core.klinecheck import KlineChecker
+from feed.core.models import (
+    Kline,
     Bar,
     BarSpec,
     BookDelta,
@@ -234,7 +235,7 @@ class Engine:
     adapter
         Vendor adapter (``feed.vendors.base``): parses raw messages into events,
         validates symbols, gives REST snapshot URLs.
-    store : feed.store.TradeStore, optional
+    store : feed.io.store.TradeStore, optional
         Persistence of raw trades; history is restored per symbol on subscribe.
     clock : {"wall", "exchange"}, default "wall"
         Engine clock: the wall clock (live) or the newest exchange time seen (replay),
@@ -250,7 +251,7 @@ class Engine:
     bar_options : dict, optional
         Options passed to every time-bar aggregator (``offset_ns``, ``empty``,
         ``late_tolerance_ns``).
-    recorder : feed.recorder.Recorder, optional
+    recorder : feed.io.recorder.Recorder, optional
         Receives every message and REST snapshot the worker takes off the queue.
     retention_max_age_s : float, optional
         Prune stored trades older than this many seconds (exchange time, relative to the
@@ -276,7 +277,7 @@ class Engine:
         with the exchange clock.
     kline_check : str, optional
         Interval (``"1m"``) of vendor candles to compare with tickscope's own bars
-        (``feed.klinecheck``); None: no cross-check. The adapter must subscribe them.
+        (``feed.core.klinecheck``); None: no cross-check. The adapter must subscribe them.
     """
 
     def __init__(
@@ -554,7 +555,7 @@ class Engine:
     def bars_frame(self, symbol: str, spec: BarSpec | str) -> pd.DataFrame:
         """Return every held bar (closed + in progress) as a DataFrame.
 
-        Columns are ``feed.models.BAR_COLUMNS`` (start/end int UTC ns);
+        Columns are ``feed.core.models.BAR_COLUMNS`` (start/end int UTC ns);
         ``attrs["price_decimals"]`` and ``attrs["size_decimals"]`` give the precision seen in
         the vendor's prices and sizes.
 
@@ -676,7 +677,7 @@ class Engine:
         ``feed`` (the feed client's ``status()``, or None), ``vendor`` (the adapter's name)
         and ``kline_check`` (None when off, else per symbol: ``interval``, ``checked``,
         ``agreed``, ``skipped``, ``pending``, ``last``, ``mismatches`` -- see
-        ``feed.klinecheck.KlineChecker.results``).
+        ``feed.core.klinecheck.KlineChecker.results``).
         """
         feed = self._feed.status() if self._feed is not None else None
         feed_view = feed or {"state": "stopped"}

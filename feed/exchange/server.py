@@ -14,7 +14,7 @@ serves on a single port:
 
 The market comes from one of two sources:
 
-* Replay (``replay_files``): recorded sessions (``feed.replay`` format) played in
+* Replay (``replay_files``): recorded sessions (``feed.io.readers`` format) played in
   receive-time order at the recorded pacing divided by ``speed``. The playback clock starts
   when the first client subscribes to something, so a client that connects late misses
   nothing; after the last line ``finished`` is set and connections stay open, quiet.
@@ -28,7 +28,7 @@ The market comes from one of two sources:
   ``symbols`` limits the symbols served; files that mix markets for one symbol (spot and
   USD-M BTCUSDT) are refused. Any depth path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``)
   serves any recorded symbol.
-* Simulator (no files): ``feed.simulator.MarketSimulator`` per symbol driven by the wall
+* Simulator (no files): ``feed.exchange.simulator.MarketSimulator`` per symbol driven by the wall
   clock; ``@trade``, ``@aggTrade``, ``@bookTicker`` as they happen and ``@depth`` diffs
   every 100 ms (every depth speed suffix gets the 100 ms diffs). With ``klines=True`` also
   ``@kline_1s`` and ``@kline_1m`` in Binance's payload shape, built exactly (integer ticks
@@ -81,9 +81,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from feed.loopback import ServerThread
-from feed.replay import RecordingError, merge_recordings, read_recording
-from feed.simulator import MarketSimulator, instrument_for, quote_asset_of
+from feed.exchange.loopback import ServerThread
+from feed.io.readers import RecordingError, merge_recordings, read_recording
+from feed.exchange.simulator import MarketSimulator, instrument_for, quote_asset_of
 
 __all__ = ["EmbeddedExchange", "Faults", "GARBAGE_KINDS", "HUGE_FRAME_BYTES"]
 
@@ -1023,7 +1023,7 @@ class EmbeddedExchange(ServerThread):
     port : int
         TCP port; 0 picks a free one (read it from ``ws_url`` after ``start``).
     replay_files : iterable of path
-        Recorded sessions (``feed.replay`` format) to play; empty selects simulator mode.
+        Recorded sessions (``feed.io.readers`` format) to play; empty selects simulator mode.
         The files are scanned once here (about 0.2 s per 100,000 lines).
     speed : float
         Replay speed: recorded pacing divided by this (10 = ten times faster); 0 plays as
@@ -1058,7 +1058,7 @@ class EmbeddedExchange(ServerThread):
     ValueError
         If an option is out of range, a symbol is not served, or the files mix markets
         (spot and futures) for one symbol.
-    feed.replay.RecordingError
+    feed.io.readers.RecordingError
         If a replay file is missing or unreadable.
     """
 

@@ -1,0 +1,1 @@
+"""The embedded local exchange: a Binance-dialect server on loopback fed by a replay or a simulator."""

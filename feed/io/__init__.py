@@ -1,0 +1,1 @@
+"""I/O shells around the pure core: the feed client thread, the engine worker, the store, recordings."""
