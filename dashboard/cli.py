@@ -299,6 +299,7 @@ def start_runtime(
     """
     from dashboard.app import create_app
     from feed.io.client import FeedClient, SnapshotFetcher
+    from feed.core.config import EngineConfig, MarketConfig
     from feed.io.engine import Engine
     from feed.core.models import BarSpec
 
@@ -402,14 +403,18 @@ def start_runtime(
 
     retention_days = getattr(args, "retention_days", None)
     retention_mb = getattr(args, "retention_mb", None)
-    rt.engine = Engine(
-        adapter, store=rt.store, clock="exchange" if replay else "wall", default_spec=args.bar,
-        bar_options=bar_options,
-        recorder=rt.recorder,
+    engine_options = dict(engine_options or {})
+    market = MarketConfig(clock="exchange" if replay else "wall", default_spec=args.bar,
+                          bar_options=bar_options, kline_check=kline_check,
+                          **{k: engine_options.pop(k) for k in list(engine_options)
+                             if k in MarketConfig.__dataclass_fields__})
+    config = EngineConfig(
+        market=market,
         retention_max_age_s=None if retention_days is None else retention_days * 86400.0,
         retention_max_bytes=None if retention_mb is None else int(retention_mb * 1024 * 1024),
-        **{"kline_check": kline_check, **(engine_options or {})},
+        **engine_options,
     )
+    rt.engine = Engine(adapter, config, store=rt.store, recorder=rt.recorder)
     rt.feed = FeedClient(adapter, rt.engine, symbols=(), name=adapter.name,
                          **{"stale_after_s": getattr(args, "stale_after", 30.0), **(feed_options or {})})
     rt.fetcher = SnapshotFetcher(rt.engine, hints=getattr(adapter, "http_hints", None))

@@ -33,6 +33,7 @@ import pytest
 from dashboard.cli import build_parser, start_runtime
 from feed.core.bars import aggregate
 from feed.io.client import FeedClient, SnapshotFetcher
+from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.exchange.server import EmbeddedExchange
 from feed.core.models import Trade
@@ -371,7 +372,7 @@ def test_backpressure_when_queue_tiny_drops_counted_socket_never_waits_and_gaps_
     sent = recorded_trades(paths)
     ex = EmbeddedExchange(replay_files=paths, speed=0).start()
     adapter = SlowAdapter("spot", ws_url=ex.ws_url, rest_url=ex.rest_url)
-    engine = Engine(adapter, clock="exchange", queue_size=16)
+    engine = Engine(adapter, EngineConfig(MarketConfig(clock="exchange"), queue_size=16))
     feed = FeedClient(adapter, engine, **FAST_FEED)
     fetcher = SnapshotFetcher(engine)
     engine.attach(feed, fetcher)

@@ -857,10 +857,11 @@ def binance_trade(seconds: float, trade_id: int) -> str:
 
 
 def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
+    from feed.core.config import EngineConfig, MarketConfig
     from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
-    engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
     engine.subscribe("BTCUSDT")
     # ids 1, 4 (2 missing), 7 (2 missing, same ms as 4: an identical mark), 8, 12 (3 missing)
     engine.process([("ws", 0, binance_trade(s, i)) for s, i in ((1, 1), (2, 4), (2, 7), (3, 8), (70, 12))])
@@ -884,10 +885,11 @@ def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
 
 
 def test_gap_marks_since_when_more_than_held_then_total_counts_the_dropped():
+    from feed.core.config import EngineConfig, MarketConfig
     from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
-    engine = Engine(BinanceAdapter("spot"), clock="exchange", close_grace_s=0)
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
     engine.subscribe("BTCUSDT")
     engine.process([("ws", 0, binance_trade(1 + i * 0.01, 1 + 2 * i)) for i in range(1005)])  # 1004 gaps
     total, marks = engine.gap_marks_since("BTCUSDT", 0)

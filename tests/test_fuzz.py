@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feed.core.bars import aggregate
+from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.vendors.binance import BinanceAdapter
 from tests.test_faults import (
@@ -106,7 +107,7 @@ def valid_stream(n: int, seed: int = 3) -> list[bytes]:
 
 
 def make_engine() -> Engine:
-    engine = Engine(BinanceAdapter("spot"), clock="exchange")
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange")))
     engine.subscribe("BTCUSDT")
     for spec in SPECS:
         engine.bar_series("BTCUSDT", spec)

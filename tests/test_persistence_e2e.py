@@ -37,6 +37,7 @@ import pytest
 
 from dashboard.cli import build_parser, start_runtime
 from feed.core.bars import aggregate
+from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.core.models import Trade
 from feed.io.store import TradeStore
@@ -211,8 +212,8 @@ def test_retention_when_store_over_limits_engine_prunes_oldest_batches(tmp_path)
                      for i in range(1000))
         store.flush()
     per_batch = store.nbytes() // 6
-    engine = Engine(BinanceAdapter("spot"), store=store, retention_max_age_s=2.5 * 86_400,
-                    retention_max_bytes=2 * per_batch, prune_every_s=0.05)
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(retention_max_age_s=2.5 * 86_400,
+                    retention_max_bytes=2 * per_batch, prune_every_s=0.05), store=store)
     engine.start()
     try:
         deadline = time.monotonic() + 10

@@ -145,6 +145,7 @@ def test_recorder_when_gzip_and_never_closed_every_flushed_line_is_readable(tmp_
 
 
 def test_recorder_when_engine_records_writes_only_from_the_worker_thread(tmp_path):
+    from feed.core.config import EngineConfig, MarketConfig
     from feed.io.engine import Engine
     from feed.vendors.binance import BinanceAdapter
 
@@ -156,7 +157,7 @@ def test_recorder_when_engine_records_writes_only_from_the_worker_thread(tmp_pat
             super().write(recv_ns, raw)
 
     rec = Spy(tmp_path / "r.txt")
-    engine = Engine(BinanceAdapter("spot"), recorder=rec, clock="exchange").start()
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange")), recorder=rec).start()
     try:
         engine.subscribe("BTCUSDT")
         for i in range(50):

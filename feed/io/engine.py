@@ -77,6 +77,7 @@ import pandas as pd
 
 from feed.core.bars import BarAggregator, bars_to_frame, make_aggregator
 from feed.core.book import OrderBook
+from feed.core.config import EngineConfig
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import (
     Kline,
@@ -280,54 +281,28 @@ class Engine:
         (``feed.core.klinecheck``); None: no cross-check. The adapter must subscribe them.
     """
 
-    def __init__(
-        self,
-        adapter: Any,
-        *,
-        store: Any = None,
-        clock: ClockMode = "wall",
-        queue_size: int = 200_000,
-        default_spec: str = "1m",
-        max_trades: int = 2_000_000,
-        max_bars: int = 5000,
-        bar_options: dict | None = None,
-        recorder: Any = None,
-        retention_max_age_s: float | None = None,
-        retention_max_bytes: int | None = None,
-        prune_every_s: float = 60.0,
-        flush_every_s: float = _FLUSH_EVERY_S,
-        max_message_bytes: int = 1 << 20,
-        snapshot_spacing_s: float = _SNAPSHOT_RETRY_S,
-        close_grace_s: float | None = None,
-        kline_check: str | None = None,
-    ) -> None:
-        if clock not in ("wall", "exchange"):
-            raise ValueError(f"clock must be 'wall' or 'exchange', not {clock!r}")
-        if retention_max_age_s is not None and not retention_max_age_s > 0:
-            raise ValueError(f"retention_max_age_s must be > 0 seconds, not {retention_max_age_s!r}")
-        if retention_max_bytes is not None and not retention_max_bytes >= 0:
-            raise ValueError(f"retention_max_bytes must be >= 0, not {retention_max_bytes!r}")
-        if not prune_every_s > 0 or not flush_every_s > 0:
-            raise ValueError("prune_every_s and flush_every_s must be > 0 seconds")
-        if close_grace_s is None:
-            close_grace_s = WALL_CLOSE_GRACE_S if clock == "wall" else EXCHANGE_CLOSE_GRACE_S
-        if not close_grace_s >= 0:
-            raise ValueError(f"close_grace_s must be >= 0 seconds, not {close_grace_s!r}")
+    def __init__(self, adapter: Any, config: EngineConfig | None = None, *,
+                 store: Any = None, recorder: Any = None) -> None:
+        config = config or EngineConfig()
+        market = config.market
+        self.config = config
         self.recorder = recorder
-        self.retention_max_age_s = retention_max_age_s
-        self.retention_max_bytes = retention_max_bytes
-        self.prune_every_s = float(prune_every_s)
-        self.flush_every_s = float(flush_every_s)
-        self.max_message_bytes = int(max_message_bytes)
-        self._close_grace_ns = int(close_grace_s * 1e9)
-        self.snapshot_spacing_s = float(snapshot_spacing_s)
+        self.retention_max_age_s = config.retention_max_age_s
+        self.retention_max_bytes = config.retention_max_bytes
+        self.prune_every_s = float(config.prune_every_s)
+        self.flush_every_s = float(config.flush_every_s)
+        self.max_message_bytes = int(config.max_message_bytes)
+        self._close_grace_ns = int(market.close_grace_s * 1e9)
+        self.snapshot_spacing_s = float(market.snapshot_spacing_s)
         self.adapter = adapter
         self.store = store
-        self.clock_mode = clock
-        self.default_spec = str(BarSpec.from_str(default_spec))
-        self.max_trades = max_trades
-        self.max_bars = max_bars
-        self.bar_options = dict(bar_options or {})
+        self.clock_mode = market.clock
+        self.default_spec = market.default_spec
+        self.max_trades = market.max_trades
+        self.max_bars = market.max_bars
+        self.bar_options = dict(market.bar_options)
+        kline_check = market.kline_check
+        queue_size = config.queue_size
         self._queue = _FeedQueue(maxsize=queue_size)
         self._lock = threading.RLock()  # guards everything below
         self._states: dict[str, _SymbolState] = {}
