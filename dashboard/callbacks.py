@@ -114,7 +114,7 @@ def _crc(value: Any) -> str:
 def new_errors(before: Sequence[str], now: Sequence[str]) -> list[str]:
     """Return the entries of ``now`` that came after ``before`` was read.
 
-    Both are ``Engine.status()["errors"]`` (the latest few, newest last, so old ones fall
+    Both are ``Engine.status().errors`` (the latest few, newest last, so old ones fall
     off the front): the new ones are ``now`` after its longest prefix that is a suffix of
     ``before``. A repeat of the same text counts as new (``[A] -> [A, A]``) unless the
     list was already full of it.
@@ -250,7 +250,7 @@ def _status(engine: Any, symbol: str | None, store: dict | None, pending: dict |
     # subscribe store (the last subscribe from the box); its vendor error is shown once
     # (the store's ``sub_done`` names the subscribe it was shown for).
     status = engine.status()
-    dropped = int((status.get("counters") or {}).get("dropped", 0) or 0)
+    dropped = status.counters.dropped
     now = time.time()
     store = store or {}
     drop_seen = store.get("drop_seen")
@@ -264,10 +264,10 @@ def _status(engine: Any, symbol: str | None, store: dict | None, pending: dict |
     message = no_update
     if (pending and pending.get("symbol") and pending.get("n") != store.get("sub_done")
             and 0 <= now - float(pending.get("at") or 0) <= SUBSCRIBE_ERRORS_FOR_S):
-        found = subscribe_errors(pending.get("errors") or [], status.get("errors") or [], pending["symbol"])
+        found = subscribe_errors(pending.get("errors") or [], status.errors, pending["symbol"])
         if found:
             message, new_store["sub_done"] = found[-1], pending.get("n")
-    options_out = _symbol_options(options, status.get("symbols"))
+    options_out = _symbol_options(options, status.symbols)
     store_out = no_update if new_store == store else new_store
     if signature == store.get("sig"):
         return no_update, no_update, store_out, message, options_out
@@ -375,7 +375,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         text = (text or "").strip()
         if not text:
             return no_update, no_update, "type a symbol, e.g. ETHUSDT", no_update, None
-        errors = list(engine.status().get("errors") or [])  # before: the refusal comes after
+        errors = list(engine.status().errors)  # before: the refusal comes after
         try:
             symbol = engine.subscribe(text)
         except ValueError as exc:

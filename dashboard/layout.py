@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from dash import dcc, html
 
+from feed.core.health import Status
 from feed.core.models import BarSpec
 
 from . import ids
@@ -54,7 +55,7 @@ BAR_PRESETS: dict[str, tuple[str, ...]] = {
 }
 _KIND_DEFAULT = {"time": "1m", "tick": "100t", "volume": "10v", "value": "1000000q"}
 
-#: Status dot colour class per feed state (``Engine.status()["state"]``).
+#: Status dot colour class per feed state (``Engine.status().state``).
 STATE_COLOURS: dict[str, str] = {
     "live": "green",
     "connecting": "amber",
@@ -177,14 +178,14 @@ def kline_badge(kline_check: Mapping | None, symbol: str | None, *, vendor: str 
     Parameters
     ----------
     kline_check : mapping or None
-        ``Engine.status()["kline_check"]``: None when the check is off, else per symbol
+        ``Engine.status().kline_check``: None when the check is off, else per symbol
         ``interval``, ``checked``, ``agreed``, ``skipped``, ``pending``, ``last`` and
         ``mismatches`` (the latest, oldest first: ``{"minute", "fields": {name: [vendor,
         ours]}}``).
     symbol : str or None
         Symbol selected; None (no badge) when it is not checked.
     vendor : str, optional
-        ``Engine.status()["vendor"]``, naming whose candles they are (default Binance).
+        ``Engine.status().vendor``, naming whose candles they are (default Binance).
     """
     if not kline_check or not symbol or symbol not in kline_check:
         return None
@@ -226,24 +227,24 @@ def status_banner(status: Mapping) -> list:
 
     Parameters
     ----------
-    status : mapping
+    status : feed.core.health.Status
         ``Engine.status()``: state, detail, vendor.
     """
-    state = str(status.get("state", "stopped"))
+    state = status.state
     if state not in BANNER_STATES:
         return []
-    vendor = status.get("vendor")
-    detail = str(status.get("detail") or "").strip() or "no reason given; see the log"
+    vendor = status.vendor
+    detail = status.detail.strip() or "no reason given; see the log"
     head = f"{vendor} feed {state}" if vendor else f"feed {state}"
     return [html.Span(head, className="banner-head"), html.Span(detail, className="banner-detail")]
 
 
-def status_children(status: Mapping, symbol: str | None, *, dropping: bool = False) -> list:
+def status_children(status: Status, symbol: str | None, *, dropping: bool = False) -> list:
     """Return the status line's components for ``Engine.status()``.
 
     Parameters
     ----------
-    status : mapping
+    status : feed.core.health.Status
         ``Engine.status()``: state, detail, messages_per_s, queue_depth, counters,
         symbols, clock_ns and optionally errors (vendor refusals, newest last), vendor
         (the adapter's name, labelling the feed), feed (its ``url`` is the label's
@@ -258,27 +259,27 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
         True when the dropped-message counter grew recently: the dot turns amber and
         says so, whatever the connection state.
     """
-    state = str(status.get("state", "stopped"))
+    state = status.state
     colour = STATE_COLOURS.get(state, "grey")
     label = state
     if dropping and colour in ("green", "blue"):
         colour, label = "amber", f"{state} · dropping"
     elif dropping:
         label = f"{state} · dropping"
-    counters = status.get("counters") or {}
-    sym = (status.get("symbols") or {}).get(symbol or "", {})
-    last_ts = sym.get("last_trade_ts_ns")
-    age = None if last_ts is None else int(status.get("clock_ns", 0)) - int(last_ts)
+    counters = status.counters
+    sym = status.symbols.get(symbol or "")
+    last_ts = sym.last_trade_ts_ns if sym is not None else None
+    age = None if last_ts is None else status.clock_ns - last_ts
 
     def item(name: str, value: str, cls: str = "", title: str | None = None) -> html.Span:
         return html.Span([html.Span(name, className="k"), html.Span(value, className="v")],
                          className=f"status-item {cls}".strip(), title=title)
 
-    detail = str(status.get("detail") or "")
-    vendor = status.get("vendor")
+    detail = status.detail
+    vendor = status.vendor
     state_parts = [html.Span(className=f"dot dot-{colour}")]
     if vendor:
-        url = str((status.get("feed") or {}).get("url") or "")
+        url = status.feed.url if status.feed is not None else ""
         state_parts.append(html.Span(str(vendor), className="feed-name",
                                      title=f"{vendor} feed: {url}" if url else f"{vendor} feed"))
     state_parts.append(html.Span(label, className="state"))
@@ -286,18 +287,18 @@ def status_children(status: Mapping, symbol: str | None, *, dropping: bool = Fal
         state_parts.append(html.Span(_clip(detail, _DETAIL_CHARS), className="detail"))
     children = [
         html.Span(state_parts, className="status-state", title=detail),
-        item("msg/s", f"{float(status.get('messages_per_s', 0.0)):,.0f}"),
+        item("msg/s", f"{status.messages_per_s:,.0f}"),
         item("last trade", format_age(age) if symbol else "–"),
-        item("queue", f"{int(status.get('queue_depth', 0)):,}"),
+        item("queue", f"{status.queue_depth:,}"),
     ]
-    badge = kline_badge(status.get("kline_check"), symbol, vendor=vendor)
+    badge = kline_badge(status.kline_check, symbol, vendor=vendor)
     if badge is not None:
         children.append(badge)
     for name, title in _COUNTERS.items():
-        n = int(counters.get(name, 0) or 0)
+        n = getattr(counters, name)
         if n:
             children.append(item(name, f"{n:,}", "warn", title))
-    errors = status.get("errors") or []
+    errors = list(status.errors)
     if errors and state in BANNER_STATES and str(errors[-1]) in detail:
         errors = []  # the reason the feed failed: already whole in the banner
     if errors:  # the vendor's last refusal, e.g. of a symbol it does not list

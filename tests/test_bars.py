@@ -10,7 +10,7 @@ import pytest
 
 from feed.core.bars import TimeBarAggregator, aggregate, bars_to_frame, make_aggregator
 from feed.core.models import BUY, SELL, Bar, BarSpec, Trade
-from tests.conftest import require_shared_data
+from tests.helpers import require_shared_data
 
 S = 1_000_000_000
 M = 60 * S

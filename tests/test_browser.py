@@ -471,7 +471,7 @@ def test_subscribe_when_vendor_refuses_the_symbol_then_its_error_inline_and_it_l
     # the refusal comes back either as the SUBSCRIBE error or as the depth snapshot's HTTP 400,
     # whichever arrives first; both name the symbol
     assert ("unknown symbol 'abctry'" in message) or message.startswith("ABCTRY: depth snapshot failed")
-    assert message in live.engine.status()["errors"]
+    assert message in live.engine.status().errors
     # the engine unsubscribes a symbol the vendor refused: the page drops it from the
     # symbols and goes back to the one selected before
     dash_duo.wait_for_text_to_equal(f"#{ids.SYMBOL}", "BTCUSDT")
@@ -494,7 +494,7 @@ def test_kline_check_when_exchange_sends_a_wrong_candle_then_red_badge_names_the
     assert 1 <= bad <= checked
     lines = b["title"].splitlines()
     assert lines[0].startswith("kline cross-check (1s): Binance's final candles")
-    minutes = {m["minute"] for m in rt.engine.status()["kline_check"]["BTCUSDT"]["mismatches"]}
+    minutes = {m["minute"] for m in rt.engine.status().kline_check["BTCUSDT"]["mismatches"]}
     listed = [line for line in lines if " · " in line]
     assert listed and all(line.split(" · ")[0] in minutes and line.split(" · ")[1].startswith("volume: Binance ")
                           and " vs ours " in line for line in listed)

@@ -18,7 +18,7 @@ import pytest
 from feed.io.convert import convert, main
 from feed.core.models import BUY, SELL, UNKNOWN
 from feed.io.readers import TRADE_COLUMNS, RecordingError, detect_format, read_trades
-from tests.conftest import require_shared_data
+from tests.helpers import require_shared_data
 
 MIN_NS = 60_000_000_000
 T0_MS = 1_723_161_255_342  # 2024-08-08 23:54:15.342 UTC

@@ -15,7 +15,7 @@ import pytest
 from feed.core.book import OrderBook
 from feed.core.models import BookDelta, BookTicker, Kline, Trade
 from feed.vendors.binance import BinanceAdapter
-from tests.conftest import require_shared_data
+from tests.helpers import require_shared_data
 
 
 def received(path):

@@ -39,7 +39,7 @@ from feed.exchange.server import EmbeddedExchange
 from feed.core.models import Trade
 from feed.io.readers import merge_recordings, read_recording
 from feed.vendors.binance import BinanceAdapter
-from tests.conftest import require_shared_data, wait_for
+from tests.helpers import require_shared_data, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,7 +124,7 @@ def check_trades_and_bars(rt, sent: dict[str, list[Trade]], *, skipped: dict | N
             assert missing == expected, f"{sym}: missing ids are not exactly the skipped ones"
         marks = rt.engine.gap_marks(sym)
         assert sum(n for _, n in marks) == len(missing)
-        assert rt.engine.status()["symbols"][sym]["gaps"] == len(missing)
+        assert rt.engine.status().symbols[sym].gaps == len(missing)
         total_missing += len(missing)
         for spec in SPECS:
             live = rt.engine.bars_frame(sym, spec)[BAR_COLUMNS]
@@ -132,7 +132,7 @@ def check_trades_and_bars(rt, sent: dict[str, list[Trade]], *, skipped: dict | N
             pd.testing.assert_frame_equal(live.reset_index(drop=True), batch.reset_index(drop=True),
                                           check_exact=True, obj=f"{sym} {spec} bars")
         facts[sym] = {"received": len(got), "missing": len(missing), "gap_events": len(marks)}
-    assert rt.engine.counters()["gaps"] == total_missing
+    assert rt.engine.counters().gaps == total_missing
     return facts
 
 
@@ -163,11 +163,11 @@ def test_drop_when_connection_aborted_every_n_messages_reconnects_resubscribes_a
     rt = start(paths, faults)
     try:
         wait_for(lambda: (rt.feed.status()["generation"] >= 3
-                          and all(rt.engine.status()["symbols"][s]["trades"] > 0 for s in SYMBOLS)),
+                          and all(rt.engine.status().symbols[s].trades > 0 for s in SYMBOLS)),
                  20, "two drops and reconnects")
-        gen_trades = {s: rt.engine.status()["symbols"][s]["trades"] for s in SYMBOLS}
+        gen_trades = {s: rt.engine.status().symbols[s].trades for s in SYMBOLS}
         # Both symbols keep receiving after the latest reconnect: every stream resubscribed.
-        wait_for(lambda: all(rt.engine.status()["symbols"][s]["trades"] > gen_trades[s] + 20 for s in SYMBOLS),
+        wait_for(lambda: all(rt.engine.status().symbols[s].trades > gen_trades[s] + 20 for s in SYMBOLS),
                  10, "trades of every symbol on the new connection")
         health = api_health(rt)
         assert health["feed"]["state"] in ("live", "reconnecting")
@@ -193,7 +193,7 @@ def test_shutdown_notice_when_sent_reconnects_at_once_and_is_not_malformed(spot)
     faults = "shutdown_every=3000,shutdown_grace_s=2"
     rt = start(paths, faults)
     try:
-        wait_for(lambda: rt.engine.counters()["server_shutdowns"] >= 2 and rt.feed.status()["generation"] >= 3,
+        wait_for(lambda: rt.engine.counters().server_shutdowns >= 2 and rt.feed.status()["generation"] >= 3,
                  25, "two shutdown notices and reconnects")
         health = api_health(rt)
         feed = rt.feed.status()
@@ -201,7 +201,7 @@ def test_shutdown_notice_when_sent_reconnects_at_once_and_is_not_malformed(spot)
         assert feed["last_retry_delay_s"] == 0.0  # at once, no backoff
         assert health["counters"]["malformed"] == 0 and "server_shutdown" not in health["malformed_by_reason"]
         assert health["counters"]["reconnects"] >= 2
-        assert not rt.engine.status()["errors"]  # a planned reconnect is not shown as an error
+        assert not rt.engine.status().errors  # a planned reconnect is not shown as an error
         settle(rt)
         facts = check_trades_and_bars(rt, sent)
         report("shutdown", faults, rt, health, facts)
@@ -217,8 +217,8 @@ def test_stall_when_no_message_for_stale_after_reconnects_and_loses_nothing_sile
         wait_for(lambda: rt.exchange.fault_stats()["stalls"] >= 1, 20, "a stall")
         wait_for(lambda: rt.feed.status()["generation"] >= 2, 10, "a stale reconnect")
         assert "no message" in (rt.feed.status()["last_error"] or "")
-        n = rt.engine.counters()["trades"]
-        wait_for(lambda: rt.engine.counters()["trades"] > n + 200, 15, "trades after the stall")
+        n = rt.engine.counters().trades
+        wait_for(lambda: rt.engine.counters().trades > n + 200, 15, "trades after the stall")
         health = api_health(rt)
         assert health["counters"]["reconnects"] >= 1
         settle(rt)
@@ -241,8 +241,8 @@ def test_refuse_when_handshakes_answered_503_retries_with_backoff_until_accepted
         assert "503" in seen["feed"]["detail"] and "next retry in" in seen["feed"]["detail"]
         assert seen["feed"]["next_retry_at"] is not None
         wait_for(lambda: rt.feed.status()["generation"] >= 2, 15, "the connection accepted again")
-        n = rt.engine.counters()["trades"]
-        wait_for(lambda: rt.engine.counters()["trades"] > n + 100, 10, "trades after the refusal")
+        n = rt.engine.counters().trades
+        wait_for(lambda: rt.engine.counters().trades > n + 100, 10, "trades after the refusal")
         health = api_health(rt)
         assert health["feed"]["reconnects"] >= 3  # the drop plus refused attempts
         assert health["counters"]["reconnects"] >= 1
@@ -262,7 +262,7 @@ def test_refuse_when_from_start_status_goes_connecting_reconnecting_live_without
         states = set()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not rt.exchange.finished.is_set():
-            states.add(rt.engine.status()["state"])
+            states.add(rt.engine.status().state)
             time.sleep(0.01)
         assert rt.exchange.finished.is_set()
         assert {"reconnecting", "live"} <= states
@@ -383,7 +383,7 @@ def test_backpressure_when_queue_tiny_drops_counted_socket_never_waits_and_gaps_
             engine.bar_series("BTCUSDT", spec)
         feed.start()
         assert ex.finished.wait(30)
-        wait_for(lambda: engine.counters()["dropped"] > 0, 5, "dropped messages")
+        wait_for(lambda: engine.counters().dropped > 0, 5, "dropped messages")
         health = engine.health()
         assert health["status"] == "degraded"
         assert "dropped" in health["feed"]["detail"]
@@ -391,19 +391,19 @@ def test_backpressure_when_queue_tiny_drops_counted_socket_never_waits_and_gaps_
         assert engine.wait_idle(20)
         counters = engine.counters()
         # Every frame was either queued or dropped: the socket thread never waited.
-        assert feed.status()["messages"] == counters["messages"] + counters["dropped"]
-        assert counters["dropped"] > 100
+        assert feed.status()["messages"] == counters.messages + counters.dropped
+        assert counters.dropped > 100
         got = engine.trades("BTCUSDT", 10**7)
         ids = [t.trade_id for t in got]
         window = [t.trade_id for t in sent["BTCUSDT"] if ids[0] <= t.trade_id <= ids[-1]]
-        assert counters["gaps"] == len(window) - len(got) > 0  # the loss shows as gaps too
+        assert counters.gaps == len(window) - len(got) > 0  # the loss shows as gaps too
         for spec in SPECS:
             pd.testing.assert_frame_equal(engine.bars_frame("BTCUSDT", spec)[BAR_COLUMNS],
                                           aggregate(got, spec)[BAR_COLUMNS], check_exact=True)
         assert health["symbols"]["BTCUSDT"]["book_sequence_gaps"] >= 1  # lost diffs resync the book
         report("backpressure", "queue_size=16, parser 0.3 ms/message", type("R", (), {"exchange": ex})(),
-               health, {"BTCUSDT": {"received": len(got), "missing": counters["gaps"],
-                                    "dropped": counters["dropped"]}})
+               health, {"BTCUSDT": {"received": len(got), "missing": counters.gaps,
+                                    "dropped": counters.dropped}})
     finally:
         feed.stop()
         fetcher.stop()

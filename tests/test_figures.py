@@ -7,6 +7,7 @@ tick helpers of ``dashboard.callbacks`` driven by a stub engine.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import json
 
 import plotly.graph_objects as go
@@ -17,7 +18,9 @@ from plotly.utils import PlotlyJSONEncoder
 from dashboard import callbacks, figures, layout
 from feed.core.bars import bars_to_frame
 from feed.io.engine import BarSeries, DepthView
+from feed.core.health import Counters
 from feed.core.models import Bar, BarSpec
+from tests.helpers import make_status
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
 MIN = 60 * 10**9
@@ -254,8 +257,7 @@ class StubSeriesEngine:
         self.book: DepthView | None = None
         self.marks: list[tuple[int, int]] = []  # the marks held (the engine keeps the latest)
         self.marks_dropped = 0  # marks no longer held: the first held one's sequence index
-        self.status_value = {"state": "live", "counters": {"dropped": 0}, "messages_per_s": 1.0,
-                             "queue_depth": 0, "symbols": {}, "clock_ns": 0}
+        self.status_value = make_status(messages_per_s=1.0, symbols={}, clock_ns=0)
 
     def bar_series(self, symbol, spec, since=0):
         if symbol != "BTCUSDT":
@@ -493,11 +495,10 @@ def dot_class(children) -> str:
 
 def status(**over):
     base = {"state": "live", "detail": "", "messages_per_s": 1234.4, "queue_depth": 12,
-            "counters": {"dropped": 0, "gaps": 0, "malformed": 0},
             "symbols": {"BTCUSDT": {"trades": 5, "last_trade_ts_ns": 10 * 10**9}},
-            "clock_ns": 10 * 10**9 + 400_000_000}
+            "clock_ns": 10 * 10**9 + 400_000_000, "vendor": None, "feed": None}
     base.update(over)
-    return base
+    return make_status(**base)
 
 
 @pytest.mark.parametrize(
@@ -551,7 +552,7 @@ def test_status_tick_when_dropped_grows_then_dropping_for_a_while(monkeypatch):
     assert dot_class(children) == "dot dot-green" and banner == []
     assert message is no_update and options is no_update
     assert callbacks._status(eng, "BTCUSDT", store) == (no_update,) * 5
-    eng.status_value = {**eng.status_value, "counters": {"dropped": 3}}
+    eng.status_value = replace(eng.status_value, counters=Counters(dropped=3))
     children, _, store, *_ = callbacks._status(eng, "BTCUSDT", store)
     assert dot_class(children) == "dot dot-amber"
     now[0] += callbacks.DROPPING_FOR_S - 1

@@ -139,12 +139,12 @@ def test_engine_when_valid_messages_mutated_never_fails_and_counts_each_message_
     engine.process([("ws", 1, m) for m in mutated])
     c = engine.counters()
     assert engine._counters["worker_errors"] == 0
-    assert c["messages"] == len(mutated)
+    assert c.messages == len(mutated)
     # Each message is exactly one of: a trade applied, a duplicate, malformed, or an
     # event that is not a trade (a mutation can turn a trade into a valid other event).
-    assert c["trades"] + c["duplicates"] + c["malformed"] <= len(mutated)
+    assert c.trades + c.duplicates + c.malformed <= len(mutated)
     got = engine.trades("BTCUSDT", 10**6)
-    assert len(got) == c["trades"]
+    assert len(got) == c.trades
     for spec in SPECS:
         pd.testing.assert_frame_equal(engine.bars_frame("BTCUSDT", spec)[BAR_COLUMNS],
                                       aggregate(got, spec)[BAR_COLUMNS], check_exact=True)
@@ -157,7 +157,7 @@ def test_engine_when_message_is_10mb_counts_it_without_parsing_quickly():
     engine.process([("ws", 1, huge), ("ws", 2, valid_stream(1)[0])])
     assert time.perf_counter() - t0 < 0.05
     assert engine.health()["malformed_by_reason"] == {"too_large": 1}
-    assert engine.counters()["trades"] == 1
+    assert engine.counters().trades == 1
 
 
 def test_engine_when_server_shutdown_notice_asks_feed_for_planned_reconnect_not_malformed():
@@ -180,7 +180,7 @@ def test_engine_when_server_shutdown_notice_asks_feed_for_planned_reconnect_not_
     engine.process([("ws", 1, notice.encode())])
     assert feed.calls and feed.calls[0][1] is True
     c = engine.counters()
-    assert c["malformed"] == 0 and c["server_shutdowns"] == 1 and c["messages"] == 1
+    assert c.malformed == 0 and c.server_shutdowns == 1 and c.messages == 1
 
 
 def test_engine_when_trade_for_symbol_never_subscribed_counts_it_and_keeps_state_clean():
@@ -188,4 +188,4 @@ def test_engine_when_trade_for_symbol_never_subscribed_counts_it_and_keeps_state
     other = TRADE.replace("btcusdt", "ethusdt").replace("BTCUSDT", "ETHUSDT") % (5, "3000.00", 1, "true")
     engine.process([("ws", 1, other.encode()), ("ws", 2, valid_stream(1)[0])])
     assert engine.health()["malformed_by_reason"] == {"unsubscribed_symbol": 1}
-    assert engine.symbols() == ["BTCUSDT"] and engine.counters()["trades"] == 1
+    assert engine.symbols() == ["BTCUSDT"] and engine.counters().trades == 1

@@ -14,7 +14,7 @@ from feed.core.klinecheck import MAX_MISMATCHES, KlineChecker, compare
 from feed.core.models import Kline
 from feed.core.models import BUY, SELL, Trade
 from feed.vendors.binance import BinanceAdapter
-from tests.conftest import require_shared_data, wait_for
+from tests.helpers import require_shared_data, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -239,8 +239,8 @@ def test_kline_check_when_simulator_klines_compared_live_all_agree(tmp_path):
         for sym, r in klines(rt).items():
             assert r["interval"] == "1s" and r["agreed"] == r["checked"] >= 3, (sym, r)
             assert r["mismatches"] == []
-        assert rt.engine.status()["kline_check"]["BTCUSDT"]["checked"] >= 3
-        assert rt.engine.counters()["malformed"] == 0
+        assert rt.engine.status().kline_check["BTCUSDT"]["checked"] >= 3
+        assert rt.engine.counters().malformed == 0
     finally:
         rt.stop()
 

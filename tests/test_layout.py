@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from dash import html, no_update
 
 from dashboard import callbacks, ids, layout
+from feed.core.health import Status
+from tests.helpers import make_status
 
 HINT_451 = ("HTTP 451: Binance refuses connections from your location (restricted region); try "
             "--binance-host data (market-data-only host), --market usdm, or a VPN or network in a "
@@ -49,13 +53,8 @@ def find(node, class_part: str):
     return find(getattr(node, "children", None), class_part)
 
 
-def status(**over) -> dict:
-    base = {"state": "live", "detail": "", "messages_per_s": 10.0, "queue_depth": 0,
-            "counters": {"dropped": 0}, "symbols": {"BTCUSDT": {"trades": 5, "last_trade_ts_ns": 10**9}},
-            "clock_ns": 2 * 10**9, "errors": [], "vendor": "binance",
-            "feed": {"state": "live", "url": "wss://stream.binance.com:9443/stream"}, "kline_check": None}
-    base.update(over)
-    return base
+def status(**over) -> Status:
+    return make_status(**over)
 
 
 def kline_result(checked=42, agreed=42, skipped=2, pending=0, mismatches=(), interval="1m") -> dict:
@@ -117,7 +116,7 @@ def test_status_children_when_failed_then_not_clipped_and_banner_has_the_whole_d
         assert "…" not in text_of(children) and find(children, "detail") is None
         banner = layout.status_banner(st)
         assert banner[1].children == detail  # whole: the advice, which variable holds the token
-        assert banner[0].children == f"{st['vendor']} feed failed"
+        assert banner[0].children == f"{st.vendor} feed failed"
     assert len(HINT_451) > 90  # longer than the status line's clip
 
 
@@ -282,7 +281,7 @@ def test_status_tick_when_vendor_refuses_the_symbol_just_subscribed_then_inline_
     _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", None, sub)
     assert message is no_update  # no answer yet
     now[0] += 1.0
-    eng.value = {**eng.value, "errors": ["earlier refusal", E600]}
+    eng.value = replace(eng.value, errors=("earlier refusal", E600))
     _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
     assert message == E600 and store["sub_done"] == "1"
     _, _, store2, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
@@ -313,7 +312,7 @@ def test_status_tick_when_feed_fails_then_banner_rendered_and_signature_changes(
     eng = StatusEngine()
     children, banner, store, _, _ = callbacks._status(eng, "BTCUSDT", None)
     assert banner == []
-    eng.value = {**eng.value, "state": "failed", "detail": HINT_451}
+    eng.value = replace(eng.value, state="failed", detail=HINT_451)
     children, banner, store2, _, _ = callbacks._status(eng, "BTCUSDT", store)
     assert isinstance(banner[1], html.Span) and banner[1].children == HINT_451
     assert store2["sig"] != store["sig"]

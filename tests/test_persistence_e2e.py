@@ -128,7 +128,7 @@ def recording(hft_data_module):
 
 @pytest.fixture(scope="module")
 def hft_data_module():
-    from tests.conftest import require_shared_data
+    from tests.helpers import require_shared_data
 
     return require_shared_data("binance-ws-captures-hftbacktest")
 
@@ -225,7 +225,7 @@ def test_retention_when_store_over_limits_engine_prunes_oldest_batches(tmp_path)
         left = store.load("BTCUSDT")
         assert [t.trade_id for t in left] == list(range(4000, 6000))
         engine.subscribe("BTCUSDT")  # restores what is left
-        assert engine.status()["symbols"]["BTCUSDT"]["trades"] == 2000
+        assert engine.status().symbols["BTCUSDT"].trades == 2000
     finally:
         engine.stop()
         store.close()

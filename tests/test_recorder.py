@@ -44,7 +44,7 @@ def test_record_when_simulator_session_replayed_gives_identical_trades_bars_and_
         for sym in SYMBOLS:
             for spec in SPECS:
                 rt.engine.bar_series(sym, spec)
-        wait_for(lambda: all(rt.engine.status()["symbols"][s]["trades"] >= 300 for s in SYMBOLS)
+        wait_for(lambda: all(rt.engine.status().symbols[s].trades >= 300 for s in SYMBOLS)
                  and all(rt.engine.depth(s, 1).synced for s in SYMBOLS), 30, "trades and synced books")
     finally:
         rt.stop()  # flushes and closes the recording
@@ -75,7 +75,7 @@ def test_record_when_simulator_session_replayed_gives_identical_trades_bars_and_
                 pd.testing.assert_frame_equal(b, aggregate(got, spec)[BAR_COLUMNS], check_exact=True)
             assert rt.engine.depth(sym, 1).synced
         health = rt.engine.health()
-        assert health["counters"]["malformed"] == 0 and health["counters"]["gaps"] == live.counters()["gaps"]
+        assert health["counters"]["malformed"] == 0 and health["counters"]["gaps"] == live.counters().gaps
     finally:
         rt.stop()
     # Recorded again while replaying: the very same stream messages, byte for byte.

@@ -32,7 +32,7 @@ from dashboard.cli import build_parser, start_runtime
 from feed.exchange.server import EmbeddedExchange
 from feed.vendors.alltick import AllTickAdapter
 from feed.vendors.itick import ITickAdapter
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 from tests.fakes import FakeAllTickServer, FakeITickServer, LoopbackServer
 
 pytestmark = pytest.mark.timeout(30)
@@ -56,9 +56,9 @@ def api_health(rt) -> dict:
 
 
 def filled(rt, symbol: str, levels: int = 1) -> bool:
-    st = rt.engine.status()["symbols"].get(symbol)
+    st = rt.engine.status().symbols.get(symbol)
     depth = rt.engine.depth(symbol, 50)
-    return bool(st and st["trades"] >= 3 and depth and depth.synced and len(depth.bids) >= levels
+    return bool(st and st.trades >= 3 and depth and depth.synced and len(depth.bids) >= levels
                 and len(depth.asks) >= levels)
 
 
@@ -125,10 +125,10 @@ def test_alltick_when_token_refused_in_replies_fails_with_words_and_stops_reconn
     with FakeAllTickServer(token=TOKEN, min_request_interval_s=0.2) as fake:
         rt = run(["--vendor", "alltick", "--symbols", "AAPL.US", "--url", fake.base_url], tmp_path)
         try:
-            wait_for(lambda: rt.engine.status()["state"] == "failed", 5, "failed state")
+            wait_for(lambda: rt.engine.status().state == "failed", 5, "failed state")
             st = rt.engine.status()
-            assert "AllTick error 401" in st["detail"] and "token invalid or expired" in st["detail"]
-            assert any("ALLTICK_TOKEN" in e for e in st["errors"])
+            assert "AllTick error 401" in st.detail and "token invalid or expired" in st.detail
+            assert any("ALLTICK_TOKEN" in e for e in st.errors)
             connects = len(fake.events("connect"))
             time.sleep(1.0)  # no reconnect storm: nothing more after the failure
             assert len(fake.events("connect")) == connects <= 3
@@ -142,8 +142,8 @@ def test_alltick_when_handshake_refused_401_fails_at_once_with_advice(tmp_path, 
     with FakeAllTickServer(token="other", bad_token="http") as fake:
         rt = run(["--vendor", "alltick", "--symbols", "BTCUSDT", "--url", fake.base_url], tmp_path)
         try:
-            wait_for(lambda: rt.engine.status()["state"] == "failed", 5, "failed state")
-            detail = rt.engine.status()["detail"]
+            wait_for(lambda: rt.engine.status().state == "failed", 5, "failed state")
+            detail = rt.engine.status().detail
             assert "HTTP 401" in detail and "ALLTICK_TOKEN" in detail
             time.sleep(0.5)
             assert len(fake.events("refused")) == 1
@@ -160,10 +160,10 @@ def test_alltick_when_symbol_unknown_plan_full_or_classes_mixed_says_so_and_send
             # A code the vendor does not know: its error code reaches the status in words.
             rt.engine.subscribe("ZZZZ.US")
             # (both requests, trades and depth, are refused)
-            wait_for(lambda: sum("600" in e for e in rt.engine.status()["errors"]) == 2, 5, "the 600 refusals")
-            error = next(e for e in rt.engine.status()["errors"] if "600" in e)
+            wait_for(lambda: sum("600" in e for e in rt.engine.status().errors) == 2, 5, "the 600 refusals")
+            error = next(e for e in rt.engine.status().errors if "600" in e)
             assert "symbol code invalid" in error and "added in this request: ZZZZ.US" in error
-            assert rt.engine.status()["state"] == "live"  # not fatal: the other symbols go on
+            assert rt.engine.status().state == "live"  # not fatal: the other symbols go on
             # The refused code is dropped again, so later full-list requests succeed.
             wait_for(lambda: "ZZZZ.US" not in rt.engine.symbols(), 5, "the refused symbol dropped")
             assert fake.wait_for(lambda: fake.subscriptions()[0]["trades"] == ["AAPL.US", "TSLA.US", "MSFT.US", "NVDA.US"], 5)
@@ -196,7 +196,7 @@ def test_alltick_when_last_stock_replaced_by_crypto_reconnects_to_the_other_endp
             assert fake.wait_for(lambda: [(s["endpoint"], s["trades"]) for s in fake.subscriptions()]
                                  == [("forex_crypto", ["BTCUSDT"])], 8)
             wait_for(lambda: filled(rt, "BTCUSDT", 5), 5, "BTCUSDT bars and book")
-            assert rt.engine.status()["errors"] == []
+            assert rt.engine.status().errors == ()
             assert rt.feed.status()["url"].endswith("/quote-b-ws-api?token=***")
         finally:
             rt.stop()
@@ -226,7 +226,7 @@ def test_itick_when_run_against_fake_subscribes_after_auth_and_keeps_the_link(tm
             wait_for(lambda: filled(rt, "TSLA$US", 5), 5, "TSLA$US bars and book")
             # An unknown product: the vendor's refusal in words.
             rt.engine.subscribe("ZZZ$US")
-            wait_for(lambda: any("product not found" in e for e in rt.engine.status()["errors"]), 5, "E001")
+            wait_for(lambda: any("product not found" in e for e in rt.engine.status().errors), 5, "E001")
             # Pings keep the link up past the fake's 1.5 s ping timeout.
             time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))
             assert fake.closed_reasons() == [] and fake.connection_count == 1
@@ -244,9 +244,9 @@ def test_itick_when_key_refused_fails_with_words_and_connects_once(tmp_path, fas
     with FakeITickServer(token=TOKEN) as fake:
         rt = run(["--vendor", "itick", "--symbols", "AAPL$US", "--url", fake.base_url], tmp_path)
         try:
-            wait_for(lambda: rt.engine.status()["state"] == "failed", 5, "failed state")
+            wait_for(lambda: rt.engine.status().state == "failed", 5, "failed state")
             st = rt.engine.status()
-            assert "authentication failed" in st["detail"] and "ITICK_TOKEN" in st["detail"]
+            assert "authentication failed" in st.detail and "ITICK_TOKEN" in st.detail
             time.sleep(1.0)
             assert len(fake.events("connect")) == 1 and fake.requests("subscribe") == []
             assert "not-the-key-42" not in json.dumps(api_health(rt))
@@ -316,7 +316,7 @@ def test_binance_when_handshake_answered_451_fails_with_advice_and_no_retry(tmp_
     with RefusingServer(451) as server:
         rt = run(["--vendor", "binance", "--url", server.base_url + "/stream"], tmp_path)
         try:
-            wait_for(lambda: rt.engine.status()["state"] == "failed", 5, "failed state")
+            wait_for(lambda: rt.engine.status().state == "failed", 5, "failed state")
             health = api_health(rt)
             detail = health["feed"]["detail"]
             assert "HTTP 451" in detail and "Binance refuses connections from your location" in detail
@@ -334,8 +334,8 @@ def test_binance_when_handshake_answered_429_waits_retry_after(tmp_path):
         try:
             wait_for(lambda: rt.feed.status()["reconnects"] >= 1, 5, "a scheduled retry")
             st = rt.engine.status()
-            assert st["state"] == "reconnecting" and "Binance rate limit" in st["detail"]
-            assert "waiting 3 s as its Retry-After says" in st["detail"]
+            assert st.state == "reconnecting" and "Binance rate limit" in st.detail
+            assert "waiting 3 s as its Retry-After says" in st.detail
             assert rt.feed.status()["last_retry_delay_s"] >= 3.0
             time.sleep(1.0)
             assert len(ws_handshakes(server)) == 1  # no retry before Retry-After
@@ -382,8 +382,8 @@ def test_binance_when_exchange_refuses_a_subscribed_symbol_it_is_unsubscribed_wi
         # A well-formed symbol the exchange does not list: its SUBSCRIBE is refused.
         assert rt.engine.subscribe("abctry") == "ABCTRY"
         wait_for(lambda: "ABCTRY" not in rt.engine.symbols(), 10, "the refused symbol dropped")
-        errors = rt.engine.status()["errors"]
+        errors = rt.engine.status().errors
         assert any("ABCTRY" in e for e in errors), errors
-        assert rt.engine.symbols() == ["BTCUSDT"] and rt.engine.status()["state"] == "live"
+        assert rt.engine.symbols() == ["BTCUSDT"] and rt.engine.status().state == "live"
     finally:
         rt.stop()

@@ -78,6 +78,8 @@ import pandas as pd
 from feed.core.bars import BarAggregator, bars_to_frame, make_aggregator
 from feed.core.book import OrderBook
 from feed.core.config import EngineConfig
+from feed.core.events import FeedStatus
+from feed.core.health import DEGRADED_FOR_S, Counters, Status, StoreStatus, SymbolStatus, health_json
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import (
     Kline,
@@ -104,8 +106,6 @@ _FLUSH_EVERY_S = 1.0  # trade store batch interval (at most ~1 s of trades unsav
 _SNAPSHOT_RETRY_S = 1.0  # minimum spacing of REST depth snapshot requests per symbol
 _FIRST_PRUNE_S = 5.0  # seconds after start of the first retention pass
 
-#: Seconds health stays "degraded" after the last message dropped on a full queue.
-DEGRADED_FOR_S = 60.0
 #: Adapter ``MalformedMessage`` reasons that announce a planned disconnect, not bad input.
 PLANNED_DISCONNECT_REASONS = frozenset({"server_shutdown"})
 #: Seconds a time bar stays open after its interval ended on the engine clock, so that a
@@ -605,33 +605,29 @@ class Engine:
             skip = max(since - first, 0)
             return total, [held[i] for i in range(skip, len(held))]
 
-    def counters(self) -> dict[str, int]:
-        """Return the health counters.
-
-        ``messages`` (taken off the queue, malformed included), ``trades`` (applied),
-        ``malformed`` (all reasons), ``dropped`` (queue full), ``reconnects`` (connections
-        re-opened), ``gaps`` (trades missing across trade-id jumps), ``late`` (trades too
-        late for their time bar, worst series per symbol), ``duplicates`` (trade ids
-        already seen, skipped) and ``server_shutdowns`` (planned-disconnect notices).
-        """
+    def counters(self) -> Counters:
+        """Return the health counters (:class:`feed.core.health.Counters`)."""
         with self._lock:
-            # A trade late for one time-bar series is late for every finer one too: count
-            # each symbol's worst series, not their sum.
-            late = sum(
-                max((agg.late for agg in st.series.values()), default=0)
-                for st in self._states.values()
-            )
-            return {
-                "messages": self._counters["messages"],
-                "trades": self._counters["trades"],
-                "malformed": sum(self._malformed.values()),
-                "dropped": self._dropped,
-                "reconnects": self._counters["reconnects"],
-                "gaps": sum(st.missing_trades for st in self._states.values()) + self._counters["gaps_other"],
-                "late": late,
-                "duplicates": self._counters["duplicates"],
-                "server_shutdowns": self._counters["server_shutdowns"],
-            }
+            return self._counters_locked()
+
+    def _counters_locked(self) -> Counters:
+        # A trade late for one time-bar series is late for every finer one too: count
+        # each symbol's worst series, not their sum.
+        late = sum(
+            max((agg.late for agg in st.series.values()), default=0)
+            for st in self._states.values()
+        )
+        return Counters(
+            messages=self._counters["messages"],
+            trades=self._counters["trades"],
+            malformed=sum(self._malformed.values()),
+            dropped=self._dropped,
+            reconnects=self._counters["reconnects"],
+            gaps=sum(st.missing_trades for st in self._states.values()) + self._counters["gaps_other"],
+            late=late,
+            duplicates=self._counters["duplicates"],
+            server_shutdowns=self._counters["server_shutdowns"],
+        )
 
     def _dropping(self) -> bool:
         # True while messages were dropped within the last DEGRADED_FOR_S seconds.
@@ -640,117 +636,69 @@ class Engine:
         at = self._last_drop_at
         return at is not None and time.monotonic() - at < DEGRADED_FOR_S
 
-    def status(self) -> dict:
-        """Return the status line's data: feed state, rates, counters, per-symbol figures.
+    def status(self) -> Status:
+        """Return the status line's data (:class:`feed.core.health.Status`).
 
-        Keys: ``state`` (the feed client's: connecting, live, reconnecting, stale, failed,
-        stopped; or replay-finished), ``detail`` (why, e.g. "next retry in 2.0 s (...)"),
-        ``messages_per_s``, ``queue_depth``, ``counters`` (:meth:`counters`), ``symbols``
-        (per symbol: trades, last_trade_ts_ns, book_synced, gaps, gap_events,
-        book_resyncs, book_sequence_gaps, book_crossed), ``clock_ns``, ``errors`` (the
-        vendor's last refusals); also ``degraded`` (messages dropped recently) and
-        ``feed`` (the feed client's ``status()``, or None), ``vendor`` (the adapter's name)
-        and ``kline_check`` (None when off, else per symbol: ``interval``, ``checked``,
-        ``agreed``, ``skipped``, ``pending``, ``last``, ``mismatches`` -- see
-        ``feed.core.klinecheck.KlineChecker.results``).
+        ``state`` is the feed client's (connecting, live, reconnecting, stale, failed,
+        stopped) or ``replay-finished``; ``detail`` says why (e.g. "next retry in 2.0 s
+        (...)") and notes dropped messages.
         """
-        feed = self._feed.status() if self._feed is not None else None
-        feed_view = feed or {"state": "stopped"}
-        state = feed_view.get("state", "stopped")
-        detail = feed_view.get("last_error") or ""
+        feed = self._feed_status()
+        state = feed.state if feed is not None else "stopped"
+        detail = (feed.last_error if feed is not None else None) or ""
         if self._source_done:
             state, detail = "replay-finished", "the recorded session has played out"
-        elif state == "reconnecting" and feed_view.get("next_retry_in_s") is not None:
-            detail = f"next retry in {feed_view['next_retry_in_s']:.1f} s" + (f" ({detail})" if detail else "")
+        elif state == "reconnecting" and feed is not None and feed.next_retry_in_s is not None:
+            detail = f"next retry in {feed.next_retry_in_s:.1f} s" + (f" ({detail})" if detail else "")
         degraded = self._dropping()
         if degraded:
             note = f"{self._dropped:,} messages dropped: the engine cannot keep up (queue full)"
             detail = f"{detail}; {note}" if detail else note
         with self._lock:
             symbols = {
-                s: {"trades": st.n_trades, "last_trade_ts_ns": st.last_trade_ts_ns,
-                    "book_synced": st.book.synced, "gaps": st.missing_trades,
-                    "gap_events": st.gaps, "book_resyncs": st.book.resyncs,
-                    "book_sequence_gaps": st.book.sequence_gaps,
-                    "book_crossed": st.book.crossed_resyncs}
+                s: SymbolStatus(
+                    trades=st.n_trades, last_trade_ts_ns=st.last_trade_ts_ns,
+                    book_synced=st.book.synced, gaps=st.missing_trades, gap_events=st.gaps,
+                    book_resyncs=st.book.resyncs, book_sequence_gaps=st.book.sequence_gaps,
+                    book_crossed=st.book.crossed_resyncs)
                 for s, st in self._states.items()
             }
-            replies = [(ns, r) for ns, r in self._replies if not r.ok]
+            replies = [r for _, r in self._replies if not r.ok]
             klines = self._klines.results() if self._klines is not None else None
-        return {
-            "state": state,
-            "detail": detail,
-            "messages_per_s": self._msg_rate,
-            "queue_depth": self._queue.qsize(),
-            "counters": self.counters(),
-            "symbols": symbols,
-            "clock_ns": self.clock_ns(),
-            "errors": [r.message for _, r in replies[-5:]],
-            "degraded": degraded,
-            "feed": feed,
-            "vendor": getattr(self.adapter, "name", None),
-            "kline_check": klines,
-        }
+            counters = self._counters_locked()
+            malformed = dict(self._malformed)
+        return Status(
+            state=state,
+            detail=detail,
+            messages_per_s=self._msg_rate,
+            queue_depth=self._queue.qsize(),
+            counters=counters,
+            symbols=symbols,
+            clock_ns=self.clock_ns(),
+            errors=tuple(r.message for r in replies[-5:]),
+            degraded=degraded,
+            feed=feed,
+            vendor=self.adapter.name,
+            kline_check=klines,
+            malformed_by_reason=malformed,
+            store=self._store_status(),
+            recorder=self.recorder.stats() if self.recorder is not None else None,
+        )
+
+    def _feed_status(self) -> FeedStatus | None:
+        if self._feed is None:
+            return None
+        fs = self._feed.status()
+        if isinstance(fs, dict):
+            fs = FeedStatus(**{k: (tuple(v) if k == "symbols" else v) for k, v in fs.items()
+                               if k in FeedStatus.__dataclass_fields__})
+        return fs
 
     def health(self) -> dict:
-        """Return the JSON body of ``GET /api/health``.
+        """Return the JSON body of ``GET /api/health`` (``feed.core.health.health_json``)."""
+        return health_json(self.status())
 
-        Shape (issue 2 contract)::
-
-            {"status": "ok" | "degraded" | "down",
-             "counters": {"messages", "trades", "malformed", "dropped", "reconnects",
-                          "gaps", "late", ...},
-             "queue_depth": int,
-             "symbols": {"BTCUSDT": {"trades": int, "last_trade_ts": ISO-8601 or null, ...}}}
-
-        plus ``feed`` (connection: state, detail, messages_per_s, url, generation,
-        reconnects, planned_reconnects, next_retry_in_s, next_retry_at, last_retry_delay_s,
-        last_message_age_s, connected_for_s, stale_after_s, binary_frames,
-        oversize_frames), ``malformed_by_reason``, ``clock``, ``store`` (None without one),
-        ``recorder`` (None without one), ``vendor``, ``errors`` (the vendor's last refusals,
-        in words) and ``kline_check`` (as in :meth:`status`; None when off). ``status`` is "ok" when live (or the replay
-        finished), "down" when failed or stopped, else "degraded" -- also while messages
-        were dropped in the last ``DEGRADED_FOR_S`` seconds.
-        """
-        st = self.status()
-        feed_state = st["state"]
-        status = "ok" if feed_state in ("live", "replay-finished") else (
-            "down" if feed_state in ("failed", "stopped") else "degraded")
-        if st["degraded"] and status == "ok":
-            status = "degraded"
-        with self._lock:
-            malformed = dict(self._malformed)
-        fs = st["feed"] or {}
-        feed = {"state": feed_state, "detail": st["detail"],
-                "messages_per_s": round(st["messages_per_s"], 1)}
-        for key in ("url", "generation", "reconnects", "planned_reconnects", "next_retry_in_s",
-                    "last_retry_delay_s", "last_message_age_s", "connected_for_s",
-                    "stale_after_s", "binary_frames", "oversize_frames"):
-            if key in fs:
-                value = fs[key]
-                feed[key] = round(value, 3) if isinstance(value, float) else value
-        if fs:
-            feed["next_retry_at"] = iso_ns(fs.get("next_retry_at_ns"))
-        return {
-            "status": status,
-            "counters": st["counters"],
-            "queue_depth": st["queue_depth"],
-            "symbols": {
-                s: {"trades": v["trades"], "last_trade_ts": iso_ns(v["last_trade_ts_ns"]),
-                    **{k: x for k, x in v.items() if k not in ("trades", "last_trade_ts_ns")}}
-                for s, v in st["symbols"].items()
-            },
-            "feed": feed,
-            "malformed_by_reason": malformed,
-            "clock": iso_ns(st["clock_ns"]),
-            "store": self._store_health(),
-            "recorder": self.recorder.stats() if self.recorder is not None else None,
-            "vendor": st["vendor"],
-            "errors": st["errors"],
-            "kline_check": st["kline_check"],
-        }
-
-    def _store_health(self) -> dict | None:
+    def _store_status(self) -> StoreStatus | None:
         store = self.store
         if store is None:
             return None
@@ -759,15 +707,15 @@ class Engine:
             stored = store.nbytes()
         except Exception:
             stored = None
-        return {
-            "directory": getattr(store, "directory", None),
-            "bytes": stored,
-            "last_flush_age_s": None if last is None else round(time.monotonic() - last, 3),
-            "errors": self._store_errors,
-            "pruned_trades": self._pruned,
-            "retention_max_age_s": self.retention_max_age_s,
-            "retention_max_bytes": self.retention_max_bytes,
-        }
+        return StoreStatus(
+            directory=getattr(store, "directory", None),
+            bytes=stored,
+            last_flush_age_s=None if last is None else round(time.monotonic() - last, 3),
+            errors=self._store_errors,
+            pruned_trades=self._pruned,
+            retention_max_age_s=self.retention_max_age_s,
+            retention_max_bytes=self.retention_max_bytes,
+        )
 
     def wait_idle(self, timeout: float = 10.0, *, quiet_s: float = 0.0) -> bool:
         """Block until every queued item is processed; return False on timeout.

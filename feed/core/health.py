@@ -1,0 +1,192 @@
+"""Typed status values and the pure function that builds the ``/api/health`` body.
+
+The engine gathers a :class:`Status` (market state figures plus its own queue and feed
+readings) under its lock; the dashboard reads it for the status line and
+:func:`health_json` turns it into the JSON body of ``GET /api/health``. Nothing here reads a
+clock: ages and times are computed by the caller and passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from feed.core.events import FeedStatus
+from feed.core.models import iso_ms
+
+__all__ = ["Counters", "SymbolStatus", "StoreStatus", "Status", "health_state", "health_json",
+           "iso_or_none", "DEGRADED_FOR_S"]
+
+#: Seconds health stays "degraded" after the last message dropped on a full queue.
+DEGRADED_FOR_S = 60.0
+
+
+def iso_or_none(ts_ns: int | None) -> str | None:
+    """Return UTC ns as ISO-8601 with milliseconds and ``Z`` (``iso_ms``), None for None."""
+    return None if ts_ns is None else iso_ms(ts_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The health counters (all counts since start).
+
+    ``messages`` taken off the queue (malformed included), ``trades`` applied,
+    ``malformed`` (all reasons), ``dropped`` (queue full), ``reconnects`` (connections
+    re-opened), ``gaps`` (trades missing across trade-id jumps), ``late`` (trades too late
+    for their time bar, worst series per symbol), ``duplicates`` (trade ids already seen,
+    skipped) and ``server_shutdowns`` (planned-disconnect notices).
+    """
+
+    messages: int = 0
+    trades: int = 0
+    malformed: int = 0
+    dropped: int = 0
+    reconnects: int = 0
+    gaps: int = 0
+    late: int = 0
+    duplicates: int = 0
+    server_shutdowns: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the counters as a plain dict (the ``counters`` object of the health JSON)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStatus:
+    """One symbol's figures: trades applied, newest trade time (UTC ns), book state and
+    trade-id gaps (``gaps`` trades missing over ``gap_events`` jumps)."""
+
+    trades: int = 0
+    last_trade_ts_ns: int | None = None
+    book_synced: bool = False
+    gaps: int = 0
+    gap_events: int = 0
+    book_resyncs: int = 0
+    book_sequence_gaps: int = 0
+    book_crossed: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the symbol's object of the health JSON (``last_trade_ts`` as ISO-8601)."""
+        out = asdict(self)
+        out = {"trades": out.pop("trades"), "last_trade_ts": iso_or_none(out.pop("last_trade_ts_ns")), **out}
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """The trade store's figures: its directory, bytes held, seconds since the last good
+    flush (None before one), errors, trades pruned by retention and the retention limits."""
+
+    directory: str | None
+    bytes: int | None
+    last_flush_age_s: float | None
+    errors: int
+    pruned_trades: int
+    retention_max_age_s: float | None
+    retention_max_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What the status line and ``/api/health`` show.
+
+    Attributes
+    ----------
+    state : str
+        The feed's state (connecting, authenticating, live, reconnecting, stale, failed,
+        stopped) or ``replay-finished``.
+    detail : str
+        Why, in words (e.g. "next retry in 2.0 s (...)").
+    messages_per_s : float
+    queue_depth : int
+    counters : Counters
+    symbols : mapping of str to SymbolStatus
+        In subscription order.
+    clock_ns : int
+        The engine clock, UTC ns.
+    errors : tuple of str
+        The vendor's last refusals, in words, newest last.
+    degraded : bool
+        Messages were dropped recently (queue full).
+    feed : FeedStatus or None
+        The connection, when there is one.
+    vendor : str or None
+        The adapter's name.
+    kline_check : dict or None
+        Per symbol results of the kline cross-check (``KlineChecker.results``); None when off.
+    malformed_by_reason : mapping of str to int
+    store : StoreStatus or None
+    recorder : dict or None
+        ``Recorder.stats()``.
+    """
+
+    state: str
+    detail: str = ""
+    messages_per_s: float = 0.0
+    queue_depth: int = 0
+    counters: Counters = field(default_factory=Counters)
+    symbols: Mapping[str, SymbolStatus] = field(default_factory=dict)
+    clock_ns: int = 0
+    errors: tuple[str, ...] = ()
+    degraded: bool = False
+    feed: FeedStatus | None = None
+    vendor: str | None = None
+    kline_check: dict | None = None
+    malformed_by_reason: Mapping[str, int] = field(default_factory=dict)
+    store: StoreStatus | None = None
+    recorder: dict | None = None
+
+
+def health_state(status: Status) -> str:
+    """Return ``"ok"`` when live (or the replay finished and nothing was dropped recently),
+    ``"down"`` when failed or stopped, else ``"degraded"``."""
+    if status.state in ("failed", "stopped"):
+        return "down"
+    if status.state in ("live", "replay-finished") and not status.degraded:
+        return "ok"
+    return "degraded"
+
+
+_FEED_KEYS = ("url", "generation", "reconnects", "planned_reconnects", "next_retry_in_s",
+              "last_retry_delay_s", "last_message_age_s", "connected_for_s", "stale_after_s",
+              "binary_frames", "oversize_frames")
+
+
+def health_json(status: Status) -> dict[str, Any]:
+    """Return the JSON body of ``GET /api/health`` for ``status``.
+
+    Shape::
+
+        {"status": "ok" | "degraded" | "down",
+         "counters": {"messages", "trades", "malformed", "dropped", "reconnects", "gaps",
+                      "late", "duplicates", "server_shutdowns"},
+         "queue_depth": int,
+         "symbols": {"BTCUSDT": {"trades": int, "last_trade_ts": ISO-8601 or null, ...}},
+         "feed": {"state", "detail", "messages_per_s", "url", "generation", ...},
+         "malformed_by_reason": {...}, "clock": ISO-8601, "store": {...} or null,
+         "recorder": {...} or null, "vendor": str, "errors": [...], "kline_check": ...}
+    """
+    feed: dict[str, Any] = {"state": status.state, "detail": status.detail,
+                            "messages_per_s": round(status.messages_per_s, 1)}
+    if status.feed is not None:
+        fs = status.feed
+        for key in _FEED_KEYS:
+            value = getattr(fs, key)
+            feed[key] = round(value, 3) if isinstance(value, float) else value
+        feed["next_retry_at"] = iso_or_none(fs.next_retry_at_ns)
+    return {
+        "status": health_state(status),
+        "counters": status.counters.as_dict(),
+        "queue_depth": status.queue_depth,
+        "symbols": {s: v.as_json() for s, v in status.symbols.items()},
+        "feed": feed,
+        "malformed_by_reason": dict(status.malformed_by_reason),
+        "clock": iso_or_none(status.clock_ns),
+        "store": asdict(status.store) if status.store is not None else None,
+        "recorder": status.recorder,
+        "vendor": status.vendor,
+        "errors": list(status.errors),
+        "kline_check": status.kline_check,
+    }
