@@ -475,6 +475,19 @@ class Engine:
                 raise
         return symbol
 
+    def normalize_symbol(self, text: str) -> str:
+        """Return the vendor's normalised form of a symbol typed or passed by a user.
+
+        The adapter is the one place symbols are validated: the CLI, the UI box, the HTTP
+        API and :meth:`subscribe` all ask it.
+
+        Raises
+        ------
+        ValueError
+            With words for the user, when the vendor's pattern refuses ``text``.
+        """
+        return self.adapter.normalize_symbol(text)
+
     def unsubscribe(self, symbol: str) -> None:
         """Stop receiving ``symbol``; its history stays in the store."""
         with self._lock:
