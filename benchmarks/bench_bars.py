@@ -32,7 +32,8 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from feed.core.bars import aggregate, make_aggregator  # noqa: E402
+from feed.core.bars import make_aggregator  # noqa: E402
+from feed.core.batch import aggregate  # noqa: E402
 from feed.core.models import Trade  # noqa: E402
 from feed.io.readers import read_trades  # noqa: E402
 

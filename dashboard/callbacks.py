@@ -44,7 +44,7 @@ from typing import Any
 from dash import Input, Output, State, ctx, dcc, no_update
 from dash.exceptions import PreventUpdate
 
-from feed.core.bars import bars_to_frame
+from feed.core.batch import bars_to_frame
 from feed.core.models import BarSpec
 
 from . import figures, ids

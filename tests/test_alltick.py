@@ -8,6 +8,7 @@ import time
 import pytest
 import websocket
 
+from feed.core.events import RawMessage
 from feed.core.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
 from feed.vendors.alltick import FOREX_CRYPTO_URL, STOCK_URL, AllTickAdapter, ts_to_ns
 from feed.vendors.base import VendorAdapter
@@ -599,7 +600,7 @@ def test_engine_when_seq_jumps_or_repeats_counts_no_gap_and_drops_no_trade(adapt
     engine = Engine(adapter)
     engine.subscribe("AAPL.US")
     pushes = [_trade(seq=s, tick_time=str(1717000000123 + i)) for i, s in enumerate(("10", "11", "15", "15", "3"))]
-    engine.process([("ws", 0, p) for p in pushes])
+    engine.process([RawMessage(0, p) for p in pushes])
     counters = engine.counters()
     assert counters.trades == 5 and counters.gaps == 0 and counters.duplicates == 0
     assert engine.gap_marks("AAPL.US") == []
@@ -610,7 +611,7 @@ def test_engine_when_malformed_message_holds_the_token_logs_it_masked(adapter, c
 
     engine = Engine(adapter)
     with caplog.at_level("WARNING", logger="tickscope.engine"):
-        engine.process([("ws", 0, f'{{"cmd_id":22998,"data":"{TOKEN}"}}'.encode())])
+        engine.process([RawMessage(0, f'{{"cmd_id":22998,"data":"{TOKEN}"}}'.encode())])
     assert engine.counters().malformed == 1
     assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
     assert any("***" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ from flask import Flask
 
 from dashboard.api import register_routes
 from dashboard.export import bars_to_csv
+from feed.core.events import RawMessage
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.core.models import BAR_COLUMNS
@@ -140,7 +141,7 @@ def trade_message(seconds: float, trade_id: int, price: str, qty: str, maker: bo
 def real():
     engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
     engine.subscribe("BTCUSDT")
-    engine.process([("ws", T0, trade_message(*t)) for t in TRADES])
+    engine.process([RawMessage(T0, trade_message(*t)) for t in TRADES])
     server = Flask("test")
     register_routes(server, engine)
     return server.test_client(), engine

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from feed.core.bars import TimeBarAggregator, aggregate, bars_to_frame, make_aggregator
+from feed.core.bars import TimeBarAggregator, make_aggregator
+from feed.core.batch import aggregate, bars_to_frame
 from feed.core.models import BUY, SELL, Bar, BarSpec, Trade
 from tests.helpers import require_shared_data
 

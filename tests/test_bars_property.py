@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feed.core.bars import aggregate, bars_to_frame, make_aggregator
+from feed.core.bars import make_aggregator
+from feed.core.batch import aggregate, bars_to_frame
 from feed.core.models import BUY, SELL, UNKNOWN, Trade
 
 S = 1_000_000_000

@@ -24,6 +24,7 @@ import pytest
 import websocket
 from websockets.asyncio.server import serve
 
+from feed.vendors.base import VendorBase
 from feed.io.client import (
     FeedClient,
     FeedState,
@@ -326,7 +327,7 @@ class FakeExchange:
             pass
 
 
-class FakeAdapter:
+class FakeAdapter(VendorBase):
     """Duck-typed vendor adapter speaking the Binance control dialect."""
 
     name = "fake"
@@ -631,7 +632,7 @@ def test_health_when_url_and_header_carry_tokens_never_shows_them(clients):
         try:
             wait_until(lambda: client.status()["reconnects"] >= 2, timeout=5)
             assert engine.wait_idle(5)
-            text = json.dumps([engine.health(), engine.status()])
+            text = json.dumps(engine.health()) + repr(engine.status())
             assert "503" in text and "SECRET123" not in text and "HDRSECRET9" not in text
         finally:
             engine.stop()

@@ -236,7 +236,7 @@ def test_bars_to_csv_when_change_rounds_to_zero_then_no_minus_sign():
 
 
 def test_bars_to_csv_when_bars_from_engine_frame_then_ratios_of_previous_close_even_for_a_slice():
-    from feed.core.bars import bars_to_frame
+    from feed.core.batch import bars_to_frame
     from feed.core.models import Bar, BarSpec
 
     spec = BarSpec.from_str("1m")

@@ -12,7 +12,7 @@ settings. What was sent is known from the files (and from the exchange's
 * health ``gaps`` equals the recorded trades missing between the first and the last trade
   received (so trades lost to a drop or a refused reconnect are counted, and a skipped
   block of ids counts exactly its size);
-* bars of several kinds equal ``feed.core.bars.aggregate`` of the trades received: no bar is
+* bars of several kinds equal ``feed.core.batch.aggregate`` of the trades received: no bar is
   invented for a gap and nothing is counted twice.
 
 Set ``TICKSCOPE_FAULT_REPORT=/path/file.jsonl`` to append what each scenario injected and
@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.core.bars import aggregate
+from feed.core.batch import aggregate
 from feed.io.client import FeedClient, SnapshotFetcher
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine

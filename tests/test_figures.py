@@ -16,8 +16,9 @@ from dash import Patch, html, no_update
 from plotly.utils import PlotlyJSONEncoder
 
 from dashboard import callbacks, figures, layout
-from feed.core.bars import bars_to_frame
-from feed.io.engine import BarSeries, DepthView
+from feed.core.events import RawMessage
+from feed.core.batch import bars_to_frame
+from feed.core.views import BarSeries, DepthView
 from feed.core.health import Counters
 from feed.core.models import Bar, BarSpec
 from tests.helpers import make_status
@@ -865,7 +866,7 @@ def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
     engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
     engine.subscribe("BTCUSDT")
     # ids 1, 4 (2 missing), 7 (2 missing, same ms as 4: an identical mark), 8, 12 (3 missing)
-    engine.process([("ws", 0, binance_trade(s, i)) for s, i in ((1, 1), (2, 4), (2, 7), (3, 8), (70, 12))])
+    engine.process([RawMessage(0, binance_trade(s, i)) for s, i in ((1, 1), (2, 4), (2, 7), (3, 8), (70, 12))])
     t2, t70 = T0 + 2 * 10**9, T0 + 70 * 10**9
     assert engine.gap_marks("BTCUSDT") == [(t2, 2), (t2, 2), (t70, 3)]  # the old reader still works
     assert engine.gap_marks_since("BTCUSDT") == (3, [(t2, 2), (t2, 2), (t70, 3)])
@@ -878,7 +879,7 @@ def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
     # the tick helper on the real engine: drawn once, then only the new mark is patched in
     _, store = tick_candles(engine, None)
     assert store["gap_total"] == 3
-    engine.process([("ws", 0, binance_trade(80, 14))])
+    engine.process([RawMessage(0, binance_trade(80, 14))])
     patch, store2 = tick_candles(engine, store)
     assert isinstance(patch, Patch)
     assert gap_texts_extended(patch) == ["1 trade missing<br>2024-08-08 23:56:20.000"]
@@ -892,7 +893,7 @@ def test_gap_marks_since_when_more_than_held_then_total_counts_the_dropped():
 
     engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
     engine.subscribe("BTCUSDT")
-    engine.process([("ws", 0, binance_trade(1 + i * 0.01, 1 + 2 * i)) for i in range(1005)])  # 1004 gaps
+    engine.process([RawMessage(0, binance_trade(1 + i * 0.01, 1 + 2 * i)) for i in range(1005)])  # 1004 gaps
     total, marks = engine.gap_marks_since("BTCUSDT", 0)
     assert total == 1004 and len(marks) == 1000 and total - len(marks) == 4  # the 4 oldest dropped
     total, marks = engine.gap_marks_since("BTCUSDT", 2)

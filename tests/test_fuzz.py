@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feed.core.bars import aggregate
+from feed.core.events import RawMessage
+from feed.core.batch import aggregate
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.vendors.binance import BinanceAdapter
@@ -136,9 +137,9 @@ def test_engine_when_valid_messages_mutated_never_fails_and_counts_each_message_
         else:
             mutated.append(raw)
     engine = make_engine()
-    engine.process([("ws", 1, m) for m in mutated])
+    engine.process([RawMessage(1, m) for m in mutated])
     c = engine.counters()
-    assert engine._counters["worker_errors"] == 0
+    assert engine._worker_errors == 0
     assert c.messages == len(mutated)
     # Each message is exactly one of: a trade applied, a duplicate, malformed, or an
     # event that is not a trade (a mutation can turn a trade into a valid other event).
@@ -154,7 +155,7 @@ def test_engine_when_message_is_10mb_counts_it_without_parsing_quickly():
     engine = make_engine()
     huge = b'{"stream":"btcusdt@trade","data":{"e":"trade","pad":"' + b"x" * (10 << 20) + b'"}}'
     t0 = time.perf_counter()
-    engine.process([("ws", 1, huge), ("ws", 2, valid_stream(1)[0])])
+    engine.process([RawMessage(1, huge), RawMessage(2, valid_stream(1)[0])])
     assert time.perf_counter() - t0 < 0.05
     assert engine.health()["malformed_by_reason"] == {"too_large": 1}
     assert engine.counters().trades == 1
@@ -177,7 +178,7 @@ def test_engine_when_server_shutdown_notice_asks_feed_for_planned_reconnect_not_
     feed = Feed()
     engine.attach(feed)
     notice = json.dumps({"stream": "!serverShutdown", "data": {"e": "serverShutdown", "E": 1}})
-    engine.process([("ws", 1, notice.encode())])
+    engine.process([RawMessage(1, notice.encode())])
     assert feed.calls and feed.calls[0][1] is True
     c = engine.counters()
     assert c.malformed == 0 and c.server_shutdowns == 1 and c.messages == 1
@@ -186,6 +187,6 @@ def test_engine_when_server_shutdown_notice_asks_feed_for_planned_reconnect_not_
 def test_engine_when_trade_for_symbol_never_subscribed_counts_it_and_keeps_state_clean():
     engine = make_engine()
     other = TRADE.replace("btcusdt", "ethusdt").replace("BTCUSDT", "ETHUSDT") % (5, "3000.00", 1, "true")
-    engine.process([("ws", 1, other.encode()), ("ws", 2, valid_stream(1)[0])])
+    engine.process([RawMessage(1, other.encode()), RawMessage(2, valid_stream(1)[0])])
     assert engine.health()["malformed_by_reason"] == {"unsubscribed_symbol": 1}
     assert engine.symbols() == ["BTCUSDT"] and engine.counters().trades == 1

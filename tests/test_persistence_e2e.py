@@ -36,7 +36,7 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.core.bars import aggregate
+from feed.core.batch import aggregate
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.core.models import Trade
@@ -239,8 +239,8 @@ def test_cli_when_retention_options_given_wires_them_to_the_engine(tmp_path):
     ])
     rt = start_runtime(args)
     try:
-        assert rt.engine.retention_max_age_s == 2 * 86_400
-        assert rt.engine.retention_max_bytes == 5 * 1024 * 1024
+        assert rt.engine.config.retention_max_age_s == 2 * 86_400
+        assert rt.engine.config.retention_max_bytes == 5 * 1024 * 1024
         assert rt.store.directory == str(tmp_path / "binance")
         assert rt.feed.stale_after_s == 7.0
         assert rt.engine.health()["store"]["retention_max_bytes"] == 5 * 1024 * 1024

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, main, start_runtime
-from feed.core.bars import aggregate
+from feed.core.batch import aggregate
 from feed.io.recorder import Recorder
 from feed.io.readers import read_recording
 from tests.test_faults import BAR_COLUMNS, FAST_FEED, SPECS, key, wait_for

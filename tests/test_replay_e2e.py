@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dashboard.cli import build_parser, start_runtime
-from feed.core.bars import aggregate
+from feed.core.batch import aggregate
 from feed.core.models import Trade
 from feed.io.readers import merge_recordings
 from feed.vendors.binance import BinanceAdapter

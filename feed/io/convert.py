@@ -10,7 +10,7 @@ Reads every INPUT with :func:`feed.io.readers.read_trades` (recorded sessions, B
 trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is detected per
 file unless ``--format`` names it), merges the trades in exchange-time order (a stable
 sort: equal times keep input order, then file order), aggregates them with
-:func:`feed.core.bars.aggregate` and writes the export CSV of
+:func:`feed.core.batch.aggregate` and writes the export CSV of
 :func:`dashboard.export.bars_to_csv`, the same format as the dashboard's *Export CSV* and
 ``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
 shows it ended.
@@ -32,7 +32,7 @@ from typing import IO
 import numpy as np
 import pandas as pd
 
-from feed.core.bars import aggregate
+from feed.core.batch import aggregate
 from feed.core.models import BarSpec
 from feed.io.readers import FORMATS, RecordingError, read_trades
 
@@ -83,7 +83,7 @@ def convert(
         Decimals written for prices and sizes; None infers them from the trades (the
         fewest decimals that print every price/size exactly, at most ``MAX_DECIMALS``).
     **bar_options
-        Passed to :func:`feed.core.bars.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
+        Passed to :func:`feed.core.batch.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
         time-grid options ``utc_offset`` (e.g. ``"+08:00"``), ``session_tz`` and
         ``session_open`` (e.g. ``"America/New_York"``, ``"09:30"``).
 

@@ -1,0 +1,508 @@
+"""Market state: every symbol's book, tape and bar series, and the rules that keep them true.
+
+:class:`MarketState` is pure: inputs come in through :meth:`MarketState.apply` with the
+time as arguments, and what needs I/O (a REST depth snapshot, a reconnect, giving up, an
+unsubscribe, persisting trades, a log line) comes back as :class:`feed.core.events.Effects`
+for the engine to carry out. It holds no lock; the engine serialises access to it.
+
+Rules it owns
+-------------
+* Trade ids (vendors with consecutive ids, ``adapter.consecutive_trade_ids``): a jump
+  adds the trades missing to ``gaps`` and a ``(ts_ns, missing)`` mark (numbered, so a
+  reader can fetch only new ones with :meth:`MarketState.gap_marks_since`); no bar is
+  invented for them. An id at or below the last one seen is a duplicate and is skipped.
+* Books: a broken diff-depth sequence or a crossed book resyncs that symbol's book alone
+  (``feed.core.book``); a REST snapshot is asked for, at most once per
+  ``snapshot_spacing_s`` per symbol (and 4 s later after a failed fetch). A reconnect
+  resyncs every book. A snapshot fetch answered HTTP 400 (the vendor does not know the
+  symbol) unsubscribes it.
+* Clock: the engine clock is the wall clock (live) or the newest exchange time on any
+  stream (replay). Time bars whose interval ended ``close_grace_s`` before the engine
+  clock are closed on every apply and on every :meth:`MarketState.on_clock`.
+* Vendor replies: a fatal one (``adapter.is_fatal_reply``) asks the feed to fail; symbols
+  a refusal names (``adapter.rejected_symbols``) are unsubscribed again. The latest
+  replies are kept for the page.
+* Malformed input is counted by reason; a sample, redacted by the adapter, is handed out
+  for the log at most every 5 s.
+* Kline cross-check (``kline_check``): vendor candles are compared with tickscope's own
+  bars of that interval (``feed.core.klinecheck``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from feed.core.bars import BarAggregator, make_aggregator
+from feed.core.book import OrderBook
+from feed.core.config import MarketConfig
+from feed.core.events import (
+    Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
+    PlannedDisconnect, SnapshotBody, SnapshotFailed, SourceFinished,
+)
+from feed.core.health import SymbolStatus
+from feed.core.klinecheck import KlineChecker
+from feed.core.views import BarSeries, DepthView, SeriesSeed
+from feed.core.models import (
+    Bar, BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply, decimals_of,
+)
+
+__all__ = ["MarketState"]
+
+_NS = 1_000_000_000
+#: Least nanoseconds between two malformed-message samples handed out for the log.
+_MALFORMED_LOG_EVERY_NS = 5 * _NS
+#: Extra wait after a failed snapshot fetch before the symbol is asked for again, ns.
+_SNAPSHOT_FAILED_WAIT_NS = 4 * _NS
+#: Replies kept for the page (refusals in words).
+_REPLIES_KEPT = 50
+#: Trade-id gap marks kept per symbol.
+_GAP_MARKS_KEPT = 1000
+
+
+class _Symbol:
+    # Everything held for one symbol.
+
+    __slots__ = (
+        "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
+        "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
+        "snapshot_due_ns", "gap_marks",
+    )
+
+    def __init__(self, symbol: str, max_trades: int) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.trades: deque[Trade] = deque(maxlen=max_trades)
+        self.series: dict[BarSpec, BarAggregator] = {}
+        self.n_trades = 0
+        self.last_trade_ts_ns: int | None = None
+        self.last_trade_id: int | None = None
+        self.gaps = 0  # trade-id jumps seen
+        self.missing_trades = 0  # trades missing across those jumps
+        self.price_dp = 0
+        self.size_dp = 0
+        self.snapshot_due_ns: int | None = None  # monotonic ns before which no new request
+        self.gap_marks: deque[tuple[int, int]] = deque(maxlen=_GAP_MARKS_KEPT)
+
+    def note_decimals(self, trade: Trade) -> None:
+        # Decimals seen in prices and sizes, at most 12 (the export's precision).
+        self.price_dp = max(self.price_dp, min(12, decimals_of(trade.price)))
+        self.size_dp = max(self.size_dp, min(12, decimals_of(trade.size)))
+
+
+class MarketState:
+    """Per-symbol books, tapes and bar series; ``apply`` inputs, get effects back.
+
+    Parameters
+    ----------
+    config : MarketConfig
+        Clock, bar options and limits.
+    adapter : feed.vendors.base.VendorAdapter
+        Used for its pure parts only: ``parse_snapshot``, ``snapshot_url``,
+        ``is_fatal_reply``, ``rejected_symbols``, ``redact``, ``consecutive_trade_ids``.
+
+    Notes
+    -----
+    ``now_ns`` arguments are wall-clock UTC ns (the engine clock when ``clock="wall"``);
+    ``mono_ns`` arguments are monotonic ns (spacing of snapshot requests and log samples).
+    """
+
+    def __init__(self, config: MarketConfig, adapter) -> None:
+        self.config = config
+        self.adapter = adapter
+        self._symbols: dict[str, _Symbol] = {}
+        self._counts: Counter[str] = Counter()  # messages, trades, reconnects, duplicates, ...
+        self.malformed: Counter[str] = Counter()  # by reason
+        self._replies: deque[VendorReply] = deque(maxlen=_REPLIES_KEPT)
+        self._exchange_clock_ns = 0
+        self._grace_ns = int(config.close_grace_s * _NS)
+        self._ids_consecutive = bool(adapter.consecutive_trade_ids)
+        self._next_malformed_log_ns: int | None = None
+        self._fatal_sent = False  # a fatal reply was already handed out
+        self.source_finished = False
+        self.klines = KlineChecker(config.kline_check) if config.kline_check else None
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    def symbols(self) -> list[str]:
+        """Return the symbols held, in subscription order."""
+        return list(self._symbols)
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._symbols
+
+    def add_symbol(self, symbol: str, restored: Sequence[Trade] = (), meta: dict | None = None) -> bool:
+        """Hold ``symbol`` (normalised), with trades restored from the store; False if held.
+
+        Parameters
+        ----------
+        restored : sequence of Trade
+            Stored trades, oldest first (the newest ``max_trades`` are kept).
+        meta : dict, optional
+            Stored ``price_decimals`` / ``size_decimals``.
+        """
+        if symbol in self._symbols:
+            return False
+        st = _Symbol(symbol, self.config.max_trades)
+        for trade in restored:
+            st.trades.append(trade)
+            st.n_trades += 1
+            if trade.trade_id is not None:
+                st.last_trade_id = trade.trade_id
+            st.last_trade_ts_ns = trade.ts_ns
+        meta = meta or {}
+        st.price_dp = int(meta.get("price_decimals", 0) or 0)
+        st.size_dp = int(meta.get("size_decimals", 0) or 0)
+        for trade in list(st.trades)[-2000:]:
+            st.note_decimals(trade)
+        self._symbols[symbol] = st
+        if self.klines is not None:
+            self.klines.add_symbol(symbol)
+        if self.config.clock == "exchange" and st.last_trade_ts_ns:
+            self._exchange_clock_ns = max(self._exchange_clock_ns, st.last_trade_ts_ns)
+        return True
+
+    def remove_symbol(self, symbol: str) -> bool:
+        """Forget ``symbol``; return False if it was not held."""
+        if self._symbols.pop(symbol, None) is None:
+            return False
+        if self.klines is not None:
+            self.klines.remove_symbol(symbol)
+        return True
+
+    # -- clock --------------------------------------------------------------------------
+
+    def clock_ns(self, now_ns: int) -> int:
+        """Return the engine clock, UTC ns: ``now_ns`` live, the newest exchange time in replay."""
+        return now_ns if self.config.clock == "wall" else self._exchange_clock_ns
+
+    # -- the writer's side ------------------------------------------------------------
+
+    def apply(self, inputs: Iterable[MarketInput], now_ns: int, mono_ns: int) -> Effects:
+        """Apply inputs in order, close time bars by the clock; return the effects asked for.
+
+        Parameters
+        ----------
+        inputs : iterable of MarketInput
+            Parsed messages, malformed ones, snapshot bodies and life-cycle events.
+        now_ns : int
+            Wall clock, UTC ns.
+        mono_ns : int
+            Monotonic clock, ns.
+        """
+        fx = Effects()
+        for item in inputs:
+            kind = type(item)
+            if kind is Parsed:
+                self._counts["messages"] += 1
+                for ev in item.events:
+                    self._apply_event(ev, fx, mono_ns)
+            elif kind is Malformed:
+                self._counts["messages"] += 1
+                self._malformed(item.reason, item.detail, item.sample, fx, mono_ns)
+            elif kind is PlannedDisconnect:
+                self._counts["messages"] += 1
+                self._counts["server_shutdowns"] += 1
+                fx.reconnect = f"vendor notice: {item.detail}"
+            elif kind is SnapshotBody:
+                self._apply_snapshot_body(item, fx, mono_ns)
+            else:
+                self._apply_control(item, fx, mono_ns)
+        self._close_by_clock(now_ns)
+        return fx
+
+    def on_clock(self, now_ns: int, mono_ns: int) -> Effects:
+        """Close time bars whose interval has passed and ask for the snapshots books need."""
+        self._close_by_clock(now_ns)
+        fx = Effects()
+        spacing_ns = int(self.config.snapshot_spacing_s * _NS)
+        for st in self._symbols.values():
+            if not st.book.needs_snapshot:
+                continue
+            if st.snapshot_due_ns is not None and mono_ns < st.snapshot_due_ns:
+                continue
+            url = self.adapter.snapshot_url(st.symbol)
+            if url:
+                st.snapshot_due_ns = mono_ns + spacing_ns
+                fx.snapshots.append((st.symbol, url))
+        return fx
+
+    def _apply_event(self, ev, fx: Effects, mono_ns: int) -> None:
+        # Four kinds are on the hot path; a type switch beats a table of bound methods.
+        t = type(ev)
+        if t is Trade:
+            self._on_trade(ev, fx, mono_ns)
+        elif t is BookDelta:
+            st = self._symbols.get(ev.symbol)
+            if st is None:
+                self._malformed("unsubscribed_symbol", ev.symbol, None, fx, mono_ns)
+                return
+            if ev.ts_ns > self._exchange_clock_ns:
+                self._exchange_clock_ns = ev.ts_ns
+            st.book.apply_delta(ev)
+        elif t is BookSnapshot:
+            st = self._symbols.get(ev.symbol)
+            if st is not None:
+                st.book.apply_snapshot(ev)
+        elif t is VendorReply:
+            self._on_reply(ev, fx)
+        elif t is Kline:
+            if self.klines is not None:
+                self.klines.on_kline(ev)
+        # BookTicker: for verification tools, not for the market state.
+
+    def _on_trade(self, trade: Trade, fx: Effects, mono_ns: int) -> None:
+        st = self._symbols.get(trade.symbol)
+        if st is None:
+            self._malformed("unsubscribed_symbol", trade.symbol, None, fx, mono_ns)
+            return
+        tid = trade.trade_id
+        if tid is not None and st.last_trade_id is not None and self._ids_consecutive:
+            if tid <= st.last_trade_id:
+                self._counts["duplicates"] += 1
+                return
+            if tid != st.last_trade_id + 1:
+                missing = tid - st.last_trade_id - 1
+                st.gaps += 1
+                st.missing_trades += missing
+                st.gap_marks.append((trade.ts_ns, missing))
+                if self.klines is not None:
+                    self.klines.mark_incomplete(trade.symbol, st.last_trade_ts_ns or trade.ts_ns, trade.ts_ns)
+        if tid is not None:
+            st.last_trade_id = tid
+        self._counts["trades"] += 1
+        st.n_trades += 1
+        if st.last_trade_ts_ns is None or trade.ts_ns > st.last_trade_ts_ns:
+            st.last_trade_ts_ns = trade.ts_ns
+        if trade.ts_ns > self._exchange_clock_ns:
+            self._exchange_clock_ns = trade.ts_ns
+        # Decimals settle within the first trades; sampling later keeps the hot path cheap.
+        if st.n_trades <= 2000 or st.n_trades % 1000 == 0:
+            st.note_decimals(trade)
+        st.trades.append(trade)
+        for agg in st.series.values():
+            agg.on_trade(trade)
+        if self.klines is not None:
+            self.klines.on_trade(trade)
+        fx.persist.append(trade)
+
+    def _on_reply(self, reply: VendorReply, fx: Effects) -> None:
+        self._replies.append(reply)
+        if reply.ok:
+            return
+        if not self._fatal_sent and self.adapter.is_fatal_reply(reply):
+            self._fatal_sent = True
+            fx.fail = reply.message
+        for symbol in self.adapter.rejected_symbols(reply):
+            if symbol in self._symbols:
+                fx.unsubscribe.append((symbol, reply.message))
+
+    def _apply_snapshot_body(self, item: SnapshotBody, fx: Effects, mono_ns: int) -> None:
+        st = self._symbols.get(item.symbol)
+        if st is None:
+            return
+        try:
+            snap = self.adapter.parse_snapshot(item.symbol, item.body, item.recv_ns)
+        except MalformedMessage as exc:
+            self._malformed("bad_snapshot", exc.detail, item.body[:200], fx, mono_ns)
+            return
+        st.book.apply_snapshot(snap)
+        if st.book.needs_snapshot:  # the snapshot did not bridge the buffered diffs: ask again
+            st.snapshot_due_ns = None
+
+    def _apply_control(self, item, fx: Effects, mono_ns: int) -> None:
+        t = type(item)
+        if t is FeedOpened:
+            if item.generation > 1:
+                self._counts["reconnects"] += 1
+                if self.klines is not None:
+                    self.klines.on_reconnect()
+                # Diffs were missed while disconnected: every book resyncs.
+                for st in self._symbols.values():
+                    st.book.reset()
+                    st.snapshot_due_ns = None
+        elif t is SnapshotFailed:
+            self._on_snapshot_failed(item, fx, mono_ns)
+        elif t is FeedError:
+            if not item.planned:  # a planned reconnect is not an error to show
+                self._replies.append(VendorReply(False, item.message))
+        elif t is SourceFinished:
+            self.source_finished = True
+        # FeedClosed: the following FeedOpened (or FeedError) says what matters.
+
+    def _on_snapshot_failed(self, item: SnapshotFailed, fx: Effects, mono_ns: int) -> None:
+        st = self._symbols.get(item.symbol)
+        refused = item.status == 400  # Binance -1121 "Invalid symbol": the vendor does not list it
+        if st is not None:
+            st.snapshot_due_ns = mono_ns + _SNAPSHOT_FAILED_WAIT_NS + int(self.config.snapshot_spacing_s * _NS)
+        text = f"{item.symbol}: depth snapshot failed: {item.error}" + ("; unsubscribed" if refused else "")
+        self._replies.append(VendorReply(False, text, symbols=(item.symbol,)))
+        if refused and st is not None:
+            fx.unsubscribe.append((item.symbol, "the vendor does not list it (depth snapshot HTTP 400)"))
+
+    def _malformed(self, reason: str, detail: str, sample, fx: Effects, mono_ns: int) -> None:
+        self.malformed[reason] += 1
+        due = self._next_malformed_log_ns
+        if due is not None and mono_ns < due:
+            return
+        self._next_malformed_log_ns = mono_ns + _MALFORMED_LOG_EVERY_NS
+        text = sample[:120] if isinstance(sample, (bytes, str)) else sample
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+        redact = self.adapter.redact
+        fx.malformed_logs.append((reason, redact(str(detail))[:200], redact(text)))
+
+    def _close_by_clock(self, now_ns: int) -> None:
+        now = self.clock_ns(now_ns) - self._grace_ns
+        for st in self._symbols.values():
+            for agg in st.series.values():
+                agg.on_clock(now)
+        if self.klines is not None:
+            self.klines.on_clock(now)
+
+    # -- bar series -----------------------------------------------------------------------
+
+    def series_seed(self, symbol: str, spec: BarSpec, now_ns: int) -> SeriesSeed | None:
+        """Return what a new series of ``spec`` is built from, or None if it exists.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        st = self._symbols[symbol]
+        if spec in st.series:
+            return None
+        return SeriesSeed(symbol, spec, list(st.trades), st.n_trades, self.clock_ns(now_ns))
+
+    def build_series(self, seed: SeriesSeed) -> BarAggregator:
+        """Return a new aggregator fed with ``seed``'s trades (no state touched: lock-free)."""
+        agg = make_aggregator(seed.symbol, seed.spec, max_bars=self.config.max_bars, **self.config.bar_options)
+        agg.on_trades(seed.trades)
+        agg.on_clock(seed.clock_ns - self._grace_ns)
+        return agg
+
+    def install_series(self, seed: SeriesSeed, agg: BarAggregator, now_ns: int) -> None:
+        """Swap a series built from ``seed`` in, after feeding it the trades applied since.
+
+        A series installed meanwhile by another reader is kept (both are equal).
+        """
+        st = self._symbols.get(seed.symbol)
+        if st is None or seed.spec in st.series:
+            return
+        behind = st.n_trades - seed.n_trades
+        if behind > len(st.trades):  # the tape rolled past the seed: rebuild from what is held
+            agg = self.build_series(SeriesSeed(seed.symbol, seed.spec, list(st.trades), st.n_trades,
+                                               self.clock_ns(now_ns)))
+        elif behind > 0:
+            agg.on_trades(list(st.trades)[-behind:])
+        agg.on_clock(self.clock_ns(now_ns) - self._grace_ns)
+        st.series[seed.spec] = agg
+
+    def bar_series(self, symbol: str, spec: BarSpec, since: int = 0) -> BarSeries | None:
+        """Return copies of the closed bars with index >= ``since`` and the bar in progress,
+        or None when no series of ``spec`` exists yet (build one from :meth:`series_seed`).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        st = self._symbols[symbol]
+        agg = st.series.get(spec)
+        if agg is None:
+            return None
+        lo = max(since - agg.first_index, 0)
+        return BarSeries(
+            key=f"{symbol}|{spec}",
+            generation=agg.generation,
+            n_closed=agg.n_closed,
+            closed=[replace(b) for b in agg.closed[lo:]],
+            current=replace(agg.current) if agg.current is not None else None,
+            first_index=agg.first_index,
+            price_decimals=st.price_dp,
+            size_decimals=st.size_dp,
+        )
+
+    # -- readers (copies) -----------------------------------------------------------------
+
+    def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
+        """Return the top ``levels`` of ``symbol``'s book, or None if not held."""
+        st = self._symbols.get(symbol)
+        if st is None:
+            return None
+        book = st.book
+        bids, asks = book.depth(levels)
+        bb, ba = book.best_bid(), book.best_ask()
+        return DepthView(
+            symbol=symbol, ts_ns=book.ts_ns or 0, bids=list(bids), asks=list(asks),
+            best_bid=bb[0] if bb else None, best_ask=ba[0] if ba else None,
+            mid=book.mid(), spread=book.spread(), synced=book.synced,
+        )
+
+    def trades(self, symbol: str, limit: int = 100) -> list[Trade]:
+        """Return the last ``limit`` trades of ``symbol``, oldest first ([] if not held)."""
+        st = self._symbols.get(symbol)
+        if st is None:
+            return []
+        n = len(st.trades)
+        return [st.trades[i] for i in range(max(0, n - limit), n)]
+
+    def gap_marks_since(self, symbol: str, since: int = 0) -> tuple[int, list[tuple[int, int]]]:
+        """Return ``(total, marks)``: how many trade-id gap marks ``symbol`` has had, and
+        ``(ts_ns, missing_trades)`` of those with sequence index >= ``since`` still held.
+
+        Marks are numbered 0, 1, 2, ... in the order seen; the latest 1000 are held. A
+        reader that drew marks ``0..since-1`` passes ``since`` and gets exactly the new
+        ones: it missed some (and must redraw) when ``total - len(marks) != since``.
+        An unknown symbol gives ``(0, [])``.
+
+        Raises
+        ------
+        ValueError
+            If ``since`` is negative.
+        """
+        if since < 0:
+            raise ValueError(f"since must be >= 0, not {since}")
+        st = self._symbols.get(symbol)
+        if st is None:
+            return 0, []
+        held = st.gap_marks
+        first = st.gaps - len(held)  # one mark per trade-id jump
+        skip = max(since - first, 0)
+        return st.gaps, [held[i] for i in range(skip, len(held))]
+
+    def count(self, name: str) -> int:
+        """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""
+        return self._counts[name]
+
+    def missing_trades(self) -> int:
+        """Return trades missing across trade-id jumps, over every symbol held."""
+        return sum(st.missing_trades for st in self._symbols.values())
+
+    def late_trades(self) -> int:
+        """Return trades too late for their time bar: each symbol's worst series, summed
+        (a trade late for one series is late for every finer one too)."""
+        return sum(max((agg.late for agg in st.series.values()), default=0)
+                   for st in self._symbols.values())
+
+    def symbol_status(self) -> dict[str, SymbolStatus]:
+        """Return each held symbol's figures, in subscription order."""
+        return {
+            s: SymbolStatus(
+                trades=st.n_trades, last_trade_ts_ns=st.last_trade_ts_ns,
+                book_synced=st.book.synced, gaps=st.missing_trades, gap_events=st.gaps,
+                book_resyncs=st.book.resyncs, book_sequence_gaps=st.book.sequence_gaps,
+                book_crossed=st.book.crossed_resyncs)
+            for s, st in self._symbols.items()
+        }
+
+    def refusals(self, last: int = 5) -> tuple[str, ...]:
+        """Return the vendor's latest ``last`` refusals in words, newest last."""
+        refused = [r.message for r in self._replies if not r.ok]
+        return tuple(refused[-last:])
+
+    def decimals(self) -> list[tuple[str, dict]]:
+        """Return ``(symbol, {"price_decimals", "size_decimals"})`` of symbols with trades."""
+        return [(st.symbol, {"price_decimals": st.price_dp, "size_decimals": st.size_dp})
+                for st in self._symbols.values() if st.n_trades]
