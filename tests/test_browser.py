@@ -1,6 +1,6 @@
 """Browser tests: the real stack in headless chromium through dash_duo.
 
-Every test runs what ``tickscope`` runs (``dashboard.cli.start_runtime``): the embedded
+Every test runs what ``tickscope`` runs (``dashboard.runtime.start_runtime``): the embedded
 exchange on loopback -- the seeded market simulator, or a recorded Binance session replayed
 at full speed -- the FeedClient, the Engine and the Dash app, served by ``dash_duo``. Files
 go under pytest's ``tmp_path`` (``--data-dir``), never the user's data dir.
@@ -51,25 +51,14 @@ SIM_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # what the embedded simulator s
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    """Return ``start(*argv, **options)``: a started runtime for ``tickscope`` arguments.
-
-    ``--data-dir`` points under ``tmp_path``; options go to ``start_runtime`` (e.g.
-    ``feed_options``). Every runtime started is stopped at teardown.
-    """
-    from dashboard.cli import build_parser, start_runtime
-
-    started = []
+def runtime(runtime, tmp_path):
+    """Return ``start(*argv, **options)``: the ``runtime`` fixture (conftest) with
+    ``--data-dir`` under ``tmp_path`` and the default 250 ms refresh."""
 
     def start(*argv: str, **options):
-        args = build_parser().parse_args(["--data-dir", str(tmp_path / "data"), *argv])
-        rt = start_runtime(args, interval_ms=250, **options)
-        started.append(rt)
-        return rt
+        return runtime("--data-dir", str(tmp_path / "data"), *argv, **{"interval_ms": 250, **options})
 
-    yield start
-    for rt in started:
-        rt.stop()
+    return start
 
 
 @pytest.fixture
