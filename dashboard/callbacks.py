@@ -15,12 +15,12 @@ candle figure, the depth figure and the status line, each with its own store:
   the in-progress bar, ``gap_total`` the number of trade-id gap marks drawn, i.e. the
   sequence index of the next one, ``Engine.gap_marks_since``): a full figure when the
   symbol or spec changed (a new ``uirevision``: the view resets); a redraw that keeps the
-  user's zoom (``figures.candles_redraw``) when the label changed, the series generation
+  user's zoom (``candles.candles_redraw``) when the label changed, the series generation
   changed, the client fell behind the oldest bar held, gap marks were dropped by the
   engine before the client drew them, or the figure would exceed ``max_points`` closed
   bars (it is then redrawn with the newest ``keep_points``); otherwise a ``dash.Patch``
   appending the bars closed and the gap marks seen since the last update and replacing
-  the in-progress bar (``figures.plan_candles``/``figures.candles_patch``);
+  the in-progress bar (``candles.plan_candles``/``candles.candles_patch``);
 * depth: a full (small) figure only when the book changed;
 * status: the status line and the failed-feed banner, re-rendered only when their text
   changed; also the vendor's refusal of the symbol last subscribed from the box (the
@@ -47,7 +47,7 @@ from dash.exceptions import PreventUpdate
 from feed.core.bars import bars_to_frame
 from feed.core.models import BarSpec
 
-from . import figures, ids
+from . import candles, depth, figures, ids
 from .export import bars_in_view, bars_to_csv, export_filename
 from .layout import kind_default, size_options, status_banner, status_children
 
@@ -173,17 +173,17 @@ def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict
         if patchable:
             since = int(store["n_closed"])
             series = engine.bar_series(symbol, spec, since)
-            plan = figures.plan_candles(
+            plan = candles.plan_candles(
                 store, key=key, generation=series.generation, n_closed=series.n_closed,
                 first_index=series.first_index, max_points=max_points,
             )
             # exactly the marks numbered drawn.. (else some were dropped unseen: redraw)
             if plan == "patch" and total - len(marks) == drawn:
-                signature = figures.current_signature(series.current)
+                signature = candles.current_signature(series.current)
                 if not series.closed and not marks and signature == store.get("current"):
                     return no_update, no_update
                 bars = series.closed + ([series.current] if series.current is not None else [])
-                patch = figures.candles_patch(bars_to_frame(bars), spec=spec, first_index=since,
+                patch = candles.candles_patch(bars_to_frame(bars), spec=spec, first_index=since,
                                               decimals=store.get("decimals"), label=label,
                                               gap_marks=marks)
                 return patch, {
@@ -210,12 +210,12 @@ def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict
     bars = closed + ([series.current] if series.current is not None else [])
     frame = bars_to_frame(bars)
     decimals = figures.price_decimals(frame)
-    figure = figures.candles_figure(
+    figure = candles.candles_figure(
         frame, symbol=symbol, spec=spec, first_index=start_index, uirevision=view,
         decimals=decimals, label=label, gap_marks=marks,
     )
     if store and store.get("view") == view and "n_closed" in store:
-        figure = figures.candles_redraw(figure)  # same chart redrawn: keep the user's view
+        figure = candles.candles_redraw(figure)  # same chart redrawn: keep the user's view
     return figure, {
         "key": key,
         "view": view,
@@ -223,7 +223,7 @@ def _candles(engine: Any, symbol: str | None, spec_text: str | None, store: dict
         "first_index": series.first_index,
         "n_closed": series.n_closed,
         "n_points": len(closed),
-        "current": figures.current_signature(series.current),
+        "current": candles.current_signature(series.current),
         "decimals": decimals,
         "gap_total": total,
     }
@@ -236,8 +236,8 @@ def _depth(engine: Any, symbol: str | None, store: str | None) -> tuple[Any, Any
         figure = None if signature == store else figures.placeholder_figure(
             "no order book" if symbol else "subscribe a symbol to start")
     else:
-        signature = f"{symbol}|{figures.depth_signature(view.bids, view.asks, view.synced)}"
-        figure = None if signature == store else figures.depth_figure(
+        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}"
+        figure = None if signature == store else depth.depth_figure(
             view.bids, view.asks, symbol=symbol, mid=view.mid, spread=view.spread,
             synced=view.synced, uirevision=symbol,
         )

@@ -15,7 +15,7 @@ import pytest
 from dash import Patch, html, no_update
 from plotly.utils import PlotlyJSONEncoder
 
-from dashboard import callbacks, figures, layout
+from dashboard import callbacks, candles, depth, figures, layout
 from feed.core.bars import bars_to_frame
 from feed.io.engine import BarSeries, DepthView
 from feed.core.health import Counters
@@ -86,24 +86,24 @@ def test_x_values_when_tick_bars_then_bar_indices_from_first_index():
 
 def test_candles_figure_when_bars_then_closed_live_and_volume_traces_in_fixed_order():
     bars = make_bars(5)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
     data = fig["data"]
     assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar", "scatter", "candlestick"]
-    closed, live = data[figures.TRACE_CANDLES], data[figures.TRACE_LIVE]
+    closed, live = data[candles.TRACE_CANDLES], data[candles.TRACE_LIVE]
     assert closed["open"] == [b.open for b in bars[:4]]
     assert closed["close"] == [b.close for b in bars[:4]]
     assert live["x"] == ["2024-08-08 23:59:00.000"] and live["close"] == [bars[4].close]
     assert live["opacity"] < 1  # the in-progress bar is drawn distinct
-    assert data[figures.TRACE_VOLUME]["y"] == [b.volume for b in bars[:4]]
-    assert data[figures.TRACE_LIVE_VOLUME]["y"] == [bars[4].volume]
-    assert data[figures.TRACE_VOLUME]["yaxis"] == "y2"
+    assert data[candles.TRACE_VOLUME]["y"] == [b.volume for b in bars[:4]]
+    assert data[candles.TRACE_LIVE_VOLUME]["y"] == [bars[4].volume]
+    assert data[candles.TRACE_VOLUME]["yaxis"] == "y2"
     assert fig["layout"]["shapes"][0]["y0"] == bars[4].close  # last price line
 
 
 def test_candles_figure_when_volume_then_coloured_by_up_down():
     bars = make_bars(4, current=False)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
-    colours = fig["data"][figures.TRACE_VOLUME]["marker"]["color"]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    colours = fig["data"][candles.TRACE_VOLUME]["marker"]["color"]
     ups = [b.close >= b.open for b in bars]
     assert ups == [True, False, True, False]
     assert len(set(colours[0::2])) == 1 and len(set(colours[1::2])) == 1 and colours[0] != colours[1]
@@ -111,15 +111,15 @@ def test_candles_figure_when_volume_then_coloured_by_up_down():
 
 
 def test_candles_figure_when_no_bar_in_progress_then_live_traces_empty():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, current=False)),
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, current=False)),
                                           symbol="BTCUSDT", spec="1m"))
-    assert fig["data"][figures.TRACE_LIVE]["x"] == []
-    assert fig["data"][figures.TRACE_LIVE_VOLUME]["y"] == []
-    assert len(fig["data"][figures.TRACE_CANDLES]["x"]) == 3
+    assert fig["data"][candles.TRACE_LIVE]["x"] == []
+    assert fig["data"][candles.TRACE_LIVE_VOLUME]["y"] == []
+    assert len(fig["data"][candles.TRACE_CANDLES]["x"]) == 3
 
 
 def test_candles_figure_when_time_spec_then_date_axis_shared_and_rangeslider_off():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="1m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="1m"))
     lay = fig["layout"]
     assert lay["xaxis"]["type"] == "date" and lay["xaxis"]["rangeslider"]["visible"] is False
     assert lay["xaxis"]["matches"] == "x2" or lay["xaxis2"].get("matches") == "x"
@@ -129,12 +129,12 @@ def test_candles_figure_when_time_spec_then_date_axis_shared_and_rangeslider_off
 
 def test_candles_figure_when_tick_spec_then_linear_axis_of_bar_indices():
     bars = make_bars(3, spec="100t", first_index=7)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="ETHUSDT", spec="100t",
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="ETHUSDT", spec="100t",
                                           first_index=7, uirevision="custom"))
     assert fig["layout"]["xaxis"]["type"] == "linear"
-    assert fig["data"][figures.TRACE_CANDLES]["x"] == [7, 8]
-    assert fig["data"][figures.TRACE_LIVE]["x"] == [9]
-    assert "start 2024-08-09 00:02:00.000" in fig["data"][figures.TRACE_CANDLES]["text"][0]
+    assert fig["data"][candles.TRACE_CANDLES]["x"] == [7, 8]
+    assert fig["data"][candles.TRACE_LIVE]["x"] == [9]
+    assert "start 2024-08-09 00:02:00.000" in fig["data"][candles.TRACE_CANDLES]["text"][0]
     assert fig["layout"]["uirevision"] == "custom"
 
 
@@ -148,30 +148,30 @@ def test_candles_patch_when_applied_then_equals_full_figure_of_all_bars(spec):
     early = [copy.copy(b) for b in bars[:7]]
     early[6].closed, early[6].close, early[6].volume = False, early[6].open, 0.5
     early[6].high = max(early[6].high, early[6].open)
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec))
-    patch = figures.candles_patch(bars_to_frame(bars[6:]), spec=spec, first_index=6,
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec))
+    patch = candles.candles_patch(bars_to_frame(bars[6:]), spec=spec, first_index=6,
                                   decimals=figures.price_decimals(bars_to_frame(early)))
     after = apply_patch(before, patch)
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec))
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec))
     assert after["data"] == full["data"]
     assert after["layout"]["shapes"] == full["layout"]["shapes"]
     assert after["layout"]["annotations"] == full["layout"]["annotations"]
 
 
 def test_candles_patch_when_only_the_live_bar_changed_then_no_closed_trace_touched():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1, first_index=9)), spec="1m", first_index=9)
+    patch = candles.candles_patch(bars_to_frame(make_bars(1, first_index=9)), spec="1m", first_index=9)
     ops = operations(patch)
     assert all(kind == "Assign" for kind, _ in ops)
     touched = {loc[1] for _, loc in ops if loc[0] == "data"}
-    assert touched == {figures.TRACE_LIVE, figures.TRACE_LIVE_VOLUME, figures.TRACE_FRAME}
+    assert touched == {candles.TRACE_LIVE, candles.TRACE_LIVE_VOLUME, candles.TRACE_FRAME}
 
 
 def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritten():
-    patch = figures.candles_patch(bars_to_frame(make_bars(3, first_index=4)), spec="1m", first_index=4)
+    patch = candles.candles_patch(bars_to_frame(make_bars(3, first_index=4)), spec="1m", first_index=4)
     ops = operations(patch)
     extended = {(loc[1], loc[2]) for kind, loc in ops if kind == "Extend"}
-    assert (figures.TRACE_CANDLES, "x") in extended and (figures.TRACE_VOLUME, "y") in extended
-    assert not any(kind == "Assign" and loc[1] in (figures.TRACE_CANDLES, figures.TRACE_VOLUME)
+    assert (candles.TRACE_CANDLES, "x") in extended and (candles.TRACE_VOLUME, "y") in extended
+    assert not any(kind == "Assign" and loc[1] in (candles.TRACE_CANDLES, candles.TRACE_VOLUME)
                    for kind, loc in ops if loc[0] == "data")
     ext_x = next(op for op in patch.to_plotly_json()["operations"]
                  if op["operation"] == "Extend" and op["location"] == ["data", 0, "x"])
@@ -179,11 +179,11 @@ def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritte
 
 
 def test_candles_patch_when_no_bar_in_progress_then_live_traces_emptied():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1, current=False)), spec="1m", first_index=0)
-    before = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    patch = candles.candles_patch(bars_to_frame(make_bars(1, current=False)), spec="1m", first_index=0)
+    before = fig_dict(candles.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
     after = apply_patch(before, patch)
-    assert after["data"][figures.TRACE_LIVE]["x"] == [] and after["data"][figures.TRACE_LIVE_VOLUME]["x"] == []
-    assert len(after["data"][figures.TRACE_CANDLES]["x"]) == 1
+    assert after["data"][candles.TRACE_LIVE]["x"] == [] and after["data"][candles.TRACE_LIVE_VOLUME]["x"] == []
+    assert len(after["data"][candles.TRACE_CANDLES]["x"]) == 1
 
 
 def test_price_decimals_when_prices_then_most_decimals_seen():
@@ -194,17 +194,17 @@ def test_price_decimals_when_prices_then_most_decimals_seen():
 
 
 def test_candles_patch_when_decimals_given_then_last_price_tag_uses_them():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1)), spec="1m", first_index=0, decimals=3)
+    patch = candles.candles_patch(bars_to_frame(make_bars(1)), spec="1m", first_index=0, decimals=3)
     tag = next(op for op in patch.to_plotly_json()["operations"] if op["location"][:2] == ["layout", "annotations"])
     assert tag["params"]["value"]["text"] == "101.500"
 
 
 def test_candles_figure_when_time_bars_then_volume_bars_overlay_at_80_percent_width():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="5m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="5m"))
     assert fig["layout"]["barmode"] == "overlay"
-    assert fig["data"][figures.TRACE_VOLUME]["width"] == fig["data"][figures.TRACE_LIVE_VOLUME]["width"] == 240_000
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="50v")), symbol="X", spec="50v"))
-    assert fig["data"][figures.TRACE_VOLUME]["width"] == 0.8
+    assert fig["data"][candles.TRACE_VOLUME]["width"] == fig["data"][candles.TRACE_LIVE_VOLUME]["width"] == 240_000
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, spec="50v")), symbol="X", spec="50v"))
+    assert fig["data"][candles.TRACE_VOLUME]["width"] == 0.8
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -228,17 +228,17 @@ STORE = {"key": "BTCUSDT|1m", "generation": 3, "first_index": 0, "n_closed": 100
     ],
 )
 def test_plan_candles_when_state_differs_then_full_else_patch(store, series, plan):
-    assert figures.plan_candles(store, key="BTCUSDT|1m", max_points=600, **series) == plan
+    assert candles.plan_candles(store, key="BTCUSDT|1m", max_points=600, **series) == plan
 
 
 def test_current_signature_when_bar_changes_then_signature_changes():
     bar = make_bars(1)[0]
-    sig = figures.current_signature(bar)
-    assert isinstance(sig, str) and figures.current_signature(copy.copy(bar)) == sig
+    sig = candles.current_signature(bar)
+    assert isinstance(sig, str) and candles.current_signature(copy.copy(bar)) == sig
     bar.trade_count += 1
-    assert figures.current_signature(bar) != sig
-    assert figures.current_signature(None) is None
-    assert figures.current_signature({"start_ns": 1, "end_ns": 2, "trade_count": 3, "volume": 1.0,
+    assert candles.current_signature(bar) != sig
+    assert candles.current_signature(None) is None
+    assert candles.current_signature({"start_ns": 1, "end_ns": 2, "trade_count": 3, "volume": 1.0,
                                       "close": 5.0}) == "1:2:3:1.0:5.0"
 
 
@@ -306,10 +306,10 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
     fig, store = tick_candles(eng, None)
     assert isinstance(fig, go.Figure)
     assert store == {"key": "BTCUSDT|1m", "view": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
-                     "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1,
+                     "n_points": 30, "current": candles.current_signature(eng.current), "decimals": 1,
                      "gap_total": 0}
-    assert len(fig.data[figures.TRACE_CANDLES].x) == 30  # the newest keep_points
-    assert fig.data[figures.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
+    assert len(fig.data[candles.TRACE_CANDLES].x) == 30  # the newest keep_points
+    assert fig.data[candles.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
 
     out, same = tick_candles(eng, store)  # nothing changed
     assert out is no_update and same is no_update
@@ -330,7 +330,7 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
 
 
 def redrawn(out) -> dict:
-    """Assert ``out`` is a redraw in place (``figures.candles_redraw``); return its data as JSON."""
+    """Assert ``out`` is a redraw in place (``candles.candles_redraw``); return its data as JSON."""
     assert isinstance(out, Patch)
     ops = operations(out)
     assert ("Assign", ("data",)) in ops
@@ -346,7 +346,7 @@ def test_candles_tick_when_generation_changes_then_redrawn_keeping_the_view():
     _, store = tick_candles(eng, None)
     eng.generation = 1
     out, store2 = tick_candles(eng, store)
-    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 10 and store2["generation"] == 1
+    assert len(redrawn(out)[candles.TRACE_CANDLES]["x"]) == 10 and store2["generation"] == 1
 
 
 def test_candles_tick_when_cap_would_be_exceeded_then_redrawn_with_newest_bars():
@@ -355,7 +355,7 @@ def test_candles_tick_when_cap_would_be_exceeded_then_redrawn_with_newest_bars()
     _, store = tick_candles(eng, None)  # 30 points drawn
     eng.grow(61)  # 21 more: 51 > 50
     out, store2 = tick_candles(eng, store)
-    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 30
+    assert len(redrawn(out)[candles.TRACE_CANDLES]["x"]) == 30
     assert store2["n_points"] == 30 and store2["n_closed"] == 61
 
 
@@ -379,12 +379,12 @@ def test_candles_tick_when_drawn_as_placeholder_then_full_figure_not_redraw():
 
 
 def test_candles_redraw_when_applied_then_new_traces_title_and_marker_but_user_range_kept():
-    old = fig_dict(figures.candles_figure(bars_to_frame(make_bars(5)), symbol="BTCUSDT", spec="1m"))
+    old = fig_dict(candles.candles_figure(bars_to_frame(make_bars(5)), symbol="BTCUSDT", spec="1m"))
     old["layout"]["xaxis"]["range"] = ["2024-08-08 23:56:00", "2024-08-08 23:58:00"]  # the user zoomed
     old["layout"]["xaxis"]["autorange"] = False
-    new = figures.candles_figure(bars_to_frame(make_bars(8)), symbol="BTCUSDT", spec="1m", label="end",
+    new = candles.candles_figure(bars_to_frame(make_bars(8)), symbol="BTCUSDT", spec="1m", label="end",
                                  gap_marks=[(T0 + MIN, 2)], decimals=2)
-    after = apply_patch(old, figures.candles_redraw(new))
+    after = apply_patch(old, candles.candles_redraw(new))
     full = fig_dict(new)
     assert after["data"] == full["data"]
     for key in ("title", "shapes", "annotations"):
@@ -434,7 +434,7 @@ ASKS = [(100.2, 0.25), (100.3, 1.0)]
 
 
 def test_depth_figure_when_book_then_cumulative_sizes_in_price_order():
-    fig = fig_dict(figures.depth_figure(BIDS, ASKS, symbol="BTCUSDT", mid=100.1, spread=0.2))
+    fig = fig_dict(depth.depth_figure(BIDS, ASKS, symbol="BTCUSDT", mid=100.1, spread=0.2))
     bids, asks = fig["data"]
     assert bids["x"] == [99.8, 99.9, 100.0] and bids["y"] == [3.5, 3.0, 1.0]
     assert asks["x"] == [100.2, 100.3] and asks["y"] == [0.25, 1.25]
@@ -448,12 +448,12 @@ def test_depth_figure_when_book_then_cumulative_sizes_in_price_order():
 
 
 def test_depth_figure_when_mid_between_ticks_then_one_more_decimal():
-    fig = fig_dict(figures.depth_figure([(100.1, 1.0)], [(100.2, 1.0)], symbol="X", mid=100.15, spread=0.1))
+    fig = fig_dict(depth.depth_figure([(100.1, 1.0)], [(100.2, 1.0)], symbol="X", mid=100.15, spread=0.1))
     assert fig["layout"]["annotations"][0]["text"].startswith("mid 100.15 ")
 
 
 def test_depth_figure_when_empty_or_unsynced_then_says_so():
-    fig = fig_dict(figures.depth_figure([], [], symbol="BTCUSDT", synced=False))
+    fig = fig_dict(depth.depth_figure([], [], symbol="BTCUSDT", synced=False))
     assert "resyncing" in fig["layout"]["title"]["text"]
     assert any("resyncing the order book" in a["text"] for a in fig["layout"]["annotations"])
     assert not fig["layout"].get("shapes")  # no mid line without a mid
@@ -595,30 +595,30 @@ def test_x_values_when_label_unknown_then_value_error():
 
 def test_candles_figure_when_label_end_then_candles_and_volume_at_ends_and_title_says_so():
     bars = make_bars(4)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
     data = fig["data"]
     ends = figures.x_values(bars_to_frame(bars), "1m", label="end")
-    assert data[figures.TRACE_CANDLES]["x"] == data[figures.TRACE_VOLUME]["x"] == ends[:3]
-    assert data[figures.TRACE_LIVE]["x"] == data[figures.TRACE_LIVE_VOLUME]["x"] == ends[3:]
+    assert data[candles.TRACE_CANDLES]["x"] == data[candles.TRACE_VOLUME]["x"] == ends[:3]
+    assert data[candles.TRACE_LIVE]["x"] == data[candles.TRACE_LIVE_VOLUME]["x"] == ends[3:]
     assert "interval end" in fig["layout"]["title"]["text"]
     assert fig["layout"]["uirevision"] == "BTCUSDT|1m"  # same view as label=start
     # the hover text still gives the interval start, since x no longer does
-    assert data[figures.TRACE_CANDLES]["text"][0].startswith("start 2024-08-08 23:55:00.000<br>")
+    assert data[candles.TRACE_CANDLES]["text"][0].startswith("start 2024-08-08 23:55:00.000<br>")
 
 
 def test_candles_figure_when_label_end_then_start_figure_shifted_by_one_interval():
     df = bars_to_frame(make_bars(5))
-    start = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m"))
-    end = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", label="end"))
-    assert end["data"][figures.TRACE_CANDLES]["x"][:-1] == start["data"][figures.TRACE_CANDLES]["x"][1:]
+    start = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m"))
+    end = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m", label="end"))
+    assert end["data"][candles.TRACE_CANDLES]["x"][:-1] == start["data"][candles.TRACE_CANDLES]["x"][1:]
     for col in ("open", "high", "low", "close"):
-        assert end["data"][figures.TRACE_CANDLES][col] == start["data"][figures.TRACE_CANDLES][col]
+        assert end["data"][candles.TRACE_CANDLES][col] == start["data"][candles.TRACE_CANDLES][col]
 
 
 def test_candles_figure_when_tick_bars_then_label_changes_nothing():
     df = bars_to_frame(make_bars(4, spec="100t"))
-    a = fig_dict(figures.candles_figure(df, symbol="X", spec="100t"))
-    b = fig_dict(figures.candles_figure(df, symbol="X", spec="100t", label="end"))
+    a = fig_dict(candles.candles_figure(df, symbol="X", spec="100t"))
+    b = fig_dict(candles.candles_figure(df, symbol="X", spec="100t", label="end"))
     assert a == b
 
 
@@ -626,10 +626,10 @@ def test_candles_patch_when_label_end_then_applied_equals_full_end_figure():
     bars = make_bars(9)
     early = [copy.copy(b) for b in bars[:5]]
     early[4].closed = False
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec="1m", label="end"))
-    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec="1m", first_index=4, label="end",
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec="1m", label="end"))
+    patch = candles.candles_patch(bars_to_frame(bars[4:]), spec="1m", first_index=4, label="end",
                                   decimals=figures.price_decimals(bars_to_frame(early)))
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
     assert apply_patch(before, patch)["data"] == full["data"]
 
 
@@ -671,9 +671,9 @@ def test_candles_figure_when_bars_then_closed_and_live_hover_show_change_and_amp
     bars = make_bars(3)
     for prev, bar in zip(bars, bars[1:]):
         bar.prev_close = prev.close
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
-    closed_text = fig["data"][figures.TRACE_CANDLES]["text"]
-    live_text = fig["data"][figures.TRACE_LIVE]["text"][0]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    closed_text = fig["data"][candles.TRACE_CANDLES]["text"]
+    live_text = fig["data"][candles.TRACE_LIVE]["text"][0]
     assert "change -1.97 %" in closed_text[1] and "amplitude 3.45 %" in closed_text[1]
     assert "change +4.02 %" in live_text and live_text.endswith("<br>in progress")
 
@@ -687,9 +687,9 @@ def test_hover_text_when_tick_bars_then_start_and_end_times_first():
 
 
 def test_candles_figure_when_one_bar_then_frame_spans_min_slots_and_one_free_slot():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
-    frame = fig["data"][figures.TRACE_FRAME]
-    first = figures.x_values(bars_to_frame(make_bars(1, first_index=-(figures.MIN_SLOTS - 1))), "1m")[0]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    frame = fig["data"][candles.TRACE_FRAME]
+    first = figures.x_values(bars_to_frame(make_bars(1, first_index=-(candles.MIN_SLOTS - 1))), "1m")[0]
     assert frame["x"] == [first, "2024-08-08 23:56:00.000"]
     assert frame["open"] == frame["close"] == [make_bars(1)[0].close] * 2  # inside the price range
     assert frame["hoverinfo"] == "skip"
@@ -697,15 +697,15 @@ def test_candles_figure_when_one_bar_then_frame_spans_min_slots_and_one_free_slo
 
 
 def test_candles_figure_when_few_tick_bars_then_frame_from_bar_zero_no_negative_numbers():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="100t")), symbol="X", spec="100t"))
-    assert fig["data"][figures.TRACE_FRAME]["x"] == [0, figures.MIN_SLOTS - 1]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][candles.TRACE_FRAME]["x"] == [0, candles.MIN_SLOTS - 1]
 
 
 def test_candles_figure_when_more_bars_than_min_slots_then_left_frame_on_a_bar():
-    n = figures.MIN_SLOTS + 10
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(n, spec="100t")), symbol="X", spec="100t"))
-    assert fig["data"][figures.TRACE_FRAME]["x"] == [n - figures.MIN_SLOTS, n]
-    assert n - figures.MIN_SLOTS in fig["data"][figures.TRACE_CANDLES]["x"]
+    n = candles.MIN_SLOTS + 10
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(n, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][candles.TRACE_FRAME]["x"] == [n - candles.MIN_SLOTS, n]
+    assert n - candles.MIN_SLOTS in fig["data"][candles.TRACE_CANDLES]["x"]
 
 
 # -- trade-id gap marks (issue 4) ---------------------------------------------------------------
@@ -713,7 +713,7 @@ def test_candles_figure_when_more_bars_than_min_slots_then_left_frame_on_a_bar()
 
 def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
     df = bars_to_frame(make_bars(3))
-    cols = figures.gap_columns([(T0 + MIN + 1_500_000_000, 3), (T0 + 2 * MIN, 1)], df, "1m")
+    cols = candles.gap_columns([(T0 + MIN + 1_500_000_000, 3), (T0 + 2 * MIN, 1)], df, "1m")
     assert cols["x"] == ["2024-08-08 23:56:01.500", "2024-08-08 23:56:01.500", None,
                          "2024-08-08 23:57:00.000", "2024-08-08 23:57:00.000", None]
     assert cols["y"] == [0, 1, None] * 2
@@ -725,14 +725,14 @@ def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
 def test_gap_columns_when_label_end_then_time_marks_do_not_move():
     df = bars_to_frame(make_bars(3))
     marks = [(T0 + MIN + 5, 2)]
-    assert figures.gap_columns(marks, df, "1m", label="end")["x"] == figures.gap_columns(marks, df, "1m")["x"]
+    assert candles.gap_columns(marks, df, "1m", label="end")["x"] == candles.gap_columns(marks, df, "1m")["x"]
 
 
 def test_gap_columns_when_tick_bars_then_at_index_of_bar_holding_that_time():
     bars = make_bars(4, spec="100t", first_index=0)  # bar k covers T0 + k min .. T0 + (k+1) min
     df = bars_to_frame(bars)
     marks = [(T0 + 30 * 10**9, 5), (T0 + 2 * MIN, 2), (T0 + 3 * MIN + 1, 1), (T0 + 99 * MIN, 4)]
-    cols = figures.gap_columns(marks, df, "100t", first_index=20)
+    cols = candles.gap_columns(marks, df, "100t", first_index=20)
     assert cols["x"][0::3] == [20, 21, 23, 23]  # an end on the time is that bar; past the last: the last
     assert cols["text"][0].startswith("5 trades missing<br>")
 
@@ -740,22 +740,22 @@ def test_gap_columns_when_tick_bars_then_at_index_of_bar_holding_that_time():
 def test_gap_columns_when_mark_older_than_first_bar_then_dropped_or_clamped():
     df = bars_to_frame(make_bars(2, spec="100t", first_index=3))
     marks = [(T0, 2), (T0 + 3 * MIN + 1, 1)]
-    assert figures.gap_columns(marks, df, "100t", first_index=3)["x"][0::3] == [3]
-    assert figures.gap_columns(marks, df, "100t", first_index=3, drop_older=False)["x"][0::3] == [3, 3]
+    assert candles.gap_columns(marks, df, "100t", first_index=3)["x"][0::3] == [3]
+    assert candles.gap_columns(marks, df, "100t", first_index=3, drop_older=False)["x"][0::3] == [3, 3]
     time_df = bars_to_frame(make_bars(2, first_index=3))
-    assert len(figures.gap_columns(marks, time_df, "1m")["x"]) == 3  # the older time mark is left out
+    assert len(candles.gap_columns(marks, time_df, "1m")["x"]) == 3  # the older time mark is left out
 
 
 def test_gap_columns_when_no_bars_or_no_marks_then_empty():
     empty = {"x": [], "y": [], "text": [], "size": []}
-    assert figures.gap_columns([(T0, 1)], bars_to_frame([]), "1m") == empty
-    assert figures.gap_columns([], bars_to_frame(make_bars(2)), "1m") == empty
+    assert candles.gap_columns([(T0, 1)], bars_to_frame([]), "1m") == empty
+    assert candles.gap_columns([], bars_to_frame(make_bars(2)), "1m") == empty
 
 
 def test_candles_figure_when_gap_marks_then_dotted_lines_over_price_pane_only():
     df = bars_to_frame(make_bars(4))
-    fig = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", gap_marks=[(T0 + MIN, 7)]))
-    gaps = fig["data"][figures.TRACE_GAPS]
+    fig = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m", gap_marks=[(T0 + MIN, 7)]))
+    gaps = fig["data"][candles.TRACE_GAPS]
     assert gaps["x"][:2] == ["2024-08-08 23:56:00.000"] * 2 and gaps["y"] == [0, 1, None]
     assert gaps["hovertemplate"] == "%{text}<extra></extra>" and gaps["text"][0].startswith("7 trades missing")
     assert gaps["yaxis"] == "y3" and gaps["xaxis"] == "x" and gaps["line"]["width"] == 1
@@ -769,18 +769,18 @@ def test_candles_patch_when_new_gap_marks_then_extended_and_equal_to_full_figure
     early = [copy.copy(b) for b in bars[:5]]
     early[4].closed = False
     old_marks, new_marks = [(T0 + MIN + 10, 2)], [(T0 + 4 * MIN + 10, 1), (T0 + 7 * MIN + 10, 5)]
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec, gap_marks=old_marks))
-    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec=spec, first_index=4, gap_marks=new_marks,
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec, gap_marks=old_marks))
+    patch = candles.candles_patch(bars_to_frame(bars[4:]), spec=spec, first_index=4, gap_marks=new_marks,
                                   decimals=figures.price_decimals(bars_to_frame(early)))
-    assert ("Extend", ("data", figures.TRACE_GAPS, "x")) in operations(patch)
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec,
+    assert ("Extend", ("data", candles.TRACE_GAPS, "x")) in operations(patch)
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec,
                                            gap_marks=old_marks + new_marks))
     assert apply_patch(before, patch)["data"] == full["data"]
 
 
 def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
-    patch = figures.candles_patch(bars_to_frame(make_bars(2, first_index=4)), spec="1m", first_index=4)
-    assert not any(loc[1] == figures.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
+    patch = candles.candles_patch(bars_to_frame(make_bars(2, first_index=4)), spec="1m", first_index=4)
+    assert not any(loc[1] == candles.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
 
 
 # -- tick helper: label and gap marks ------------------------------------------------------------
@@ -789,7 +789,7 @@ def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
 def gap_texts_extended(patch: Patch) -> list[str]:
     """Return the hover texts a patch appends to the gap-mark trace (one mark: 3 entries)."""
     ext = [op for op in patch.to_plotly_json()["operations"]
-           if op["location"] == ["data", figures.TRACE_GAPS, "text"]]
+           if op["location"] == ["data", candles.TRACE_GAPS, "text"]]
     assert all(op["operation"] == "Extend" for op in ext)
     return [t for op in ext for t in op["params"]["value"]][0::3]
 
@@ -799,7 +799,7 @@ def test_candles_tick_when_gap_marks_arrive_then_patched_in_once():
     eng.grow(10)
     eng.marks = [(T0 + 2 * MIN, 3)]
     fig, store = tick_candles(eng, None)
-    assert fig.data[figures.TRACE_GAPS].text[0].startswith("3 trades missing")
+    assert fig.data[candles.TRACE_GAPS].text[0].startswith("3 trades missing")
     assert store["gap_total"] == 1
     assert tick_candles(eng, store) == (no_update, no_update)  # nothing new
     eng.marks.append((T0 + 9 * MIN + 5, 1))
@@ -833,7 +833,7 @@ def test_candles_tick_when_drawn_gap_marks_no_longer_held_then_redrawn():
     _, store = tick_candles(eng, None)
     eng.marks, eng.marks_dropped = [(T0 + 3 * MIN, 1)], 2  # the engine's bounded list moved on
     out, store2 = tick_candles(eng, store)
-    assert redrawn(out)[figures.TRACE_GAPS]["text"][0].startswith("1 trade missing")
+    assert redrawn(out)[candles.TRACE_GAPS]["text"][0].startswith("1 trade missing")
     assert store2["gap_total"] == 3
     assert tick_candles(eng, store2) == (no_update, no_update)
 
@@ -846,7 +846,7 @@ def test_candles_tick_when_fewer_marks_than_drawn_then_redrawn():
     _, store = tick_candles(eng, None)
     eng.marks = [(T0 + 4 * MIN, 1)]
     out, store2 = tick_candles(eng, store)
-    texts = redrawn(out)[figures.TRACE_GAPS]["text"]
+    texts = redrawn(out)[candles.TRACE_GAPS]["text"]
     assert len(texts) == 3 and texts[0].startswith("1 trade missing") and store2["gap_total"] == 1
 
 
@@ -906,7 +906,7 @@ def test_candles_tick_when_label_changes_then_redrawn_keeping_the_view():
     _, store = tick_candles(eng, None)
     out, store2 = tick_candles(eng, store, label="end")
     assert store2["key"] == "BTCUSDT|1m|end" and store2["view"] == "BTCUSDT|1m"
-    assert redrawn(out)[figures.TRACE_CANDLES]["x"][0] == "2024-08-08 23:56:00.000"
+    assert redrawn(out)[candles.TRACE_CANDLES]["x"][0] == "2024-08-08 23:56:00.000"
     assert tick_candles(eng, store2, label="end") == (no_update, no_update)
     _, store3 = tick_candles(eng, store2, spec="100t", label="end")
     assert store3["key"] == "BTCUSDT|100t"  # no interval to label: same as start
