@@ -1,15 +1,12 @@
 """The status line, the failed-feed banner and the kline cross-check badge
-(``dashboard.layout``), and the vendor-error matching behind the subscribe box
-(``dashboard.callbacks``), without a browser."""
+(``dashboard.layout``), without a browser. The vendor-error matching behind the subscribe
+box and the status update are tested in ``tests/test_callbacks.py``."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
-from dash import html, no_update
 
-from dashboard import callbacks, ids, layout
+from dashboard import ids, layout
 from feed.core.health import Status
 from tests.helpers import make_status
 
@@ -216,103 +213,3 @@ def test_create_layout_when_built_then_banner_under_header_and_subscribe_store()
     assert page.children[1].role == "alert"
     stores = [c.id for c in page.children[-1].children]
     assert ids.SUBSCRIBE_STORE in stores
-
-
-# -- vendor errors after a subscribe ----------------------------------------------------------------
-
-E600 = "AllTick error 600: symbol code invalid (trades ZZZZ.US)"
-
-
-@pytest.mark.parametrize(
-    ("before", "now", "new"),
-    [
-        ([], [], []),
-        ([], ["A"], ["A"]),
-        (["A"], ["A"], []),
-        (["A"], ["A", "A"], ["A"]),  # the same refusal again is new
-        (["A", "B", "C", "D", "E"], ["B", "C", "D", "E", "F"], ["F"]),  # the oldest fell off
-        (["A", "B", "C", "D", "E"], ["D", "E", "F", "G", "H"], ["F", "G", "H"]),
-        (["A", "B"], ["B"], []),  # only fell off
-        (["A", "B", "A"], ["B", "A", "A"], ["A"]),
-        (["A"], ["X", "Y"], ["X", "Y"]),  # nothing in common: every one is new
-    ],
-)
-def test_new_errors_when_lists_then_the_entries_after_before(before, now, new):
-    assert callbacks.new_errors(before, now) == new
-
-
-def test_subscribe_errors_when_new_error_names_the_symbol_then_returned():
-    assert callbacks.subscribe_errors([], [E600], "ZZZZ.US") == [E600]
-    assert callbacks.subscribe_errors(["old"], ["old", E600], "zzzz.us") == [E600]  # case-insensitive
-    itick = "iTick refused subscribe AAPL$US, QQQQ$US: invalid symbol"
-    assert callbacks.subscribe_errors([], [itick], "QQQQ$US") == [itick]
-    binance = "Binance error 1: Invalid symbol (SUBSCRIBE adausdt@trade, adausdt@depth@100ms)"
-    assert callbacks.subscribe_errors([], [binance], "ADAUSDT") == [binance]
-
-
-def test_subscribe_errors_when_old_other_symbol_or_longer_code_then_nothing():
-    assert callbacks.subscribe_errors([E600], [E600], "ZZZZ.US") == []  # seen before the subscribe
-    assert callbacks.subscribe_errors([], [E600], "AAPL.US") == []
-    assert callbacks.subscribe_errors([], ["AllTick error 600: symbol code invalid (trades ZZZZ.USX)"],
-                                      "ZZZZ.US") == []
-    assert callbacks.subscribe_errors([], ["Binance error 1: Invalid symbol (SUBSCRIBE BTCUSDT)"], "BTC") == []
-    assert callbacks.subscribe_errors([], [E600], "") == []
-
-
-class StatusEngine:
-    """``status()`` only."""
-
-    def __init__(self, **over):
-        self.value = status(**over)
-
-    def status(self):
-        return self.value
-
-
-def pending(symbol="ZZZZ.US", at=1000.0, errors=(), previous="AAPL.US", n="1") -> dict:
-    return {"n": n, "symbol": symbol, "at": at, "errors": list(errors), "previous": previous}
-
-
-def test_status_tick_when_vendor_refuses_the_symbol_just_subscribed_then_inline_message_once(monkeypatch):
-    now = [1000.5]
-    monkeypatch.setattr(callbacks.time, "time", lambda: now[0])
-    eng = StatusEngine(errors=["earlier refusal"], symbols={"AAPL.US": {}, "ZZZZ.US": {}})
-    sub = pending(errors=["earlier refusal"])
-    _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", None, sub)
-    assert message is no_update  # no answer yet
-    now[0] += 1.0
-    eng.value = replace(eng.value, errors=("earlier refusal", E600))
-    _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
-    assert message == E600 and store["sub_done"] == "1"
-    _, _, store2, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
-    assert message is no_update and store2 is no_update  # shown once; it stays until the next subscribe
-
-
-def test_status_tick_when_refusal_comes_late_or_for_another_symbol_then_no_message(monkeypatch):
-    monkeypatch.setattr(callbacks.time, "time", lambda: 1000.0 + callbacks.SUBSCRIBE_ERRORS_FOR_S + 1)
-    eng = StatusEngine(errors=[E600])
-    assert callbacks._status(eng, "BTCUSDT", None, pending())[3] is no_update  # too late
-    monkeypatch.setattr(callbacks.time, "time", lambda: 1001.0)
-    assert callbacks._status(eng, "BTCUSDT", None, pending(symbol="AAPL.US"))[3] is no_update
-    assert callbacks._status(eng, "BTCUSDT", None, pending(errors=[E600]))[3] is no_update  # seen before
-    assert callbacks._status(eng, "BTCUSDT", None, None)[3] is no_update
-    assert callbacks._status(eng, "BTCUSDT", None, pending())[3] == E600
-
-
-def test_status_tick_when_engine_dropped_a_symbol_then_options_without_it():
-    eng = StatusEngine(symbols={"AAPL.US": {}})
-    assert callbacks._status(eng, "AAPL.US", None, None, ["AAPL.US", "ZZZZ.US"])[4] == ["AAPL.US"]
-    assert callbacks._status(eng, "AAPL.US", None, None, ["AAPL.US"])[4] is no_update
-    dict_options = [{"label": "AAPL.US", "value": "AAPL.US"}, {"label": "ZZZZ.US", "value": "ZZZZ.US"}]
-    assert callbacks._status(eng, "AAPL.US", None, None, dict_options)[4] == dict_options[:1]
-    assert callbacks._status(eng, "AAPL.US", None, None, None)[4] is no_update
-
-
-def test_status_tick_when_feed_fails_then_banner_rendered_and_signature_changes():
-    eng = StatusEngine()
-    children, banner, store, _, _ = callbacks._status(eng, "BTCUSDT", None)
-    assert banner == []
-    eng.value = replace(eng.value, state="failed", detail=HINT_451)
-    children, banner, store2, _, _ = callbacks._status(eng, "BTCUSDT", store)
-    assert isinstance(banner[1], html.Span) and banner[1].children == HINT_451
-    assert store2["sig"] != store["sig"]
