@@ -175,11 +175,19 @@ def candles_figure(
             fig.add_trace(trace)
         else:
             fig.add_trace(trace, row=row, col=1)
-    layout = base_layout(uirevision if uirevision is not None else f"{symbol}|{spec}")
-    layout["title"]["text"] = _candles_title(symbol, spec, label)
+    view = uirevision if uirevision is not None else f"{symbol}|{spec}"
+    fig.update_layout(**_candles_layout(view, _candles_title(symbol, spec, label),
+                                        _last_close(closed, live), decimals))
+    _style_axes(fig, spec, decimals)
+    return fig
+
+
+def _candles_layout(uirevision: str, title: str, last: float | None, decimals: int) -> dict:
+    # Layout of the candle figure; the last-price line and tag are at fixed positions.
+    layout = base_layout(uirevision)
+    layout["title"]["text"] = title
     layout["margin"] = dict(l=8, r=78, t=28, b=8)  # the right margin holds the last-price tag
-    last = _last_close(closed, live)
-    fig.update_layout(
+    return dict(
         **layout,
         barmode="overlay",  # closed and in-progress volume share x positions, no grouping
         hovermode="x",
@@ -189,13 +197,16 @@ def candles_figure(
         # The gap lines' 0..1 axis: over the price pane, never zoomed or shown.
         yaxis3=dict(overlaying="y", range=[0, 1], fixedrange=True, visible=False),
     )
+
+
+def _style_axes(fig: go.Figure, spec: BarSpec, decimals: int) -> None:
+    # Shared x (date or bar number), price axis on the right with fixed decimals, volume below.
     x_kind = dict(type="date") if spec.is_time else dict(type="linear", tickformat="d")
     fig.update_xaxes(axis_style(**x_kind), rangeslider=dict(visible=False))
     fig.update_xaxes(showticklabels=False, row=1, col=1)
     fig.update_yaxes(axis_style(side="right", exponentformat="none", separatethousands=True,
                                 hoverformat=f",.{decimals}f"), row=1, col=1)
     fig.update_yaxes(axis_style(side="right", nticks=3, showspikes=False), row=2, col=1)
-    return fig
 
 
 def _candles_title(symbol: str, spec: BarSpec, label: str) -> str:
@@ -318,14 +329,7 @@ def candles_patch(
     patch = Patch()
     if not closed.empty:
         _extend_closed(patch, closed, spec, first_index, label)
-    cols = live_columns(live, spec, first_index + len(closed), label)
-    live_trace = patch["data"][TRACE_LIVE]
-    for col in ("x", "open", "high", "low", "close", "text"):
-        live_trace[col] = cols[col]
-    live_volume = patch["data"][TRACE_LIVE_VOLUME]
-    live_volume["x"] = cols["x"]
-    live_volume["y"] = cols["volume"]
-    live_volume["marker"]["color"] = cols["colour"]
+    _replace_live(patch, live_columns(live, spec, first_index + len(closed), label))
     gaps = gap_columns(gap_marks, df, spec, first_index, label, drop_older=False)
     if gaps["x"]:
         trace = patch["data"][TRACE_GAPS]
@@ -344,6 +348,17 @@ def candles_patch(
         patch["layout"]["annotations"][_ANNOTATION_LAST] = _last_tag(
             last, price_decimals(df) if decimals is None else decimals)
     return patch
+
+
+def _replace_live(patch: Patch, cols: dict) -> None:
+    # Replace the one-point in-progress traces (emptied when no bar is in progress).
+    live_trace = patch["data"][TRACE_LIVE]
+    for col in ("x", "open", "high", "low", "close", "text"):
+        live_trace[col] = cols[col]
+    live_volume = patch["data"][TRACE_LIVE_VOLUME]
+    live_volume["x"] = cols["x"]
+    live_volume["y"] = cols["volume"]
+    live_volume["marker"]["color"] = cols["colour"]
 
 
 def _extend_closed(patch: Patch, closed: pd.DataFrame, spec: BarSpec, first_index: int, label: str) -> None:

@@ -161,6 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim-rate", type=_positive("--sim-rate"), default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8050, help="dashboard port (default 8050)")
+    _add_bar_rules(p)
+    p.add_argument("--bar", default="1m", help="bar spec shown first (default 1m)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _add_bar_rules(p: argparse.ArgumentParser) -> None:
     rules = p.add_argument_group("bar rules (see the README's Bars section)")
     rules.add_argument("--utc-offset", default=None, metavar="±HH:MM",
                        help="align time bars to this UTC offset instead of UTC (+08:00 = Binance's UTC+8 klines)")
@@ -175,9 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
                             "older ones are counted as late (default 2)")
     rules.add_argument("--session-reset", action="store_true",
                        help="tick, volume and value bars never span a session boundary")
-    p.add_argument("--bar", default="1m", help="bar spec shown first (default 1m)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return p
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

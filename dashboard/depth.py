@@ -57,19 +57,7 @@ def depth_figure(
     price order and ``hv`` for asks.
     """
     decimals = max_decimals([p for p, _ in list(bids[:20]) + list(asks[:20])])
-    bid_px = [p for p, _ in bids][::-1]
-    bid_cum = np.cumsum([s for _, s in bids])[::-1].tolist() if bids else []
-    ask_px = [p for p, _ in asks]
-    ask_cum = np.cumsum([s for _, s in asks]).tolist() if asks else []
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=bid_px, y=bid_cum, name="bids", mode="lines", line=dict(color=BID, width=1.5, shape="vh"),
-        fill="tozeroy", fillcolor=rgba(BID, 0.18), hovertemplate="bid %{x}<br>cum %{y:,.6~f}<extra></extra>",
-    ))
-    fig.add_trace(go.Scatter(
-        x=ask_px, y=ask_cum, name="asks", mode="lines", line=dict(color=ASK, width=1.5, shape="hv"),
-        fill="tozeroy", fillcolor=rgba(ASK, 0.18), hovertemplate="ask %{x}<br>cum %{y:,.6~f}<extra></extra>",
-    ))
+    fig = go.Figure(_depth_traces(bids, asks))
     title = f"<b>{symbol}</b> depth"
     if not synced:
         title += " · <span style='color:#e0b341'>resyncing</span>"
@@ -88,6 +76,26 @@ def depth_figure(
         yaxis=axis_style(side="right", showspikes=False, rangemode="tozero"),
     )
     return fig
+
+
+def _depth_traces(bids, asks) -> list[go.Scatter]:
+    # Cumulative size per side, bids in rising price order (see depth_figure's Notes).
+    bid_px = [p for p, _ in bids][::-1]
+    bid_cum = np.cumsum([s for _, s in bids])[::-1].tolist() if bids else []
+    ask_px = [p for p, _ in asks]
+    ask_cum = np.cumsum([s for _, s in asks]).tolist() if asks else []
+    return [
+        go.Scatter(
+            x=bid_px, y=bid_cum, name="bids", mode="lines", line=dict(color=BID, width=1.5, shape="vh"),
+            fill="tozeroy", fillcolor=rgba(BID, 0.18),
+            hovertemplate="bid %{x}<br>cum %{y:,.6~f}<extra></extra>",
+        ),
+        go.Scatter(
+            x=ask_px, y=ask_cum, name="asks", mode="lines", line=dict(color=ASK, width=1.5, shape="hv"),
+            fill="tozeroy", fillcolor=rgba(ASK, 0.18),
+            hovertemplate="ask %{x}<br>cum %{y:,.6~f}<extra></extra>",
+        ),
+    ]
 
 
 def _depth_annotations(bids, asks, mid, spread, synced: bool, decimals: int) -> list[dict]:

@@ -48,7 +48,8 @@ from feed.core.bars import bars_to_frame
 from feed.core.models import BarSpec
 
 from . import candles, depth, figures
-from .layout import kind_default, size_options, status_banner, status_children
+from .layout import kind_default, size_options
+from .statusline import status_banner, status_children
 
 __all__ = [
     "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS", "DROPPING_FOR_S", "SUBSCRIBE_ERRORS_FOR_S",

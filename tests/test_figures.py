@@ -1,6 +1,6 @@
 """Figure builders, patches and the update planning, without a browser.
 
-Also the pure view next to them: the status line (``layout.status_children``). The
+Also the pure view next to them: the status line (``statusline.status_children``). The
 callbacks' helpers that drive these builders are tested in ``tests/test_callbacks.py``.
 """
 
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import pytest
 from dash import Patch, html
 
-from dashboard import candles, depth, figures, layout
+from dashboard import candles, depth, figures, layout, statusline
 from feed.core.bars import bars_to_frame
 from feed.core.models import Bar, BarSpec
 from tests.helpers import make_status
@@ -324,30 +324,30 @@ def status(**over):
      ("something-new", "grey")],
 )
 def test_status_children_when_state_then_dot_colour(state, colour):
-    children = layout.status_children(status(state=state), "BTCUSDT")
+    children = statusline.status_children(status(state=state), "BTCUSDT")
     assert dot_class(children) == f"dot dot-{colour}"
     assert state in text_of(children)
 
 
 def test_status_children_when_live_then_rate_age_and_queue():
-    text = text_of(layout.status_children(status(), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(), "BTCUSDT"))
     assert "msg/s 1,234" in text and "last trade 0.4 s" in text and "queue 12" in text
     assert "dropped" not in text
 
 
 def test_status_children_when_dropping_then_amber_and_counters_shown():
-    children = layout.status_children(status(counters={"dropped": 7, "gaps": 3}), "BTCUSDT", dropping=True)
+    children = statusline.status_children(status(counters={"dropped": 7, "gaps": 3}), "BTCUSDT", dropping=True)
     assert dot_class(children) == "dot dot-amber"
     text = text_of(children)
     assert "live · dropping" in text and "dropped 7" in text and "gaps 3" in text
 
 
 def test_status_children_when_failed_and_dropping_then_stays_red():
-    assert dot_class(layout.status_children(status(state="failed"), None, dropping=True)) == "dot dot-red"
+    assert dot_class(statusline.status_children(status(state="failed"), None, dropping=True)) == "dot dot-red"
 
 
 def test_status_children_when_vendor_refused_then_last_error_shown():
-    text = text_of(layout.status_children(status(errors=["old", "Invalid symbol XRPUSD"]), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(errors=["old", "Invalid symbol XRPUSD"]), "BTCUSDT"))
     assert "vendor Invalid symbol XRPUSD" in text and "old" not in text
 
 
@@ -357,7 +357,7 @@ def test_status_children_when_vendor_refused_then_last_error_shown():
      (3 * 3600 * 10**9, "3 h"), (-5, "0.0 s")],
 )
 def test_format_age_when_ns_then_short_text(age_ns, text):
-    assert layout.format_age(age_ns) == text
+    assert statusline.format_age(age_ns) == text
 
 
 # -- controls helpers ---------------------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_presets_when_parsed_then_all_valid_and_of_their_kind():
         assert BarSpec.from_str(layout.kind_default(kind)).kind == kind
 
 
-# -- bar label: time bars at their interval end (issue 3) -------------------------------------
+# -- bar label: time bars at their interval end -------------------------------------------
 
 
 def test_x_values_when_label_end_then_time_bars_at_interval_end_and_others_unchanged():
@@ -431,7 +431,7 @@ def test_candles_patch_when_label_end_then_applied_equals_full_end_figure():
     assert apply_patch(before, patch)["data"] == full["data"]
 
 
-# -- hover text: change and amplitude (issue 4 columns) ---------------------------------------
+# -- hover text: change and amplitude ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -506,7 +506,7 @@ def test_candles_figure_when_more_bars_than_min_slots_then_left_frame_on_a_bar()
     assert n - candles.MIN_SLOTS in fig["data"][candles.TRACE_CANDLES]["x"]
 
 
-# -- trade-id gap marks (issue 4) ---------------------------------------------------------------
+# -- trade-id gap marks ---------------------------------------------------------------------
 
 
 def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
@@ -581,33 +581,33 @@ def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
     assert not any(loc[1] == candles.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
 
 
-# -- status line: late, gaps and why while reconnecting (issue 2/4) ----------------------------
+# -- status line: late, gaps and why while reconnecting ------------------------------------
 
 
 def test_status_children_when_late_and_gaps_then_both_shown_else_hidden():
-    text = text_of(layout.status_children(status(counters={"gaps": 12, "late": 4}), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(counters={"gaps": 12, "late": 4}), "BTCUSDT"))
     assert "gaps 12" in text and "late 4" in text
-    text = text_of(layout.status_children(status(counters={"gaps": 0, "late": 0}), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(counters={"gaps": 0, "late": 0}), "BTCUSDT"))
     assert "gaps" not in text and "late" not in text
 
 
 def test_status_children_when_reconnecting_then_detail_inline_and_in_tooltip():
     detail = "next retry in 2.0 s (connection refused)"
-    children = layout.status_children(status(state="reconnecting", detail=detail), "BTCUSDT")
+    children = statusline.status_children(status(state="reconnecting", detail=detail), "BTCUSDT")
     assert "reconnecting " + detail in text_of(children)
     assert children[0].title == detail
     assert dot_class(children) == "dot dot-amber"
 
 
 def test_status_children_when_live_then_detail_only_in_tooltip():
-    children = layout.status_children(status(state="replay-finished", detail="the recorded session has played out"),
+    children = statusline.status_children(status(state="replay-finished", detail="the recorded session has played out"),
                                       "BTCUSDT")
     assert "played out" not in text_of(children) and children[0].title.endswith("played out")
 
 
 def test_status_children_when_detail_long_then_clipped_inline_whole_in_tooltip():
     detail = "next retry in 9.5 s (" + "x" * 200 + ")"
-    children = layout.status_children(status(state="reconnecting", detail=detail), None)
+    children = statusline.status_children(status(state="reconnecting", detail=detail), None)
     shown = children[0].children[2].children
     assert len(shown) == 90 and shown.endswith("…") and children[0].title == detail
 
