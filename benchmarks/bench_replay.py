@@ -27,7 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dashboard.cli import build_parser, start_runtime  # noqa: E402
+from dashboard.cli import config_from_argv  # noqa: E402
+from dashboard.runtime import start_runtime  # noqa: E402
 from feed.io.readers import merge_recordings  # noqa: E402
 from feed.vendors.binance import BinanceAdapter  # noqa: E402
 
@@ -53,7 +54,7 @@ def baseline(files: list[Path]) -> tuple[int, float, float]:
 
 def full(files: list[Path], market: str) -> tuple[int, float, float, dict]:
     """Replay through the whole live path; return (messages, wall, cpu, health)."""
-    args = build_parser().parse_args(["--replay", *map(str, files), "--speed", "0", "--market", market])
+    args = config_from_argv(["--replay", *map(str, files), "--speed", "0", "--market", market])
     c0, t0 = _cpu(), time.perf_counter()
     rt = start_runtime(args)
     try:

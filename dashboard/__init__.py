@@ -1,0 +1,1 @@
+"""The tickscope dashboard: Dash app, layout, callbacks, figures, HTTP API, runtime and CLI."""

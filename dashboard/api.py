@@ -4,14 +4,15 @@
     The engine's health JSON (``Engine.health()``), status 200.
 ``GET /api/bars?symbol=BTCUSDT&bar=1m``
     Every bar the engine holds for the symbol and bar spec (closed bars and the one in
-    progress) as ``text/csv`` in the export format (``dashboard.export``). Errors are one
-    line of JSON, ``{"error": "..."}``: 400 for a missing or malformed symbol or spec,
-    404 for a well-formed symbol that is not subscribed.
+    progress) as ``text/csv`` in the export format (``dashboard.export``). The symbol is
+    read by the session's adapter (``engine.normalize_symbol``), so each vendor's own form
+    works (``BTCUSDT``, ``AAPL.US``, ``AAPL$US``). Errors are one line of JSON,
+    ``{"error": "..."}``: 400 for a missing or malformed symbol or spec, 404 for a
+    well-formed symbol that is not subscribed.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -20,11 +21,10 @@ from feed.core.models import BarSpec
 
 from .export import bars_to_csv, export_filename
 
-__all__ = ["register_routes", "SYMBOL_PATTERN"]
+__all__ = ["register_routes", "MAX_SYMBOL_CHARS"]
 
-#: What a symbol may look like before the engine is asked about it: letters, digits and
-#: ``. _ - : /`` (``BTCUSDT``, ``AAPL.US``, ``700.HK``), at most 32 characters.
-SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._:/-]{0,31}$")
+#: Longest symbol text handed to the adapter (a bound on the cost of one request).
+MAX_SYMBOL_CHARS = 64
 
 
 def _error(status: int, message: str) -> Response:
@@ -40,7 +40,8 @@ def register_routes(server: Flask, engine: Any) -> None:
     ----------
     server : flask.Flask
     engine
-        Read API of ``feed.io.engine.Engine`` (``health``, ``symbols``, ``bars_frame``).
+        Read API of ``feed.io.engine.Engine`` (``health``, ``normalize_symbol``,
+        ``symbols``, ``bars_frame``).
     """
 
     @server.get("/api/health")
@@ -49,12 +50,16 @@ def register_routes(server: Flask, engine: Any) -> None:
 
     @server.get("/api/bars")
     def bars() -> Response:
-        symbol = (request.args.get("symbol") or "").strip().upper()
+        text = (request.args.get("symbol") or "").strip()
         spec_text = (request.args.get("bar") or "").strip()
-        if not symbol:
+        if not text:
             return _error(400, "missing query parameter 'symbol', e.g. ?symbol=BTCUSDT&bar=1m")
-        if not SYMBOL_PATTERN.match(symbol):
-            return _error(400, f"invalid symbol {symbol[:40]!r}: expected letters and digits, e.g. BTCUSDT")
+        if len(text) > MAX_SYMBOL_CHARS:
+            return _error(400, f"invalid symbol {text[:40]!r}...: longer than {MAX_SYMBOL_CHARS} characters")
+        try:
+            symbol = engine.normalize_symbol(text)
+        except ValueError as exc:
+            return _error(400, f"invalid symbol: {exc}")
         if not spec_text:
             return _error(400, "missing query parameter 'bar', e.g. ?symbol=BTCUSDT&bar=1m")
         try:

@@ -60,7 +60,7 @@ DEPTH = "depth"  # dcc.Graph: cumulative order-book depth
 
 # -- timers and state -----------------------------------------------------------------
 TICK = "tick"  # the one dcc.Interval driving every live update
-CANDLES_STORE = "candles-store"  # what the candle figure holds (see figures.plan_candles)
+CANDLES_STORE = "candles-store"  # what the candle figure holds (see candles.plan_candles)
 DEPTH_STORE = "depth-store"  # signature of the depth view drawn last
 STATUS_STORE = "status-store"  # dropped-message count seen last (the "dropping" flag)
 EXPORT_REQUEST = "export-request"  # visible x-range read in the browser on Export

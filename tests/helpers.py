@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: recorded data lookup, polling, status values."""
+"""Helpers shared by the tests: recorded data lookup, polling, status values, runtimes."""
 
 from __future__ import annotations
 
@@ -62,3 +62,25 @@ def make_status(**over) -> Status:
         base["feed"] = FeedStatus(**{"name": "feed", "state": base["state"], **base["feed"]})
     base["errors"] = tuple(base["errors"])
     return Status(**base)
+
+
+def run(argv, **options):
+    """Return a started :class:`dashboard.runtime.Runtime` for ``tickscope`` arguments.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        Command-line arguments (without the program name).
+    **options
+        Keywords of :func:`dashboard.runtime.start_runtime`: ``feed_options``,
+        ``engine_options``, ``interval_ms``.
+
+    Raises
+    ------
+    dashboard.runconfig.UsageError
+        As ``tickscope`` would report it (exit code 2).
+    """
+    from dashboard.cli import config_from_argv
+    from dashboard.runtime import start_runtime
+
+    return start_runtime(config_from_argv(list(argv)), **options)

@@ -22,6 +22,7 @@ from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.core.models import BAR_COLUMNS
 from feed.vendors.binance import BinanceAdapter
+from feed.vendors.itick import ITickAdapter
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
 MIN = 60 * 10**9
@@ -51,6 +52,9 @@ class StubEngine:
 
     def symbols(self):
         return ["BTCUSDT"]
+
+    def normalize_symbol(self, text):
+        return BinanceAdapter("spot").normalize_symbol(text)
 
     def bars_frame(self, symbol, spec):
         self.asked.append((symbol, str(spec)))
@@ -102,6 +106,8 @@ def test_bars_when_valid_then_header_is_bar_columns_ending_with_amplitude_and_ch
         ("bar=1m", 400, "missing query parameter 'symbol'"),
         ("symbol=BTC%20USDT&bar=1m", 400, "invalid symbol"),
         ("symbol=%3Dcmd&bar=1m", 400, "invalid symbol"),
+        ("symbol=AAPL%24US&bar=1m", 400, "invalid symbol"),
+        (f"symbol={'A' * 65}&bar=1m", 400, "longer than 64 characters"),
         ("symbol=BTCUSDT", 400, "missing query parameter 'bar'"),
         ("symbol=BTCUSDT&bar=7m", 400, "must divide 60 evenly"),
         ("symbol=BTCUSDT&bar=fast", 400, "bad bar spec"),
@@ -187,3 +193,41 @@ def test_bars_when_symbol_unsubscribed_then_404(real):
     engine.unsubscribe("BTCUSDT")
     r = client.get("/api/bars?symbol=BTCUSDT&bar=1m")
     assert r.status_code == 404 and "not subscribed" in r.get_json()["error"]
+
+
+# -- the adapter decides what a symbol is --------------------------------------------------------
+
+
+@pytest.fixture
+def itick():
+    # As dashboard.sources.make_adapter builds it; no socket is opened and the token is
+    # only sent in a handshake, so any text will do.
+    engine = Engine(ITickAdapter(token="tok-api-test", market="stock"), EngineConfig(MarketConfig()))
+    engine.subscribe("AAPL$US")
+    server = Flask("test")
+    register_routes(server, engine)
+    return server.test_client(), engine
+
+
+def test_bars_when_itick_session_then_its_symbol_form_answers_csv(itick):
+    client, _ = itick
+    for query in ("symbol=AAPL$US&bar=1m", "symbol=AAPL%24US&bar=1m", "symbol=aapl.us&bar=1m"):
+        r = client.get(f"/api/bars?{query}")
+        assert r.status_code == 200, (query, r.get_data(as_text=True))
+        assert r.mimetype == "text/csv"
+        assert r.get_data(as_text=True).splitlines()[0].split(",") == list(BAR_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("symbol=MSFT$US&bar=1m", 404, "unknown symbol MSFT$US"),
+        ("symbol=A%20B%20C&bar=1m", 400, "invalid symbol"),
+        ("symbol=%3Dcmd&bar=1m", 400, "invalid symbol"),
+    ],
+)
+def test_bars_when_itick_session_and_unknown_or_malformed_symbol_then_json_error(itick, query, status, words):
+    client, _ = itick
+    r = client.get(f"/api/bars?{query}")
+    assert r.status_code == status
+    assert words in r.get_json()["error"]

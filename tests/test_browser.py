@@ -1,6 +1,6 @@
 """Browser tests: the real stack in headless chromium through dash_duo.
 
-Every test runs what ``tickscope`` runs (``dashboard.cli.start_runtime``): the embedded
+Every test runs what ``tickscope`` runs (``dashboard.runtime.start_runtime``): the embedded
 exchange on loopback -- the seeded market simulator, or a recorded Binance session replayed
 at full speed -- the FeedClient, the Engine and the Dash app, served by ``dash_duo``. Files
 go under pytest's ``tmp_path`` (``--data-dir``), never the user's data dir.
@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard import figures, ids
+from dashboard import candles, figures, ids
 from dashboard.callbacks import DEPTH_LEVELS
 from dashboard.export import bars_to_csv, export_filename
 
@@ -51,25 +51,14 @@ SIM_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]  # what the embedded simulator s
 
 
 @pytest.fixture
-def runtime(tmp_path):
-    """Return ``start(*argv, **options)``: a started runtime for ``tickscope`` arguments.
-
-    ``--data-dir`` points under ``tmp_path``; options go to ``start_runtime`` (e.g.
-    ``feed_options``). Every runtime started is stopped at teardown.
-    """
-    from dashboard.cli import build_parser, start_runtime
-
-    started = []
+def runtime(runtime, tmp_path):
+    """Return ``start(*argv, **options)``: the ``runtime`` fixture (conftest) with
+    ``--data-dir`` under ``tmp_path`` and the default 250 ms refresh."""
 
     def start(*argv: str, **options):
-        args = build_parser().parse_args(["--data-dir", str(tmp_path / "data"), *argv])
-        rt = start_runtime(args, interval_ms=250, **options)
-        started.append(rt)
-        return rt
+        return runtime("--data-dir", str(tmp_path / "data"), *argv, **{"interval_ms": 250, **options})
 
-    yield start
-    for rt in started:
-        rt.stop()
+    return start
 
 
 @pytest.fixture
@@ -166,7 +155,7 @@ def wait_candles(dash_duo, text: str, min_closed: int = 1, timeout: float = 15.0
     def ready():
         g = graph(dash_duo, ids.CANDLES)
         if (g and text in (g["layout"]["title"] or "") and len(g["data"]) == 6
-                and len(g["data"][figures.TRACE_CANDLES]["x"]) >= min_closed):
+                and len(g["data"][candles.TRACE_CANDLES]["x"]) >= min_closed):
             return g
         return None
     return wait_until(ready, timeout, message=f"candles showing {text!r} with {min_closed}+ closed bars")
@@ -322,14 +311,14 @@ def test_load_when_live_simulator_then_charts_hold_the_engines_bars_and_console_
     assert g["layout"]["xaxis"]["type"] == "date"
     # every closed candle drawn is the engine's closed bar at that time (read after the DOM),
     # unless a trade more than the close grace late revised one since (a new generation)
-    drawn = g["data"][figures.TRACE_CANDLES]
+    drawn = g["data"][candles.TRACE_CANDLES]
     engine_bars = closed_bars_by_x(live.engine.bars_frame("BTCUSDT", "1s"), "1s")
     differ = [x for x, o, h, lo, c in zip(drawn["x"], drawn["open"], drawn["high"], drawn["low"], drawn["close"])
               if engine_bars.get(x) != (o, h, lo, c)]
     assert not differ or live.engine.bar_series("BTCUSDT", "1s", 2**62).generation > 0, differ
     assert drawn["x"] == sorted(drawn["x"])
     assert "change" in drawn["text"][-1] and "amplitude" in drawn["text"][-1]
-    live_x = g["data"][figures.TRACE_LIVE]["x"]
+    live_x = g["data"][candles.TRACE_LIVE]["x"]
     assert len(live_x) <= 1 and all(x > drawn["x"][-1] for x in live_x)
 
     depth = wait_depth(dash_duo, "BTCUSDT")
@@ -347,15 +336,15 @@ def test_load_when_live_simulator_then_charts_hold_the_engines_bars_and_console_
 def test_live_when_bars_close_while_panned_then_view_kept_and_export_equals_engine_closed_bars(live, dash_duo):
     dash_duo.start_server(live.app)
     g = wait_candles(dash_duo, "BTCUSDT", min_closed=6)
-    n0 = len(g["data"][figures.TRACE_CANDLES]["x"])
+    n0 = len(g["data"][candles.TRACE_CANDLES]["x"])
     # look back about four bars (a young series spans MIN_SLOTS bars, ~24 px each here):
     # the newest bars leave the view, and those left in it have closed for good
     view = pan_candles(dash_duo, 100)
-    grown = wait_until(lambda: (lambda d: d if len(d["data"][figures.TRACE_CANDLES]["x"]) >= n0 + 2 else None)(
+    grown = wait_until(lambda: (lambda d: d if len(d["data"][candles.TRACE_CANDLES]["x"]) >= n0 + 2 else None)(
         graph(dash_duo, ids.CANDLES)), message="new 1s bars")
     assert grown["layout"]["xaxis"]["autorange"] is False  # patches kept the user's view
     assert grown["layout"]["xaxis"]["range"] == view
-    assert grown["data"][figures.TRACE_LIVE]["x"], "the in-progress bar is drawn in its own trace"
+    assert grown["data"][candles.TRACE_LIVE]["x"], "the in-progress bar is drawn in its own trace"
 
     name, text = export_csv(dash_duo)
     # The bars in view closed before the export: they are final, so the file is exactly
@@ -375,7 +364,7 @@ def test_switch_when_symbol_or_bar_type_changes_then_chart_redraws_with_new_uire
     dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ETHUSDT")
     eth = wait_candles(dash_duo, "ETHUSDT")
     assert eth["layout"]["uirevision"] == "ETHUSDT|1s" != btc["layout"]["uirevision"]
-    assert max(eth["data"][figures.TRACE_CANDLES]["high"]) < 10_000 < min(btc["data"][figures.TRACE_CANDLES]["low"])
+    assert max(eth["data"][candles.TRACE_CANDLES]["high"]) < 10_000 < min(btc["data"][candles.TRACE_CANDLES]["low"])
     depth = wait_depth(dash_duo, "ETHUSDT")
     assert depth["data"][0]["x"][-1] < 10_000
 
@@ -385,7 +374,7 @@ def test_switch_when_symbol_or_bar_type_changes_then_chart_redraws_with_new_uire
     dash_duo.select_dcc_dropdown(f"#{ids.BAR_SIZE}", value="10t")
     g = wait_candles(dash_duo, "10t", min_closed=2)
     assert g["layout"]["xaxis"]["type"] == "linear" and g["layout"]["uirevision"] == "ETHUSDT|10t"
-    xs = g["data"][figures.TRACE_CANDLES]["x"]
+    xs = g["data"][candles.TRACE_CANDLES]["x"]
     assert xs == list(range(xs[0], xs[0] + len(xs)))
     assert xs[-1] < live.engine.bar_series("ETHUSDT", "10t").n_closed
     assert label_inputs_disabled(dash_duo) == [True, True]
@@ -442,7 +431,7 @@ def test_gaps_when_exchange_skips_trade_ids_then_marked_on_chart_and_counted_in_
 
     def marks_drawn():
         g = graph(dash_duo, ids.CANDLES)
-        gaps = g["data"][figures.TRACE_GAPS]
+        gaps = g["data"][candles.TRACE_GAPS]
         return gaps if gaps["x"] else None
 
     gaps = wait_until(marks_drawn, message="a gap mark on the candle chart")
@@ -452,8 +441,8 @@ def test_gaps_when_exchange_skips_trade_ids_then_marked_on_chart_and_counted_in_
     # each line stands at the time of the first trade after a gap the engine saw
     engine_marks = rt.engine.gap_marks("BTCUSDT")  # read after the DOM: holds every mark drawn
     assert set(drawn_x) <= {axis_text(ts) for ts, missing in engine_marks if missing == 3}
-    candles = graph(dash_duo, ids.CANDLES)["data"][figures.TRACE_CANDLES]["x"]
-    assert all(candles[0] <= x for x in drawn_x)
+    drawn_candles = graph(dash_duo, ids.CANDLES)["data"][candles.TRACE_CANDLES]["x"]
+    assert all(drawn_candles[0] <= x for x in drawn_x)
     status = wait_status(dash_duo, "gaps")
     assert int(status.split("gaps")[1].split()[0].replace(",", "")) % 3 == 0
     assert dash_duo.get_logs() == []
@@ -545,8 +534,8 @@ def test_export_when_zoomed_with_mouse_on_replay_then_csv_holds_exactly_the_bars
     wait_status(dash_duo, "replay-finished")
     g = wait_candles(dash_duo, "BTCUSDT</b> · 5s", min_closed=60)
     frame = replay.engine.bars_frame("BTCUSDT", "5s")
-    assert len(g["data"][figures.TRACE_CANDLES]["x"]) + len(g["data"][figures.TRACE_LIVE]["x"]) == len(frame)
-    assert g["data"][figures.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s")
+    assert len(g["data"][candles.TRACE_CANDLES]["x"]) + len(g["data"][candles.TRACE_LIVE]["x"]) == len(frame)
+    assert g["data"][candles.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s")
 
     lo, hi = zoom_candles(dash_duo, 0.3, 0.6)
     time.sleep(0.6)  # ticks pass; the view stays
@@ -565,7 +554,7 @@ def test_export_when_zoomed_with_mouse_on_replay_then_csv_holds_exactly_the_bars
     # and the export holds the bars whose end is in view
     dash_duo.find_element(f"#{ids.BAR_LABEL} label[data-option-index='1']").click()
     g = wait_candles(dash_duo, "interval end")
-    assert g["data"][figures.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s", label="end")
+    assert g["data"][candles.TRACE_CANDLES]["x"] == figures.x_values(frame[frame["closed"]], "5s", label="end")
     assert x_range(dash_duo) == [lo, hi]
     name, text = export_csv(dash_duo)
     by_end = frame[(frame["end"] >= axis_ns(lo)) & (frame["end"] <= axis_ns(hi))]
@@ -579,8 +568,8 @@ def test_export_when_not_zoomed_on_replay_tick_bars_then_csv_holds_every_bar(rep
     dash_duo.select_dcc_dropdown(f"#{ids.BAR_KIND}", value="tick")
     g = wait_candles(dash_duo, "100t", min_closed=90)
     frame = replay.engine.bars_frame("BTCUSDT", "100t")
-    assert g["data"][figures.TRACE_CANDLES]["x"] == list(range(len(frame) - 1))  # the last one in progress
-    assert g["data"][figures.TRACE_LIVE]["x"] == [len(frame) - 1]
+    assert g["data"][candles.TRACE_CANDLES]["x"] == list(range(len(frame) - 1))  # the last one in progress
+    assert g["data"][candles.TRACE_LIVE]["x"] == [len(frame) - 1]
     assert label_inputs_disabled(dash_duo) == [True, True]
     name, text = export_csv(dash_duo)
     assert text == expected_csv(frame)

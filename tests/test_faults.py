@@ -30,7 +30,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard.cli import build_parser, start_runtime
+from dashboard.cli import config_from_argv
+from dashboard.runtime import start_runtime
 from feed.core.batch import aggregate
 from feed.io.client import FeedClient, SnapshotFetcher
 from feed.core.config import EngineConfig, MarketConfig
@@ -83,7 +84,7 @@ def start(files, faults: str | None, *, speed: float = 30, extra=(), feed=None, 
     argv = ["--replay", *map(str, files), "--speed", str(speed)]
     if faults:
         argv += ["--faults", faults]
-    rt = start_runtime(build_parser().parse_args([*argv, *extra]),
+    rt = start_runtime(config_from_argv([*argv, *extra]),
                        feed_options={**FAST_FEED, **(feed or {})}, engine_options=engine)
     # Create the bar series before the data flows, so they are built trade by trade
     # (a series created later is rebuilt in one go from the trades held).

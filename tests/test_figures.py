@@ -1,25 +1,20 @@
 """Figure builders, patches and the update planning, without a browser.
 
-Also the pure views next to them: the status line (``layout.status_children``) and the
-tick helpers of ``dashboard.callbacks`` driven by a stub engine.
+Also the pure view next to them: the status line (``statusline.status_children``). The
+callbacks' helpers that drive these builders are tested in ``tests/test_callbacks.py``.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 import json
 
 import plotly.graph_objects as go
 import pytest
-from dash import Patch, html, no_update
-from plotly.utils import PlotlyJSONEncoder
+from dash import Patch, html
 
-from dashboard import callbacks, figures, layout
-from feed.core.events import RawMessage
+from dashboard import candles, depth, figures, layout, statusline
 from feed.core.batch import bars_to_frame
-from feed.core.views import BarSeries, DepthView
-from feed.core.health import Counters
 from feed.core.models import Bar, BarSpec
 from tests.helpers import make_status
 
@@ -87,24 +82,24 @@ def test_x_values_when_tick_bars_then_bar_indices_from_first_index():
 
 def test_candles_figure_when_bars_then_closed_live_and_volume_traces_in_fixed_order():
     bars = make_bars(5)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
     data = fig["data"]
     assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar", "scatter", "candlestick"]
-    closed, live = data[figures.TRACE_CANDLES], data[figures.TRACE_LIVE]
+    closed, live = data[candles.TRACE_CANDLES], data[candles.TRACE_LIVE]
     assert closed["open"] == [b.open for b in bars[:4]]
     assert closed["close"] == [b.close for b in bars[:4]]
     assert live["x"] == ["2024-08-08 23:59:00.000"] and live["close"] == [bars[4].close]
     assert live["opacity"] < 1  # the in-progress bar is drawn distinct
-    assert data[figures.TRACE_VOLUME]["y"] == [b.volume for b in bars[:4]]
-    assert data[figures.TRACE_LIVE_VOLUME]["y"] == [bars[4].volume]
-    assert data[figures.TRACE_VOLUME]["yaxis"] == "y2"
+    assert data[candles.TRACE_VOLUME]["y"] == [b.volume for b in bars[:4]]
+    assert data[candles.TRACE_LIVE_VOLUME]["y"] == [bars[4].volume]
+    assert data[candles.TRACE_VOLUME]["yaxis"] == "y2"
     assert fig["layout"]["shapes"][0]["y0"] == bars[4].close  # last price line
 
 
 def test_candles_figure_when_volume_then_coloured_by_up_down():
     bars = make_bars(4, current=False)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
-    colours = fig["data"][figures.TRACE_VOLUME]["marker"]["color"]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    colours = fig["data"][candles.TRACE_VOLUME]["marker"]["color"]
     ups = [b.close >= b.open for b in bars]
     assert ups == [True, False, True, False]
     assert len(set(colours[0::2])) == 1 and len(set(colours[1::2])) == 1 and colours[0] != colours[1]
@@ -112,15 +107,15 @@ def test_candles_figure_when_volume_then_coloured_by_up_down():
 
 
 def test_candles_figure_when_no_bar_in_progress_then_live_traces_empty():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, current=False)),
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, current=False)),
                                           symbol="BTCUSDT", spec="1m"))
-    assert fig["data"][figures.TRACE_LIVE]["x"] == []
-    assert fig["data"][figures.TRACE_LIVE_VOLUME]["y"] == []
-    assert len(fig["data"][figures.TRACE_CANDLES]["x"]) == 3
+    assert fig["data"][candles.TRACE_LIVE]["x"] == []
+    assert fig["data"][candles.TRACE_LIVE_VOLUME]["y"] == []
+    assert len(fig["data"][candles.TRACE_CANDLES]["x"]) == 3
 
 
 def test_candles_figure_when_time_spec_then_date_axis_shared_and_rangeslider_off():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="1m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="1m"))
     lay = fig["layout"]
     assert lay["xaxis"]["type"] == "date" and lay["xaxis"]["rangeslider"]["visible"] is False
     assert lay["xaxis"]["matches"] == "x2" or lay["xaxis2"].get("matches") == "x"
@@ -130,12 +125,12 @@ def test_candles_figure_when_time_spec_then_date_axis_shared_and_rangeslider_off
 
 def test_candles_figure_when_tick_spec_then_linear_axis_of_bar_indices():
     bars = make_bars(3, spec="100t", first_index=7)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="ETHUSDT", spec="100t",
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="ETHUSDT", spec="100t",
                                           first_index=7, uirevision="custom"))
     assert fig["layout"]["xaxis"]["type"] == "linear"
-    assert fig["data"][figures.TRACE_CANDLES]["x"] == [7, 8]
-    assert fig["data"][figures.TRACE_LIVE]["x"] == [9]
-    assert "start 2024-08-09 00:02:00.000" in fig["data"][figures.TRACE_CANDLES]["text"][0]
+    assert fig["data"][candles.TRACE_CANDLES]["x"] == [7, 8]
+    assert fig["data"][candles.TRACE_LIVE]["x"] == [9]
+    assert "start 2024-08-09 00:02:00.000" in fig["data"][candles.TRACE_CANDLES]["text"][0]
     assert fig["layout"]["uirevision"] == "custom"
 
 
@@ -149,30 +144,30 @@ def test_candles_patch_when_applied_then_equals_full_figure_of_all_bars(spec):
     early = [copy.copy(b) for b in bars[:7]]
     early[6].closed, early[6].close, early[6].volume = False, early[6].open, 0.5
     early[6].high = max(early[6].high, early[6].open)
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec))
-    patch = figures.candles_patch(bars_to_frame(bars[6:]), spec=spec, first_index=6,
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec))
+    patch = candles.candles_patch(bars_to_frame(bars[6:]), spec=spec, first_index=6,
                                   decimals=figures.price_decimals(bars_to_frame(early)))
     after = apply_patch(before, patch)
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec))
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec))
     assert after["data"] == full["data"]
     assert after["layout"]["shapes"] == full["layout"]["shapes"]
     assert after["layout"]["annotations"] == full["layout"]["annotations"]
 
 
 def test_candles_patch_when_only_the_live_bar_changed_then_no_closed_trace_touched():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1, first_index=9)), spec="1m", first_index=9)
+    patch = candles.candles_patch(bars_to_frame(make_bars(1, first_index=9)), spec="1m", first_index=9)
     ops = operations(patch)
     assert all(kind == "Assign" for kind, _ in ops)
     touched = {loc[1] for _, loc in ops if loc[0] == "data"}
-    assert touched == {figures.TRACE_LIVE, figures.TRACE_LIVE_VOLUME, figures.TRACE_FRAME}
+    assert touched == {candles.TRACE_LIVE, candles.TRACE_LIVE_VOLUME, candles.TRACE_FRAME}
 
 
 def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritten():
-    patch = figures.candles_patch(bars_to_frame(make_bars(3, first_index=4)), spec="1m", first_index=4)
+    patch = candles.candles_patch(bars_to_frame(make_bars(3, first_index=4)), spec="1m", first_index=4)
     ops = operations(patch)
     extended = {(loc[1], loc[2]) for kind, loc in ops if kind == "Extend"}
-    assert (figures.TRACE_CANDLES, "x") in extended and (figures.TRACE_VOLUME, "y") in extended
-    assert not any(kind == "Assign" and loc[1] in (figures.TRACE_CANDLES, figures.TRACE_VOLUME)
+    assert (candles.TRACE_CANDLES, "x") in extended and (candles.TRACE_VOLUME, "y") in extended
+    assert not any(kind == "Assign" and loc[1] in (candles.TRACE_CANDLES, candles.TRACE_VOLUME)
                    for kind, loc in ops if loc[0] == "data")
     ext_x = next(op for op in patch.to_plotly_json()["operations"]
                  if op["operation"] == "Extend" and op["location"] == ["data", 0, "x"])
@@ -180,11 +175,11 @@ def test_candles_patch_when_bars_closed_then_closed_traces_extended_not_rewritte
 
 
 def test_candles_patch_when_no_bar_in_progress_then_live_traces_emptied():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1, current=False)), spec="1m", first_index=0)
-    before = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    patch = candles.candles_patch(bars_to_frame(make_bars(1, current=False)), spec="1m", first_index=0)
+    before = fig_dict(candles.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
     after = apply_patch(before, patch)
-    assert after["data"][figures.TRACE_LIVE]["x"] == [] and after["data"][figures.TRACE_LIVE_VOLUME]["x"] == []
-    assert len(after["data"][figures.TRACE_CANDLES]["x"]) == 1
+    assert after["data"][candles.TRACE_LIVE]["x"] == [] and after["data"][candles.TRACE_LIVE_VOLUME]["x"] == []
+    assert len(after["data"][candles.TRACE_CANDLES]["x"]) == 1
 
 
 def test_price_decimals_when_prices_then_most_decimals_seen():
@@ -195,17 +190,17 @@ def test_price_decimals_when_prices_then_most_decimals_seen():
 
 
 def test_candles_patch_when_decimals_given_then_last_price_tag_uses_them():
-    patch = figures.candles_patch(bars_to_frame(make_bars(1)), spec="1m", first_index=0, decimals=3)
+    patch = candles.candles_patch(bars_to_frame(make_bars(1)), spec="1m", first_index=0, decimals=3)
     tag = next(op for op in patch.to_plotly_json()["operations"] if op["location"][:2] == ["layout", "annotations"])
     assert tag["params"]["value"]["text"] == "101.500"
 
 
 def test_candles_figure_when_time_bars_then_volume_bars_overlay_at_80_percent_width():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="5m"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3)), symbol="BTCUSDT", spec="5m"))
     assert fig["layout"]["barmode"] == "overlay"
-    assert fig["data"][figures.TRACE_VOLUME]["width"] == fig["data"][figures.TRACE_LIVE_VOLUME]["width"] == 240_000
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="50v")), symbol="X", spec="50v"))
-    assert fig["data"][figures.TRACE_VOLUME]["width"] == 0.8
+    assert fig["data"][candles.TRACE_VOLUME]["width"] == fig["data"][candles.TRACE_LIVE_VOLUME]["width"] == 240_000
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, spec="50v")), symbol="X", spec="50v"))
+    assert fig["data"][candles.TRACE_VOLUME]["width"] == 0.8
 
 
 # -- planning -----------------------------------------------------------------------------------
@@ -229,163 +224,27 @@ STORE = {"key": "BTCUSDT|1m", "generation": 3, "first_index": 0, "n_closed": 100
     ],
 )
 def test_plan_candles_when_state_differs_then_full_else_patch(store, series, plan):
-    assert figures.plan_candles(store, key="BTCUSDT|1m", max_points=600, **series) == plan
+    assert candles.plan_candles(store, key="BTCUSDT|1m", max_points=600, **series) == plan
 
 
 def test_current_signature_when_bar_changes_then_signature_changes():
     bar = make_bars(1)[0]
-    sig = figures.current_signature(bar)
-    assert isinstance(sig, str) and figures.current_signature(copy.copy(bar)) == sig
+    sig = candles.current_signature(bar)
+    assert isinstance(sig, str) and candles.current_signature(copy.copy(bar)) == sig
     bar.trade_count += 1
-    assert figures.current_signature(bar) != sig
-    assert figures.current_signature(None) is None
-    assert figures.current_signature({"start_ns": 1, "end_ns": 2, "trade_count": 3, "volume": 1.0,
+    assert candles.current_signature(bar) != sig
+    assert candles.current_signature(None) is None
+    assert candles.current_signature({"start_ns": 1, "end_ns": 2, "trade_count": 3, "volume": 1.0,
                                       "close": 5.0}) == "1:2:3:1.0:5.0"
 
 
-# -- the tick helpers with a stub engine --------------------------------------------------------
-
-
-class StubSeriesEngine:
-    """``bar_series``/``depth``/``status`` over bars the test sets directly."""
-
-    def __init__(self):
-        self.closed: list[Bar] = []
-        self.current: Bar | None = None
-        self.first_index = 0
-        self.generation = 0
-        self.calls: list[int] = []
-        self.book: DepthView | None = None
-        self.marks: list[tuple[int, int]] = []  # the marks held (the engine keeps the latest)
-        self.marks_dropped = 0  # marks no longer held: the first held one's sequence index
-        self.status_value = make_status(messages_per_s=1.0, symbols={}, clock_ns=0)
-
-    def bar_series(self, symbol, spec, since=0):
-        if symbol != "BTCUSDT":
-            raise KeyError(symbol)
-        self.calls.append(since)
-        lo = max(since - self.first_index, 0)
-        return BarSeries(f"{symbol}|{spec}", self.generation, self.first_index + len(self.closed),
-                         [copy.copy(b) for b in self.closed[lo:]],
-                         copy.copy(self.current) if self.current else None, self.first_index,
-                         price_decimals=1, size_decimals=1)
-
-    def depth(self, symbol, levels=50):
-        return self.book
-
-    def gap_marks(self, symbol):
-        return list(self.marks) if symbol == "BTCUSDT" else []
-
-    def gap_marks_since(self, symbol, since=0):
-        if symbol != "BTCUSDT":
-            return 0, []
-        return self.marks_dropped + len(self.marks), list(self.marks[max(since - self.marks_dropped, 0):])
-
-    def bars_frame(self, symbol, spec):
-        series = self.bar_series(symbol, spec)
-        frame = bars_to_frame(series.closed + ([series.current] if series.current else []))
-        frame.attrs.update(price_decimals=series.price_decimals, size_decimals=series.size_decimals)
-        return frame
-
-    def status(self):
-        return self.status_value
-
-    def grow(self, n_closed: int) -> None:
-        bars = make_bars(n_closed + 1, first_index=self.first_index)
-        for b in bars[:-1]:
-            b.closed = True
-        self.closed, self.current = bars[:-1], bars[-1]
-
-
-def tick_candles(engine, store, spec="1m", symbol="BTCUSDT", max_points=50, keep_points=30, label="start"):
-    return callbacks._candles(engine, symbol, spec, store, max_points, keep_points, label)
-
-
-def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
-    eng = StubSeriesEngine()
-    eng.grow(40)
-    fig, store = tick_candles(eng, None)
-    assert isinstance(fig, go.Figure)
-    assert store == {"key": "BTCUSDT|1m", "view": "BTCUSDT|1m", "generation": 0, "first_index": 0, "n_closed": 40,
-                     "n_points": 30, "current": figures.current_signature(eng.current), "decimals": 1,
-                     "gap_total": 0}
-    assert len(fig.data[figures.TRACE_CANDLES].x) == 30  # the newest keep_points
-    assert fig.data[figures.TRACE_CANDLES].x[0] == figures.x_values(bars_to_frame(eng.closed[10:11]), "1m")[0]
-
-    out, same = tick_candles(eng, store)  # nothing changed
-    assert out is no_update and same is no_update
-
-    eng.current.trade_count += 1  # the in-progress bar changed
-    patch, store2 = tick_candles(eng, store)
-    assert isinstance(patch, Patch)
-    assert all(kind == "Assign" for kind, _ in operations(patch))
-    assert store2["n_closed"] == 40 and store2["n_points"] == 30
-    assert eng.calls[-1] == 40  # asked only for bars from the first undrawn index
-
-    eng.grow(43)  # three more bars closed
-    patch, store3 = tick_candles(eng, store2)
-    assert isinstance(patch, Patch)
-    assert store3["n_closed"] == 43 and store3["n_points"] == 33
-    ext = [op for op in patch.to_plotly_json()["operations"] if op["location"] == ["data", 0, "open"]]
-    assert ext[0]["operation"] == "Extend" and len(ext[0]["params"]["value"]) == 3
-
-
-def redrawn(out) -> dict:
-    """Assert ``out`` is a redraw in place (``figures.candles_redraw``); return its data as JSON."""
-    assert isinstance(out, Patch)
-    ops = operations(out)
-    assert ("Assign", ("data",)) in ops
-    assert not any(loc[:2] in (("layout", "xaxis"), ("layout", "xaxis2"), ("layout", "uirevision"))
-                   for _, loc in ops)  # the user's view is left alone
-    op = next(o for o in out.to_plotly_json()["operations"] if o["location"] == ["data"])
-    return json.loads(json.dumps(op["params"]["value"], cls=PlotlyJSONEncoder))
-
-
-def test_candles_tick_when_generation_changes_then_redrawn_keeping_the_view():
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    _, store = tick_candles(eng, None)
-    eng.generation = 1
-    out, store2 = tick_candles(eng, store)
-    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 10 and store2["generation"] == 1
-
-
-def test_candles_tick_when_cap_would_be_exceeded_then_redrawn_with_newest_bars():
-    eng = StubSeriesEngine()
-    eng.grow(40)
-    _, store = tick_candles(eng, None)  # 30 points drawn
-    eng.grow(61)  # 21 more: 51 > 50
-    out, store2 = tick_candles(eng, store)
-    assert len(redrawn(out)[figures.TRACE_CANDLES]["x"]) == 30
-    assert store2["n_points"] == 30 and store2["n_closed"] == 61
-
-
-def test_candles_tick_when_client_fell_behind_the_oldest_bar_held_then_redrawn():
-    eng = StubSeriesEngine()
-    eng.grow(40)
-    _, store = tick_candles(eng, None)
-    eng.first_index = 45  # the engine dropped bars the client never got
-    eng.grow(10)
-    out, store2 = tick_candles(eng, store)
-    redrawn(out)
-    assert store2["first_index"] == 45 and store2["n_closed"] == 55
-
-
-def test_candles_tick_when_drawn_as_placeholder_then_full_figure_not_redraw():
-    eng = StubSeriesEngine()
-    _, store = tick_candles(eng, None)
-    eng.grow(3)
-    fig, _ = tick_candles(eng, store)
-    assert isinstance(fig, go.Figure)  # the placeholder's layout is not a candle layout
-
-
 def test_candles_redraw_when_applied_then_new_traces_title_and_marker_but_user_range_kept():
-    old = fig_dict(figures.candles_figure(bars_to_frame(make_bars(5)), symbol="BTCUSDT", spec="1m"))
+    old = fig_dict(candles.candles_figure(bars_to_frame(make_bars(5)), symbol="BTCUSDT", spec="1m"))
     old["layout"]["xaxis"]["range"] = ["2024-08-08 23:56:00", "2024-08-08 23:58:00"]  # the user zoomed
     old["layout"]["xaxis"]["autorange"] = False
-    new = figures.candles_figure(bars_to_frame(make_bars(8)), symbol="BTCUSDT", spec="1m", label="end",
+    new = candles.candles_figure(bars_to_frame(make_bars(8)), symbol="BTCUSDT", spec="1m", label="end",
                                  gap_marks=[(T0 + MIN, 2)], decimals=2)
-    after = apply_patch(old, figures.candles_redraw(new))
+    after = apply_patch(old, candles.candles_redraw(new))
     full = fig_dict(new)
     assert after["data"] == full["data"]
     for key in ("title", "shapes", "annotations"):
@@ -395,39 +254,6 @@ def test_candles_redraw_when_applied_then_new_traces_title_and_marker_but_user_r
     assert after["layout"]["xaxis"]["autorange"] is False
 
 
-def test_candles_tick_when_spec_changes_then_full_figure_with_new_uirevision():
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    _, store = tick_candles(eng, None)
-    fig, store2 = tick_candles(eng, store, spec="5m")
-    assert isinstance(fig, go.Figure)
-    assert fig.layout.uirevision == "BTCUSDT|5m" and store2["key"] == "BTCUSDT|5m"
-
-
-def test_candles_tick_when_no_bars_yet_then_placeholder_once():
-    eng = StubSeriesEngine()
-    fig, store = tick_candles(eng, None)
-    assert isinstance(fig, go.Figure) and store == {"key": "BTCUSDT|1m", "empty": True}
-    assert "waiting" in fig.layout.annotations[0].text
-    assert tick_candles(eng, store) == (no_update, no_update)
-    eng.grow(2)
-    fig, store = tick_candles(eng, store)
-    assert isinstance(fig, go.Figure) and store["n_closed"] == 2
-
-
-def test_candles_tick_when_symbol_unknown_or_none_then_placeholder():
-    eng = StubSeriesEngine()
-    fig, store = tick_candles(eng, None, symbol="NOPE")
-    assert store is None and "not subscribed" in fig.layout.annotations[0].text
-    fig, store = tick_candles(eng, None, symbol=None)
-    assert store is None and "subscribe" in fig.layout.annotations[0].text
-
-
-def test_register_when_keep_points_above_max_then_value_error():
-    with pytest.raises(ValueError, match="keep_points"):
-        callbacks.register(object(), StubSeriesEngine(), max_points=10, keep_points=11)
-
-
 # -- depth --------------------------------------------------------------------------------------
 
 BIDS = [(100.0, 1.0), (99.9, 2.0), (99.8, 0.5)]
@@ -435,7 +261,7 @@ ASKS = [(100.2, 0.25), (100.3, 1.0)]
 
 
 def test_depth_figure_when_book_then_cumulative_sizes_in_price_order():
-    fig = fig_dict(figures.depth_figure(BIDS, ASKS, symbol="BTCUSDT", mid=100.1, spread=0.2))
+    fig = fig_dict(depth.depth_figure(BIDS, ASKS, symbol="BTCUSDT", mid=100.1, spread=0.2))
     bids, asks = fig["data"]
     assert bids["x"] == [99.8, 99.9, 100.0] and bids["y"] == [3.5, 3.0, 1.0]
     assert asks["x"] == [100.2, 100.3] and asks["y"] == [0.25, 1.25]
@@ -449,26 +275,15 @@ def test_depth_figure_when_book_then_cumulative_sizes_in_price_order():
 
 
 def test_depth_figure_when_mid_between_ticks_then_one_more_decimal():
-    fig = fig_dict(figures.depth_figure([(100.1, 1.0)], [(100.2, 1.0)], symbol="X", mid=100.15, spread=0.1))
+    fig = fig_dict(depth.depth_figure([(100.1, 1.0)], [(100.2, 1.0)], symbol="X", mid=100.15, spread=0.1))
     assert fig["layout"]["annotations"][0]["text"].startswith("mid 100.15 ")
 
 
 def test_depth_figure_when_empty_or_unsynced_then_says_so():
-    fig = fig_dict(figures.depth_figure([], [], symbol="BTCUSDT", synced=False))
+    fig = fig_dict(depth.depth_figure([], [], symbol="BTCUSDT", synced=False))
     assert "resyncing" in fig["layout"]["title"]["text"]
     assert any("resyncing the order book" in a["text"] for a in fig["layout"]["annotations"])
     assert not fig["layout"].get("shapes")  # no mid line without a mid
-
-
-def test_depth_tick_when_book_unchanged_then_no_update():
-    eng = StubSeriesEngine()
-    eng.book = DepthView("BTCUSDT", 1, BIDS, ASKS, 100.0, 100.2, 100.1, 0.2, True)
-    fig, sig = callbacks._depth(eng, "BTCUSDT", None)
-    assert isinstance(fig, go.Figure)
-    assert callbacks._depth(eng, "BTCUSDT", sig) == (no_update, no_update)
-    eng.book = DepthView("BTCUSDT", 2, BIDS[:2], ASKS, 100.0, 100.2, 100.1, 0.2, True)
-    fig2, sig2 = callbacks._depth(eng, "BTCUSDT", sig)
-    assert isinstance(fig2, go.Figure) and sig2 != sig
 
 
 # -- status line --------------------------------------------------------------------------------
@@ -509,30 +324,30 @@ def status(**over):
      ("something-new", "grey")],
 )
 def test_status_children_when_state_then_dot_colour(state, colour):
-    children = layout.status_children(status(state=state), "BTCUSDT")
+    children = statusline.status_children(status(state=state), "BTCUSDT")
     assert dot_class(children) == f"dot dot-{colour}"
     assert state in text_of(children)
 
 
 def test_status_children_when_live_then_rate_age_and_queue():
-    text = text_of(layout.status_children(status(), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(), "BTCUSDT"))
     assert "msg/s 1,234" in text and "last trade 0.4 s" in text and "queue 12" in text
     assert "dropped" not in text
 
 
 def test_status_children_when_dropping_then_amber_and_counters_shown():
-    children = layout.status_children(status(counters={"dropped": 7, "gaps": 3}), "BTCUSDT", dropping=True)
+    children = statusline.status_children(status(counters={"dropped": 7, "gaps": 3}), "BTCUSDT", dropping=True)
     assert dot_class(children) == "dot dot-amber"
     text = text_of(children)
     assert "live · dropping" in text and "dropped 7" in text and "gaps 3" in text
 
 
 def test_status_children_when_failed_and_dropping_then_stays_red():
-    assert dot_class(layout.status_children(status(state="failed"), None, dropping=True)) == "dot dot-red"
+    assert dot_class(statusline.status_children(status(state="failed"), None, dropping=True)) == "dot dot-red"
 
 
 def test_status_children_when_vendor_refused_then_last_error_shown():
-    text = text_of(layout.status_children(status(errors=["old", "Invalid symbol XRPUSD"]), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(errors=["old", "Invalid symbol XRPUSD"]), "BTCUSDT"))
     assert "vendor Invalid symbol XRPUSD" in text and "old" not in text
 
 
@@ -542,25 +357,7 @@ def test_status_children_when_vendor_refused_then_last_error_shown():
      (3 * 3600 * 10**9, "3 h"), (-5, "0.0 s")],
 )
 def test_format_age_when_ns_then_short_text(age_ns, text):
-    assert layout.format_age(age_ns) == text
-
-
-def test_status_tick_when_dropped_grows_then_dropping_for_a_while(monkeypatch):
-    eng = StubSeriesEngine()
-    now = [1000.0]
-    monkeypatch.setattr(callbacks.time, "time", lambda: now[0])
-    children, banner, store, message, options = callbacks._status(eng, "BTCUSDT", None)
-    assert dot_class(children) == "dot dot-green" and banner == []
-    assert message is no_update and options is no_update
-    assert callbacks._status(eng, "BTCUSDT", store) == (no_update,) * 5
-    eng.status_value = replace(eng.status_value, counters=Counters(dropped=3))
-    children, _, store, *_ = callbacks._status(eng, "BTCUSDT", store)
-    assert dot_class(children) == "dot dot-amber"
-    now[0] += callbacks.DROPPING_FOR_S - 1
-    assert callbacks._status(eng, "BTCUSDT", store)[0] is no_update  # still amber, same text
-    now[0] += 2
-    children, _, store, *_ = callbacks._status(eng, "BTCUSDT", store)
-    assert dot_class(children) == "dot dot-green"
+    assert statusline.format_age(age_ns) == text
 
 
 # -- controls helpers ---------------------------------------------------------------------------
@@ -579,7 +376,7 @@ def test_presets_when_parsed_then_all_valid_and_of_their_kind():
         assert BarSpec.from_str(layout.kind_default(kind)).kind == kind
 
 
-# -- bar label: time bars at their interval end (issue 3) -------------------------------------
+# -- bar label: time bars at their interval end -------------------------------------------
 
 
 def test_x_values_when_label_end_then_time_bars_at_interval_end_and_others_unchanged():
@@ -596,30 +393,30 @@ def test_x_values_when_label_unknown_then_value_error():
 
 def test_candles_figure_when_label_end_then_candles_and_volume_at_ends_and_title_says_so():
     bars = make_bars(4)
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
     data = fig["data"]
     ends = figures.x_values(bars_to_frame(bars), "1m", label="end")
-    assert data[figures.TRACE_CANDLES]["x"] == data[figures.TRACE_VOLUME]["x"] == ends[:3]
-    assert data[figures.TRACE_LIVE]["x"] == data[figures.TRACE_LIVE_VOLUME]["x"] == ends[3:]
+    assert data[candles.TRACE_CANDLES]["x"] == data[candles.TRACE_VOLUME]["x"] == ends[:3]
+    assert data[candles.TRACE_LIVE]["x"] == data[candles.TRACE_LIVE_VOLUME]["x"] == ends[3:]
     assert "interval end" in fig["layout"]["title"]["text"]
     assert fig["layout"]["uirevision"] == "BTCUSDT|1m"  # same view as label=start
     # the hover text still gives the interval start, since x no longer does
-    assert data[figures.TRACE_CANDLES]["text"][0].startswith("start 2024-08-08 23:55:00.000<br>")
+    assert data[candles.TRACE_CANDLES]["text"][0].startswith("start 2024-08-08 23:55:00.000<br>")
 
 
 def test_candles_figure_when_label_end_then_start_figure_shifted_by_one_interval():
     df = bars_to_frame(make_bars(5))
-    start = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m"))
-    end = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", label="end"))
-    assert end["data"][figures.TRACE_CANDLES]["x"][:-1] == start["data"][figures.TRACE_CANDLES]["x"][1:]
+    start = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m"))
+    end = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m", label="end"))
+    assert end["data"][candles.TRACE_CANDLES]["x"][:-1] == start["data"][candles.TRACE_CANDLES]["x"][1:]
     for col in ("open", "high", "low", "close"):
-        assert end["data"][figures.TRACE_CANDLES][col] == start["data"][figures.TRACE_CANDLES][col]
+        assert end["data"][candles.TRACE_CANDLES][col] == start["data"][candles.TRACE_CANDLES][col]
 
 
 def test_candles_figure_when_tick_bars_then_label_changes_nothing():
     df = bars_to_frame(make_bars(4, spec="100t"))
-    a = fig_dict(figures.candles_figure(df, symbol="X", spec="100t"))
-    b = fig_dict(figures.candles_figure(df, symbol="X", spec="100t", label="end"))
+    a = fig_dict(candles.candles_figure(df, symbol="X", spec="100t"))
+    b = fig_dict(candles.candles_figure(df, symbol="X", spec="100t", label="end"))
     assert a == b
 
 
@@ -627,14 +424,14 @@ def test_candles_patch_when_label_end_then_applied_equals_full_end_figure():
     bars = make_bars(9)
     early = [copy.copy(b) for b in bars[:5]]
     early[4].closed = False
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec="1m", label="end"))
-    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec="1m", first_index=4, label="end",
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec="1m", label="end"))
+    patch = candles.candles_patch(bars_to_frame(bars[4:]), spec="1m", first_index=4, label="end",
                                   decimals=figures.price_decimals(bars_to_frame(early)))
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m", label="end"))
     assert apply_patch(before, patch)["data"] == full["data"]
 
 
-# -- hover text: change and amplitude (issue 4 columns) ---------------------------------------
+# -- hover text: change and amplitude ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -672,9 +469,9 @@ def test_candles_figure_when_bars_then_closed_and_live_hover_show_change_and_amp
     bars = make_bars(3)
     for prev, bar in zip(bars, bars[1:]):
         bar.prev_close = prev.close
-    fig = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
-    closed_text = fig["data"][figures.TRACE_CANDLES]["text"]
-    live_text = fig["data"][figures.TRACE_LIVE]["text"][0]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
+    closed_text = fig["data"][candles.TRACE_CANDLES]["text"]
+    live_text = fig["data"][candles.TRACE_LIVE]["text"][0]
     assert "change -1.97 %" in closed_text[1] and "amplitude 3.45 %" in closed_text[1]
     assert "change +4.02 %" in live_text and live_text.endswith("<br>in progress")
 
@@ -688,9 +485,9 @@ def test_hover_text_when_tick_bars_then_start_and_end_times_first():
 
 
 def test_candles_figure_when_one_bar_then_frame_spans_min_slots_and_one_free_slot():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
-    frame = fig["data"][figures.TRACE_FRAME]
-    first = figures.x_values(bars_to_frame(make_bars(1, first_index=-(figures.MIN_SLOTS - 1))), "1m")[0]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(1)), symbol="BTCUSDT", spec="1m"))
+    frame = fig["data"][candles.TRACE_FRAME]
+    first = figures.x_values(bars_to_frame(make_bars(1, first_index=-(candles.MIN_SLOTS - 1))), "1m")[0]
     assert frame["x"] == [first, "2024-08-08 23:56:00.000"]
     assert frame["open"] == frame["close"] == [make_bars(1)[0].close] * 2  # inside the price range
     assert frame["hoverinfo"] == "skip"
@@ -698,23 +495,23 @@ def test_candles_figure_when_one_bar_then_frame_spans_min_slots_and_one_free_slo
 
 
 def test_candles_figure_when_few_tick_bars_then_frame_from_bar_zero_no_negative_numbers():
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(3, spec="100t")), symbol="X", spec="100t"))
-    assert fig["data"][figures.TRACE_FRAME]["x"] == [0, figures.MIN_SLOTS - 1]
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(3, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][candles.TRACE_FRAME]["x"] == [0, candles.MIN_SLOTS - 1]
 
 
 def test_candles_figure_when_more_bars_than_min_slots_then_left_frame_on_a_bar():
-    n = figures.MIN_SLOTS + 10
-    fig = fig_dict(figures.candles_figure(bars_to_frame(make_bars(n, spec="100t")), symbol="X", spec="100t"))
-    assert fig["data"][figures.TRACE_FRAME]["x"] == [n - figures.MIN_SLOTS, n]
-    assert n - figures.MIN_SLOTS in fig["data"][figures.TRACE_CANDLES]["x"]
+    n = candles.MIN_SLOTS + 10
+    fig = fig_dict(candles.candles_figure(bars_to_frame(make_bars(n, spec="100t")), symbol="X", spec="100t"))
+    assert fig["data"][candles.TRACE_FRAME]["x"] == [n - candles.MIN_SLOTS, n]
+    assert n - candles.MIN_SLOTS in fig["data"][candles.TRACE_CANDLES]["x"]
 
 
-# -- trade-id gap marks (issue 4) ---------------------------------------------------------------
+# -- trade-id gap marks ---------------------------------------------------------------------
 
 
 def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
     df = bars_to_frame(make_bars(3))
-    cols = figures.gap_columns([(T0 + MIN + 1_500_000_000, 3), (T0 + 2 * MIN, 1)], df, "1m")
+    cols = candles.gap_columns([(T0 + MIN + 1_500_000_000, 3), (T0 + 2 * MIN, 1)], df, "1m")
     assert cols["x"] == ["2024-08-08 23:56:01.500", "2024-08-08 23:56:01.500", None,
                          "2024-08-08 23:57:00.000", "2024-08-08 23:57:00.000", None]
     assert cols["y"] == [0, 1, None] * 2
@@ -726,14 +523,14 @@ def test_gap_columns_when_time_bars_then_line_at_exact_time_with_hover_text():
 def test_gap_columns_when_label_end_then_time_marks_do_not_move():
     df = bars_to_frame(make_bars(3))
     marks = [(T0 + MIN + 5, 2)]
-    assert figures.gap_columns(marks, df, "1m", label="end")["x"] == figures.gap_columns(marks, df, "1m")["x"]
+    assert candles.gap_columns(marks, df, "1m", label="end")["x"] == candles.gap_columns(marks, df, "1m")["x"]
 
 
 def test_gap_columns_when_tick_bars_then_at_index_of_bar_holding_that_time():
     bars = make_bars(4, spec="100t", first_index=0)  # bar k covers T0 + k min .. T0 + (k+1) min
     df = bars_to_frame(bars)
     marks = [(T0 + 30 * 10**9, 5), (T0 + 2 * MIN, 2), (T0 + 3 * MIN + 1, 1), (T0 + 99 * MIN, 4)]
-    cols = figures.gap_columns(marks, df, "100t", first_index=20)
+    cols = candles.gap_columns(marks, df, "100t", first_index=20)
     assert cols["x"][0::3] == [20, 21, 23, 23]  # an end on the time is that bar; past the last: the last
     assert cols["text"][0].startswith("5 trades missing<br>")
 
@@ -741,22 +538,22 @@ def test_gap_columns_when_tick_bars_then_at_index_of_bar_holding_that_time():
 def test_gap_columns_when_mark_older_than_first_bar_then_dropped_or_clamped():
     df = bars_to_frame(make_bars(2, spec="100t", first_index=3))
     marks = [(T0, 2), (T0 + 3 * MIN + 1, 1)]
-    assert figures.gap_columns(marks, df, "100t", first_index=3)["x"][0::3] == [3]
-    assert figures.gap_columns(marks, df, "100t", first_index=3, drop_older=False)["x"][0::3] == [3, 3]
+    assert candles.gap_columns(marks, df, "100t", first_index=3)["x"][0::3] == [3]
+    assert candles.gap_columns(marks, df, "100t", first_index=3, drop_older=False)["x"][0::3] == [3, 3]
     time_df = bars_to_frame(make_bars(2, first_index=3))
-    assert len(figures.gap_columns(marks, time_df, "1m")["x"]) == 3  # the older time mark is left out
+    assert len(candles.gap_columns(marks, time_df, "1m")["x"]) == 3  # the older time mark is left out
 
 
 def test_gap_columns_when_no_bars_or_no_marks_then_empty():
     empty = {"x": [], "y": [], "text": [], "size": []}
-    assert figures.gap_columns([(T0, 1)], bars_to_frame([]), "1m") == empty
-    assert figures.gap_columns([], bars_to_frame(make_bars(2)), "1m") == empty
+    assert candles.gap_columns([(T0, 1)], bars_to_frame([]), "1m") == empty
+    assert candles.gap_columns([], bars_to_frame(make_bars(2)), "1m") == empty
 
 
 def test_candles_figure_when_gap_marks_then_dotted_lines_over_price_pane_only():
     df = bars_to_frame(make_bars(4))
-    fig = fig_dict(figures.candles_figure(df, symbol="BTCUSDT", spec="1m", gap_marks=[(T0 + MIN, 7)]))
-    gaps = fig["data"][figures.TRACE_GAPS]
+    fig = fig_dict(candles.candles_figure(df, symbol="BTCUSDT", spec="1m", gap_marks=[(T0 + MIN, 7)]))
+    gaps = fig["data"][candles.TRACE_GAPS]
     assert gaps["x"][:2] == ["2024-08-08 23:56:00.000"] * 2 and gaps["y"] == [0, 1, None]
     assert gaps["hovertemplate"] == "%{text}<extra></extra>" and gaps["text"][0].startswith("7 trades missing")
     assert gaps["yaxis"] == "y3" and gaps["xaxis"] == "x" and gaps["line"]["width"] == 1
@@ -770,184 +567,47 @@ def test_candles_patch_when_new_gap_marks_then_extended_and_equal_to_full_figure
     early = [copy.copy(b) for b in bars[:5]]
     early[4].closed = False
     old_marks, new_marks = [(T0 + MIN + 10, 2)], [(T0 + 4 * MIN + 10, 1), (T0 + 7 * MIN + 10, 5)]
-    before = fig_dict(figures.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec, gap_marks=old_marks))
-    patch = figures.candles_patch(bars_to_frame(bars[4:]), spec=spec, first_index=4, gap_marks=new_marks,
+    before = fig_dict(candles.candles_figure(bars_to_frame(early), symbol="BTCUSDT", spec=spec, gap_marks=old_marks))
+    patch = candles.candles_patch(bars_to_frame(bars[4:]), spec=spec, first_index=4, gap_marks=new_marks,
                                   decimals=figures.price_decimals(bars_to_frame(early)))
-    assert ("Extend", ("data", figures.TRACE_GAPS, "x")) in operations(patch)
-    full = fig_dict(figures.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec,
+    assert ("Extend", ("data", candles.TRACE_GAPS, "x")) in operations(patch)
+    full = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec=spec,
                                            gap_marks=old_marks + new_marks))
     assert apply_patch(before, patch)["data"] == full["data"]
 
 
 def test_candles_patch_when_no_new_gap_marks_then_gap_trace_untouched():
-    patch = figures.candles_patch(bars_to_frame(make_bars(2, first_index=4)), spec="1m", first_index=4)
-    assert not any(loc[1] == figures.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
+    patch = candles.candles_patch(bars_to_frame(make_bars(2, first_index=4)), spec="1m", first_index=4)
+    assert not any(loc[1] == candles.TRACE_GAPS for _, loc in operations(patch) if loc[0] == "data")
 
 
-# -- tick helper: label and gap marks ------------------------------------------------------------
-
-
-def gap_texts_extended(patch: Patch) -> list[str]:
-    """Return the hover texts a patch appends to the gap-mark trace (one mark: 3 entries)."""
-    ext = [op for op in patch.to_plotly_json()["operations"]
-           if op["location"] == ["data", figures.TRACE_GAPS, "text"]]
-    assert all(op["operation"] == "Extend" for op in ext)
-    return [t for op in ext for t in op["params"]["value"]][0::3]
-
-
-def test_candles_tick_when_gap_marks_arrive_then_patched_in_once():
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    eng.marks = [(T0 + 2 * MIN, 3)]
-    fig, store = tick_candles(eng, None)
-    assert fig.data[figures.TRACE_GAPS].text[0].startswith("3 trades missing")
-    assert store["gap_total"] == 1
-    assert tick_candles(eng, store) == (no_update, no_update)  # nothing new
-    eng.marks.append((T0 + 9 * MIN + 5, 1))
-    patch, store2 = tick_candles(eng, store)
-    assert isinstance(patch, Patch)
-    [text] = gap_texts_extended(patch)
-    assert text.startswith("1 trade missing")
-    assert store2["gap_total"] == 2
-    assert tick_candles(eng, store2) == (no_update, no_update)
-
-
-def test_candles_tick_when_two_identical_gap_marks_then_both_patched_in():
-    # Two gaps of the same size at the same millisecond: told apart by sequence index.
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    mark = (T0 + 9 * MIN + 5, 2)
-    eng.marks = [mark]
-    _, store = tick_candles(eng, None)
-    eng.marks.append(mark)
-    patch, store2 = tick_candles(eng, store)
-    assert len(gap_texts_extended(patch)) == 1 and store2["gap_total"] == 2
-    eng.marks += [mark, mark]
-    patch, store3 = tick_candles(eng, store2)
-    assert len(gap_texts_extended(patch)) == 2 and store3["gap_total"] == 4
-
-
-def test_candles_tick_when_drawn_gap_marks_no_longer_held_then_redrawn():
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    eng.marks = [(T0 + 2 * MIN, 3)]
-    _, store = tick_candles(eng, None)
-    eng.marks, eng.marks_dropped = [(T0 + 3 * MIN, 1)], 2  # the engine's bounded list moved on
-    out, store2 = tick_candles(eng, store)
-    assert redrawn(out)[figures.TRACE_GAPS]["text"][0].startswith("1 trade missing")
-    assert store2["gap_total"] == 3
-    assert tick_candles(eng, store2) == (no_update, no_update)
-
-
-def test_candles_tick_when_fewer_marks_than_drawn_then_redrawn():
-    # The symbol was unsubscribed and subscribed again: its marks start over.
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    eng.marks = [(T0 + 2 * MIN, 3), (T0 + 3 * MIN, 3)]
-    _, store = tick_candles(eng, None)
-    eng.marks = [(T0 + 4 * MIN, 1)]
-    out, store2 = tick_candles(eng, store)
-    texts = redrawn(out)[figures.TRACE_GAPS]["text"]
-    assert len(texts) == 3 and texts[0].startswith("1 trade missing") and store2["gap_total"] == 1
-
-
-def binance_trade(seconds: float, trade_id: int) -> str:
-    ms = (T0 + int(seconds * 1e9)) // 1_000_000
-    return json.dumps({"stream": "btcusdt@trade", "data": {
-        "e": "trade", "E": ms, "s": "BTCUSDT", "t": trade_id, "p": "60000.0", "q": "0.5", "T": ms,
-        "m": False, "M": True}})
-
-
-def test_gap_marks_since_when_real_engine_then_exact_new_marks_and_total():
-    from feed.core.config import EngineConfig, MarketConfig
-    from feed.io.engine import Engine
-    from feed.vendors.binance import BinanceAdapter
-
-    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
-    engine.subscribe("BTCUSDT")
-    # ids 1, 4 (2 missing), 7 (2 missing, same ms as 4: an identical mark), 8, 12 (3 missing)
-    engine.process([RawMessage(0, binance_trade(s, i)) for s, i in ((1, 1), (2, 4), (2, 7), (3, 8), (70, 12))])
-    t2, t70 = T0 + 2 * 10**9, T0 + 70 * 10**9
-    assert engine.gap_marks("BTCUSDT") == [(t2, 2), (t2, 2), (t70, 3)]  # the old reader still works
-    assert engine.gap_marks_since("BTCUSDT") == (3, [(t2, 2), (t2, 2), (t70, 3)])
-    assert engine.gap_marks_since("BTCUSDT", 1) == (3, [(t2, 2), (t70, 3)])
-    assert engine.gap_marks_since("BTCUSDT", 3) == (3, [])
-    assert engine.gap_marks_since("BTCUSDT", 9) == (3, [])
-    assert engine.gap_marks_since("ETHUSDT") == (0, [])
-    with pytest.raises(ValueError):
-        engine.gap_marks_since("BTCUSDT", -1)
-    # the tick helper on the real engine: drawn once, then only the new mark is patched in
-    _, store = tick_candles(engine, None)
-    assert store["gap_total"] == 3
-    engine.process([RawMessage(0, binance_trade(80, 14))])
-    patch, store2 = tick_candles(engine, store)
-    assert isinstance(patch, Patch)
-    assert gap_texts_extended(patch) == ["1 trade missing<br>2024-08-08 23:56:20.000"]
-    assert store2["gap_total"] == 4
-
-
-def test_gap_marks_since_when_more_than_held_then_total_counts_the_dropped():
-    from feed.core.config import EngineConfig, MarketConfig
-    from feed.io.engine import Engine
-    from feed.vendors.binance import BinanceAdapter
-
-    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange", close_grace_s=0)))
-    engine.subscribe("BTCUSDT")
-    engine.process([RawMessage(0, binance_trade(1 + i * 0.01, 1 + 2 * i)) for i in range(1005)])  # 1004 gaps
-    total, marks = engine.gap_marks_since("BTCUSDT", 0)
-    assert total == 1004 and len(marks) == 1000 and total - len(marks) == 4  # the 4 oldest dropped
-    total, marks = engine.gap_marks_since("BTCUSDT", 2)
-    assert total - len(marks) == 4  # != 2: a reader that drew 2 missed two and must redraw
-    assert engine.gap_marks_since("BTCUSDT", 1000) == (1004, marks[-4:])
-
-
-def test_candles_tick_when_label_changes_then_redrawn_keeping_the_view():
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    _, store = tick_candles(eng, None)
-    out, store2 = tick_candles(eng, store, label="end")
-    assert store2["key"] == "BTCUSDT|1m|end" and store2["view"] == "BTCUSDT|1m"
-    assert redrawn(out)[figures.TRACE_CANDLES]["x"][0] == "2024-08-08 23:56:00.000"
-    assert tick_candles(eng, store2, label="end") == (no_update, no_update)
-    _, store3 = tick_candles(eng, store2, spec="100t", label="end")
-    assert store3["key"] == "BTCUSDT|100t"  # no interval to label: same as start
-    assert tick_candles(eng, store3, spec="100t", label="start") == (no_update, no_update)
-
-
-def test_candles_tick_when_label_garbage_then_start():
-    eng = StubSeriesEngine()
-    eng.grow(3)
-    _, store = tick_candles(eng, None, label=None)
-    assert store["key"] == "BTCUSDT|1m"
-
-
-# -- status line: late, gaps and why while reconnecting (issue 2/4) ----------------------------
+# -- status line: late, gaps and why while reconnecting ------------------------------------
 
 
 def test_status_children_when_late_and_gaps_then_both_shown_else_hidden():
-    text = text_of(layout.status_children(status(counters={"gaps": 12, "late": 4}), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(counters={"gaps": 12, "late": 4}), "BTCUSDT"))
     assert "gaps 12" in text and "late 4" in text
-    text = text_of(layout.status_children(status(counters={"gaps": 0, "late": 0}), "BTCUSDT"))
+    text = text_of(statusline.status_children(status(counters={"gaps": 0, "late": 0}), "BTCUSDT"))
     assert "gaps" not in text and "late" not in text
 
 
 def test_status_children_when_reconnecting_then_detail_inline_and_in_tooltip():
     detail = "next retry in 2.0 s (connection refused)"
-    children = layout.status_children(status(state="reconnecting", detail=detail), "BTCUSDT")
+    children = statusline.status_children(status(state="reconnecting", detail=detail), "BTCUSDT")
     assert "reconnecting " + detail in text_of(children)
     assert children[0].title == detail
     assert dot_class(children) == "dot dot-amber"
 
 
 def test_status_children_when_live_then_detail_only_in_tooltip():
-    children = layout.status_children(status(state="replay-finished", detail="the recorded session has played out"),
+    children = statusline.status_children(status(state="replay-finished", detail="the recorded session has played out"),
                                       "BTCUSDT")
     assert "played out" not in text_of(children) and children[0].title.endswith("played out")
 
 
 def test_status_children_when_detail_long_then_clipped_inline_whole_in_tooltip():
     detail = "next retry in 9.5 s (" + "x" * 200 + ")"
-    children = layout.status_children(status(state="reconnecting", detail=detail), None)
+    children = statusline.status_children(status(state="reconnecting", detail=detail), None)
     shown = children[0].children[2].children
     assert len(shown) == 90 and shown.endswith("…") and children[0].title == detail
 
@@ -958,56 +618,3 @@ def test_label_options_when_kind_not_time_then_disabled():
     assert all(o["disabled"] for o in layout.label_options("tick"))
 
 
-# -- export helper: the bars in view of the chart as drawn --------------------------------------
-
-
-def export_text(out) -> str:
-    data, message = out
-    assert message == "" and data["type"] == "text/csv"
-    return data["content"]
-
-
-def test_export_when_label_end_drawn_then_bars_whose_end_is_in_view():
-    from dashboard.export import bars_to_csv
-
-    eng = StubSeriesEngine()
-    eng.grow(10)
-    _, drawn = tick_candles(eng, None, label="end")
-    request = {"n": 1, "type": "date", "range": ["2024-08-08 23:57:00", "2024-08-08 23:59:00"]}
-    frame = eng.bars_frame("BTCUSDT", "1m")
-    by_end = frame[(frame["end"] >= T0 + 2 * MIN) & (frame["end"] <= T0 + 4 * MIN)]
-    assert export_text(callbacks._export(eng, request, "BTCUSDT", "1m", drawn)) == bars_to_csv(
-        by_end, price_decimals=1, size_decimals=1)
-    _, drawn_start = tick_candles(eng, None)
-    by_start = frame[(frame["start"] >= T0 + 2 * MIN) & (frame["start"] <= T0 + 4 * MIN)]
-    assert export_text(callbacks._export(eng, request, "BTCUSDT", "1m", drawn_start)) == bars_to_csv(
-        by_start, price_decimals=1, size_decimals=1)
-    assert by_end["start"].tolist() == [T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN]
-
-
-@pytest.mark.parametrize(
-    ("request_type", "drawn_spec", "message"),
-    [("linear", "1m", "chart is updating, try again"),  # the axis is still the old kind's
-     ("date", "5m", "chart is updating, try again"),  # the chart still shows another spec
-     ("date", None, "chart is updating, try again")],  # nothing drawn yet
-)
-def test_export_when_chart_not_yet_drawn_for_the_choice_then_inline_message(request_type, drawn_spec, message):
-    eng = StubSeriesEngine()
-    eng.grow(5)
-    drawn = tick_candles(eng, None, spec=drawn_spec)[1] if drawn_spec else None
-    out = callbacks._export(eng, {"n": 1, "type": request_type, "range": None}, "BTCUSDT", "1m", drawn)
-    assert out == (no_update, message)
-
-
-def test_export_when_no_bars_or_range_empty_or_unknown_symbol_then_inline_message():
-    eng = StubSeriesEngine()
-    _, drawn = tick_candles(eng, None)  # the "waiting for trades" placeholder
-    assert callbacks._export(eng, {"n": 1, "type": "linear", "range": None}, "BTCUSDT", "1m", drawn) == (
-        no_update, "no bars in view")
-    eng.grow(5)
-    _, drawn = tick_candles(eng, None)
-    far = {"n": 1, "type": "date", "range": ["2030-01-01 00:00:00", "2030-01-02 00:00:00"]}
-    assert callbacks._export(eng, far, "BTCUSDT", "1m", drawn) == (no_update, "no bars in view")
-    drawn_eth = {**drawn, "view": "ETHUSDT|1m", "key": "ETHUSDT|1m"}
-    assert callbacks._export(eng, {"n": 1, "type": "date", "range": None}, "ETHUSDT", "1m", drawn_eth) == (
-        no_update, "ETHUSDT is not subscribed")

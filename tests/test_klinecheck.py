@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from dashboard.cli import UsageError, build_parser, start_runtime
+from dashboard.cli import UsageError, config_from_argv
+from dashboard.runtime import start_runtime
 from feed.core.klinecheck import MAX_MISMATCHES, KlineChecker, compare
 from feed.core.models import Kline
 from feed.core.models import BUY, SELL, Trade
@@ -231,7 +232,7 @@ def klines(rt) -> dict:
 
 def test_kline_check_when_simulator_klines_compared_live_all_agree(tmp_path):
     # 1 s candles: the simulator's final candles against tickscope's own 1 s bars.
-    args = build_parser().parse_args(["--kline-check", "--kline-interval", "1s", "--symbols", "BTCUSDT,ETHUSDT",
+    args = config_from_argv(["--kline-check", "--kline-interval", "1s", "--symbols", "BTCUSDT,ETHUSDT",
                                       "--sim-rate", "4", "--data-dir", str(tmp_path)])
     rt = start_runtime(args, feed_options=FAST)
     try:
@@ -246,7 +247,7 @@ def test_kline_check_when_simulator_klines_compared_live_all_agree(tmp_path):
 
 
 def test_kline_check_when_exchange_sends_a_wrong_candle_reports_the_field(tmp_path):
-    args = build_parser().parse_args(["--kline-check", "--kline-interval", "1s", "--symbols", "BTCUSDT",
+    args = config_from_argv(["--kline-check", "--kline-interval", "1s", "--symbols", "BTCUSDT",
                                       "--sim-rate", "4", "--faults", "kline_bad_every=3",
                                       "--data-dir", str(tmp_path)])
     rt = start_runtime(args, feed_options=FAST)
@@ -299,7 +300,7 @@ def test_kline_check_when_replay_holds_klines_compares_them_on_the_exchange_cloc
     rec = tmp_path / "session.txt"
     _recording(rec)
     # Paced (4 minutes in ~1.2 s): the kline SUBSCRIBE follows the trade one by 0.25 s.
-    rt = start_runtime(build_parser().parse_args(["--replay", str(rec), "--speed", "200", "--kline-check"]),
+    rt = start_runtime(config_from_argv(["--replay", str(rec), "--speed", "200", "--kline-check"]),
                        feed_options=FAST)
     try:
         assert rt.exchange.finished.wait(15)
@@ -317,4 +318,4 @@ def test_kline_check_when_replay_has_no_klines_refuses_with_a_message(tmp_path):
     _recording(rec)
     rec.write_text("".join(line for line in rec.read_text().splitlines(True) if "kline" not in line))
     with pytest.raises(UsageError, match="no @kline_1m streams"):
-        start_runtime(build_parser().parse_args(["--replay", str(rec), "--kline-check"]))
+        start_runtime(config_from_argv(["--replay", str(rec), "--kline-check"]))

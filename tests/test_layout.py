@@ -1,15 +1,12 @@
 """The status line, the failed-feed banner and the kline cross-check badge
-(``dashboard.layout``), and the vendor-error matching behind the subscribe box
-(``dashboard.callbacks``), without a browser."""
+(``dashboard.statusline``) and the page layout (``dashboard.layout``), without a browser. The vendor-error matching behind the subscribe
+box and the status update are tested in ``tests/test_callbacks.py``."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
-from dash import html, no_update
 
-from dashboard import callbacks, ids, layout
+from dashboard import ids, layout, statusline
 from feed.core.health import Status
 from tests.helpers import make_status
 
@@ -86,7 +83,7 @@ MISMATCH_2 = {"minute": "2024-08-08T23:58:00Z",
 )
 def test_status_children_when_state_then_colour_vendor_label_and_detail_where_it_helps(state, colour, inline):
     detail = f"why it is {state}"
-    children = layout.status_children(status(state=state, detail=detail), "BTCUSDT")
+    children = statusline.status_children(status(state=state, detail=detail), "BTCUSDT")
     head = children[0]
     assert find(head, "dot").className == f"dot dot-{colour}"
     assert find(head, "state").children == state
@@ -95,26 +92,26 @@ def test_status_children_when_state_then_colour_vendor_label_and_detail_where_it
     assert text_of(head).startswith(f"binance {state}")
     assert (find(head, "detail") is not None) is inline
     assert head.title == detail  # the tooltip always has it
-    banner = layout.status_banner(status(state=state, detail=detail))
+    banner = statusline.status_banner(status(state=state, detail=detail))
     assert (banner != []) is (state == "failed")
 
 
 def test_status_children_when_vendor_unknown_then_no_label():
-    children = layout.status_children(status(vendor=None, feed=None), None)
+    children = statusline.status_children(status(vendor=None, feed=None), None)
     assert find(children, "feed-name") is None and text_of(children[0]) == "live"
 
 
 @pytest.mark.parametrize("vendor", ["binance-usdm", "alltick", "itick"])
 def test_status_children_when_vendor_then_named_as_the_adapter(vendor):
-    assert find(layout.status_children(status(vendor=vendor), None), "feed-name").children == vendor
+    assert find(statusline.status_children(status(vendor=vendor), None), "feed-name").children == vendor
 
 
 def test_status_children_when_failed_then_not_clipped_and_banner_has_the_whole_detail():
     for detail in (HINT_451, TOKEN_MISSING):
         st = status(state="failed", detail=detail, vendor="alltick" if "AllTick" in detail else "binance")
-        children = layout.status_children(st, "BTCUSDT")
+        children = statusline.status_children(st, "BTCUSDT")
         assert "…" not in text_of(children) and find(children, "detail") is None
-        banner = layout.status_banner(st)
+        banner = statusline.status_banner(st)
         assert banner[1].children == detail  # whole: the advice, which variable holds the token
         assert banner[0].children == f"{st.vendor} feed failed"
     assert len(HINT_451) > 90  # longer than the status line's clip
@@ -122,19 +119,19 @@ def test_status_children_when_failed_then_not_clipped_and_banner_has_the_whole_d
 
 def test_status_children_when_failed_then_the_same_reason_not_repeated_as_vendor_error():
     st = status(state="failed", detail=HINT_451, errors=["Binance error 2: Invalid request", HINT_451])
-    assert "vendor" not in text_of(layout.status_children(st, "BTCUSDT"))
+    assert "vendor" not in text_of(statusline.status_children(st, "BTCUSDT"))
     st = status(state="failed", detail=HINT_451, errors=[HINT_451, "Binance error 2: Invalid request"])
-    assert "vendor Binance error 2" in text_of(layout.status_children(st, "BTCUSDT"))
+    assert "vendor Binance error 2" in text_of(statusline.status_children(st, "BTCUSDT"))
 
 
 def test_status_banner_when_failed_without_detail_then_points_to_the_log():
-    assert text_of(layout.status_banner(status(state="failed", detail="", vendor=None))) == \
+    assert text_of(statusline.status_banner(status(state="failed", detail="", vendor=None))) == \
         "feed failed no reason given; see the log"
 
 
 def test_status_children_when_vendor_errors_then_latest_shown_and_all_in_tooltip():
     errors = ["Binance error 2: Invalid request", "AllTick error 600: symbol code invalid (trades ZZZZ.US)"]
-    children = layout.status_children(status(errors=errors), "BTCUSDT")
+    children = statusline.status_children(status(errors=errors), "BTCUSDT")
     item = children[-1]
     assert text_of(item) == "vendor " + errors[-1]
     assert item.title.splitlines()[1:] == errors
@@ -144,15 +141,15 @@ def test_status_children_when_vendor_errors_then_latest_shown_and_all_in_tooltip
 
 
 def test_kline_badge_when_check_off_or_symbol_not_checked_then_none():
-    assert layout.kline_badge(None, "BTCUSDT") is None
-    assert layout.kline_badge({"ETHUSDT": kline_result()}, "BTCUSDT") is None
-    assert layout.kline_badge({"BTCUSDT": kline_result()}, None) is None
-    children = layout.status_children(status(), "BTCUSDT")
+    assert statusline.kline_badge(None, "BTCUSDT") is None
+    assert statusline.kline_badge({"ETHUSDT": kline_result()}, "BTCUSDT") is None
+    assert statusline.kline_badge({"BTCUSDT": kline_result()}, None) is None
+    children = statusline.status_children(status(), "BTCUSDT")
     assert find(children, "kline-badge") is None
 
 
 def test_kline_badge_when_all_agree_then_green_count_and_interval():
-    badge = layout.kline_badge({"BTCUSDT": kline_result(42, 42, skipped=3)}, "BTCUSDT")
+    badge = statusline.kline_badge({"BTCUSDT": kline_result(42, 42, skipped=3)}, "BTCUSDT")
     assert badge.children == "klines ✓ 42/42 (1m)"
     assert badge.className == "kline-badge kline-ok"
     lines = badge.title.splitlines()
@@ -164,7 +161,7 @@ def test_kline_badge_when_all_agree_then_green_count_and_interval():
 
 def test_kline_badge_when_mismatches_then_red_and_each_listed_minute_field_vendor_vs_ours():
     r = kline_result(42, 40, skipped=1, pending=1, mismatches=[MISMATCH_1, MISMATCH_2])
-    badge = layout.kline_badge({"BTCUSDT": r}, "BTCUSDT", vendor="binance-usdm")
+    badge = statusline.kline_badge({"BTCUSDT": r}, "BTCUSDT", vendor="binance-usdm")
     assert badge.children == "klines ✗ 2 of 42"
     assert badge.className == "kline-badge kline-bad"
     lines = badge.title.splitlines()
@@ -179,27 +176,27 @@ def test_kline_badge_when_mismatches_then_red_and_each_listed_minute_field_vendo
 
 def test_kline_badge_when_more_mismatches_than_kept_then_says_the_latest():
     r = kline_result(100, 75, mismatches=[MISMATCH_1] * 20)
-    badge = layout.kline_badge({"BTCUSDT": r}, "BTCUSDT")
+    badge = statusline.kline_badge({"BTCUSDT": r}, "BTCUSDT")
     assert badge.children == "klines ✗ 25 of 100"
     assert "the latest 20 below" in badge.title.splitlines()[1]
     assert sum("· volume:" in line for line in badge.title.splitlines()) == 20
 
 
 def test_kline_badge_when_nothing_compared_yet_then_grey_waiting():
-    badge = layout.kline_badge({"BTCUSDT": kline_result(0, 0, skipped=1, pending=1, interval="1s")}, "BTCUSDT")
+    badge = statusline.kline_badge({"BTCUSDT": kline_result(0, 0, skipped=1, pending=1, interval="1s")}, "BTCUSDT")
     assert badge.children == "klines … (1s)" and badge.className == "kline-badge kline-wait"
     assert "no candle compared yet" in badge.title
 
 
 def test_kline_badge_when_our_side_had_no_bar_then_none():
     r = kline_result(1, 0, mismatches=[{"minute": "2024-08-08T23:56:00Z", "fields": {"open": [1.5, None]}}])
-    assert "open: Binance 1.5 vs ours none" in layout.kline_badge({"BTCUSDT": r}, "BTCUSDT").title
+    assert "open: Binance 1.5 vs ours none" in statusline.kline_badge({"BTCUSDT": r}, "BTCUSDT").title
 
 
 def test_status_children_when_kline_check_on_then_badge_of_the_selected_symbol():
     kc = {"BTCUSDT": kline_result(5, 5), "ETHUSDT": kline_result(5, 4, mismatches=[MISMATCH_1])}
-    btc = find(layout.status_children(status(kline_check=kc), "BTCUSDT"), "kline-badge")
-    eth = find(layout.status_children(status(kline_check=kc), "ETHUSDT"), "kline-badge")
+    btc = find(statusline.status_children(status(kline_check=kc), "BTCUSDT"), "kline-badge")
+    eth = find(statusline.status_children(status(kline_check=kc), "ETHUSDT"), "kline-badge")
     assert btc.children == "klines ✓ 5/5 (1m)" and eth.children == "klines ✗ 1 of 5"
 
 
@@ -207,7 +204,7 @@ def test_status_children_when_kline_check_on_then_badge_of_the_selected_symbol()
                                                ("alltick", "AllTick"), ("itick", "iTick"), ("other", "other"),
                                                (None, "vendor")])
 def test_vendor_label_when_adapter_name_then_for_people(vendor, label):
-    assert layout.vendor_label(vendor) == label
+    assert statusline.vendor_label(vendor) == label
 
 
 def test_create_layout_when_built_then_banner_under_header_and_subscribe_store():
@@ -216,103 +213,3 @@ def test_create_layout_when_built_then_banner_under_header_and_subscribe_store()
     assert page.children[1].role == "alert"
     stores = [c.id for c in page.children[-1].children]
     assert ids.SUBSCRIBE_STORE in stores
-
-
-# -- vendor errors after a subscribe ----------------------------------------------------------------
-
-E600 = "AllTick error 600: symbol code invalid (trades ZZZZ.US)"
-
-
-@pytest.mark.parametrize(
-    ("before", "now", "new"),
-    [
-        ([], [], []),
-        ([], ["A"], ["A"]),
-        (["A"], ["A"], []),
-        (["A"], ["A", "A"], ["A"]),  # the same refusal again is new
-        (["A", "B", "C", "D", "E"], ["B", "C", "D", "E", "F"], ["F"]),  # the oldest fell off
-        (["A", "B", "C", "D", "E"], ["D", "E", "F", "G", "H"], ["F", "G", "H"]),
-        (["A", "B"], ["B"], []),  # only fell off
-        (["A", "B", "A"], ["B", "A", "A"], ["A"]),
-        (["A"], ["X", "Y"], ["X", "Y"]),  # nothing in common: every one is new
-    ],
-)
-def test_new_errors_when_lists_then_the_entries_after_before(before, now, new):
-    assert callbacks.new_errors(before, now) == new
-
-
-def test_subscribe_errors_when_new_error_names_the_symbol_then_returned():
-    assert callbacks.subscribe_errors([], [E600], "ZZZZ.US") == [E600]
-    assert callbacks.subscribe_errors(["old"], ["old", E600], "zzzz.us") == [E600]  # case-insensitive
-    itick = "iTick refused subscribe AAPL$US, QQQQ$US: invalid symbol"
-    assert callbacks.subscribe_errors([], [itick], "QQQQ$US") == [itick]
-    binance = "Binance error 1: Invalid symbol (SUBSCRIBE adausdt@trade, adausdt@depth@100ms)"
-    assert callbacks.subscribe_errors([], [binance], "ADAUSDT") == [binance]
-
-
-def test_subscribe_errors_when_old_other_symbol_or_longer_code_then_nothing():
-    assert callbacks.subscribe_errors([E600], [E600], "ZZZZ.US") == []  # seen before the subscribe
-    assert callbacks.subscribe_errors([], [E600], "AAPL.US") == []
-    assert callbacks.subscribe_errors([], ["AllTick error 600: symbol code invalid (trades ZZZZ.USX)"],
-                                      "ZZZZ.US") == []
-    assert callbacks.subscribe_errors([], ["Binance error 1: Invalid symbol (SUBSCRIBE BTCUSDT)"], "BTC") == []
-    assert callbacks.subscribe_errors([], [E600], "") == []
-
-
-class StatusEngine:
-    """``status()`` only."""
-
-    def __init__(self, **over):
-        self.value = status(**over)
-
-    def status(self):
-        return self.value
-
-
-def pending(symbol="ZZZZ.US", at=1000.0, errors=(), previous="AAPL.US", n="1") -> dict:
-    return {"n": n, "symbol": symbol, "at": at, "errors": list(errors), "previous": previous}
-
-
-def test_status_tick_when_vendor_refuses_the_symbol_just_subscribed_then_inline_message_once(monkeypatch):
-    now = [1000.5]
-    monkeypatch.setattr(callbacks.time, "time", lambda: now[0])
-    eng = StatusEngine(errors=["earlier refusal"], symbols={"AAPL.US": {}, "ZZZZ.US": {}})
-    sub = pending(errors=["earlier refusal"])
-    _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", None, sub)
-    assert message is no_update  # no answer yet
-    now[0] += 1.0
-    eng.value = replace(eng.value, errors=("earlier refusal", E600))
-    _, _, store, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
-    assert message == E600 and store["sub_done"] == "1"
-    _, _, store2, message, _ = callbacks._status(eng, "ZZZZ.US", store, sub)
-    assert message is no_update and store2 is no_update  # shown once; it stays until the next subscribe
-
-
-def test_status_tick_when_refusal_comes_late_or_for_another_symbol_then_no_message(monkeypatch):
-    monkeypatch.setattr(callbacks.time, "time", lambda: 1000.0 + callbacks.SUBSCRIBE_ERRORS_FOR_S + 1)
-    eng = StatusEngine(errors=[E600])
-    assert callbacks._status(eng, "BTCUSDT", None, pending())[3] is no_update  # too late
-    monkeypatch.setattr(callbacks.time, "time", lambda: 1001.0)
-    assert callbacks._status(eng, "BTCUSDT", None, pending(symbol="AAPL.US"))[3] is no_update
-    assert callbacks._status(eng, "BTCUSDT", None, pending(errors=[E600]))[3] is no_update  # seen before
-    assert callbacks._status(eng, "BTCUSDT", None, None)[3] is no_update
-    assert callbacks._status(eng, "BTCUSDT", None, pending())[3] == E600
-
-
-def test_status_tick_when_engine_dropped_a_symbol_then_options_without_it():
-    eng = StatusEngine(symbols={"AAPL.US": {}})
-    assert callbacks._status(eng, "AAPL.US", None, None, ["AAPL.US", "ZZZZ.US"])[4] == ["AAPL.US"]
-    assert callbacks._status(eng, "AAPL.US", None, None, ["AAPL.US"])[4] is no_update
-    dict_options = [{"label": "AAPL.US", "value": "AAPL.US"}, {"label": "ZZZZ.US", "value": "ZZZZ.US"}]
-    assert callbacks._status(eng, "AAPL.US", None, None, dict_options)[4] == dict_options[:1]
-    assert callbacks._status(eng, "AAPL.US", None, None, None)[4] is no_update
-
-
-def test_status_tick_when_feed_fails_then_banner_rendered_and_signature_changes():
-    eng = StatusEngine()
-    children, banner, store, _, _ = callbacks._status(eng, "BTCUSDT", None)
-    assert banner == []
-    eng.value = replace(eng.value, state="failed", detail=HINT_451)
-    children, banner, store2, _, _ = callbacks._status(eng, "BTCUSDT", store)
-    assert isinstance(banner[1], html.Span) and banner[1].children == HINT_451
-    assert store2["sig"] != store["sig"]

@@ -35,7 +35,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dashboard.cli import build_parser, start_runtime
+from dashboard.cli import config_from_argv
+from dashboard.runtime import start_runtime
 from feed.core.batch import aggregate
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
@@ -233,7 +234,7 @@ def test_retention_when_store_over_limits_engine_prunes_oldest_batches(tmp_path)
 
 def test_cli_when_retention_options_given_wires_them_to_the_engine(tmp_path):
     port = free_port()  # nothing listens: the feed just retries
-    args = build_parser().parse_args([
+    args = config_from_argv([
         "--url", f"ws://127.0.0.1:{port}/stream", "--data-dir", str(tmp_path),
         "--retention-days", "2", "--retention-mb", "5", "--stale-after", "7",
     ])
@@ -265,7 +266,7 @@ def test_cli_when_retention_option_bad_exits_2_with_one_message(argv, message, c
 def test_replay_when_no_data_dir_given_persists_nothing(hft_data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    args = build_parser().parse_args(["--replay", str(spot_files(hft_data, FILES[:1])[0]), "--speed", "0"])
+    args = config_from_argv(["--replay", str(spot_files(hft_data, FILES[:1])[0]), "--speed", "0"])
     rt = start_runtime(args)
     try:
         assert rt.store is None

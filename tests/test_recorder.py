@@ -17,7 +17,8 @@ import threading
 import pandas as pd
 import pytest
 
-from dashboard.cli import build_parser, main, start_runtime
+from dashboard.cli import config_from_argv, main
+from dashboard.runtime import start_runtime
 from feed.core.batch import aggregate
 from feed.io.recorder import Recorder
 from feed.io.readers import read_recording
@@ -35,7 +36,7 @@ def stream_lines(path) -> list[str]:
 
 def test_record_when_simulator_session_replayed_gives_identical_trades_bars_and_messages(tmp_path):
     live_file, replay_file = tmp_path / "live.txt.gz", tmp_path / "replayed.txt"
-    args = build_parser().parse_args([
+    args = config_from_argv([
         "--symbols", ",".join(SYMBOLS), "--sim-rate", "10", "--data-dir", str(tmp_path / "data"),
         "--record", str(live_file),
     ])
@@ -55,7 +56,7 @@ def test_record_when_simulator_session_replayed_gives_identical_trades_bars_and_
     snapshots = [json.loads(raw) for _, raw in read_recording(live_file) if raw.startswith('{"lastUpdateId"')]
     assert {s["symbol"] for s in snapshots} == set(SYMBOLS)
 
-    args = build_parser().parse_args(["--replay", str(live_file), "--speed", "0", "--record", str(replay_file)])
+    args = config_from_argv(["--replay", str(live_file), "--speed", "0", "--record", str(replay_file)])
     rt = start_runtime(args, feed_options={**FAST_FEED, "stale_after_s": 30.0})
     try:
         assert sorted(rt.engine.symbols()) == sorted(SYMBOLS)

@@ -9,7 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from dashboard.cli import build_parser, start_runtime
+from dashboard.cli import config_from_argv
+from dashboard.runtime import start_runtime
 from feed.core.batch import aggregate
 from feed.core.models import Trade
 from feed.io.readers import merge_recordings
@@ -35,7 +36,7 @@ def parse_recording(paths, market):
 
 
 def run_replay(files, *extra):
-    args = build_parser().parse_args(["--replay", *map(str, files), "--speed", "0", *extra])
+    args = config_from_argv(["--replay", *map(str, files), "--speed", "0", *extra])
     rt = start_runtime(args)
     try:
         assert rt.exchange.finished.wait(120), "replay did not finish"

@@ -28,7 +28,8 @@ import pytest
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from dashboard.cli import build_parser, start_runtime
+from dashboard.cli import config_from_argv
+from dashboard.runtime import start_runtime
 from feed.exchange.server import EmbeddedExchange
 from feed.vendors.alltick import AllTickAdapter
 from feed.vendors.itick import ITickAdapter
@@ -45,7 +46,7 @@ FAST = {"backoff_initial_s": 0.05, "backoff_cap_s": 1.0, "ping_interval_s": 0}
 
 
 def run(argv: list[str], tmp_path, **feed):
-    return start_runtime(build_parser().parse_args([*argv, "--data-dir", str(tmp_path)]),
+    return start_runtime(config_from_argv([*argv, "--data-dir", str(tmp_path)]),
                          feed_options={**FAST, **feed})
 
 

@@ -1,0 +1,238 @@
+"""Starting and stopping one run: :func:`start_runtime` turns a :class:`RunConfig` into a
+:class:`Runtime` (store, recorder, embedded exchange, adapter, engine, feed, snapshot
+fetcher and the Dash app), and :meth:`Runtime.stop` shuts it down.
+
+Persistence: trades are stored per source under ``data_dir`` (default: the platform's
+user data dir): ``embedded/`` for the simulator, the adapter's name (``binance/``,
+``binance-usdm/``, ...) for live vendors. A replay stores only when ``data_dir`` is given,
+under ``replay/<market>-<hash of the files>/``, so replaying the same files restores their
+own history and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from .runconfig import RunConfig, UsageError
+from .sources import DEFAULT_SYMBOLS_SIM, default_symbols, make_adapter, normalize_symbols
+
+__all__ = ["RunConfig", "Runtime", "UsageError", "start_runtime"]
+
+log = logging.getLogger("tickscope")
+
+
+class Runtime:
+    """Everything one ``tickscope`` process runs: exchange, feed, fetcher, engine, app.
+
+    Built by :func:`start_runtime`; :meth:`stop` shuts it all down in reverse order.
+    Attributes are None for the parts a run does not have (``exchange`` for a live
+    vendor, ``store`` for a plain replay, ``recorder`` without ``record``).
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.exchange = None
+        self.engine = None
+        self.feed = None
+        self.fetcher = None
+        self.store = None
+        self.recorder = None
+        self.app = None
+        # Marks the end of a replay once the exchange has played everything.
+        self._watch: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Stop feed, exchange, fetcher, engine, store and recorder (idempotent).
+
+        The embedded exchange stops before the snapshot fetcher: a replay holds a REST
+        depth request until its recorded snapshot plays, and stopping answers it at once.
+        The engine stops after both, so it drains what they queued and flushes the store.
+        """
+        for part in (self.feed, self.exchange, self.fetcher):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("error while stopping %r", part)
+        if self.engine is not None:
+            self.engine.stop()
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception:
+                log.exception("error while closing the trade store")
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def start_runtime(
+    config: RunConfig,
+    *,
+    interval_ms: int = 250,
+    feed_options: dict | None = None,
+    engine_options: dict | None = None,
+) -> Runtime:
+    """Build and start the run ``config`` describes; return it.
+
+    Parameters
+    ----------
+    config : RunConfig
+        What to run (``dashboard.cli.config_from_argv`` builds one from arguments).
+    interval_ms : int, default 250
+        Dashboard refresh interval, milliseconds.
+    feed_options : dict, optional
+        Extra keyword arguments for ``FeedClient`` (tests shorten ``backoff_initial_s``,
+        ``stale_after_s``, ...).
+    engine_options : dict, optional
+        Extra ``EngineConfig`` or ``MarketConfig`` fields (e.g. ``queue_size``).
+
+    Returns
+    -------
+    Runtime
+        Started: the engine subscribed the symbols and the feed is connecting.
+
+    Raises
+    ------
+    UsageError
+        For symbols the vendor refuses, a store or recording that cannot be opened, or a
+        replay without the kline streams ``kline_check`` needs. Nothing is left running.
+    """
+    from dashboard.app import create_app
+    from feed.io.client import FeedClient, SnapshotFetcher
+    from feed.io.engine import Engine
+
+    rt = Runtime(config)
+    try:
+        adapter, symbols = _start_source(rt, config)
+        rt.store = _open_store(config, adapter)
+        rt.recorder = _open_recorder(config)
+    except BaseException:
+        rt.stop()
+        raise
+    rt.engine = Engine(adapter, _engine_config(config, engine_options), store=rt.store, recorder=rt.recorder)
+    rt.feed = FeedClient(adapter, rt.engine, symbols=(), name=adapter.name,
+                         **{"stale_after_s": config.stale_after, **(feed_options or {})})
+    rt.fetcher = SnapshotFetcher(rt.engine, hints=adapter.http_hints)
+    rt.engine.attach(rt.feed, rt.fetcher)
+    rt.engine.start()
+    for s in symbols:
+        rt.engine.subscribe(s)
+    rt.feed.start()
+    if rt.exchange is not None and config.replay:
+        rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
+        rt._watch.start()
+    rt.app = create_app(rt.engine, interval_ms=interval_ms)
+    return rt
+
+
+def _start_source(rt: Runtime, config: RunConfig) -> tuple[Any, list[str]]:
+    # The adapter and the checked symbols; starts the embedded exchange when there is one.
+    # Symbols are checked with the vendor's rules before anything starts.
+    probe = make_adapter(config, None, None)
+    symbols = normalize_symbols(config.symbols, probe)
+    if config.embedded:
+        symbols = _start_exchange(rt, config, symbols)
+        adapter = make_adapter(config, rt.exchange.ws_url, rt.exchange.rest_url)
+    else:
+        adapter = probe if config.vendor_name != "binance" else make_adapter(config, config.url, config.rest_url)
+        symbols = symbols or default_symbols(config.vendor_name, adapter)
+    try:
+        return adapter, adapter.validate_subscription(symbols)
+    except ValueError as exc:
+        raise UsageError(f"--symbols: {exc}") from None
+
+
+def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[str]:
+    # Start the embedded exchange; return the symbols to subscribe (defaults filled in).
+    from feed.exchange.server import EmbeddedExchange
+
+    kline = config.kline_streams
+    try:
+        rt.exchange = EmbeddedExchange(
+            replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,
+            sim_rate=config.sim_rate, faults=config.faults, klines=kline is not None,
+        ).start()
+    except ValueError as exc:
+        raise UsageError(f"--replay/--symbols: {exc}") from None
+    if not symbols:
+        symbols = list(rt.exchange.symbols) if config.replay else list(DEFAULT_SYMBOLS_SIM)
+    if kline and not any(rt.exchange.serves(s, f"kline_{kline}") for s in symbols):
+        raise UsageError(f"--kline-check: the replay files hold no @kline_{kline} streams "
+                         "to compare with; record a session with them or drop --kline-check")
+    return symbols
+
+
+def _open_store(config: RunConfig, adapter: Any) -> Any:
+    # The trade store of this source, or None for a replay without data_dir.
+    if config.replay and not config.data_dir:
+        return None
+    from feed.io.store import TradeStore
+
+    data_dir = config.data_dir or _default_data_dir()
+    source = (_replay_store_name(config.replay, config.binance_market) if config.replay
+              else "embedded" if config.embedded else adapter.name)
+    try:
+        return TradeStore(data_dir / source)
+    except Exception as exc:
+        raise UsageError(f"--data-dir: cannot use {data_dir}: {exc}") from None
+
+
+def _open_recorder(config: RunConfig) -> Any:
+    # The recorder of config.record, or None; a recording is never overwritten.
+    if not config.record:
+        return None
+    from feed.io.recorder import Recorder
+
+    try:
+        return Recorder(config.record)
+    except FileExistsError:
+        raise UsageError(f"--record: {config.record} exists; a recording is never overwritten, "
+                         "choose another name") from None
+    except OSError as exc:
+        raise UsageError(f"--record: cannot create {config.record}: {exc.strerror or exc}") from None
+
+
+def _engine_config(config: RunConfig, engine_options: dict | None) -> Any:
+    # EngineConfig for the run; engine_options may set fields of either dataclass.
+    from feed.core.config import EngineConfig, MarketConfig
+
+    options = dict(engine_options or {})
+    market_fields = {k: options.pop(k) for k in list(options) if k in MarketConfig.__dataclass_fields__}
+    market = MarketConfig(clock="exchange" if config.replay else "wall", default_spec=config.bar,
+                          bar_options=config.bar_options, kline_check=config.kline_streams,
+                          **market_fields)
+    days, mb = config.retention_days, config.retention_mb
+    return EngineConfig(
+        market=market,
+        retention_max_age_s=None if days is None else days * 86400.0,
+        retention_max_bytes=None if mb is None else int(mb * 1024 * 1024),
+        **options,
+    )
+
+
+def _watch_replay(rt: Runtime) -> None:
+    # Tell the engine when the recorded session has played out, once it drained the queue.
+    rt.exchange.finished.wait()
+    rt.engine.wait_idle(timeout=60, quiet_s=1.0)
+    rt.engine.mark_source_finished()
+    if rt.feed is not None:
+        # Nothing more will come: silence is expected now, not a dead connection.
+        rt.feed.stale_after_s = None
+
+
+def _replay_store_name(files: tuple[Path, ...], market: str) -> str:
+    # One store per set of recordings and market: a replay restores its own history only.
+    digest = hashlib.sha1()
+    for path in sorted(str(p.resolve()) for p in files):
+        digest.update(path.encode() + b"\0")
+    return str(Path("replay") / f"{market}-{digest.hexdigest()[:12]}")
+
+
+def _default_data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("tickscope", appauthor=False))
