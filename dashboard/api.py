@@ -16,9 +16,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from .export import bars_to_csv, export_filename
+from .export import export_filename
 
 __all__ = ["register_routes", "SYMBOL_PATTERN"]
 

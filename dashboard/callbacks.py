@@ -45,10 +45,11 @@ from dash import Input, Output, State, ctx, dcc, no_update
 from dash.exceptions import PreventUpdate
 
 from feed.core.bars import bars_to_frame
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
 from . import figures, ids
-from .export import bars_in_view, bars_to_csv, export_filename
+from .export import bars_in_view, export_filename
 from .layout import kind_default, size_options, status_banner, status_children
 
 __all__ = ["register", "new_errors", "subscribe_errors", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS",

@@ -11,7 +11,7 @@ trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is dete
 file unless ``--format`` names it), merges the trades in exchange-time order (a stable
 sort: equal times keep input order, then file order), aggregates them with
 :func:`feed.core.bars.aggregate` and writes the export CSV of
-:func:`dashboard.export.bars_to_csv`, the same format as the dashboard's *Export CSV* and
+:func:`feed.core.csvformat.bars_to_csv`, the same format as the dashboard's *Export CSV* and
 ``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
 shows it ended.
 
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from feed.core.bars import aggregate
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 from feed.io.readers import FORMATS, RecordingError, read_trades
 
@@ -118,8 +119,6 @@ def convert(
         price_decimals = _decimals(used["price"].to_numpy())
     if size_decimals is None:
         size_decimals = _decimals(used["size"].to_numpy())
-    from dashboard.export import bars_to_csv  # the one export format (dashboard owns it)
-
     text = bars_to_csv(bars, price_decimals=price_decimals, size_decimals=size_decimals)
     _write(text, out)
     return len(bars)
