@@ -260,13 +260,17 @@ def levels(
     for row in rows:
         if type(row) is not row_type:
             raise MalformedMessage("bad_level", f"{field} row {row!r} is not a {row_type.__name__}")
+        # float() inline rather than number(): this loop runs for every level of every
+        # depth message. It takes the same JSON values (str, int, float) and bools are
+        # refused below; NaN and infinities fail the range check.
         try:
-            p = number(row[price], field, finite=False)
-            q_raw = row[size] if row_type is list else row.get(size)
-            q = 0.0 if q_raw is None or q_raw == "" else number(q_raw, field, finite=False)
-        except (KeyError, IndexError, MalformedMessage):
+            pv = row[price]
+            qv = row[size] if row_type is list else row.get(size)
+            p = float(pv)
+            q = 0.0 if row_type is dict and (qv is None or qv == "") else float(qv)
+        except (KeyError, IndexError, TypeError, ValueError):
             raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+        if not (0.0 < p < _INF and 0.0 <= q < _INF) or type(pv) is bool or type(qv) is bool:
             raise MalformedMessage("bad_level", f"{field} level {row!r}")
         out.append((p, q))
         if rank is not None:
