@@ -36,7 +36,16 @@ _BOOLS = {"true": True, "false": False, "1": True, "0": False, "t": True, "f": F
 
 
 def trade_frame(cols: dict) -> pd.DataFrame:
-    # The result frame with TRADE_COLUMNS dtypes (empty when ``cols`` is).
+    """Return a frame with :data:`TRADE_COLUMNS` and their dtypes from column arrays.
+
+    Parameters
+    ----------
+    cols : dict
+        Column name -> values (``ts_ns`` UTC ns, ``price`` quote currency, ``size`` base
+        units, ...); missing columns get defaults (side 0, in_bars True, trade_id <NA>,
+        symbol ""), and an empty dict gives an empty frame. ``symbol`` may be one string
+        for every row.
+    """
     n = len(cols.get("ts_ns", ()))
     sym = cols.get("symbol", "")
     return pd.DataFrame({
@@ -52,8 +61,19 @@ def trade_frame(cols: dict) -> pd.DataFrame:
 
 
 class ChunkState:
-    # What one file's chunks share: the time unit (fixed by the first row), the rows
-    # read so far (to name lines), the symbols seen in the last chunk.
+    """What the chunks of one file share while they are converted.
+
+    The time unit (fixed by the file's first row), whether times are ISO-8601 text,
+    the symbols seen in the last chunk, and how to name a row in an error (its physical
+    line, or ``row N`` for Parquet).
+
+    Parameters
+    ----------
+    path : Path
+        The file, for error messages.
+    first_row_line : int
+        1-based physical line of data row 0.
+    """
 
     def __init__(self, path: Path, first_row_line: int) -> None:
         self.path = path
@@ -85,8 +105,28 @@ class ChunkState:
 
 
 def convert_chunk(chunk: pd.DataFrame, columns: dict, state: ChunkState,
-                   name_symbol: str | None, want: str | None) -> pd.DataFrame:
-    # One parsed chunk -> trade frame (TRADE_COLUMNS), validating every field.
+                  name_symbol: str | None, want: str | None) -> pd.DataFrame:
+    """Return one parsed chunk as a trade frame (:data:`TRADE_COLUMNS`), every field checked.
+
+    Parameters
+    ----------
+    chunk : DataFrame
+        Raw columns as pandas parsed them; its index numbers the file's data rows.
+    columns : dict
+        Field (``ts``, ``price``, ``size``, ``side``, ``buyer_maker``, ``symbol``,
+        ``trade_id``, ``trade_type``) -> column label in ``chunk``.
+    state : ChunkState
+        The file's shared state (updated: time unit, symbols seen).
+    name_symbol : str or None
+        Symbol taken from the file name, for files without a symbol column.
+    want : str or None
+        Keep only this symbol's trades (upper case).
+
+    Raises
+    ------
+    feed.io.readers.RecordingError
+        For the first bad value, naming the file and line.
+    """
     rows = chunk.index.to_numpy()  # file-wide data-row numbers (pandas continues them)
     col = {field: chunk[c] for field, c in columns.items()}
     ts = _epoch_ns(col["ts"], rows, state)
