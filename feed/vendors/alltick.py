@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
 from feed.vendors._common import (  # Secret and ts_to_ns: re-exported (public here)
@@ -61,17 +61,8 @@ from feed.vendors.alltick_wire import (  # endpoints_from: re-exported (public h
 from feed.vendors.base import Event, VendorBase
 
 __all__ = [
-    "AllTickAdapter",
-    "Secret",
-    "STOCK_URL",
-    "FOREX_CRYPTO_URL",
-    "CMD",
-    "DEPTH_LEVELS",
-    "PLAN_SYMBOLS_PER_CONNECTION",
-    "RET_WORDS",
-    "FATAL_RETS",
-    "ts_to_ns",
-    "endpoints_from",
+    "AllTickAdapter", "Secret", "STOCK_URL", "FOREX_CRYPTO_URL", "CMD", "DEPTH_LEVELS",
+    "PLAN_SYMBOLS_PER_CONNECTION", "RET_WORDS", "FATAL_RETS", "ts_to_ns", "endpoints_from",
     "HTTP_HINTS",
 ]
 
