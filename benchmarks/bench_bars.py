@@ -4,7 +4,7 @@ two common baselines, on one core. A script, not a test::
     python benchmarks/bench_bars.py [--trades 1500000] [--repeat 3] [--synthetic] [--profile]
 
 Input: the real Binance spot BTCUSDT trades of the hftbacktest captures in ../shared/data
-(19,904 trades, 2024-08-08 23:54 .. 08-09 00:05 UTC), read with ``feed.io.readers.read_trades``
+(19,904 trades, 2024-08-08 23:54 .. 08-09 00:05 UTC), read with ``feed.io.tradefiles.read_trades``
 and tiled with shifted timestamps to ``--trades`` trades; a seeded synthetic random walk when
 the data is absent (or with ``--synthetic``). See benchmarks/README.md for what the figures
 mean.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from feed.core.bars import make_aggregator  # noqa: E402
 from feed.core.batch import aggregate  # noqa: E402
 from feed.core.models import Trade  # noqa: E402
-from feed.io.readers import read_trades  # noqa: E402
+from feed.io.tradefiles import read_trades  # noqa: E402
 
 SHARED_DATA = Path(os.environ.get("TICKSCOPE_SHARED_DATA", REPO.parent / "shared" / "data"))
 SOURCE_FILES = [

@@ -4,7 +4,7 @@
     The engine's health JSON (``Engine.health()``), status 200.
 ``GET /api/bars?symbol=BTCUSDT&bar=1m``
     Every bar the engine holds for the symbol and bar spec (closed bars and the one in
-    progress) as ``text/csv`` in the export format (``dashboard.export``). The symbol is
+    progress) as ``text/csv`` in the export format (``feed.core.csvformat``). The symbol is
     read by the session's adapter (``engine.normalize_symbol``), so each vendor's own form
     works (``BTCUSDT``, ``AAPL.US``, ``AAPL$US``). Errors are one line of JSON,
     ``{"error": "..."}``: 400 for a missing or malformed symbol or spec, 404 for a
@@ -17,9 +17,10 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from .export import bars_to_csv, export_filename
+from .export import export_filename
 
 __all__ = ["register_routes", "MAX_SYMBOL_CHARS"]
 

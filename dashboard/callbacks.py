@@ -18,10 +18,11 @@ from dash import Input, Output, State, ctx, dcc, no_update
 from dash.exceptions import PreventUpdate
 
 from feed.core.batch import bars_to_frame
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
 from . import figures, ids, updates
-from .export import bars_in_view, bars_to_csv, export_filename
+from .export import bars_in_view, export_filename
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
 
 __all__ = ["register", "export_download", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS"]

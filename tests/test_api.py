@@ -16,7 +16,7 @@ import pytest
 from flask import Flask
 
 from dashboard.api import register_routes
-from dashboard.export import bars_to_csv
+from feed.core.csvformat import bars_to_csv
 from feed.core.events import RawMessage
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine

@@ -30,7 +30,8 @@ import pytest
 
 from dashboard import candles, figures, ids
 from dashboard.callbacks import DEPTH_LEVELS
-from dashboard.export import bars_to_csv, export_filename
+from dashboard.export import export_filename
+from feed.core.csvformat import bars_to_csv
 
 pytestmark = pytest.mark.browser
 

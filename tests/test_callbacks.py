@@ -317,7 +317,7 @@ def export_text(out) -> str:
 
 
 def test_export_when_label_end_drawn_then_bars_whose_end_is_in_view():
-    from dashboard.export import bars_to_csv
+    from feed.core.csvformat import bars_to_csv
 
     eng = StubSeriesEngine()
     eng.grow(10)

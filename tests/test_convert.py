@@ -1,4 +1,4 @@
-"""Trade-file readers (feed.io.readers.read_trades, detect_format) and `tickscope bars`
+"""Trade-file readers (feed.io.tradefiles.read_trades, detect_format) and `tickscope bars`
 (feed.io.convert): every format from small files written here, errors that name file and
 line, and end to end on real data against Binance's official klines."""
 
@@ -17,7 +17,8 @@ import pytest
 
 from feed.io.convert import convert, main
 from feed.core.models import BUY, SELL, UNKNOWN
-from feed.io.readers import TRADE_COLUMNS, RecordingError, detect_format, read_trades
+from feed.io.readers import RecordingError
+from feed.io.tradefiles import TRADE_COLUMNS, detect_format, read_trades
 from tests.helpers import require_shared_data
 
 MIN_NS = 60_000_000_000

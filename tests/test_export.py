@@ -7,17 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from dashboard.export import (
-    RATIO_DECIMALS,
-    VWAP_EXTRA_DECIMALS,
-    axis_value_ns,
-    bars_in_view,
-    bars_to_csv,
-    export_filename,
-    inert,
-    iso_ms,
-)
-from feed.core.models import BAR_COLUMNS
+from dashboard.export import axis_value_ns, bars_in_view, export_filename
+from feed.core.csvformat import RATIO_DECIMALS, VWAP_EXTRA_DECIMALS, bars_to_csv, inert
+from feed.core.models import BAR_COLUMNS, iso_ms
 
 T0 = 1_723_161_300 * 10**9  # 2024-08-08T23:55:00Z
 MIN = 60 * 10**9

@@ -6,12 +6,12 @@ Usage::
                    [--utc-offset ±HH:MM | --session-tz TZ [--session-open HH:MM]]
                    [--price-decimals N] [--size-decimals N] [-o OUT] [--no-progress]
 
-Reads every INPUT with :func:`feed.io.readers.read_trades` (recorded sessions, Binance
+Reads every INPUT with :func:`feed.io.tradefiles.read_trades` (recorded sessions, Binance
 trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is detected per
 file unless ``--format`` names it), merges the trades in exchange-time order (a stable
 sort: equal times keep input order, then file order), aggregates them with
 :func:`feed.core.batch.aggregate` and writes the export CSV of
-:func:`dashboard.export.bars_to_csv`, the same format as the dashboard's *Export CSV* and
+:func:`feed.core.csvformat.bars_to_csv`, the same format as the dashboard's *Export CSV* and
 ``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
 shows it ended.
 
@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 
 from feed.core.batch import aggregate
+from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
-from feed.io.readers import FORMATS, RecordingError, read_trades
+from feed.io.readers import RecordingError
+from feed.io.tradefiles import FORMATS, read_trades
 
 __all__ = ["convert", "main", "build_parser", "MAX_DECIMALS"]
 
@@ -65,14 +67,14 @@ def convert(
     Parameters
     ----------
     inputs : sequence of path
-        Trade files (see :func:`feed.io.readers.read_trades`); several files are merged by
+        Trade files (see :func:`feed.io.tradefiles.read_trades`); several files are merged by
         exchange time.
     spec : BarSpec or str
         Bar spec, e.g. ``"1m"``, ``"100t"``, ``"50v"``, ``"1000000q"``.
     symbol : str, optional
         The symbol to convert. Required when the inputs hold several symbols.
     fmt : str, optional
-        Format of every input (one of :data:`feed.io.readers.FORMATS`); None detects it per file.
+        Format of every input (one of :data:`feed.io.tradefiles.FORMATS`); None detects it per file.
     out : path, text file or None
         Where the CSV goes: a path (written to a temporary file, then renamed, so a failed
         run leaves no partial file), an open text file, or None for standard output.
@@ -115,11 +117,9 @@ def convert(
     bars = aggregate(trades, spec, symbol=sym, **bar_options)
     used = trades[trades["in_bars"]] if len(trades) else trades
     if price_decimals is None:
-        price_decimals = _decimals(used["price"].to_numpy())
+        price_decimals = _max_decimals_of(used["price"].to_numpy())
     if size_decimals is None:
-        size_decimals = _decimals(used["size"].to_numpy())
-    from dashboard.export import bars_to_csv  # the one export format (dashboard owns it)
-
+        size_decimals = _max_decimals_of(used["size"].to_numpy())
     text = bars_to_csv(bars, price_decimals=price_decimals, size_decimals=size_decimals)
     _write(text, out)
     return len(bars)
@@ -306,8 +306,10 @@ def _progress_bar(paths: list[Path]):
                 file=sys.stderr, delay=_PROGRESS_DELAY_S, leave=False)
 
 
-def _decimals(values: np.ndarray) -> int:
-    # Fewest decimals d that print every value exactly, at most MAX_DECIMALS. Exact test:
+def _max_decimals_of(values: np.ndarray) -> int:
+    # The vector form of feed.core.models.decimals_of, for millions of rows: the most
+    # decimals any value needs (the fewest d that print every value exactly), capped at
+    # MAX_DECIMALS. decimals_of per value would cost a Decimal per trade. Exact test:
     # a value parsed from a d-decimal text is the double nearest to k / 10**d, and
     # rint(v * 10**d) recovers k while v * 10**d < 2**52, so rint(v * 10**d) / 10**d == v
     # (IEEE division is correctly rounded) holds exactly then, and fails for more digits.

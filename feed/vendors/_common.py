@@ -1,7 +1,9 @@
-"""Helpers shared by the vendor adapters: secrets, wire numbers and times, frame decoding.
+"""Helpers shared by the vendor adapters: secrets, wire numbers, times and depth levels.
 
-Pure functions and one small value class; no adapter state. The adapters re-export what
-was public before (``feed.vendors.alltick.Secret``, ``ts_to_ns``).
+Pure functions and one small value class; no adapter state. There is one implementation
+of each wire helper here: :func:`number` (prices and sizes), :func:`ts_to_ns` (exchange
+times) and :func:`levels` (depth levels of every vendor's row shape). The adapters
+re-export what was public before (``feed.vendors.alltick.Secret``, ``ts_to_ns``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "redact",
     "ts_to_ns",
     "number",
+    "levels",
     "clean_symbol",
     "load_object",
     "call_parser",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 _MAX_TS = 4_000_000_000_000_000_000  # ns, year 2096
+_INF = math.inf
 
 #: What a parser raises for a present but unusable field (turned into ``bad_field``).
 _FIELD_ERRORS = (TypeError, ValueError, IndexError, AttributeError, OverflowError)
@@ -111,18 +115,38 @@ def shown_url(parts: SplitResult) -> str:
 # ======================================================================================
 
 
-def ts_to_ns(value: object, field: str = "time") -> int:
-    """Return a vendor timestamp in UTC ns; the unit is inferred from the magnitude.
+def ts_to_ns(value: object, field: str = "time", *, unit_ns: int | None = None) -> int:
+    """Return a vendor timestamp in UTC ns.
 
-    Accepts an int, a float, or a string of digits (optionally with a fraction). Values
-    below 1e11 are seconds (1e11 s is the year 5138; 1e11 ms is 1973), below 1e14 ms, below
-    1e17 microseconds, else nanoseconds.
+    Parameters
+    ----------
+    value : object
+        The wire value.
+    field : str
+        Its name, for the error message.
+    unit_ns : int, optional
+        Nanoseconds per unit of a vendor that documents one unit and sends JSON integers
+        (Binance: ms, ``1_000_000``); ``value`` must then be an int and is only scaled.
+        None: the unit is inferred from the magnitude, and ``value`` may be an int, a
+        float, or a string of digits (optionally with a fraction). Values below 1e11 are
+        seconds (1e11 s is the year 5138; 1e11 ms is 1973), below 1e14 ms, below 1e17
+        microseconds, else nanoseconds.
+
+    Returns
+    -------
+    int
+        UTC ns.
 
     Raises
     ------
     MalformedMessage
-        ``bad_time`` for anything else (bools, negative, zero, NaN, text).
+        With ``unit_ns``: ``bad_field`` for anything but an int (a wrong JSON type).
+        Without: ``bad_time`` for anything unusable (bools, negative, zero, NaN, text).
     """
+    if unit_ns is not None:
+        if type(value) is not int:
+            raise MalformedMessage("bad_field", f"{field} {value!r}")
+        return value * unit_ns
     if type(value) is int:
         n: int | Decimal = value
     elif type(value) is str or type(value) is float:
@@ -152,22 +176,111 @@ def ts_to_ns(value: object, field: str = "time") -> int:
     return ns
 
 
-def number(value: object, field: str) -> float:
-    """Return a JSON number or numeric string as a finite float.
+def number(value: object, field: str, *, finite: bool = True) -> float:
+    """Return a JSON number or numeric string as a float.
+
+    Parameters
+    ----------
+    value : object
+        The wire value: an int, a float or a numeric string (``"61837.63"``).
+    field : str
+        Its name, for the error message.
+    finite : bool, default True
+        False: return NaN and infinities too, for a caller whose range check names them
+        (Binance counts a NaN price as ``bad_price``).
 
     Raises
     ------
     MalformedMessage
-        ``bad_field`` for bools, text, NaN and infinities.
+        ``bad_field`` for bools, other types, text that is not a number and (with
+        ``finite``) NaN and infinities.
     """
-    if type(value) is str or type(value) is int or type(value) is float:
+    t = type(value)
+    if t is str or t is float or t is int:
         try:
             x = float(value)
         except ValueError:
             raise MalformedMessage("bad_field", f"{field} {value!r}") from None
-        if math.isfinite(x):
+        if not finite or math.isfinite(x):
             return x
     raise MalformedMessage("bad_field", f"{field} {value!r}")
+
+
+def levels(
+    rows: object,
+    field: str,
+    *,
+    price: int | str = 0,
+    size: int | str = 1,
+    rank: str | None = None,
+    descending: bool | None = None,
+) -> tuple[tuple[float, float], ...]:
+    """Return depth levels as ``((price, size), ...)``, checked.
+
+    One parser for every vendor's row shape: Binance ``[["61837.63", "1.5"], ...]``
+    (``price=0, size=1``), AllTick ``[{"price": .., "volume": ..}, ...]`` and iTick
+    ``[{"po": 1, "p": .., "v": .., "o": ..}, ...]`` (keys by name).
+
+    Parameters
+    ----------
+    rows : object
+        The wire list; None (a side the push left out) gives ``()``.
+    field : str
+        Its name, for error messages.
+    price, size : int or str
+        Position (list rows) or key (object rows) of the price and size. An object row
+        without a size has size 0 (FX and metals carry no real volume); a list row must
+        have both.
+    rank : str, optional
+        Key of the vendor's level rank (iTick ``po``): when every row has an int rank,
+        rows are ordered by it.
+    descending : bool, optional
+        Otherwise order by price, descending for bids (True) or ascending for asks
+        (False); None keeps the wire order (Binance sends best first).
+
+    Returns
+    -------
+    tuple of (float, float)
+        Price (quote currency, > 0) and size (base units, >= 0; 0 deletes a level in a
+        diff), both finite.
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_level`` for anything unusable: not a list, a row of the wrong shape, a
+        missing price, a number that does not parse or is out of range.
+    """
+    if rows is None:
+        return ()
+    if type(rows) is not list:
+        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
+    row_type = list if type(price) is int else dict
+    out = []
+    ranks = []
+    for row in rows:
+        if type(row) is not row_type:
+            raise MalformedMessage("bad_level", f"{field} row {row!r} is not a {row_type.__name__}")
+        # float() inline rather than number(): this loop runs for every level of every
+        # depth message. It takes the same JSON values (str, int, float) and bools are
+        # refused below; NaN and infinities fail the range check.
+        try:
+            pv = row[price]
+            qv = row[size] if row_type is list else row.get(size)
+            p = float(pv)
+            q = 0.0 if row_type is dict and (qv is None or qv == "") else float(qv)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
+        if not (0.0 < p < _INF and 0.0 <= q < _INF) or type(pv) is bool or type(qv) is bool:
+            raise MalformedMessage("bad_level", f"{field} level {row!r}")
+        out.append((p, q))
+        if rank is not None:
+            r = row.get(rank)
+            ranks.append(r if type(r) is int else None)
+    if ranks and None not in ranks:
+        out = [level for _, level in sorted(zip(ranks, out), key=lambda k: k[0])]
+    elif descending is not None:
+        out.sort(key=lambda level: level[0], reverse=descending)
+    return tuple(out)
 
 
 def clean_symbol(text: object) -> str:

@@ -1,10 +1,10 @@
-"""AllTick (stocks, forex, metals, crypto): adapter and parsers.
+"""AllTick (stocks, forex, metals, crypto): vendor facts and adapter.
 
 Wire format: ../shared/vendor-protocols.md section 2 and the AllTick repository
 ``websocket_interface/*.md`` (alltick-realtime-forex-crypto-stock-tick-finance-websocket-api).
-The module opens with the vendor facts as data; below them, one pure parser per wire
-message (its docstring is the vendor's sample payload) and :class:`AllTickAdapter`, which
-routes frames to them by ``cmd_id``.
+The module opens with the vendor facts as data (endpoints, command ids, depth levels,
+plan limits, heartbeat); :class:`AllTickAdapter` builds requests and routes received
+frames by ``cmd_id`` to the pure parsers of :mod:`feed.vendors.alltick_wire`.
 
 Caveats (the reference marks these [?]; each choice is tolerant or configurable)
 ---------------------------------------------------------------------------------
@@ -28,38 +28,41 @@ Caveats (the reference marks these [?]; each choice is tolerant or configurable)
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections.abc import Callable, Iterable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from feed.core.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
+from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
 from feed.vendors._common import (  # Secret and ts_to_ns: re-exported (public here)
     Secret,
     call_parser,
-    clean_symbol,
     load_object,
     load_token,
     redact,
-    shown_url,
     ts_to_ns,
 )
 from feed.vendors._common import dumps as _dumps
-from feed.vendors._common import number as _number
+from feed.vendors.alltick_wire import (  # endpoints_from: re-exported (public here)
+    FOREX_CRYPTO_PATH,
+    STOCK_PATH,
+    SYMBOL_PATTERN,
+    ack_text,
+    check_ws_url,
+    endpoints_from,
+    with_token,
+    asset_class_of,
+    depth_market_of,
+    normalize_code,
+    parse_ack,
+    parse_depth,
+    parse_trade,
+    refusal_text,
+)
 from feed.vendors.base import Event, VendorBase
 
 __all__ = [
-    "AllTickAdapter",
-    "Secret",
-    "STOCK_URL",
-    "FOREX_CRYPTO_URL",
-    "CMD",
-    "DEPTH_LEVELS",
-    "PLAN_SYMBOLS_PER_CONNECTION",
-    "RET_WORDS",
-    "FATAL_RETS",
-    "ts_to_ns",
-    "endpoints_from",
+    "AllTickAdapter", "Secret", "STOCK_URL", "FOREX_CRYPTO_URL", "CMD", "DEPTH_LEVELS",
+    "PLAN_SYMBOLS_PER_CONNECTION", "RET_WORDS", "FATAL_RETS", "ts_to_ns", "endpoints_from",
     "HTTP_HINTS",
 ]
 
@@ -69,9 +72,9 @@ __all__ = [
 
 #: Stocks (US, HK, A-shares, indices). Token goes in ``?token=``. Other documented hosts:
 #: ``quote.alltick.io``, ``quote.tradeswitcher.com`` (pass them as ``stock_url``).
-STOCK_URL = "wss://quote.alltick.co/quote-stock-b-ws-api"
+STOCK_URL = "wss://quote.alltick.co" + STOCK_PATH            # /quote-stock-b-ws-api
 #: Forex, metals, crypto, commodities/CFD.
-FOREX_CRYPTO_URL = "wss://quote.alltick.co/quote-b-ws-api"
+FOREX_CRYPTO_URL = "wss://quote.alltick.co" + FOREX_CRYPTO_PATH  # /quote-b-ws-api
 
 #: Command ids (AT common_standard_header.md). A reply's cmd_id is its request's + 1.
 CMD: dict[str, int] = {
@@ -129,140 +132,74 @@ HTTP_HINTS: dict[int, str] = {
     429: "AllTick rate limit: too many connections or requests; waiting {wait:g} s",
 }
 
-# Symbol shapes (upper case). Stocks: CODE.MARKET; the rest: plain codes.
-_US = r"[A-Z][A-Z0-9\-]{0,9}(?:\.[A-Z])?"       # AAPL, BRK.B
-_HK = r"[0-9]{1,5}"                              # 700, 1288 (leading zeros dropped)
-_CN = r"[0-9]{6}"                                # 600519, 000001
-_STOCK_RE = re.compile(rf"^(?:(?P<us>{_US})\.US|(?P<hk>{_HK})\.HK|(?P<cn>{_CN})\.(?P<ex>SH|SZ))$")
-_PLAIN_RE = re.compile(r"^(?=.*[A-Z])[A-Z0-9]{2,20}$")   # BTCUSDT, EURUSD, GOLD, 1INCHUSDT
-_HK_DASH_RE = re.compile(r"^HK-([0-9]{1,5})$")           # depth doc example form
-#: Quote currencies that mark a plain code as crypto (5 levels) rather than FX/metal (1).
-_CRYPTO_QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "BTC", "ETH")
-
-SYMBOL_PATTERN = re.compile(
-    rf"^(?:(?:{_US})\.US|(?:{_HK})\.HK|(?:{_CN})\.(?:SH|SZ)|(?=.*[A-Z])[A-Z0-9]{{2,20}})$"
-)
-_SYMBOL_HELP = (
-    "expected CODE.US (AAPL.US), CODE.HK (700.HK), six digits .SH/.SZ (600519.SH) for "
-    "stocks, or a plain code (BTCUSDT, EURUSD, GOLD) for crypto, forex and metals"
-)
-
-_INF = math.inf
 _UINT32 = 0xFFFFFFFF
+#: Requests remembered while their replies are awaited; beyond it the oldest is forgotten.
 _MAX_PENDING = 1024
 
-# ======================================================================================
-# Small helpers
-# ======================================================================================
+def _check_options(max_symbols_per_connection: object, asset_class: object) -> None:
+    # The constructor's plan limit and pinned asset class, or ValueError in the user's words.
+    if type(max_symbols_per_connection) is not int or max_symbols_per_connection < 1:
+        raise ValueError(
+            f"max_symbols_per_connection must be a whole number >= 1, not {max_symbols_per_connection!r}")
+    if asset_class not in (None, "stock", "forex_crypto"):
+        raise ValueError(f"asset_class must be 'stock', 'forex_crypto' or None, not {asset_class!r}")
 
 
-def _uint(value: object, field: str) -> int | None:
-    # seq: int or digit string -> int; missing/None/"" -> None.
-    if value is None or value == "":
+def _depth_levels(overrides: dict[str, int] | None) -> dict[str, int]:
+    # DEPTH_LEVELS with the user's overrides, each checked.
+    levels = dict(DEPTH_LEVELS)
+    for key, n in (overrides or {}).items():
+        if key not in levels or type(n) is not int or n < 1:
+            raise ValueError(f"depth_levels: {key!r} -> {n!r}; keys {', '.join(levels)}, values >= 1")
+        levels[key] = n
+    return levels
+
+
+def _one_class(symbols: list[str]) -> str | None:
+    # The asset class all ``symbols`` share (None for none), or ValueError naming both
+    # groups: one connection serves one endpoint.
+    stocks = [s for s in symbols if asset_class_of(s) == "stock"]
+    if stocks and len(stocks) < len(symbols):
+        others = [s for s in symbols if s not in stocks]
+        raise ValueError(
+            "AllTick serves stocks and crypto/forex on separate endpoints: "
+            f"{', '.join(stocks)} and {', '.join(others)} need separate feeds")
+    return None if not symbols else "stock" if stocks else "forex_crypto"
+
+
+def _refused_ret(event: object) -> int | None:
+    # The ``ret`` code of a refusal VendorReply (its text starts "AllTick error <ret>:").
+    if not isinstance(event, VendorReply) or event.ok:
         return None
-    if type(value) is int and value >= 0:
-        return value
-    if type(value) is str and value.isascii() and value.isdigit():
-        return int(value)
-    raise MalformedMessage("bad_field", f"{field} {value!r}")
+    m = re.match(r"AllTick error (\d+):", event.message)
+    return int(m.group(1)) if m else None
 
 
-# ======================================================================================
-# Parsers: one per wire message. Each takes the ``data`` object and the receive time.
-# Missing keys raise KeyError, which ``parse`` turns into MalformedMessage("missing_field").
-# ======================================================================================
+class _Requests:
+    # Request frames with their seq_id (uint32, 1 .. 2**32 - 1, wrapping) and the
+    # (kind, symbols) of those awaiting a reply; a heartbeat is not remembered.
 
-_DIRECTION = {0: UNKNOWN, 1: BUY, 2: SELL, "0": UNKNOWN, "1": BUY, "2": SELL, None: UNKNOWN}
+    def __init__(self) -> None:
+        self._seq = itertools.count(1)
+        self._pending: dict[int, tuple[str, tuple[str, ...]]] = {}
 
+    def frame(self, kind: str, data: dict, symbols: tuple[str, ...] | None = None) -> str:
+        seq = (next(self._seq) - 1) % _UINT32 + 1
+        if symbols is not None:
+            if len(self._pending) >= _MAX_PENDING:  # replies never came; forget the oldest
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[seq] = (kind, symbols)
+        return _dumps({"cmd_id": CMD[kind], "seq_id": seq, "trace": f"tickscope-{kind}-{seq}",
+                       "data": data})
 
-def _trade(d: dict, recv_ns: int) -> Trade:
-    """Parse a trade push (cmd_id 22998).
-
-    ::
-
-        {"cmd_id": 22998,
-         "data": {"code": "AAPL.US",           # symbol as subscribed
-                  "seq": "30841440",           # quote number, str or int -> trade_id
-                  "tick_time": "1717000000123",  # str or int; ms documented, s seen -> ts_ns
-                  "price": "191.52",           # str
-                  "volume": "100",             # str; 0 for FX/metals (no real volume)
-                  "turnover": "19152.00",      # ignored: tickscope computes price x size
-                  "trade_direction": 1}}       # 0 unknown, 1 taker bought, 2 taker sold
-    """
-    code = d["code"]
-    if type(code) is not str or not code:
-        raise MalformedMessage("bad_symbol", f"trade code {code!r}")
-    price = _number(d["price"], "price")
-    size = _number(d["volume"], "volume")
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"trade price {d['price']!r}")
-    if not 0.0 <= size < _INF:
-        raise MalformedMessage("bad_size", f"trade volume {d['volume']!r}")
-    direction = d.get("trade_direction")
-    side = _DIRECTION.get(direction) if type(direction) is not bool else None
-    if side is None:
-        raise MalformedMessage("bad_field", f"trade_direction {direction!r}")
-    return Trade(
-        code.upper(), ts_to_ns(d["tick_time"], "tick_time"), price, size, side,
-        _uint(d.get("seq"), "seq"), recv_ns,
-    )
+    def pop(self, seq: int | None) -> tuple[str, tuple[str, ...]] | None:
+        return None if seq is None else self._pending.pop(seq, None)
 
 
-def _levels(rows: object, field: str, descending: bool) -> tuple[tuple[float, float], ...]:
-    # [{"price": "..", "volume": ".."}, ...] -> ((price, size), ...) best first. A missing
-    # or empty volume (FX, metals, CFD) is 0.
-    if rows is None:
-        return ()
-    if type(rows) is not list:
-        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
-    out = []
-    for row in rows:
-        if type(row) is not dict:
-            raise MalformedMessage("bad_level", f"{field} row {row!r} is not an object")
-        vol = row.get("volume")
-        try:
-            p = _number(row["price"], f"{field} price")
-            q = 0.0 if vol is None or vol == "" else _number(vol, f"{field} volume")
-        except KeyError:
-            raise MalformedMessage("bad_level", f"{field} row {row!r} has no price") from None
-        except MalformedMessage:
-            raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            raise MalformedMessage("bad_level", f"{field} level {row!r}")
-        out.append((p, q))
-    out.sort(reverse=descending)
-    return tuple(out)
-
-
-def _depth(d: dict, recv_ns: int) -> BookSnapshot:
-    """Parse an order-book push (cmd_id 22999): a full top-N image, replace the book.
-
-    ::
-
-        {"cmd_id": 22999,
-         "data": {"code": "BTCUSDT",
-                  "seq": "1717000000000001",       # str or int -> last_update_id (not checked)
-                  "tick_time": "1717000000456",    # str or int, s or ms -> ts_ns
-                  "bids": [{"price": "67000.0", "volume": "0.8"}],   # best first
-                  "asks": [{"price": "67000.5", "volume": "1.1"}]}}  # one side may be empty
-
-    FX/metals/CFD levels carry no real volume (missing, empty or "0" -> 0.0).
-    """
-    code = d["code"]
-    if type(code) is not str or not code:
-        raise MalformedMessage("bad_symbol", f"depth code {code!r}")
-    if "bids" not in d and "asks" not in d:
-        raise MalformedMessage("missing_field", "depth push has neither bids nor asks")
-    return BookSnapshot(
-        code.upper(), ts_to_ns(d["tick_time"], "tick_time"), _uint(d.get("seq"), "seq"),
-        _levels(d.get("bids"), "bids", True), _levels(d.get("asks"), "asks", False),
-        is_partial=True,
-    )
-
-
+#: Push cmd_id -> parser (feed.vendors.alltick_wire).
 _PUSHES: dict[int, Callable[[dict, int], Event]] = {
-    CMD["trade_push"]: _trade,
-    CMD["depth_push"]: _depth,
+    CMD["trade_push"]: parse_trade,
+    CMD["depth_push"]: parse_depth,
 }
 
 
@@ -332,29 +269,15 @@ class AllTickAdapter(VendorBase):
         self._token = load_token(
             token, "ALLTICK_TOKEN", "AllTick", "free registration at alltick.co")
         self._urls = {  # asset class -> endpoint without token
-            "stock": _check_ws_url(stock_url or STOCK_URL, "stock_url"),
-            "forex_crypto": _check_ws_url(forex_crypto_url or FOREX_CRYPTO_URL, "forex_crypto_url"),
+            "stock": check_ws_url(stock_url or STOCK_URL, "stock_url"),
+            "forex_crypto": check_ws_url(forex_crypto_url or FOREX_CRYPTO_URL, "forex_crypto_url"),
         }
-        if type(max_symbols_per_connection) is not int or max_symbols_per_connection < 1:
-            raise ValueError(
-                "max_symbols_per_connection must be a whole number >= 1, "
-                f"not {max_symbols_per_connection!r}"
-            )
+        _check_options(max_symbols_per_connection, asset_class)
         self.max_symbols_per_connection = max_symbols_per_connection  # plan limit per kind
-        if asset_class not in (None, "stock", "forex_crypto"):
-            raise ValueError(
-                f"asset_class must be 'stock', 'forex_crypto' or None, not {asset_class!r}")
         self.asset_class = asset_class  # pinned endpoint, or None: chosen by symbols
-        levels = dict(DEPTH_LEVELS)
-        for key, n in (depth_levels or {}).items():
-            if key not in levels or type(n) is not int or n < 1:
-                raise ValueError(
-                    f"depth_levels: {key!r} -> {n!r}; keys {', '.join(levels)}, values >= 1")
-            levels[key] = n
-        self.depth_levels = levels  # market -> depth_level asked for
-        self._seq = itertools.count(1)  # seq_id source (wraps at 2**32 - 1)
-        # seq_id -> (kind, symbols) of requests awaiting a reply, to word the reply.
-        self._pending: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.depth_levels = _depth_levels(depth_levels)  # market -> depth_level asked for
+        # seq_ids, and what each request awaiting a reply asked, to word the reply.
+        self._requests = _Requests()
         # The full list last subscribed: unsubscribe_messages resends it minus the removed.
         self._current: tuple[str, ...] = ()
         # The list AllTick last acknowledged (ret 200 to a 22004), to name the symbols a
@@ -387,15 +310,7 @@ class AllTickAdapter(VendorBase):
             With a message for the user when ``text`` is not a valid code, or belongs to
             the other asset class than a pinned ``asset_class``.
         """
-        sym = clean_symbol(text)
-        m = _HK_DASH_RE.match(sym)
-        if m:
-            sym = f"{m.group(1)}.HK"
-        m = _STOCK_RE.match(sym)
-        if m and m.group("hk") is not None:
-            sym = f"{int(m.group('hk'))}.HK"
-        elif not m and not _PLAIN_RE.match(sym):
-            raise ValueError(f"{text.strip()!r} is not an AllTick symbol: {_SYMBOL_HELP}")
+        sym = normalize_code(text)
         if self.asset_class is not None and self.asset_class_of(sym) != self.asset_class:
             raise ValueError(
                 f"{sym} is not served on this feed's {self.asset_class.replace('_', '/')} "
@@ -403,23 +318,12 @@ class AllTickAdapter(VendorBase):
             )
         return sym
 
-    @staticmethod
-    def asset_class_of(symbol: str) -> str:
-        """Return ``"stock"`` for ``.US/.HK/.SH/.SZ`` codes, else ``"forex_crypto"``."""
-        return "stock" if _STOCK_RE.match(symbol) else "forex_crypto"
+    #: ``"stock"`` for ``.US/.HK/.SH/.SZ`` codes, else ``"forex_crypto"``.
+    asset_class_of = staticmethod(asset_class_of)
 
     def depth_level_of(self, symbol: str) -> int:
         """Return the depth_level requested for ``symbol`` (see :data:`DEPTH_LEVELS`)."""
-        m = _STOCK_RE.match(symbol)
-        if m:
-            key = "US" if m.group("us") else "HK" if m.group("hk") else m.group("ex")
-        elif symbol.startswith(("BTC", "ETH")) or any(
-            symbol.endswith(q) and len(symbol) > len(q) for q in _CRYPTO_QUOTES
-        ):
-            key = "crypto"
-        else:
-            key = "fx"  # forex, metals, commodities: 1 level; a crypto read as fx gets 1
-        return self.depth_levels[key]
+        return self.depth_levels[depth_market_of(symbol)]
 
     def validate_subscription(self, symbols: Iterable[str]) -> list[str]:
         """Return the normalised, de-duplicated list, or say why it cannot be subscribed.
@@ -431,14 +335,7 @@ class AllTickAdapter(VendorBase):
             symbols than the plan serves on one connection.
         """
         syms = list(dict.fromkeys(self.normalize_symbol(s) for s in symbols))
-        classes = {self.asset_class_of(s) for s in syms}
-        if len(classes) > 1:
-            stocks = [s for s in syms if self.asset_class_of(s) == "stock"]
-            others = [s for s in syms if s not in stocks]
-            raise ValueError(
-                "AllTick serves stocks and crypto/forex on separate endpoints: "
-                f"{', '.join(stocks)} and {', '.join(others)} need separate feeds"
-            )
+        _one_class(syms)
         if len(syms) > self.max_symbols_per_connection:
             raise ValueError(
                 f"{len(syms)} symbols exceed the AllTick plan limit of "
@@ -456,13 +353,7 @@ class AllTickAdapter(VendorBase):
         ValueError
             If the symbols mix both classes.
         """
-        classes = {self.asset_class_of(self.normalize_symbol(s)) for s in symbols}
-        if len(classes) > 1:
-            raise ValueError(
-                "AllTick serves stocks and crypto/forex on separate endpoints: "
-                "split these symbols into two feeds"
-            )
-        return classes.pop() if classes else (self.asset_class or "stock")
+        return _one_class([self.normalize_symbol(s) for s in symbols]) or self.asset_class or "stock"
 
     def url(self, symbols: Iterable[str] = ()) -> str:
         """Return the WebSocket URL for ``symbols`` WITH the token (to connect; never show it).
@@ -473,11 +364,11 @@ class AllTickAdapter(VendorBase):
             If a symbol is invalid or the symbols mix stocks and crypto/forex.
         """
         token = quote(self._token.reveal(), safe="")
-        return self._with_token(self._urls[self.endpoint(symbols)], token)
+        return with_token(self._urls[self.endpoint(symbols)], token)
 
     def display_url(self, symbols: Iterable[str] = ()) -> str:
         """Return :meth:`url` with the token replaced by ``***`` (for logs and the UI)."""
-        return self._with_token(self._urls[self.endpoint(symbols)], "***")
+        return with_token(self._urls[self.endpoint(symbols)], "***")
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every occurrence of the token replaced by ``***``.
@@ -512,8 +403,8 @@ class AllTickAdapter(VendorBase):
         trades = {"symbol_list": [{"code": s} for s in syms]}
         depth = {"symbol_list": [{"code": s, "depth_level": self.depth_level_of(s)} for s in syms]}
         return [
-            self._request("trades", trades, tuple(syms)),
-            self._request("depth", depth, tuple(syms)),
+            self._requests.frame("trades", trades, tuple(syms)),
+            self._requests.frame("depth", depth, tuple(syms)),
         ]
 
     def unsubscribe_messages(self, symbols: Iterable[str]) -> list[str]:
@@ -530,13 +421,11 @@ class AllTickAdapter(VendorBase):
             return self.subscribe_messages(remaining)
         had = self._current
         self._current = ()
-        return [self._request("cancel", {"cancel_type": CANCEL_ALL}, had)] if had or gone else []
+        return [self._requests.frame("cancel", {"cancel_type": CANCEL_ALL}, had)] if had or gone else []
 
     def heartbeat_message(self) -> str:
         """Return the 22000 heartbeat (send every 10 s; AllTick closes after 30 s without)."""
-        seq = self._next_seq()
-        return _dumps({"cmd_id": CMD["heartbeat"], "seq_id": seq,
-                       "trace": f"tickscope-heartbeat-{seq}", "data": {}})
+        return self._requests.frame("heartbeat", {})
 
     # -- parsing ---------------------------------------------------------------------
 
@@ -586,10 +475,7 @@ class AllTickAdapter(VendorBase):
     @staticmethod
     def is_fatal_reply(event: object) -> bool:
         """Return True for a reply that retrying with the same token cannot fix (401, 603)."""
-        if not isinstance(event, VendorReply) or event.ok:
-            return False
-        m = re.match(r"AllTick error (\d+):", event.message)
-        return bool(m) and int(m.group(1)) in FATAL_RETS
+        return _refused_ret(event) in FATAL_RETS
 
     def rejected_symbols(self, event: object) -> tuple[str, ...]:
         """Return the symbols a refusal (600 invalid code, 604 unauthorized) is about.
@@ -599,10 +485,7 @@ class AllTickAdapter(VendorBase):
         apart (several new symbols in a first request) nothing is returned and the user
         sees the refusal in words.
         """
-        if not isinstance(event, VendorReply) or event.ok:
-            return ()
-        m = re.match(r"AllTick error (\d+):", event.message)
-        if not m or int(m.group(1)) not in SYMBOL_RETS:
+        if _refused_ret(event) not in SYMBOL_RETS:
             return ()
         suspects = tuple(s for s in event.symbols if s not in self._accepted)
         if len(event.symbols) == 1 or 0 < len(suspects) < len(event.symbols):
@@ -611,106 +494,26 @@ class AllTickAdapter(VendorBase):
 
     # -- private ---------------------------------------------------------------------
 
-    def _next_seq(self) -> int:
-        # uint32 seq_id, 1 .. 2**32 - 1, wrapping.
-        return (next(self._seq) - 1) % _UINT32 + 1
-
-    def _request(self, kind: str, data: dict, symbols: tuple[str, ...]) -> str:
-        seq = self._next_seq()
-        if len(self._pending) >= _MAX_PENDING:  # replies never came; forget the oldest
-            self._pending.pop(next(iter(self._pending)))
-        self._pending[seq] = (kind, symbols)
-        trace = f"tickscope-{kind}-{seq}"
-        return _dumps({"cmd_id": CMD[kind], "seq_id": seq, "trace": trace, "data": data})
-
     def _reply(self, msg: dict) -> VendorReply | None:
-        """Parse the answer to a request.
-
-        ::
-
-            {"ret": 200,                    # 200 ok, else an error code (RET_WORDS)
-             "msg": "ok",
-             "cmd_id": 22005,               # request cmd_id + 1 (22001 heartbeat,
-                                            # 22003 depth, 22005 trades, 22007 cancel)
-             "seq_id": 2,                   # echoed
-             "trace": "tickscope-trades-2", # echoed
-             "data": {}}
-        """
-        ret, cmd, seq = msg.get("ret"), msg.get("cmd_id"), msg.get("seq_id")
-        if type(ret) is str and ret.isdigit():
-            ret = int(ret)
-        if type(ret) is not int:
-            raise MalformedMessage("bad_reply", f"ret {ret!r}")
-        kind = _REPLY_KIND.get(cmd) if type(cmd) is int else None
-        pending = self._pending.pop(seq, None) if type(seq) is int else None
+        # A reply frame (alltick_wire.parse_ack) matched with the request it answers; a
+        # 200 to a trades request records the list AllTick accepted.
+        ack = parse_ack(msg)
+        kind = _REPLY_KIND.get(ack.cmd_id) if ack.cmd_id is not None else None
+        pending = self._requests.pop(ack.seq_id)
         if kind is None and pending is not None:
             kind = pending[0]
         symbols = pending[1] if pending else ()
-        trace = msg.get("trace")
-        if type(trace) is str and trace:
-            request_id: str | None = trace
-        else:
-            request_id = None if seq is None else str(seq)
-        if kind == "heartbeat" and ret == 200:
+        if kind == "heartbeat" and ack.ret == 200:
             return None
-        doing = kind or "request"
-        if ret == 200:
+        if ack.ret == 200:
             if kind == "trades" and pending is not None:
                 self._accepted = symbols
             elif kind == "cancel":
                 self._accepted = ()
-            if kind == "cancel":
-                text = "AllTick: cancelled all subscriptions"
-            else:
-                text = (f"AllTick: subscribed {doing} for {', '.join(symbols)}" if symbols
-                        else f"AllTick: {doing} ok")
-            return VendorReply(True, text, request_id, symbols)
-        words = RET_WORDS.get(ret, "unknown error")
-        vendor = msg.get("msg")
-        said = ""
-        if vendor and str(vendor).lower() not in ("ok", words.lower()):
-            said = f"; AllTick says {self.redact(str(vendor))[:120]!r}"
-        about = f" ({doing} {', '.join(symbols)})" if symbols else f" ({doing})"
-        added = [s for s in symbols if s not in self._accepted] if kind in ("trades", "depth") else []
-        if ret in SYMBOL_RETS and added and len(added) < len(symbols):
-            # The request resent the accepted list plus these: they are the suspects.
-            about += f"; added in this request: {', '.join(added)}"
-        return VendorReply(False, f"AllTick error {ret}: {words}{about}{said}", request_id, symbols)
-
-    @staticmethod
-    def _with_token(url: str, token_text: str) -> str:
-        sep = "&" if urlsplit(url).query else "?"
-        return f"{url}{sep}token={token_text}"
-
-
-def endpoints_from(url: str) -> tuple[str, str]:
-    """Return ``(stock_url, forex_crypto_url)`` for one URL naming another AllTick host.
-
-    ``url`` may end in either documented path (``/quote-stock-b-ws-api`` or
-    ``/quote-b-ws-api``): the other is the same host with the other path. Any other path
-    (or none) is a prefix both documented paths are appended to, so
-    ``ws://127.0.0.1:9000`` serves ``ws://127.0.0.1:9000/quote-stock-b-ws-api`` and
-    ``ws://127.0.0.1:9000/quote-b-ws-api``.
-    """
-    parts = urlsplit(url)
-    stock_path, fx_path = urlsplit(STOCK_URL).path, urlsplit(FOREX_CRYPTO_URL).path
-    path = parts.path.rstrip("/")
-    for own in (stock_path, fx_path):
-        if path.endswith(own):
-            path = path[: -len(own)]
-            break
-    root = f"{parts.scheme}://{parts.netloc}{path}"
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{root}{stock_path}{query}", f"{root}{fx_path}{query}"
-
-
-def _check_ws_url(url: str, what: str) -> str:
-    # The URL is echoed without its query, which could hold a token.
-    parts = urlsplit(url)
-    shown = shown_url(parts)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise ValueError(f"{what} must start with ws:// or wss://, not {shown!r}")
-    if "token=" in parts.query or parts.password:
-        raise ValueError(f"{what} must not contain the token; pass token= or set ALLTICK_TOKEN")
-    return url
-
+            return VendorReply(True, ack_text(kind, symbols), ack.request_id, symbols)
+        added = []
+        if ack.ret in SYMBOL_RETS and kind in ("trades", "depth"):
+            added = [s for s in symbols if s not in self._accepted]
+        text = refusal_text(ack.ret, RET_WORDS.get(ack.ret, "unknown error"), kind, symbols,
+                            added, self.redact(ack.said))
+        return VendorReply(False, text, ack.request_id, symbols)

@@ -1,10 +1,11 @@
-"""Binance public market streams (spot, USD-M and COIN-M futures): adapter and parsers.
+"""Binance public market streams (spot, USD-M and COIN-M futures): vendor facts and adapter.
 
 Wire format: ../shared/vendor-protocols.md section 1 and binance-spot-api-docs
 ``web-socket-streams.md``; futures: developers.binance.com ``derivatives/.../
-websocket-market-streams``. The module opens with the vendor facts as data; below them,
-one pure parser per wire message (its docstring is the vendor's sample payload) and the
-:class:`BinanceAdapter` that routes frames to them by a dict.
+websocket-market-streams``. The module opens with the vendor facts as data (endpoints per
+market, standard channel -> stream suffix, limits, heartbeat); the markets differ in data
+only. :class:`BinanceAdapter` builds control frames and routes received frames by a dict
+to the pure per-message parsers of :mod:`feed.vendors.binance_wire`.
 
 Caveats
 -------
@@ -17,26 +18,21 @@ Caveats
 from __future__ import annotations
 
 import itertools
-import json
-import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
-from feed.core.models import (
-    BUY,
-    SELL,
-    BookDelta,
-    BookSnapshot,
-    BookTicker,
-    Kline,
-    MalformedMessage,
-    Trade,
-    VendorReply,
-)
+from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
 from feed.vendors._common import call_parser, clean_symbol, dumps, load_object
 from feed.vendors.base import Event, VendorBase
+from feed.vendors.binance_wire import (
+    BY_SUFFIX,
+    Parser,
+    parse_by_event,
+    parse_depth_snapshot,
+    parse_reply,
+)
 
 __all__ = ["BinanceAdapter", "BinanceMarket", "MARKETS", "STREAMS", "KLINE_INTERVALS", "HTTP_HINTS"]
 
@@ -167,319 +163,7 @@ HTTP_HINTS: dict[int, str] = {
     403: "Binance's firewall (WAF) blocked this client; check the URL, proxy or VPN",
 }
 
-_INF = math.inf
-_MS_TO_NS = 1_000_000
-
-# ======================================================================================
-# Parsers: one per wire message. Each takes the payload dict, the symbol named by the
-# combined stream (None on a raw connection) and the receive time, and returns one event.
-# Missing keys and wrong types raise KeyError/TypeError/ValueError, which ``parse`` turns
-# into MalformedMessage; range checks raise MalformedMessage themselves.
-# ======================================================================================
-
-
-def _trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
-    """Parse a ``<symbol>@trade`` event.
-
-    Spot::
-
-        {"e": "trade",          # event type
-         "E": 1723161255343,    # event time, ms
-         "s": "BTCUSDT",        # symbol
-         "t": 3735683259,       # trade id
-         "p": "61837.63000000", # price
-         "q": "0.02000000",     # quantity, base units
-         "T": 1723161255342,    # trade time, ms -> ts_ns
-         "m": true,             # buyer is maker: the taker SOLD
-         "M": true}             # ignore
-
-    USD-M / COIN-M add ``"X": "MARKET"`` (or ``INSURANCE_FUND``, ``ADL``, ...); only
-    MARKET trades are in Binance's klines, so others get ``in_bars=False``.
-    """
-    x = d.get("X")
-    return _fill(d, symbol, recv_ns, "trade", "t", x is None or x == "MARKET")
-
-
-def _agg_trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
-    """Parse a ``<symbol>@aggTrade`` event (fills of one taker order at one price).
-
-    ::
-
-        {"e": "aggTrade", "E": 1717000000200, "s": "BTCUSDT",
-         "a": 2900000001,          # aggregate trade id -> trade_id
-         "p": "67000.00", "q": "0.420",
-         "f": 3600000002,          # first trade id
-         "l": 3600000005,          # last trade id
-         "T": 1717000000199,       # trade time, ms
-         "m": false,               # buyer is maker (false: the taker bought)
-         "M": true}
-
-    Futures aggregate only market trades (no insurance-fund or ADL fills), so every
-    aggTrade counts in bars.
-    """
-    return _fill(d, symbol, recv_ns, "aggTrade", "a", True)
-
-
-def _fill(d: dict, symbol: str | None, recv_ns: int, event: str, id_key: str, in_bars: bool) -> Trade:
-    # The fields trade and aggTrade share (price p, size q, time T, maker flag m), checked;
-    # the id is under ``id_key`` (t: trade id, a: aggregate id). Errors name ``event``.
-    price = float(d["p"])
-    size = float(d["q"])
-    ts = d["T"]
-    tid = d[id_key]
-    m = d["m"]
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"{event} price {d['p']!r}")
-    if not 0.0 < size < _INF:
-        raise MalformedMessage("bad_size", f"{event} size {d['q']!r}")
-    if type(ts) is not int or type(tid) is not int or (m is not True and m is not False):
-        raise MalformedMessage("bad_field", f"{event} T={ts!r} {id_key}={tid!r} m={m!r}")
-    return Trade(
-        symbol or d["s"], ts * _MS_TO_NS, price, size, SELL if m else BUY, tid, recv_ns, in_bars,
-    )
-
-
-def _levels(rows: list, field: str) -> tuple[tuple[float, float], ...]:
-    # [[price, size], ...] strings -> floats; price > 0, size >= 0 (0 deletes), finite.
-    if type(rows) is not list:
-        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
-    out = []
-    append = out.append
-    for row in rows:
-        if type(row) is not list:
-            raise MalformedMessage("bad_level", f"{field} row {row!r} is not a list")
-        p = float(row[0])
-        q = float(row[1])
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            raise MalformedMessage("bad_level", f"{field} level {row!r}")
-        append((p, q))
-    return tuple(out)
-
-
-def _depth_update(d: dict, symbol: str | None, recv_ns: int) -> BookDelta:
-    """Parse a diff-depth event (``@depth``, ``@depth@100ms``, futures ``@depth@0ms``).
-
-    Spot::
-
-        {"e": "depthUpdate", "E": 1723161255208, "s": "BTCUSDT",
-         "U": 50093239189,      # first update id in the event
-         "u": 50093239202,      # final update id in the event
-         "b": [["61737.63000000", "0.00000000"]],   # bids [price, absolute size]; 0 deletes
-         "a": [["61837.64000000", "1.54698000"]]}   # asks
-
-    USD-M / COIN-M add ``"T"`` (transaction time) and ``"pu"`` (the previous event's
-    ``u``), which selects the futures sequencing rule in ``feed.core.book.OrderBook``::
-
-        {"e": "depthUpdate", "E": 1723161256299, "T": 1723161256298, "s": "BTCUSDT",
-         "U": 5123107832006, "u": 5123107837557, "pu": 5123107831937,
-         "b": [["58710.20", "0.014"]], "a": [["61800.30", "2.510"]]}
-    """
-    ev, first, final = d["E"], d["U"], d["u"]
-    pu = d.get("pu")
-    if (
-        type(ev) is not int or type(first) is not int or type(final) is not int
-        or first > final or (pu is not None and type(pu) is not int)
-    ):
-        raise MalformedMessage(
-            "bad_update_id", f"depthUpdate E={ev!r} U={first!r} u={final!r} pu={pu!r}"
-        )
-    return BookDelta(
-        symbol or d["s"], ev * _MS_TO_NS, first, final, pu,
-        _levels(d["b"], "b"), _levels(d["a"], "a"),
-    )
-
-
-def _partial_depth(d: dict, symbol: str | None, recv_ns: int) -> BookSnapshot:
-    """Parse a top-N image (``@depth5``, ``@depth10``, ``@depth20``, optionally ``@100ms``).
-
-    Spot (no event type, no symbol: the symbol comes from the stream name)::
-
-        {"lastUpdateId": 160,
-         "bids": [["0.0024", "10"]],     # best first
-         "asks": [["0.0026", "100"]]}
-
-    USD-M / COIN-M send the diff shape, but with the top N levels in full::
-
-        {"e": "depthUpdate", "E": 1571889248277, "T": 1571889248276, "s": "BTCUSDT",
-         "U": 390497796, "u": 390497878, "pu": 390497794,
-         "b": [["7403.89", "0.002"]], "a": [["7405.96", "3.340"]]}
-    """
-    if "lastUpdateId" in d:
-        lid, bids, asks, ts = d["lastUpdateId"], d["bids"], d["asks"], 0
-    else:
-        lid, bids, asks, ev = d["u"], d["b"], d["a"], d["E"]
-        if type(ev) is not int:
-            raise MalformedMessage("bad_field", f"depth E={ev!r}")
-        ts = ev * _MS_TO_NS
-    if type(lid) is not int:
-        raise MalformedMessage("bad_update_id", f"partial depth update id {lid!r}")
-    symbol = symbol or d.get("s")
-    if not symbol:
-        raise MalformedMessage(
-            "no_symbol", "partial depth without a symbol: use the combined /stream endpoint"
-        )
-    return BookSnapshot(
-        symbol, ts, lid, _levels(bids, "bids"), _levels(asks, "asks"), is_partial=True
-    )
-
-
-def _book_ticker(d: dict, symbol: str | None, recv_ns: int) -> BookTicker:
-    """Parse a ``<symbol>@bookTicker`` event (best bid/ask on every change).
-
-    Spot (no event type, no event time)::
-
-        {"u": 50093239212,          # order-book update id
-         "s": "BTCUSDT",
-         "b": "61837.63000000",     # best bid price
-         "B": "3.78826000",         # best bid size
-         "a": "61837.64000000",     # best ask price
-         "A": "1.54698000"}         # best ask size
-
-    USD-M / COIN-M add ``"e": "bookTicker"``, ``"E"`` (event time, ms -> ts_ns) and
-    ``"T"`` (transaction time).
-    """
-    uid = d["u"]
-    bid, bid_size, ask, ask_size = float(d["b"]), float(d["B"]), float(d["a"]), float(d["A"])
-    if type(uid) is not int:
-        raise MalformedMessage("bad_update_id", f"bookTicker u={uid!r}")
-    if not (0.0 <= bid < _INF and 0.0 <= ask < _INF):
-        raise MalformedMessage("bad_price", f"bookTicker b={d['b']!r} a={d['a']!r}")
-    if not (0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF):
-        raise MalformedMessage("bad_size", f"bookTicker B={d['B']!r} A={d['A']!r}")
-    ev = d.get("E")
-    return BookTicker(
-        symbol or d["s"], uid, bid, bid_size, ask, ask_size,
-        ev * _MS_TO_NS if type(ev) is int else 0,
-    )
-
-
-def _kline(d: dict, symbol: str | None, recv_ns: int) -> Kline:
-    """Parse a ``<symbol>@kline_<interval>`` event (the candle so far, or final).
-
-    ::
-
-        {"e": "kline", "E": 1633998523963, "s": "NKNUSDT",
-         "k": {"t": 1633998480000,      # open time, ms -> start_ns
-               "T": 1633998539999,      # close time, ms (last ms inside) -> end_ns = T + 1 ms
-               "s": "NKNUSDT",
-               "i": "1m",               # interval
-               "f": 19862761,           # first trade id (-1: none)
-               "L": 19862790,           # last trade id (-1: none)
-               "o": "0.35270000", "c": "0.35280000", "h": "0.35280000", "l": "0.35220000",
-               "v": "25877.00000000",   # base volume
-               "n": 30,                 # trades
-               "x": false,              # final?
-               "q": "9116.04600000",    # quote volume
-               "V": "58.00000000",      # taker-buy base volume
-               "Q": "20.46240000",      # taker-buy quote volume
-               "B": "0"}}               # ignore
-
-    Futures klines count MARKET trades only (as ``Trade.in_bars``).
-    """
-    k = d["k"]
-    if type(k) is not dict:
-        raise MalformedMessage("bad_field", f"kline k is {type(k).__name__}, not an object")
-    t, end, n, x, ev = k["t"], k["T"], k["n"], k["x"], d.get("E", 0)
-    if (type(t) is not int or type(end) is not int or end < t or type(n) is not int or n < 0
-            or (x is not True and x is not False) or type(ev) is not int):
-        raise MalformedMessage("bad_field", f"kline t={t!r} T={end!r} n={n!r} x={x!r}")
-    o, h, lo, c = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"])
-    v, q, vb = float(k["v"]), float(k["q"]), float(k["V"])
-    if not all(0.0 <= p < _INF for p in (o, h, lo, c)) or (n and not lo <= min(o, c) <= max(o, c) <= h):
-        raise MalformedMessage("bad_price", f"kline o={k['o']!r} h={k['h']!r} l={k['l']!r} c={k['c']!r}")
-    if not all(0.0 <= x_ < _INF for x_ in (v, q, vb)):
-        raise MalformedMessage("bad_size", f"kline v={k['v']!r} q={k['q']!r} V={k['V']!r}")
-    first, last = k.get("f"), k.get("L")
-    return Kline(
-        symbol or k.get("s") or d["s"], str(k["i"]), t * _MS_TO_NS, (end + 1) * _MS_TO_NS,
-        o, h, lo, c, v, q, vb, n, x,
-        first if type(first) is int and first >= 0 else None,
-        last if type(last) is int and last >= 0 else None,
-        ev * _MS_TO_NS,
-    )
-
-
-def _reply(d: dict, request: tuple[str, tuple[str, ...]] | None) -> VendorReply:
-    """Parse the answer to a control request, given what that request was.
-
-    Success (``result`` is null for SUBSCRIBE/UNSUBSCRIBE, a list for LIST_SUBSCRIPTIONS)::
-
-        {"result": null, "id": 1}
-        {"result": ["btcusdt@trade", "btcusdt@depth@100ms"], "id": 3}
-
-    Error (the documented form, and the flat form some servers send)::
-
-        {"error": {"code": 2, "msg": "Invalid request: too many params"}, "id": 1}
-        {"code": 3, "msg": "Invalid JSON: expected value at line 1 column 1", "id": null}
-    """
-    rid = d.get("id")
-    request_id = None if rid is None else str(rid)
-    method, symbols = request if request else ("", ())
-    if "result" in d:
-        result = d["result"]
-        if isinstance(result, list):
-            names = [s for s in result if isinstance(s, str)]
-            symbols = tuple(dict.fromkeys(s.partition("@")[0].upper() for s in names))
-            return VendorReply(True, "subscribed: " + ", ".join(names), request_id, symbols)
-        what = f"{method.lower()}d" if method else "ok"
-        text = f"{what} {', '.join(symbols)}" if symbols else what
-        return VendorReply(True, text, request_id, symbols)
-    err = d.get("error", d)
-    if not isinstance(err, dict):
-        raise MalformedMessage("bad_reply", f"error field {err!r}")
-    code, msg = err.get("code"), err.get("msg", "")
-    doing = f" ({method} {', '.join(symbols)})" if method else ""
-    return VendorReply(False, f"Binance error {code}: {msg}{doing}", request_id, symbols, method)
-
-
-_Parser = Callable[[dict, "str | None", int], object]
-
-#: Stream suffix (after "<symbol>@") -> parser.
-_BY_SUFFIX: dict[str, _Parser] = {
-    "trade": _trade,
-    "aggTrade": _agg_trade,
-    "bookTicker": _book_ticker,
-    **{f"depth{ms}": _depth_update for ms in ("", "@0ms", "@100ms", "@250ms", "@500ms")},
-    **{
-        f"depth{n}{ms}": _partial_depth
-        for n in (5, 10, 20)
-        for ms in ("", "@0ms", "@100ms", "@250ms", "@500ms")
-    },
-}
-
-#: Event type ``e`` -> parser, for raw (unwrapped) payloads and unknown stream suffixes.
-_BY_EVENT: dict[str, _Parser] = {
-    "trade": _trade,
-    "aggTrade": _agg_trade,
-    "depthUpdate": _depth_update,
-    "bookTicker": _book_ticker,
-    "kline": _kline,  # every @kline_<i> suffix routes here through _by_event
-}
-
-#: Documented events tickscope does not use: skipped without counting them as malformed.
-_IGNORED_EVENTS = frozenset(
-    {"markPriceUpdate", "24hrTicker", "24hrMiniTicker", "forceOrder", "avgPrice"}
-)
-
-
-def _by_event(d: dict, symbol: str | None, recv_ns: int):
-    # Route on the payload's own event type (raw streams, unknown suffixes).
-    e = d.get("e")
-    parser = _BY_EVENT.get(e) if isinstance(e, str) else None
-    if parser is not None:
-        return parser(d, symbol, recv_ns)
-    if e in _IGNORED_EVENTS:
-        return None
-    if e == "serverShutdown":
-        raise MalformedMessage("server_shutdown", "Binance announced a server shutdown: reconnect")
-    if e is None:
-        if "lastUpdateId" in d:
-            return _partial_depth(d, symbol, recv_ns)
-        if "u" in d and "b" in d and "a" in d:
-            return _book_ticker(d, symbol, recv_ns)
-    raise MalformedMessage("unknown_event", f"event type {e!r}, keys {sorted(d)[:8]}")
-
-
+#: Stream names whose route (parser, symbol) is cached; beyond it the cache restarts.
 _ROUTE_CACHE_MAX = 4096
 
 
@@ -563,7 +247,7 @@ class BinanceAdapter(VendorBase):
         else:
             self._depth_url = spec.rest_base + spec.depth_path
         # Stream name -> (parser, symbol); stream names repeat, so split each once.
-        self._routes: dict[str, tuple[_Parser, str]] = {}
+        self._routes: dict[str, tuple[Parser, str]] = {}
         # Request ids for control messages, and what each one asked, to word the reply.
         self._ids = itertools.count(1)
         self._requests: dict[int, tuple[str, tuple[str, ...]]] = {}
@@ -696,29 +380,7 @@ class BinanceAdapter(VendorBase):
             ``missing_field``, ``bad_field``, ``bad_level``, ``bad_update_id`` or
             ``wrong_symbol``.
         """
-        sym = symbol.strip().upper()
-        try:
-            d = json.loads(body)
-        except (ValueError, TypeError, RecursionError) as exc:
-            raise MalformedMessage("bad_json", f"depth snapshot: {str(exc)[:200]}") from None
-        if type(d) is not dict:
-            raise MalformedMessage("bad_shape", "depth snapshot is not an object")
-        if "lastUpdateId" not in d:
-            if "code" in d:
-                raise MalformedMessage(
-                    "vendor_error", f"Binance error {d.get('code')}: {d.get('msg', '')}"
-                )
-            raise MalformedMessage("missing_field", "depth snapshot has no lastUpdateId")
-        lid, ev = d["lastUpdateId"], d.get("E")
-        if type(lid) is not int:
-            raise MalformedMessage("bad_update_id", f"lastUpdateId {lid!r}")
-        named = d.get("symbol")
-        if named is not None and named != sym:
-            raise MalformedMessage("wrong_symbol", f"asked for {sym}, got {named!r}")
-        bids, asks = call_parser(
-            "depth snapshot", lambda: (_levels(d["bids"], "bids"), _levels(d["asks"], "asks")))
-        ts = ev * _MS_TO_NS if type(ev) is int else 0
-        return BookSnapshot(sym, ts, lid, bids, asks, is_partial=False)
+        return parse_depth_snapshot(symbol, body)
 
     # -- private ---------------------------------------------------------------------
 
@@ -734,15 +396,15 @@ class BinanceAdapter(VendorBase):
         if "id" in msg and ("result" in msg or "error" in msg or "code" in msg):
             rid = msg["id"]
             request = self._requests.pop(rid, None) if type(rid) is int else None
-            return _reply(msg, request)
-        return _by_event(msg, None, recv_ns)
+            return parse_reply(msg, request)
+        return parse_by_event(msg, None, recv_ns)
 
-    def _route(self, stream: str) -> tuple[_Parser, str]:
+    def _route(self, stream: str) -> tuple[Parser, str]:
         # Split "<symbol>@<suffix>" once per stream name; unknown suffixes route on "e".
         if type(stream) is not str:
             raise MalformedMessage("bad_shape", f"stream name {stream!r}")
         sym, _, suffix = stream.partition("@")
-        route = (_BY_SUFFIX.get(suffix, _by_event), sym.upper())
+        route = (BY_SUFFIX.get(suffix, parse_by_event), sym.upper())
         if len(self._routes) >= _ROUTE_CACHE_MAX:
             self._routes.clear()
         self._routes[stream] = route

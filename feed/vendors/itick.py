@@ -1,9 +1,10 @@
-"""iTick (stocks, forex, indices, crypto): adapter and parsers.
+"""iTick (stocks, forex, indices, crypto): vendor facts and adapter.
 
 Wire format: ../shared/vendor-protocols.md section 3 (itick-org/free-stock-api
 ``websocket/*.md``, itick-org/all-example, the official SDKs). The module opens with the
-vendor facts as data; below them, one pure parser per wire message (its docstring is the
-vendor's sample payload) and :class:`ITickAdapter`, which routes frames to them.
+vendor facts as data (endpoint, markets and their default regions, push types, limits,
+heartbeat); :class:`ITickAdapter` builds actions and routes received frames to the pure
+parsers of :mod:`feed.vendors.itick_wire`.
 
 Life of a connection::
 
@@ -38,8 +39,6 @@ Caveats (the reference marks these [?]; each choice is tolerant or documented)
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import threading
 import time
@@ -47,20 +46,24 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from feed.core.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade, VendorReply
-from feed.vendors._common import (
-    Secret,
-    call_parser,
-    clean_symbol,
-    load_object,
-    load_token,
-    redact,
-    shown_url,
-    ts_to_ns,
-)
+from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
+from feed.vendors._common import Secret, call_parser, load_object, load_token, redact, shown_url
 from feed.vendors._common import dumps as _dumps
-from feed.vendors._common import number as _number
 from feed.vendors.base import Event, VendorBase
+from feed.vendors.itick_wire import (  # MESSAGE_WORDS, base_url_of: re-exported (public here)
+    MESSAGE_WORDS,
+    SYMBOL_PATTERN,
+    ack_text,
+    auth_status,
+    base_url_of,
+    code_of,
+    normalize_code,
+    parse_depth,
+    parse_ignored,
+    parse_tick,
+    refusal_text,
+    words,
+)
 
 __all__ = ["ITickAdapter", "BASE_URL", "MARKETS", "DEFAULT_TYPES", "MESSAGE_WORDS", "HTTP_HINTS", "base_url_of"]
 
@@ -91,143 +94,97 @@ HTTP_HINTS: dict[int, str] = {
     429: "iTick rate limit: too many connections or requests; waiting {wait:g} s",
 }
 
-#: Vendor messages (lower case, substring) -> plain words for the user.
-MESSAGE_WORDS: dict[str, str] = {
-    "auth failed": "authentication failed: the API key was refused (check ITICK_TOKEN)",
-    "cannot be resolved action": (
-        "request not understood (sent before authentication finished, or an action "
-        "iTick does not support)"
-    ),
-    "exceeding the maximum subscription limit": "too many symbols for this iTick plan",
-    "e001": "product not found (check the symbol and its region)",
-    "e002": "authentication failed (check ITICK_TOKEN)",
-    "e003": "subscription limit of this iTick plan reached",
-}
-
-_CODE = r"[A-Z0-9][A-Z0-9.\-]{0,19}"
-SYMBOL_PATTERN = re.compile(rf"^{_CODE}\$[A-Z]{{2}}$")
-_DOT_FORM = re.compile(rf"^({_CODE})\.([A-Z]{{2}})$")      # AAPL.US, BRK.B.US
-_BARE = re.compile(r"^[A-Z0-9][A-Z0-9\-]{0,19}$")
-_SYMBOL_HELP = (
-    "expected CODE$REGION such as AAPL$US, 700$HK, EURUSD$GB or BTCUSDT$BA (AAPL.US also works)"
-)
-_INF = math.inf
+def _endpoint(market: object, base_url: str | None, allow_unknown_market: bool) -> str:
+    # ``<base_url>/<market>``, or ValueError in the user's words for a bad market or URL.
+    if not isinstance(market, str) or not re.fullmatch(r"[a-z]{2,20}", market):
+        raise ValueError(f"iTick market must be a lower-case word such as stock, not {market!r}")
+    if market not in MARKETS and not allow_unknown_market:
+        raise ValueError(f"unknown iTick market {market!r}: use one of {', '.join(MARKETS)}")
+    base = (base_url or BASE_URL).rstrip("/")
+    parts = urlsplit(base)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.query or parts.password:
+        raise ValueError(
+            f"iTick base_url must be ws:// or wss:// without a query, not {shown_url(parts)!r}")
+    return f"{base}/{market}"
 
 
-# ======================================================================================
-# Parsers: one per wire message. Each takes the ``data`` object, the symbol resolver and
-# the receive time. Missing keys raise KeyError -> MalformedMessage("missing_field").
-# ======================================================================================
+class _Waiting:
+    # Control requests awaiting a reply, oldest first: (action, symbols). Built on the
+    # client's threads and answered on the engine's, hence the lock; at most 64 (older
+    # ones whose replies never came fall off).
 
+    def __init__(self) -> None:
+        self._items: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=64)
+        self._lock = threading.Lock()
 
-def _tick(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> Trade:
-    """Parse a tick push (one trade).
+    def add(self, action: str, symbols: tuple[str, ...]) -> None:
+        with self._lock:
+            self._items.append((action, symbols))
 
-    ::
-
-        {"code": 1,
-         "data": {"s": "AAPL",            # AAPL, AAPL.US or AAPL$US -> subscribed AAPL$US
-                  "ld": 191.52,           # last (trade) price
-                  "v": 100,               # trade volume
-                  "t": 1717000000123,     # trade time, ms -> ts_ns
-                  "type": "tick"}}        # no aggressor side, no trade id
-    """
-    price = _number(d["ld"], "ld")
-    size = _number(d["v"], "v")
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"tick ld {d['ld']!r}")
-    if not 0.0 <= size < _INF:
-        raise MalformedMessage("bad_size", f"tick v {d['v']!r}")
-    return Trade(symbol_of(d["s"]), ts_to_ns(d["t"], "t"), price, size, UNKNOWN, None, recv_ns)
-
-
-def _levels(rows: object, field: str, descending: bool) -> tuple[tuple[float, float], ...]:
-    # [{"po": level, "p": price, "v": volume, "o": orders}, ...] -> best first. Ordered by
-    # ``po`` when every row has one, else by price.
-    if rows is None:
+    def take(self, action: str) -> tuple[str, ...]:
+        # The symbols of the oldest waiting ``action`` (removed), () if none waits.
+        with self._lock:
+            for i, (act, syms) in enumerate(self._items):
+                if act == action:
+                    del self._items[i]
+                    return syms
         return ()
-    if type(rows) is not list:
-        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
-    keyed = []
-    for row in rows:
-        if type(row) is not dict or "p" not in row:
-            raise MalformedMessage("bad_level", f"{field} row {row!r}")
+
+    def take_oldest(self) -> tuple[str | None, tuple[str, ...]]:
+        with self._lock:
+            return self._items.popleft() if self._items else (None, ())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class _SymbolMap:
+    # Wire form of a pushed symbol ("AAPL", "AAPL.US", "AAPL$US") -> subscribed symbol;
+    # None marks a bare code shared by two subscribed regions. Kept after unsubscribe so
+    # late pushes still name the right symbol (the engine ignores them).
+
+    def __init__(self) -> None:
+        self._by_wire: dict[str, str | None] = {}
+
+    def remember(self, syms: Iterable[str], current: Iterable[str]) -> None:
+        # Record every wire form a push may use for each of ``syms``; past 30,000 forms
+        # start again from ``current`` (what is subscribed now), to bound the map.
+        for sym in syms:
+            code, _, region = sym.rpartition("$")
+            self._by_wire[sym] = sym
+            self._by_wire[f"{code}.{region}"] = sym
+            if self._by_wire.get(code, sym) != sym:
+                self._by_wire[code] = None  # the same code in two regions: ambiguous
+            else:
+                self._by_wire[code] = sym
+        if len(self._by_wire) > 30_000:
+            self._by_wire.clear()
+            self.remember(current, ())
+
+    def resolve(self, s: object, normalize: Callable[[str], str]) -> str:
+        # A pushed ``s`` -> the subscribed symbol; unknown forms go through ``normalize``.
+        if type(s) is not str or not s:
+            raise MalformedMessage("bad_symbol", f"s {s!r}")
+        key = s.strip().upper()
+        if key in self._by_wire:
+            sym = self._by_wire[key]
+            if sym is None:
+                raise MalformedMessage("ambiguous_symbol", f"{s!r} is subscribed in several regions")
+            return sym
         try:
-            p = _number(row["p"], f"{field} p")
-            v = row.get("v")
-            q = 0.0 if v is None else _number(v, f"{field} v")
-        except MalformedMessage:
-            raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            raise MalformedMessage("bad_level", f"{field} level {row!r}")
-        po = row.get("po")
-        keyed.append((po if type(po) is int else None, p, q))
-    if keyed and all(k[0] is not None for k in keyed):
-        keyed.sort(key=lambda k: k[0])
-    else:
-        keyed.sort(key=lambda k: k[1], reverse=descending)
-    return tuple((p, q) for _, p, q in keyed)
+            return normalize(key)
+        except ValueError:
+            raise MalformedMessage(
+                "unknown_symbol", f"{s!r} has no region and is not subscribed") from None
 
 
-def _depth(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> BookSnapshot:
-    """Parse a depth push: a full top-N image, replace the book.
-
-    ::
-
-        {"code": 1,
-         "data": {"s": "AAPL",
-                  "a": [{"po": 1, "p": 191.53, "v": 300, "o": 3}],   # asks: level, price,
-                  "b": [{"po": 1, "p": 191.51, "v": 200, "o": 2}],   # volume, orders
-                  "type": "depth"}}
-
-    No time field is documented; ``t`` is used when present, else ``ts_ns`` is 0.
-    """
-    if "a" not in d and "b" not in d:
-        raise MalformedMessage("missing_field", "depth push has neither a (asks) nor b (bids)")
-    t = d.get("t")
-    return BookSnapshot(
-        symbol_of(d["s"]), 0 if t is None else ts_to_ns(t, "t"), None,
-        _levels(d.get("b"), "b", True), _levels(d.get("a"), "a", False), is_partial=True,
-    )
-
-
-def _ignored(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> None:
-    """Skip a documented push tickscope does not use (``quote``, ``kline@N``).
-
-    ::
-
-        {"code": 1, "data": {"s": "AAPL", "ld": 191.5, "o": 190.1, "h": 192.0, "l": 189.9,
-                             "t": 1717000000123, "v": 123456, "tu": 2.3e7, "ts": 0,
-                             "type": "quote"}}
-    """
-    return None
-
-
+#: Push ``type`` -> parser (feed.vendors.itick_wire); ``kline@N`` pushes are skipped too.
 _PUSHES: dict[str, Callable[[dict, Callable[[object], str], int], object]] = {
-    "tick": _tick,
-    "depth": _depth,
-    "quote": _ignored,
+    "tick": parse_tick,
+    "depth": parse_depth,
+    "quote": parse_ignored,
 }
-
-
-def _words(vendor_msg: object) -> str:
-    # The vendor's message in plain words (known phrases), else as said.
-    text = str(vendor_msg or "").strip()
-    low = text.lower()
-    for phrase, words in MESSAGE_WORDS.items():
-        if phrase in low:
-            return words
-    return text or "no reason given"
-
-
-def _code_of(msg: dict) -> int | None:
-    # "code": 1 / 0, sometimes as a string; None when absent or not a number.
-    code = msg.get("code")
-    if type(code) is int:
-        return code
-    if type(code) is str and code.isdigit():
-        return int(code)
-    return None
 
 
 # ======================================================================================
@@ -280,33 +237,17 @@ class ITickAdapter(VendorBase):
         allow_unknown_market: bool = False,
     ) -> None:
         self._token: Secret = load_token(token, "ITICK_TOKEN", "iTick", "register at itick.org")
-        if not isinstance(market, str) or not re.fullmatch(r"[a-z]{2,20}", market):
-            raise ValueError(f"iTick market must be a lower-case word such as stock, not {market!r}")
-        if market not in MARKETS and not allow_unknown_market:
-            raise ValueError(f"unknown iTick market {market!r}: use one of {', '.join(MARKETS)}")
+        self._url = _endpoint(market, base_url, allow_unknown_market)  # no secret in it
         self.market = market  # URL path and default-region key
-        base = (base_url or BASE_URL).rstrip("/")
-        parts = urlsplit(base)
-        if parts.scheme not in ("ws", "wss") or not parts.netloc or parts.query or parts.password:
-            raise ValueError(
-                f"iTick base_url must be ws:// or wss:// without a query, not {shown_url(parts)!r}")
-        self._url = f"{base}/{market}"  # no secret in it
         if max_symbols_per_connection is not None and (
             type(max_symbols_per_connection) is not int or max_symbols_per_connection < 1
         ):
-            raise ValueError(
-                "max_symbols_per_connection must be None or a whole number >= 1, "
-                f"not {max_symbols_per_connection!r}"
-            )
+            raise ValueError("max_symbols_per_connection must be None or a whole number >= 1, "
+                             f"not {max_symbols_per_connection!r}")
         self.max_symbols_per_connection = max_symbols_per_connection
-        # Wire form of a pushed symbol ("AAPL", "AAPL.US", "AAPL$US") -> subscribed symbol;
-        # None marks a bare code shared by two subscribed regions. Kept after unsubscribe
-        # so late pushes still name the right symbol (the engine ignores them).
-        self._by_wire: dict[str, str | None] = {}
-        # Control requests awaiting a reply (iTick echoes no id): (action, symbols). Built on
-        # the client's threads, answered on the engine's: guarded by _pending_lock.
-        self._pending: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=64)
-        self._pending_lock = threading.Lock()
+        self._symbols = _SymbolMap()  # pushed symbol forms -> subscribed symbol
+        # Control requests awaiting a reply (iTick echoes no id), to word the reply.
+        self._waiting = _Waiting()
         self._current: tuple[str, ...] = ()  # the full list last subscribed
 
     def __repr__(self) -> str:
@@ -349,21 +290,7 @@ class ITickAdapter(VendorBase):
         ValueError
             With a message for the user when ``text`` cannot be read as a symbol.
         """
-        sym = clean_symbol(text)
-        if SYMBOL_PATTERN.match(sym):
-            return sym
-        m = _DOT_FORM.match(sym)
-        if m:
-            return f"{m.group(1)}${m.group(2)}"
-        default = MARKETS.get(self.market)
-        if default and _BARE.match(sym):
-            return f"{sym}${default}"
-        if _BARE.match(sym):
-            raise ValueError(
-                f"{text.strip()!r} needs a region on the iTick {self.market} market, "
-                f"e.g. {sym}$US or {sym}$HK"
-            )
-        raise ValueError(f"{text.strip()!r} is not an iTick symbol: {_SYMBOL_HELP}")
+        return normalize_code(text, MARKETS.get(self.market), self.market)
 
     def validate_subscription(self, symbols: Iterable[str]) -> list[str]:
         """Return the normalised, de-duplicated list, or say why it cannot be subscribed.
@@ -400,7 +327,7 @@ class ITickAdapter(VendorBase):
         self._current = tuple(syms)
         if not syms:
             return []
-        self._remember(syms)
+        self._symbols.remember(syms, self._current)
         return [self._control("subscribe", syms)]
 
     def unsubscribe_messages(self, symbols: Iterable[str]) -> list[str]:
@@ -465,7 +392,7 @@ class ITickAdapter(VendorBase):
                 raise MalformedMessage("unknown_event", f"push type {kind!r}")
             event = call_parser(kind, parser, data, self._symbol_of, recv_ns)
             return [] if event is None else [event]
-        code = _code_of(msg)
+        code = code_of(msg)
         if code is not None and "msg" in msg:
             return [self._status(msg, code)]
         raise MalformedMessage("unknown_event", f"keys {sorted(msg)[:8]}")
@@ -488,8 +415,7 @@ class ITickAdapter(VendorBase):
 
         The feed client calls it on each open, before anything is sent on the connection.
         """
-        with self._pending_lock:
-            self._pending.clear()
+        self._waiting.clear()
 
     @staticmethod
     def is_auth_ok(event: object) -> bool | None:
@@ -504,16 +430,7 @@ class ITickAdapter(VendorBase):
         For a client that waits for auth on the socket thread: cheap for frames that are
         not the auth reply (a substring test, no JSON), and never raises.
         """
-        marker = b'"auth"' if isinstance(raw, (bytes, bytearray)) else '"auth"'
-        if marker not in raw:
-            return None
-        try:
-            msg = json.loads(raw)
-        except (ValueError, TypeError, RecursionError):
-            return None
-        if type(msg) is not dict or msg.get("resAc") != "auth":
-            return None
-        return _code_of(msg) == 1
+        return auth_status(raw)
 
     @staticmethod
     def is_fatal_reply(event: object) -> bool:
@@ -523,39 +440,12 @@ class ITickAdapter(VendorBase):
     # -- private -----------------------------------------------------------------------
 
     def _control(self, action: str, syms: list[str]) -> str:
-        with self._pending_lock:
-            self._pending.append((action, tuple(syms)))
+        self._waiting.add(action, tuple(syms))
         return _dumps({"ac": action, "params": ",".join(syms), "types": ",".join(self.types)})
 
-    def _remember(self, syms: list[str]) -> None:
-        # Record every wire form a push may use for each subscribed symbol.
-        for sym in syms:
-            code, _, region = sym.rpartition("$")
-            self._by_wire[sym] = sym
-            self._by_wire[f"{code}.{region}"] = sym
-            if self._by_wire.get(code, sym) != sym:
-                self._by_wire[code] = None  # the same code in two regions: ambiguous
-            else:
-                self._by_wire[code] = sym
-        if len(self._by_wire) > 30_000:  # bound the map; keep only what is subscribed now
-            self._by_wire.clear()
-            self._remember(list(self._current))
-
     def _symbol_of(self, s: object) -> str:
-        # A pushed ``s`` -> the subscribed symbol.
-        if type(s) is not str or not s:
-            raise MalformedMessage("bad_symbol", f"s {s!r}")
-        key = s.strip().upper()
-        if key in self._by_wire:
-            sym = self._by_wire[key]
-            if sym is None:
-                raise MalformedMessage("ambiguous_symbol", f"{s!r} is subscribed in several regions")
-            return sym
-        try:
-            return self.normalize_symbol(key)
-        except ValueError:
-            raise MalformedMessage(
-                "unknown_symbol", f"{s!r} has no region and is not subscribed") from None
+        # A pushed ``s`` -> the subscribed symbol (else the normalised form, if it has one).
+        return self._symbols.resolve(s, self.normalize_symbol)
 
     def _reply(self, msg: dict, res_ac: object) -> list[Event]:
         """Parse an answer to an action (``resAc`` names the action).
@@ -571,27 +461,17 @@ class ITickAdapter(VendorBase):
         """
         if res_ac == "pong":
             return []
-        code = _code_of(msg)
+        code = code_of(msg)
         vendor = self.redact(str(msg.get("msg") or ""))[:160]
         if res_ac == "auth":
             if code == 1:
                 return [VendorReply(True, "iTick: authenticated", "auth")]
-            return [VendorReply(False, f"iTick: {_words(vendor)} (iTick says {vendor!r})", "auth")]
+            return [VendorReply(False, f"iTick: {words(vendor)} (iTick says {vendor!r})", "auth")]
         action = str(res_ac)[:40]
-        symbols: tuple[str, ...] = ()
-        with self._pending_lock:
-            for i, (act, syms) in enumerate(self._pending):
-                if act == action:
-                    symbols = syms
-                    del self._pending[i]
-                    break
-        listed = f" {', '.join(symbols)}" if symbols else ""
+        symbols = self._waiting.take(action)
         if code == 1:
-            done = f"{action}d" if action in ("subscribe", "unsubscribe") else f"{action} ok"
-            return [VendorReply(True, f"iTick: {done}{listed}", action, symbols)]
-        said = f" (iTick says {vendor!r})" if vendor and _words(vendor) != vendor else ""
-        text = f"iTick refused {action}{listed}: {_words(vendor)}{said}"
-        return [VendorReply(False, text, action, symbols)]
+            return [VendorReply(True, ack_text(action, symbols), action, symbols)]
+        return [VendorReply(False, refusal_text(action, symbols, vendor, res_ac=True), action, symbols)]
 
     def _status(self, msg: dict, code: int) -> VendorReply:
         """Parse a message with ``code`` and ``msg`` but no ``resAc``.
@@ -609,21 +489,5 @@ class ITickAdapter(VendorBase):
                 return VendorReply(True, "iTick: connected", "connect")
             return VendorReply(True, f"iTick: {vendor or 'ok'}")
         # A refusal without resAc answers the oldest request still waiting.
-        with self._pending_lock:
-            action, symbols = self._pending.popleft() if self._pending else (None, ())
-        about = f" ({action} {', '.join(symbols)})" if action else ""
-        said = f" (iTick says {vendor!r})" if vendor and _words(vendor) != vendor else ""
-        return VendorReply(False, f"iTick error: {_words(vendor)}{about}{said}", action, symbols)
-
-
-def base_url_of(url: str, market: str) -> str:
-    """Return the ``base_url`` for an endpoint URL: ``url`` without a trailing ``/<market>``.
-
-    ``ws://127.0.0.1:9000`` and ``ws://127.0.0.1:9000/stock`` (market ``stock``) both give
-    ``ws://127.0.0.1:9000``; ``wss://h/websocket`` (the Python SDK's prefix) stays as is,
-    so the market is appended after it.
-    """
-    base = url.rstrip("/")
-    suffix = f"/{market}"
-    return base[: -len(suffix)] if base.endswith(suffix) else base
-
+        action, symbols = self._waiting.take_oldest()
+        return VendorReply(False, refusal_text(action, symbols, vendor, res_ac=False), action, symbols)
