@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import replace
 
-from feed.core.bars import BarAggregator
+from feed.core.bars import BarAggregator, TimeBarAggregator
 from feed.core.book import OrderBook
 from feed.core.health import SymbolStatus
 from feed.core.models import BarSpec, Trade, decimals_of
@@ -20,6 +20,19 @@ __all__ = ["SymbolState"]
 
 #: Trade-id gap marks kept per symbol.
 GAP_MARKS_KEPT = 1000
+
+
+def _settled_or_copied(agg: BarAggregator, closed: list) -> list:
+    # Closed bars a late trade can no longer reach never change again, so readers may share
+    # them; only the tail still within the late tolerance of the newest trade is copied.
+    # This keeps a full read (an export) from copying thousands of bars under the lock.
+    if not isinstance(agg, TimeBarAggregator):  # threshold bars are never revised once closed
+        return list(closed)
+    horizon = (agg.last_ts_ns or 0) - agg.late_tolerance_ns
+    k = len(closed)
+    while k > 0 and closed[k - 1].end_ns > horizon:
+        k -= 1
+    return closed[:k] + [replace(b) for b in closed[k:]]
 
 
 class SymbolState:
@@ -109,7 +122,7 @@ class SymbolState:
             key=f"{self.symbol}|{spec}",
             generation=agg.generation,
             n_closed=agg.n_closed,
-            closed=[replace(b) for b in agg.closed[lo:]],
+            closed=_settled_or_copied(agg, agg.closed[lo:]),
             current=replace(agg.current) if agg.current is not None else None,
             first_index=agg.first_index,
             price_decimals=self.price_dp,
