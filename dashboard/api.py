@@ -73,6 +73,8 @@ def register_routes(server: Flask, engine: Any) -> None:
             frame = engine.bars_frame(symbol, spec)
         except KeyError:  # unsubscribed between the check and the read
             return _error(404, f"unknown symbol {symbol}: not subscribed")
+        except ValueError as exc:  # a spec too fine for the trades held
+            return _error(400, str(exc))
         body = bars_to_csv(
             frame,
             price_decimals=frame.attrs.get("price_decimals", 8),

@@ -84,3 +84,17 @@ def run(argv, **options):
     from dashboard.runtime import start_runtime
 
     return start_runtime(config_from_argv(list(argv)), **options)
+
+
+def binance_trade_msg(ts_ms: int, trade_id: int, price="60000.0", qty="0.5", maker: bool = False,
+                      symbol: str = "BTCUSDT") -> str:
+    """Return a Binance combined-stream ``@trade`` message (exchange time ``ts_ms``, UTC ms).
+
+    ``price``/``qty`` are put on the wire as given (strings, or anything JSON can carry),
+    so hostile values can be sent as a vendor would.
+    """
+    import json
+
+    return json.dumps({"stream": f"{symbol.lower()}@trade", "data": {
+        "e": "trade", "E": ts_ms, "s": symbol, "t": trade_id, "p": price, "q": qty, "T": ts_ms,
+        "m": maker, "M": True}})

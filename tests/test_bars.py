@@ -217,7 +217,8 @@ def test_time_bar_when_trade_not_in_bars_is_ignored():
 
 def test_tick_bar_when_nth_trade_arrives_closes():
     agg = make_aggregator("BTCUSDT", "3t")
-    out = agg.on_trades([tr(i, 100 + i) for i in range(7)])
+    assert agg.on_trades([tr(i, 100 + i) for i in range(7)]) == 2
+    out = agg.closed
     assert [b.trade_count for b in out] == [3, 3]
     assert [b.open for b in out] == [100, 103] and out[0].close == 102
     assert out[0].start_ns == 0 and out[0].end_ns == 2 * S
@@ -243,8 +244,8 @@ def test_volume_bar_when_huge_trade_closes_several_bars_each_exact():
 
 def test_volume_bar_when_decimal_sizes_sum_to_threshold_closes_exactly():
     agg = make_aggregator("BTCUSDT", "0.3v")
-    out = agg.on_trades([tr(1, 100, 0.1), tr(2, 100, 0.2)])
-    assert len(out) == 1 and agg.current is None
+    assert agg.on_trades([tr(1, 100, 0.1), tr(2, 100, 0.2)]) == 1
+    assert len(agg.closed) == 1 and agg.current is None
 
 
 def test_value_bar_when_trade_overshoots_splits_by_value():

@@ -78,9 +78,13 @@ def test_apply_when_exchange_clock_passes_the_interval_closes_the_time_bar():
     m = market()
     m.apply([parsed(trade(1, 10))], T0, 0)
     assert series(m, "1m").current is not None and series(m, "1m").n_closed == 0
-    # A depth diff of a later minute moves the exchange clock: the quiet bar closes.
+    # A depth diff does not move the replay clock (trade times only)...
     delta = BookDelta("BTCUSDT", T0 + 61 * S, 1, 1, None, ((99.0, 1.0),), ())
     m.apply([parsed(delta)], T0, 0)
+    assert series(m, "1m").n_closed == 0
+    # ...another symbol's later trade does: the quiet bar closes.
+    m.add_symbol("ETHUSDT")
+    m.apply([parsed(Trade("ETHUSDT", T0 + 61 * S, 3000.0, 1.0, trade_id=1))], T0, 0)
     bars = series(m, "1m")
     assert bars.n_closed == 1 and bars.closed[0].closed and bars.current is None
 

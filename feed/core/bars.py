@@ -50,6 +50,9 @@ __all__ = [
     "ValueBarAggregator",
     "AGGREGATORS",
     "make_aggregator",
+    "flat_starts",
+    "MAX_BARS_PER_TRADE",
+    "MAX_FLAT_FILL",
 ]
 
 EmptyPolicy = Literal["gap", "flat"]
@@ -57,6 +60,26 @@ EmptyPolicy = Literal["gap", "flat"]
 # Relative slack when comparing a running sum with a threshold: float sums of decimal
 # sizes (0.1 + 0.2) must still close a bar "at" the threshold.
 _REL_EPS = 1e-9
+
+#: Most bars one trade may close in a volume or value series; the rest of a larger trade
+#: overshoots the last of them (a bounded cost for a tiny threshold and a huge trade).
+MAX_BARS_PER_TRADE = 1000
+#: Most empty intervals filled with flat bars at once; a longer gap stays a gap.
+MAX_FLAT_FILL = 100_000
+
+
+def flat_starts(grid: EpochGrid | SessionGrid, from_ns: int, upto_start: int) -> list[tuple[int, int]]:
+    """Return ``(start, end)`` of each interval from ``from_ns`` up to ``upto_start``
+    (exclusive), UTC ns; [] when there are more than ``MAX_FLAT_FILL`` of them."""
+    out: list[tuple[int, int]] = []
+    t = from_ns
+    while t < upto_start:
+        if len(out) >= MAX_FLAT_FILL:
+            return []
+        start, end = grid.bucket(t)
+        out.append((start, end))
+        t = end
+    return out
 
 
 class BarAggregator:
@@ -108,12 +131,18 @@ class BarAggregator:
         """Add one trade; return the bars it closed (oldest first, possibly empty)."""
         raise NotImplementedError
 
-    def on_trades(self, trades: Iterable[Trade]) -> list[Bar]:
-        """Add trades in order; return every bar they closed."""
-        out: list[Bar] = []
+    def on_trades(self, trades: Iterable[Trade]) -> int:
+        """Add trades in order; return how many bars they closed.
+
+        The closed bars are in :attr:`closed` (the newest ``max_bars``); they are not
+        collected a second time, so a rebuild from millions of trades holds at most
+        ``max_bars`` bars.
+        """
+        n = 0
+        on_trade = self.on_trade
         for t in trades:
-            out.extend(self.on_trade(t))
-        return out
+            n += len(on_trade(t))
+        return n
 
     def on_clock(self, now_ns: int) -> list[Bar]:
         """Advance the clock to ``now_ns`` (UTC ns); return bars closed by time alone.
@@ -269,17 +298,17 @@ class TimeBarAggregator(BarAggregator):
 
     def _fill_empty(self, upto_start: int) -> list[Bar]:
         # Flat zero-volume bars for every interval between the last closed bar and
-        # ``upto_start`` (exclusive), when the empty policy asks for them.
+        # ``upto_start`` (exclusive), when the empty policy asks for them. A gap of more
+        # than MAX_FLAT_FILL intervals stays a gap: one bad timestamp must not build
+        # millions of bars.
         if self.empty != "flat" or not self.closed:
             return []
+        starts = flat_starts(self.grid, self.closed[-1].end_ns, upto_start)
         out = []
-        t = self.closed[-1].end_ns
         price = self.closed[-1].close
-        while t < upto_start:
-            start, end = self.grid.bucket(t)
+        for start, end in starts:
             self.current = self._new_bar(start, end, price)
             out.append(self._close_current())
-            t = end
         return out
 
     def _late(self, trade: Trade, start: int) -> None:
@@ -412,6 +441,7 @@ class VolumeBarAggregator(_ThresholdAggregator):
         price, side, ts = trade.price, trade.side, trade.ts_ns
         size = trade.size
         closed: list[Bar] = self._reset_if_new_session(ts) if self.sessions else []
+        splits = 0
         while size > 0.0:
             bar = self.current or self._open(trade)
             bar.end_ns = ts
@@ -426,8 +456,11 @@ class VolumeBarAggregator(_ThresholdAggregator):
                 # 2a. The whole (remaining) trade fits: add it and wait for more.
                 _add(bar, price, size, side, ts)
                 break
-            # 2b. Fill the bar to the threshold with part of the trade and close it.
-            part = size if need <= room + eps else self._size_for(price, room)
+            # 2b. Fill the bar to the threshold with part of the trade and close it; past
+            #     MAX_BARS_PER_TRADE bars the rest of the trade goes into this last bar
+            #     (it overshoots), so one huge trade costs bounded time and memory.
+            splits += 1
+            part = size if need <= room + eps or splits >= MAX_BARS_PER_TRADE else self._size_for(price, room)
             _add(bar, price, part, side, ts)
             closed.append(self._close_current())
             # 3. Carry the remainder into the next bar (loop), dropping float dust.

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .bars import EmptyPolicy, make_aggregator
+from .bars import EmptyPolicy, flat_starts, make_aggregator
 from .models import BAR_COLUMNS, BUY, SELL, Bar, BarSpec, Trade
 from .timegrid import EpochGrid, SessionGrid, make_grid
 
-__all__ = ["aggregate", "bars_to_frame"]
+__all__ = ["aggregate", "bars_to_frame", "estimate_bars"]
 
 
 def bars_to_frame(bars: Sequence[Bar]) -> pd.DataFrame:
@@ -252,15 +252,18 @@ def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
 
 
 def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:
-    # Insert zero-volume bars at the previous close for empty intervals.
+    # Insert zero-volume bars at the previous close for empty intervals; a gap of more
+    # than MAX_FLAT_FILL intervals stays a gap, as in the streaming aggregator.
     starts, ends = [], []
-    t = int(frame["start"].iloc[0])
-    last = int(frame["start"].iloc[-1])
-    while t <= last:
-        s, e = grid.bucket(t)
-        starts.append(s)
-        ends.append(e)
-        t = e
+    bar_starts = frame["start"].to_numpy(np.int64)
+    bar_ends = frame["end"].to_numpy(np.int64)
+    for i in range(len(bar_starts)):
+        starts.append(int(bar_starts[i]))
+        ends.append(int(bar_ends[i]))
+        if i + 1 < len(bar_starts):
+            for s, e in flat_starts(grid, int(bar_ends[i]), int(bar_starts[i + 1])):
+                starts.append(s)
+                ends.append(e)
     out = frame.set_index("start").reindex(np.array(starts, np.int64))
     missing = out["trade_count"].isna()
     prev_close = out["close"].ffill()
@@ -276,3 +279,19 @@ def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFra
     out["closed"] = out["closed"].astype(bool)
     out["end"] = np.array(ends, np.int64)
     return out.reset_index().rename(columns={"index": "start"})
+
+
+def estimate_bars(spec: BarSpec, trades: Sequence[Trade], empty: str = "gap") -> float:
+    """Return about how many bars ``spec`` makes from ``trades`` (an upper bound for
+    tick, volume and value bars; span / interval for time bars with flat empty intervals)."""
+    if not trades:
+        return 0.0
+    if spec.kind == "tick":
+        return len(trades) / spec.step
+    if spec.kind == "volume":
+        return sum(t.size for t in trades) / spec.step
+    if spec.kind == "value":
+        return sum(t.price * t.size for t in trades) / spec.step
+    span = max(t.ts_ns for t in trades) - min(t.ts_ns for t in trades)
+    intervals = span / spec.interval_ns + 1
+    return intervals if empty == "flat" else min(float(len(trades)), intervals)

@@ -60,6 +60,15 @@ class MarketConfig:
     kline_check : str, optional
         Interval (``"1m"``) of vendor candles to compare with tickscope's own bars; None:
         no cross-check. The adapter must subscribe them.
+    max_series : int, default 12
+        Bar series held per symbol; the least recently read is evicted (and rebuilt from
+        the trades held when read again).
+    max_rebuild_bars : int, default 500_000
+        A bar spec that would make more bars than this from the trades held is refused
+        (a tiny threshold such as ``0.00000001v`` would otherwise build millions).
+    time_window_s : float, default 86_400
+        A trade stamped more than this many seconds away from its receive time (live) or
+        ahead of its symbol's previous trade (replay) is refused as ``time_out_of_window``.
 
     Raises
     ------
@@ -75,8 +84,13 @@ class MarketConfig:
     close_grace_s: float | None = None
     snapshot_spacing_s: float = 1.0
     kline_check: str | None = None
+    max_series: int = 12
+    max_rebuild_bars: int = 500_000
+    time_window_s: float = 86_400.0
 
     def __post_init__(self) -> None:
+        if self.max_series < 1 or self.max_rebuild_bars < 1 or not self.time_window_s > 0:
+            raise ValueError("max_series, max_rebuild_bars and time_window_s must be > 0")
         if self.clock not in ("wall", "exchange"):
             raise ValueError(f"clock must be 'wall' or 'exchange', not {self.clock!r}")
         object.__setattr__(self, "default_spec", str(BarSpec.from_str(self.default_spec)))

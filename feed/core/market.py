@@ -32,23 +32,21 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from feed.core.bars import BarAggregator, make_aggregator
-from feed.core.book import OrderBook
 from feed.core.config import MarketConfig
 from feed.core.events import (
     Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
     PlannedDisconnect, SnapshotBody, SnapshotFailed, SourceFinished,
 )
+from feed.core.batch import estimate_bars
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
+from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
+from feed.core.symbol import SymbolState
 from feed.core.views import BarSeries, DepthView, SeriesSeed
-from feed.core.models import (
-    Bar, BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply, decimals_of,
-)
 
-__all__ = ["MarketState"]
+__all__ = ["MarketState", "MAX_ID_JUMP"]
 
 _NS = 1_000_000_000
 #: Least nanoseconds between two malformed-message samples handed out for the log.
@@ -57,38 +55,9 @@ _MALFORMED_LOG_EVERY_NS = 5 * _NS
 _SNAPSHOT_FAILED_WAIT_NS = 4 * _NS
 #: Replies kept for the page (refusals in words).
 _REPLIES_KEPT = 50
-#: Trade-id gap marks kept per symbol.
-_GAP_MARKS_KEPT = 1000
-
-
-class _Symbol:
-    # Everything held for one symbol.
-
-    __slots__ = (
-        "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
-        "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
-        "snapshot_due_ns", "gap_marks",
-    )
-
-    def __init__(self, symbol: str, max_trades: int) -> None:
-        self.symbol = symbol
-        self.book = OrderBook(symbol)
-        self.trades: deque[Trade] = deque(maxlen=max_trades)
-        self.series: dict[BarSpec, BarAggregator] = {}
-        self.n_trades = 0
-        self.last_trade_ts_ns: int | None = None
-        self.last_trade_id: int | None = None
-        self.gaps = 0  # trade-id jumps seen
-        self.missing_trades = 0  # trades missing across those jumps
-        self.price_dp = 0
-        self.size_dp = 0
-        self.snapshot_due_ns: int | None = None  # monotonic ns before which no new request
-        self.gap_marks: deque[tuple[int, int]] = deque(maxlen=_GAP_MARKS_KEPT)
-
-    def note_decimals(self, trade: Trade) -> None:
-        # Decimals seen in prices and sizes, at most 12 (the export's precision).
-        self.price_dp = max(self.price_dp, min(12, decimals_of(trade.price)))
-        self.size_dp = max(self.size_dp, min(12, decimals_of(trade.size)))
+#: A forward jump of more trade ids than this is suspect until the next trade confirms it.
+MAX_ID_JUMP = 100_000
+_INT64_MAX = (1 << 63) - 1
 
 
 class MarketState:
@@ -111,7 +80,7 @@ class MarketState:
     def __init__(self, config: MarketConfig, adapter) -> None:
         self.config = config
         self.adapter = adapter
-        self._symbols: dict[str, _Symbol] = {}
+        self._symbols: dict[str, SymbolState] = {}
         self._counts: Counter[str] = Counter()  # messages, trades, reconnects, duplicates, ...
         self.malformed: Counter[str] = Counter()  # by reason
         self._replies: deque[VendorReply] = deque(maxlen=_REPLIES_KEPT)
@@ -144,18 +113,8 @@ class MarketState:
         """
         if symbol in self._symbols:
             return False
-        st = _Symbol(symbol, self.config.max_trades)
-        for trade in restored:
-            st.trades.append(trade)
-            st.n_trades += 1
-            if trade.trade_id is not None:
-                st.last_trade_id = trade.trade_id
-            st.last_trade_ts_ns = trade.ts_ns
-        meta = meta or {}
-        st.price_dp = int(meta.get("price_decimals", 0) or 0)
-        st.size_dp = int(meta.get("size_decimals", 0) or 0)
-        for trade in list(st.trades)[-2000:]:
-            st.note_decimals(trade)
+        st = SymbolState(symbol, self.config.max_trades)
+        st.restore(restored, meta)
         self._symbols[symbol] = st
         if self.klines is not None:
             self.klines.add_symbol(symbol)
@@ -238,9 +197,7 @@ class MarketState:
             if st is None:
                 self._malformed("unsubscribed_symbol", ev.symbol, None, fx, mono_ns)
                 return
-            if ev.ts_ns > self._exchange_clock_ns:
-                self._exchange_clock_ns = ev.ts_ns
-            st.book.apply_delta(ev)
+            st.book.apply_delta(ev)  # the replay clock follows trade times only
         elif t is BookSnapshot:
             st = self._symbols.get(ev.symbol)
             if st is not None:
@@ -257,20 +214,50 @@ class MarketState:
         if st is None:
             self._malformed("unsubscribed_symbol", trade.symbol, None, fx, mono_ns)
             return
+        problem = st.time_problem(trade, int(self.config.time_window_s * _NS), self.config.clock == "wall")
+        if problem:
+            self._malformed("time_out_of_window", problem, None, fx, mono_ns)
+            return
         tid = trade.trade_id
-        if tid is not None and st.last_trade_id is not None and self._ids_consecutive:
-            if tid <= st.last_trade_id:
-                self._counts["duplicates"] += 1
-                return
-            if tid != st.last_trade_id + 1:
-                missing = tid - st.last_trade_id - 1
-                st.gaps += 1
-                st.missing_trades += missing
-                st.gap_marks.append((trade.ts_ns, missing))
-                if self.klines is not None:
-                    self.klines.mark_incomplete(trade.symbol, st.last_trade_ts_ns or trade.ts_ns, trade.ts_ns)
-        if tid is not None:
-            st.last_trade_id = tid
+        if tid is not None and not 0 <= tid <= _INT64_MAX:
+            self._malformed("bad_trade_id", f"{trade.symbol} id {tid}", None, fx, mono_ns)
+            return
+        if tid is None or st.last_trade_id is None or not self._ids_consecutive:
+            self._take(st, trade, fx)
+            return
+        if tid <= st.last_trade_id:
+            self._counts["duplicates"] += 1
+            return
+        if st.suspect is not None:
+            self._settle_suspect(st, trade, fx, mono_ns)
+        elif tid - st.last_trade_id > MAX_ID_JUMP:
+            st.suspect = trade  # one bogus id must not become the baseline: wait for the next
+            return
+        if tid > st.last_trade_id + 1:
+            self._gap(st, trade)
+        self._take(st, trade, fx)
+
+    def _settle_suspect(self, st: SymbolState, trade: Trade, fx: Effects, mono_ns: int) -> None:
+        # The trade after a far jump decides: one that follows it confirms the jump (a real
+        # gap), one that follows the old sequence shows the jumped id was bogus.
+        suspect, st.suspect = st.suspect, None
+        if trade.trade_id == suspect.trade_id + 1:
+            self._gap(st, suspect)
+            self._take(st, suspect, fx)
+        else:
+            self._malformed("suspect_trade_id", f"{suspect.symbol} id {suspect.trade_id} after "
+                            f"{st.last_trade_id}", None, fx, mono_ns)
+
+    def _gap(self, st: SymbolState, trade: Trade) -> None:
+        before = st.last_trade_ts_ns
+        st.record_gap(trade)
+        if self.klines is not None:
+            self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
+
+    def _take(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
+        # Apply a trade that passed every check: tape, series, kline check, store.
+        if trade.trade_id is not None:
+            st.last_trade_id = trade.trade_id
         self._counts["trades"] += 1
         st.n_trades += 1
         if st.last_trade_ts_ns is None or trade.ts_ns > st.last_trade_ts_ns:
@@ -376,7 +363,20 @@ class MarketState:
         return SeriesSeed(symbol, spec, list(st.trades), st.n_trades, self.clock_ns(now_ns))
 
     def build_series(self, seed: SeriesSeed) -> BarAggregator:
-        """Return a new aggregator fed with ``seed``'s trades (no state touched: lock-free)."""
+        """Return a new aggregator fed with ``seed``'s trades (no state touched: lock-free).
+
+        Raises
+        ------
+        ValueError
+            When the spec would make more than ``max_rebuild_bars`` bars from the trades
+            (the message says how many and what to do).
+        """
+        estimate = estimate_bars(seed.spec, seed.trades, self.config.bar_options.get("empty", "gap"))
+        if estimate > self.config.max_rebuild_bars:
+            raise ValueError(
+                f"bar spec {seed.spec} would make about {estimate:,.0f} bars from the "
+                f"{len(seed.trades):,} trades held (at most {self.config.max_rebuild_bars:,}): "
+                "choose a larger step")
         agg = make_aggregator(seed.symbol, seed.spec, max_bars=self.config.max_bars, **self.config.bar_options)
         agg.on_trades(seed.trades)
         agg.on_clock(seed.clock_ns - self._grace_ns)
@@ -397,6 +397,8 @@ class MarketState:
         elif behind > 0:
             agg.on_trades(list(st.trades)[-behind:])
         agg.on_clock(self.clock_ns(now_ns) - self._grace_ns)
+        while len(st.series) >= self.config.max_series:  # evict the least recently read
+            del st.series[next(iter(st.series))]
         st.series[seed.spec] = agg
 
     def bar_series(self, symbol: str, spec: BarSpec, since: int = 0) -> BarSeries | None:
@@ -408,45 +410,19 @@ class MarketState:
         KeyError
             If ``symbol`` is not held.
         """
-        st = self._symbols[symbol]
-        agg = st.series.get(spec)
-        if agg is None:
-            return None
-        lo = max(since - agg.first_index, 0)
-        return BarSeries(
-            key=f"{symbol}|{spec}",
-            generation=agg.generation,
-            n_closed=agg.n_closed,
-            closed=[replace(b) for b in agg.closed[lo:]],
-            current=replace(agg.current) if agg.current is not None else None,
-            first_index=agg.first_index,
-            price_decimals=st.price_dp,
-            size_decimals=st.size_dp,
-        )
+        return self._symbols[symbol].series_copy(spec, since)
 
     # -- readers (copies) -----------------------------------------------------------------
 
     def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
         """Return the top ``levels`` of ``symbol``'s book, or None if not held."""
         st = self._symbols.get(symbol)
-        if st is None:
-            return None
-        book = st.book
-        bids, asks = book.depth(levels)
-        bb, ba = book.best_bid(), book.best_ask()
-        return DepthView(
-            symbol=symbol, ts_ns=book.ts_ns or 0, bids=list(bids), asks=list(asks),
-            best_bid=bb[0] if bb else None, best_ask=ba[0] if ba else None,
-            mid=book.mid(), spread=book.spread(), synced=book.synced,
-        )
+        return st.depth(levels) if st is not None else None
 
     def trades(self, symbol: str, limit: int = 100) -> list[Trade]:
         """Return the last ``limit`` trades of ``symbol``, oldest first ([] if not held)."""
         st = self._symbols.get(symbol)
-        if st is None:
-            return []
-        n = len(st.trades)
-        return [st.trades[i] for i in range(max(0, n - limit), n)]
+        return st.recent(limit) if st is not None else []
 
     def gap_marks_since(self, symbol: str, since: int = 0) -> tuple[int, list[tuple[int, int]]]:
         """Return ``(total, marks)``: how many trade-id gap marks ``symbol`` has had, and
@@ -465,12 +441,7 @@ class MarketState:
         if since < 0:
             raise ValueError(f"since must be >= 0, not {since}")
         st = self._symbols.get(symbol)
-        if st is None:
-            return 0, []
-        held = st.gap_marks
-        first = st.gaps - len(held)  # one mark per trade-id jump
-        skip = max(since - first, 0)
-        return st.gaps, [held[i] for i in range(skip, len(held))]
+        return st.gap_marks_since(since) if st is not None else (0, [])
 
     def count(self, name: str) -> int:
         """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""
@@ -483,19 +454,11 @@ class MarketState:
     def late_trades(self) -> int:
         """Return trades too late for their time bar: each symbol's worst series, summed
         (a trade late for one series is late for every finer one too)."""
-        return sum(max((agg.late for agg in st.series.values()), default=0)
-                   for st in self._symbols.values())
+        return sum(st.late() for st in self._symbols.values())
 
     def symbol_status(self) -> dict[str, SymbolStatus]:
         """Return each held symbol's figures, in subscription order."""
-        return {
-            s: SymbolStatus(
-                trades=st.n_trades, last_trade_ts_ns=st.last_trade_ts_ns,
-                book_synced=st.book.synced, gaps=st.missing_trades, gap_events=st.gaps,
-                book_resyncs=st.book.resyncs, book_sequence_gaps=st.book.sequence_gaps,
-                book_crossed=st.book.crossed_resyncs)
-            for s, st in self._symbols.items()
-        }
+        return {s: st.status() for s, st in self._symbols.items()}
 
     def refusals(self, last: int = 5) -> tuple[str, ...]:
         """Return the vendor's latest ``last`` refusals in words, newest last."""

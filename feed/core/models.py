@@ -68,10 +68,14 @@ def decimals_of(x: float) -> int:
 def iso_ms(ts_ns: int) -> str:
     """Return UTC ns as ISO-8601 with milliseconds (truncated) and ``Z``.
 
-    ``1723161300000000000`` -> ``"2024-08-08T23:55:00.000Z"``.
+    ``1723161300000000000`` -> ``"2024-08-08T23:55:00.000Z"``; ``""`` for a time that
+    has no ISO form (outside years 1 to 9999), so readers never fail on a bad stamp.
     """
-    ts_ns = int(ts_ns)
-    dt = datetime.fromtimestamp(ts_ns // NS_PER_SECOND, tz=timezone.utc)
+    try:
+        ts_ns = int(ts_ns)
+        dt = datetime.fromtimestamp(ts_ns // NS_PER_SECOND, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError, TypeError):
+        return ""  # a time outside years 1..9999 (a vendor's bad stamp): total, never raises
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{(ts_ns // 1_000_000) % 1000:03d}Z"
 
 

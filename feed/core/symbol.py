@@ -1,0 +1,165 @@
+"""One symbol's state: its book, tape, bar series and trade-id bookkeeping, with the
+per-symbol rules (trade-time window, gap marks) and the copies readers get of it.
+
+Pure, like the market state that holds one of these per symbol.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import replace
+
+from feed.core.bars import BarAggregator, TimeBarAggregator
+from feed.core.book import OrderBook
+from feed.core.health import SymbolStatus
+from feed.core.models import BarSpec, Trade, decimals_of
+from feed.core.views import BarSeries, DepthView
+
+__all__ = ["SymbolState"]
+
+#: Trade-id gap marks kept per symbol.
+GAP_MARKS_KEPT = 1000
+
+
+def _settled_or_copied(agg: BarAggregator, closed: list) -> list:
+    # Closed bars a late trade can no longer reach never change again, so readers may share
+    # them; only the tail still within the late tolerance of the newest trade is copied.
+    # This keeps a full read (an export) from copying thousands of bars under the lock.
+    if not isinstance(agg, TimeBarAggregator):  # threshold bars are never revised once closed
+        return list(closed)
+    horizon = (agg.last_ts_ns or 0) - agg.late_tolerance_ns
+    k = len(closed)
+    while k > 0 and closed[k - 1].end_ns > horizon:
+        k -= 1
+    return closed[:k] + [replace(b) for b in closed[k:]]
+
+
+class SymbolState:
+    """Everything held for one symbol (the market state's unit; no locking here).
+
+    Parameters
+    ----------
+    symbol : str
+        Normalised symbol.
+    max_trades : int
+        Trades held in the tape (oldest dropped first).
+    """
+
+    __slots__ = (
+        "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
+        "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
+        "snapshot_due_ns", "gap_marks", "suspect",
+    )
+
+    def __init__(self, symbol: str, max_trades: int) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(symbol)
+        self.trades: deque[Trade] = deque(maxlen=max_trades)
+        self.series: dict[BarSpec, BarAggregator] = {}  # least recently read first
+        self.n_trades = 0
+        self.last_trade_ts_ns: int | None = None
+        self.last_trade_id: int | None = None
+        self.gaps = 0  # trade-id jumps seen
+        self.missing_trades = 0  # trades missing across those jumps
+        self.price_dp = 0
+        self.size_dp = 0
+        self.snapshot_due_ns: int | None = None  # monotonic ns before which no new request
+        self.gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS_KEPT)
+        self.suspect: Trade | None = None  # a trade whose id jumped far ahead, unconfirmed
+
+    def restore(self, restored: Sequence[Trade], meta: dict | None) -> None:
+        """Load stored trades (oldest first) and stored decimals."""
+        for trade in restored:
+            self.trades.append(trade)
+            self.n_trades += 1
+            if trade.trade_id is not None:
+                self.last_trade_id = trade.trade_id
+            self.last_trade_ts_ns = trade.ts_ns
+        meta = meta or {}
+        self.price_dp = int(meta.get("price_decimals", 0) or 0)
+        self.size_dp = int(meta.get("size_decimals", 0) or 0)
+        for trade in list(self.trades)[-2000:]:
+            self.note_decimals(trade)
+
+    def note_decimals(self, trade: Trade) -> None:
+        """Widen the decimals seen in prices and sizes (at most 12: the export's precision)."""
+        self.price_dp = max(self.price_dp, min(12, decimals_of(trade.price)))
+        self.size_dp = max(self.size_dp, min(12, decimals_of(trade.size)))
+
+    def time_problem(self, trade: Trade, window_ns: int, live: bool) -> str:
+        """Return why ``trade``'s exchange time is out of the window, or "".
+
+        Live: within ``window_ns`` of its receive time. Replay (receive times are today,
+        exchange times are not): at most ``window_ns`` ahead of the symbol's previous
+        trade, so one stamp in 2200 cannot make every later trade late.
+        """
+        if live and trade.recv_ns:
+            if abs(trade.ts_ns - trade.recv_ns) > window_ns:
+                return f"{self.symbol} trade at {trade.ts_ns} ns received at {trade.recv_ns} ns"
+        elif self.last_trade_ts_ns is not None and trade.ts_ns - self.last_trade_ts_ns > window_ns:
+            return f"{self.symbol} trade at {trade.ts_ns} ns after one at {self.last_trade_ts_ns} ns"
+        return ""
+
+    def record_gap(self, trade: Trade) -> None:
+        """Count the ids missing before ``trade`` and mark the gap at its time."""
+        missing = trade.trade_id - self.last_trade_id - 1
+        self.gaps += 1
+        self.missing_trades += missing
+        self.gap_marks.append((trade.ts_ns, missing))
+
+    # -- reader copies ----------------------------------------------------------------
+
+    def series_copy(self, spec: BarSpec, since: int) -> BarSeries | None:
+        """Return copies of ``spec``'s closed bars with index >= ``since`` and the bar in
+        progress, or None without such a series; marks the series most recently read."""
+        agg = self.series.pop(spec, None)
+        if agg is None:
+            return None
+        self.series[spec] = agg  # most recently read last (eviction order)
+        lo = max(since - agg.first_index, 0)
+        return BarSeries(
+            key=f"{self.symbol}|{spec}",
+            generation=agg.generation,
+            n_closed=agg.n_closed,
+            closed=_settled_or_copied(agg, agg.closed[lo:]),
+            current=replace(agg.current) if agg.current is not None else None,
+            first_index=agg.first_index,
+            price_decimals=self.price_dp,
+            size_decimals=self.size_dp,
+        )
+
+    def depth(self, levels: int) -> DepthView:
+        """Return the top ``levels`` of the book."""
+        book = self.book
+        bids, asks = book.depth(levels)
+        bb, ba = book.best_bid(), book.best_ask()
+        return DepthView(
+            symbol=self.symbol, ts_ns=book.ts_ns or 0, bids=list(bids), asks=list(asks),
+            best_bid=bb[0] if bb else None, best_ask=ba[0] if ba else None,
+            mid=book.mid(), spread=book.spread(), synced=book.synced,
+        )
+
+    def recent(self, limit: int) -> list[Trade]:
+        """Return the last ``limit`` trades, oldest first."""
+        n = len(self.trades)
+        return [self.trades[i] for i in range(max(0, n - limit), n)]
+
+    def gap_marks_since(self, since: int) -> tuple[int, list[tuple[int, int]]]:
+        """Return ``(total, marks with sequence index >= since still held)``."""
+        held = self.gap_marks
+        first = self.gaps - len(held)  # one mark per trade-id jump
+        skip = max(since - first, 0)
+        return self.gaps, [held[i] for i in range(skip, len(held))]
+
+    def late(self) -> int:
+        """Return the trades too late for their time bar in the worst series."""
+        return max((agg.late for agg in self.series.values()), default=0)
+
+    def status(self) -> SymbolStatus:
+        """Return the symbol's figures for the status line and health."""
+        return SymbolStatus(
+            trades=self.n_trades, last_trade_ts_ns=self.last_trade_ts_ns,
+            book_synced=self.book.synced, gaps=self.missing_trades, gap_events=self.gaps,
+            book_resyncs=self.book.resyncs, book_sequence_gaps=self.book.sequence_gaps,
+            book_crossed=self.book.crossed_resyncs)
