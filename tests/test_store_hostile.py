@@ -398,6 +398,39 @@ def test_store_when_disk_full_health_degrades_buffer_stays_bounded_and_recovers(
         assert s.get_meta("BTCUSDT") == {"price_decimals": 2}
 
 
+def test_engine_when_store_flush_fails_health_json_shows_it_and_buffer_bounded(tmp_path, monkeypatch):
+    import json
+
+    from feed.core.config import MarketConfig
+    from tests.helpers import wait_for
+
+    store = TradeStore(tmp_path / "db", max_pending_trades=20)
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(MarketConfig(clock="exchange"), flush_every_s=0.05),
+                    store=store).start()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        monkeypatch.setattr(store._cache, "transact", no_space)
+        monkeypatch.setattr(store._cache, "set", no_space)
+        engine.subscribe("BTCUSDT")
+        for i in range(50):
+            engine.submit(json.dumps({"stream": "btcusdt@trade", "data": {
+                "e": "trade", "E": 1, "s": "BTCUSDT", "t": i + 1, "p": "1.5", "q": "2",
+                "T": 1_723_161_600_000 + i, "m": False, "M": True}}).encode(), 10**18 + i)
+        assert engine.wait_idle(5)
+        body = wait_for(lambda: (h := engine.health())["store"]["failing"] and h, 5, "a failed flush")
+        assert body["store"]["unsaved_trades"] == 20 and body["store"]["unsaved_dropped"] == 30
+        assert engine.status().symbols["BTCUSDT"].trades == 50  # the market state is unharmed
+        monkeypatch.undo()
+        wait_for(lambda: not engine.health()["store"]["failing"], 5, "a good flush")
+        assert [t.trade_id for t in store.load("BTCUSDT")] == list(range(31, 51))
+    finally:
+        engine.stop()
+        store.close()
+
+
 def test_health_when_store_failing_is_degraded_and_down_still_wins():
     from feed.core.health import StoreStatus
 
