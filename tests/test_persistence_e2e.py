@@ -206,8 +206,8 @@ def test_kill9_when_ingesting_store_keeps_a_prefix_and_restart_restores_bars(rec
 
 def test_retention_when_store_over_limits_engine_prunes_oldest_batches(tmp_path):
     store = TradeStore(tmp_path / "store")
-    t0 = 1_723_161_600_000_000_000
     day = 86_400 * 10**9
+    t0 = time.time_ns() - 5 * day - 10**9  # the newest batch starts a second ago
     for batch in range(6):  # six batches, a day apart, 1,000 trades each
         store.extend(Trade("BTCUSDT", t0 + batch * day + i * 10**6, 100.0 + i, 1.0, 1, batch * 1000 + i)
                      for i in range(1000))
@@ -221,7 +221,7 @@ def test_retention_when_store_over_limits_engine_prunes_oldest_batches(tmp_path)
         while time.monotonic() < deadline and engine.health()["store"]["pruned_trades"] < 4000:
             time.sleep(0.02)
         health = engine.health()["store"]
-        # Age: days 0-2 are older than 2.5 days before the newest trade; size: then one more.
+        # Age: days 0-2 are older than 2.5 days before now (the wall clock); size: then one more.
         assert health["pruned_trades"] == 4000 and health["bytes"] <= 2 * per_batch
         left = store.load("BTCUSDT")
         assert [t.trade_id for t in left] == list(range(4000, 6000))

@@ -171,3 +171,50 @@ def test_recorder_when_engine_records_writes_only_from_the_worker_thread(tmp_pat
         rec.close()
     assert Spy.threads == {"tickscope-engine"}
     assert len(list(read_recording(tmp_path / "r.txt"))) == 50
+
+
+# -- secrets and file mode ---------------------------------------------------------------
+
+ITICK_KEY = "itk-Secret-0123456789abcdef"
+
+
+@pytest.mark.parametrize("name", ["session.txt", "session.txt.gz"])
+def test_recorder_when_itick_auth_reply_echoes_the_key_writes_it_masked_to_an_owner_only_file(tmp_path, name):
+    import os
+    import stat
+
+    from feed.vendors.itick import ITickAdapter
+
+    adapter = ITickAdapter(token=ITICK_KEY)
+    path = tmp_path / name
+    reply = {"code": 1, "resAc": "auth", "msg": "authenticated", "data": {"params": ITICK_KEY}}
+    quote = '{"code":1,"data":{"s":"AAPL","r":"US","ld":187.5,"t":1723161600000,"type":"quote"}}'
+    with Recorder(path, redact=adapter.redact) as rec:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        rec.write(10**18, b'{"code":1,"msg":"Connected Successfully"}')
+        rec.write(10**18 + 1, json.dumps(reply).encode())
+        rec.write(10**18 + 2, quote)
+    raw = path.read_bytes()
+    text = gzip.decompress(raw) if name.endswith(".gz") else raw
+    assert ITICK_KEY.encode() not in raw and ITICK_KEY.encode() not in text
+    lines = [line for _, line in read_recording(path)]
+    assert json.loads(lines[1]) == {**reply, "data": {"params": "***"}}
+    assert lines[0] == '{"code":1,"msg":"Connected Successfully"}' and lines[2] == quote  # the rest exact
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_recorder_when_no_redact_given_keeps_messages_byte_for_byte(tmp_path):
+    path = tmp_path / "r.txt"
+    with Recorder(path) as rec:
+        rec.write(1, '{"params":"itk-Secret-0123456789abcdef"}')
+    assert [line for _, line in read_recording(path)] == ['{"params":"itk-Secret-0123456789abcdef"}']
+
+
+@pytest.mark.parametrize("name", ["r.txt", "r.txt.gz"])
+def test_recorder_when_created_is_readable_by_its_owner_only(tmp_path, name):
+    import os
+    import stat
+
+    with Recorder(tmp_path / name) as rec:
+        rec.write(1, "{}")
+    assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == 0o600

@@ -1,4 +1,4 @@
-"""Tests for feed/store.py: round trips, restart, retention and a real kill -9."""
+"""Tests for feed/io/store.py: round trips, restart, retention and a real kill -9."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_prune_when_max_age_drops_whole_old_batches(store):
         store.flush()
     newest = make_trade(49).ts_ns
     # Keep trades younger than 25 trades' worth of time: batches 0 and 1 are all older.
-    removed = store.prune(max_age_ns=newest - make_trade(25).ts_ns)
+    removed = store.prune(max_age_ns=newest - make_trade(25).ts_ns, now_ns=newest)
     assert removed == 20
     assert store.load("BTCUSDT") == [make_trade(n) for n in range(20, 50)]
     assert store.prune(max_age_ns=10**18, now_ns=newest) == 0

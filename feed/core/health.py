@@ -76,8 +76,31 @@ class SymbolStatus:
 
 @dataclass(frozen=True, slots=True)
 class StoreStatus:
-    """The trade store's figures: its directory, bytes held, seconds since the last good
-    flush (None before one), errors, trades pruned by retention and the retention limits."""
+    """The trade store's figures.
+
+    Attributes
+    ----------
+    directory : str or None
+    bytes : int or None
+        Bytes of stored trade batches.
+    last_flush_age_s : float or None
+        Seconds since the last good flush; None before one.
+    errors : int
+        Failed flushes and retention passes since start.
+    pruned_trades : int
+        Trades deleted by retention since start.
+    retention_max_age_s, retention_max_bytes : float or None, int or None
+        The retention limits (seconds, bytes); None: no limit.
+    failing : bool
+        The latest flush failed (e.g. disk full): new trades are not being saved.
+        Health is "degraded" while it is true.
+    unsaved_trades : int
+        Trades waiting in memory for a flush.
+    unsaved_dropped : int
+        Trades dropped unsaved from a full write buffer while flushes failed.
+    bad_batches : int
+        Stored batches found unreadable and skipped (the others load).
+    """
 
     directory: str | None
     bytes: int | None
@@ -86,6 +109,10 @@ class StoreStatus:
     pruned_trades: int
     retention_max_age_s: float | None
     retention_max_bytes: int | None
+    failing: bool = False
+    unsaved_trades: int = 0
+    unsaved_dropped: int = 0
+    bad_batches: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +167,12 @@ class Status:
 
 
 def health_state(status: Status) -> str:
-    """Return ``"ok"`` when live (or the replay finished and nothing was dropped recently),
-    ``"down"`` when failed or stopped, else ``"degraded"``."""
+    """Return ``"down"`` when failed or stopped; ``"ok"`` when live (or the replay finished),
+    nothing was dropped recently and the trade store is saving; else ``"degraded"``."""
     if status.state in ("failed", "stopped"):
         return "down"
-    if status.state in ("live", "replay-finished") and not status.degraded:
+    store_failing = status.store is not None and status.store.failing
+    if status.state in ("live", "replay-finished") and not status.degraded and not store_failing:
         return "ok"
     return "degraded"
 

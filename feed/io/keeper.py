@@ -5,7 +5,10 @@ the keeper flushes the store and the recorder about once a second (``flush_every
 most about that much is lost to a kill -9) and runs a retention pass every
 ``prune_every_s`` (the first 5 s after start). It runs on the worker thread, outside the
 engine lock, so readers never wait for SQLite. Failures are counted and logged
-(rate-limited), never raised: trades stay buffered for the next flush.
+(rate-limited), never raised: trades stay buffered for the next flush (the store bounds
+that buffer), and while flushes fail the store status says ``failing`` and health is
+"degraded". Retention measures age from the wall clock (``time.time_ns()``), never from
+stored trade times: a replayed session older than ``--retention-days`` is pruned too.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class StoreKeeper:
         self._last_good_flush: float | None = None  # monotonic s of the last good store flush
         self._next_prune = now + min(_FIRST_PRUNE_S, config.prune_every_s)
         self.errors = 0  # failed store flushes and retention passes
+        self.failing = False  # the latest store flush failed
         self.pruned = 0  # trades removed by retention
 
     def flush_due(self, mono: float) -> bool:
@@ -85,6 +89,8 @@ class StoreKeeper:
             errors=self.errors, pruned_trades=self.pruned,
             retention_max_age_s=self.config.retention_max_age_s,
             retention_max_bytes=self.config.retention_max_bytes,
+            failing=self.failing, unsaved_trades=store.unsaved,
+            unsaved_dropped=store.unsaved_dropped, bad_batches=store.bad_batches,
         )
 
     def _flush(self, meta: list[tuple[str, dict]], mono: float) -> None:
@@ -93,11 +99,17 @@ class StoreKeeper:
                 for symbol, m in meta:
                     self.store.set_meta(symbol, m)
                 self.store.flush()
-                self._last_good_flush = mono
             except Exception:
                 self.errors += 1
-                if self.errors == 1 or self.errors % 60 == 0:
-                    log.exception("trade store flush failed (%d times); trades stay buffered", self.errors)
+                if not self.failing or self.errors % 60 == 0:
+                    log.exception("trade store flush failed (%d failures); unsaved trades stay buffered",
+                                  self.errors)
+                self.failing = True
+            else:
+                if self.failing:
+                    log.warning("trade store flush works again (%d failures so far)", self.errors)
+                self.failing = False
+                self._last_good_flush = mono
         if self.recorder is not None:
             self.recorder.flush()
 
@@ -110,6 +122,7 @@ class StoreKeeper:
             removed = self.store.prune(
                 max_age_ns=None if cfg.retention_max_age_s is None else int(cfg.retention_max_age_s * 1e9),
                 max_bytes=cfg.retention_max_bytes,
+                now_ns=time.time_ns(),  # the wall clock, never a stored trade's time
             )
         except Exception:
             self.errors += 1

@@ -21,6 +21,13 @@ A line break inside a message (only possible as JSON whitespace) becomes a space
 the feed client refused (binary, oversized) and messages dropped on a full queue never
 reach the worker and are not recorded either.
 
+Secrets
+-------
+The recording holds what the vendor sent, and some vendors echo the API key (iTick's auth
+reply does). Every line passes through the adapter's ``redact`` (``VendorBase.redact``)
+before it is buffered, so the key is masked as ``***``; and the file is created readable by
+its owner only (mode 0600), gzip or not.
+
 Crash safety
 ------------
 Lines are buffered in memory and written once a second in one ``write`` call. A ``.gz``
@@ -37,6 +44,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["Recorder"]
@@ -58,6 +66,10 @@ class Recorder:
         File to create; gzip-compressed when the name ends in ``.gz``.
     max_buffer_bytes : int
         Buffered bytes that force an early flush (bounds memory under a burst).
+    redact : callable, optional
+        ``redact(text) -> text`` masking the vendor's secrets (the adapter's
+        ``redact``); applied to every message and snapshot before it is buffered.
+        Default: none (for vendors without secrets).
 
     Raises
     ------
@@ -67,12 +79,15 @@ class Recorder:
         If the file cannot be created.
     """
 
-    def __init__(self, path: str | os.PathLike, *, max_buffer_bytes: int = 8 << 20) -> None:
+    def __init__(self, path: str | os.PathLike, *, max_buffer_bytes: int = 8 << 20,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.path = Path(path)
         self.gzip = self.path.name.endswith(".gz")
         self.max_buffer_bytes = max_buffer_bytes
-        # Exclusive create: an earlier session's recording is never clobbered.
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
+        self._redact = redact  # masks secrets in each line; None: nothing to mask
+        # Exclusive create: an earlier session's recording is never clobbered; owner-only,
+        # since a vendor reply may hold more than the redaction knows about.
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         self._lock = threading.Lock()  # guards everything below
         self._buffer: list[bytes] = []  # lines not yet written
         self._buffered = 0  # bytes in _buffer
@@ -175,6 +190,8 @@ class Recorder:
         return True
 
     def _add(self, recv_ns: int, data: bytes) -> None:
+        if self._redact is not None:
+            data = self._redact(data.decode("utf-8", "replace")).encode("utf-8")
         if b"\n" in data or b"\r" in data:
             data = data.replace(b"\r", b" ").replace(b"\n", b" ")
         line = b"%d %s\n" % (recv_ns, data)

@@ -1,138 +1,80 @@
 """Persistence of raw trades (and closed bars) per symbol, on diskcache.
 
 Raw trades are kept, not just bars, so that a restart keeps history and any bar type can
-be rebuilt from it. The engine appends every trade (cheap: a list append in memory) and
-calls :meth:`TradeStore.flush` about once a second, which writes what was appended as one
-compact batch per symbol.
+be rebuilt from it. The engine appends every trade (cheap: an append in memory) and the
+store keeper calls :meth:`TradeStore.flush` about once a second, which writes what was
+appended as one compact batch per symbol.
 
 On disk (one diskcache directory, i.e. one SQLite database in WAL mode)
 -----------------------------------------------------------------------
 =========================  ==============================================================
 key                        value
 =========================  ==============================================================
-``trades/<symbol>/<seq>``  one batch: a 28-byte header (magic ``TSB1``, format version,
-                           record size, trade count, min and max ``ts_ns``) followed by
-                           the packed records, ``TRADE_DTYPE`` (42 bytes a trade)
+``trades/<symbol>/<seq>``  one batch (bytes, ``feed.io.store_format``: a 28-byte header
+                           and ``TRADE_DTYPE`` records, 42 bytes a trade)
 ``manifest``               JSON ``{"version": 1, "symbols": {symbol: {"first", "next",
                            "count", "bytes"}}}``: the live batch numbers are
                            ``first <= seq < next``, in arrival order
-``meta/<symbol>``          JSON dict (price/size decimals, ...)
+``meta/<symbol>``          JSON object (price/size decimals, ...)
 ``bars/<symbol>/<spec>``   JSON list of closed-bar dicts
 =========================  ==============================================================
+
+Plus ``tickscope.lock`` (``feed.io.dirlock``): one process owns a directory at a time; a
+second :class:`TradeStore` on it raises :class:`StoreLocked`.
 
 Atomicity: a flush writes its batches and the updated manifest in one SQLite transaction
 (``Cache.transact``), so a process killed at any moment (kill -9) leaves either the whole
 flush or none of it; it loses at most the trades appended since the last flush and never
-leaves a half-written batch. Batches stay inside the database (``disk_min_file_size`` is
-set above any batch), so there are no side files to orphan. diskcache's own eviction is
-off: retention is :meth:`TradeStore.prune`, explicit and whole batches at a time.
+leaves a half-written batch. diskcache's own eviction is off: retention is
+:meth:`TradeStore.prune`, explicit and whole batches at a time.
 
-One process writes a store directory at a time (the manifest is read-modify-written
-inside each transaction, so a second writer would not corrupt it, but the engine assumes
-it owns its symbols).
+Hostile or damaged contents
+---------------------------
+Values are stored and read as plain bytes, str, int and float only (``PlainDisk``):
+nothing in the directory is ever unpickled. A batch that cannot be read (bad header,
+truncated, wrong type, refused) is skipped, logged once and counted in
+:attr:`TradeStore.bad_batches`; the symbol's other batches load. A damaged manifest or
+database raises :class:`StoreCorrupt` on opening, saying what to do; a damaged
+``meta/<symbol>`` is ignored with a log line (the decimals are recomputed).
+
+Bounded memory: while flushes fail (disk full), at most ``max_pending_trades`` trades per
+symbol wait in memory; beyond that the oldest unsaved ones are dropped and counted in
+:attr:`TradeStore.unsaved_dropped`.
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import os
-import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import diskcache
 import numpy as np
 
 from feed.core.models import Trade
+from feed.io.dirlock import DirLock
+from feed.io.retention import prune_by_age, prune_by_bytes
+from feed.io.store_format import (
+    NO_TRADE_ID,
+    TRADE_DTYPE,
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+    pack_trades,
+    to_array,
+    to_trades,
+)
+from feed.io.store_rows import StoreRows, batch_key, open_cache
+from feed.io.writebuffer import WriteBuffer
 
-__all__ = ["TRADE_DTYPE", "NO_TRADE_ID", "TradeStore", "StoreError"]
+__all__ = ["TRADE_DTYPE", "NO_TRADE_ID", "TradeStore", "StoreError", "StoreLocked", "StoreCorrupt"]
 
 log = logging.getLogger("tickscope.store")
 
-#: One stored trade. ``trade_id`` is ``NO_TRADE_ID`` when the vendor gave none; ``side`` is
-#: +1 buy / -1 sell / 0 unknown (taker side, as ``feed.core.models``); times are UTC ns.
-TRADE_DTYPE = np.dtype([
-    ("ts_ns", "<i8"),
-    ("price", "<f8"),
-    ("size", "<f8"),
-    ("side", "i1"),
-    ("trade_id", "<i8"),
-    ("in_bars", "?"),
-    ("recv_ns", "<i8"),
-])
-#: ``trade_id`` stored for ``Trade.trade_id is None``.
-NO_TRADE_ID = int(np.iinfo(np.int64).min)
-
-_MAGIC = b"TSB1"
-_VERSION = 1
-# magic, version, record size, trade count, min ts_ns, max ts_ns
-_HEADER = struct.Struct("<4sHHIqq")
-_MANIFEST_KEY = "manifest"
 _MAX_BATCH_TRADES = 100_000  # ~4 MB; a flush splits anything larger
-_MIN_FILE_SIZE = 1 << 26  # values below this stay inside SQLite (all of ours)
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used (closed, or unreadable data); the message says which."""
-
-
-def _batch_key(symbol: str, seq: int) -> str:
-    # Unambiguous although symbols may contain "/": the part after the last "/" is digits.
-    return f"trades/{symbol}/{seq}"
-
-
-def _pack(arr: np.ndarray) -> bytes:
-    ts = arr["ts_ns"]
-    header = _HEADER.pack(_MAGIC, _VERSION, TRADE_DTYPE.itemsize, len(arr), int(ts.min()), int(ts.max()))
-    return header + arr.tobytes()
-
-
-def _header(blob: bytes) -> tuple[int, int, int]:
-    # Return (count, min ts_ns, max ts_ns), checking the header against the length.
-    if len(blob) < _HEADER.size:
-        raise StoreError(f"trade batch of {len(blob)} bytes is shorter than its header")
-    magic, version, itemsize, n, lo, hi = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version != _VERSION or itemsize != TRADE_DTYPE.itemsize:
-        raise StoreError(f"unknown trade batch format {magic!r} v{version} ({itemsize} B records)")
-    if len(blob) != _HEADER.size + n * itemsize:
-        raise StoreError(f"trade batch holds {len(blob)} bytes, header says {n} records")
-    return n, lo, hi
-
-
-def _unpack(blob: bytes) -> np.ndarray:
-    n, _, _ = _header(blob)
-    return np.frombuffer(blob, TRADE_DTYPE, count=n, offset=_HEADER.size)
-
-
-def _to_array(trades: Sequence[Trade]) -> np.ndarray:
-    rows = [
-        (t.ts_ns, t.price, t.size, t.side, NO_TRADE_ID if t.trade_id is None else t.trade_id,
-         t.in_bars, t.recv_ns)
-        for t in trades
-    ]
-    try:
-        return np.array(rows, dtype=TRADE_DTYPE)
-    except (OverflowError, TypeError, ValueError):
-        # One bad trade (an id beyond int64, a None price) must not sink the batch.
-        good = []
-        for row in rows:
-            try:
-                np.array([row], dtype=TRADE_DTYPE)
-            except (OverflowError, TypeError, ValueError):
-                log.warning("trade store: skipping a trade that does not fit the record: %r", row)
-                continue
-            good.append(row)
-        return np.array(good, dtype=TRADE_DTYPE)
-
-
-def _to_trades(symbol: str, arr: np.ndarray) -> list[Trade]:
-    return [
-        Trade(symbol, ts, price, size, side, None if tid == NO_TRADE_ID else tid, recv, in_bars)
-        for ts, price, size, side, tid, in_bars, recv in arr.tolist()
-    ]
 
 
 class TradeStore:
@@ -143,45 +85,54 @@ class TradeStore:
     Parameters
     ----------
     directory : str or os.PathLike
-        Store directory (created if missing).
+        Store directory (created if missing); this store owns it until :meth:`close`.
     batch_max_delay_s : float
         :meth:`flush_due` turns true this many seconds after trades started waiting.
+    max_pending_trades : int
+        Unsaved trades kept in memory per symbol while flushes fail; the oldest beyond it
+        are dropped and counted in :attr:`unsaved_dropped`.
 
     Raises
     ------
-    diskcache / sqlite3 errors
+    StoreLocked
+        If another process (or another open store) owns the directory.
+    StoreCorrupt
+        If the database or its manifest is damaged; the message says what to do.
+    OSError, sqlite3.Error
         If the directory cannot be created or opened.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, batch_max_delay_s: float = 1.0) -> None:
+    def __init__(self, directory: str | os.PathLike, *, batch_max_delay_s: float = 1.0,
+                 max_pending_trades: int = 200_000) -> None:
         if not batch_max_delay_s >= 0:
             raise ValueError(f"batch_max_delay_s must be >= 0 seconds, not {batch_max_delay_s!r}")
         self.directory = os.fspath(directory)
         self.batch_max_delay_s = batch_max_delay_s
-        self._cache = diskcache.Cache(
-            self.directory,
-            eviction_policy="none",  # never drop trades behind our back; prune() does
-            disk_min_file_size=_MIN_FILE_SIZE,  # batches live in SQLite rows, no side files
-            statistics=False,
-        )
         self._lock = threading.RLock()  # guards everything below
-        self._pending: dict[str, list[Trade]] = {}  # appended, not yet flushed
-        self._n_pending = 0
-        self._pending_since: float | None = None  # caller's clock, s (flush_due)
-        self._meta: dict[str, dict] = {}  # cache of meta/<symbol>
+        self._pending = WriteBuffer(max_pending_trades, self.directory)  # appended, not yet flushed
         self._closed = False
-        self._manifest = self._read_manifest()
+        os.makedirs(self.directory, exist_ok=True)
+        self._dirlock = DirLock(self.directory)
+        self._cache: diskcache.Cache | None = None
+        try:
+            self._cache = open_cache(self.directory)
+            self._rows = StoreRows(self._cache, self.directory)  # batches, manifest, JSON values
+            self._manifest = self._rows.read_manifest()
+        except BaseException:
+            if self._cache is not None:
+                self._cache.close()
+            self._dirlock.release()
+            raise
 
     # -- writing -------------------------------------------------------------------------
 
     def append(self, trade: Trade) -> None:
-        """Buffer one trade in memory; :meth:`flush` writes it. O(1), no I/O."""
+        """Buffer one trade in memory; :meth:`flush` writes it. O(1), no I/O.
+
+        When ``max_pending_trades`` of its symbol already wait, the oldest is dropped.
+        """
         with self._lock:
-            bucket = self._pending.get(trade.symbol)
-            if bucket is None:
-                bucket = self._pending[trade.symbol] = []
-            bucket.append(trade)
-            self._n_pending += 1
+            self._pending.append(trade)
 
     def extend(self, trades: Iterable[Trade]) -> None:
         """Buffer many trades (see :meth:`append`)."""
@@ -198,14 +149,10 @@ class TradeStore:
             from the first call that saw trades buffered, so any steady clock works.
         """
         with self._lock:
-            if not self._n_pending:
-                self._pending_since = None
+            waited = self._pending.waited(now_s)
+            if waited is None:
                 return False
-            if self._n_pending >= _MAX_BATCH_TRADES:
-                return True
-            if self._pending_since is None:
-                self._pending_since = now_s
-            return now_s - self._pending_since >= self.batch_max_delay_s
+            return len(self._pending) >= _MAX_BATCH_TRADES or waited >= self.batch_max_delay_s
 
     def flush(self) -> int:
         """Write buffered trades, one batch per symbol, in one transaction.
@@ -217,60 +164,70 @@ class TradeStore:
 
         Raises
         ------
+        StoreError
+            If the store is closed.
         diskcache.Timeout, sqlite3.Error, OSError
-            If the write failed; the trades stay buffered for the next flush.
+            If the write failed; the trades stay buffered (up to ``max_pending_trades``
+            per symbol) for the next flush.
         """
         with self._lock:
-            if not self._n_pending:
+            n = len(self._pending)
+            if not n:
                 return 0
             if self._closed:
                 raise StoreError(f"trade store {self.directory} is closed")
-            pending, self._pending, n = self._pending, {}, self._n_pending
-            self._n_pending, self._pending_since = 0, None
+            pending = self._pending.take()
             try:
-                # Packing is the costly part; do it before the transaction.
-                blobs: list[tuple[str, list[tuple[bytes, int]]]] = []
-                for symbol, trades in pending.items():
-                    packed = []
-                    for i in range(0, len(trades), _MAX_BATCH_TRADES):
-                        arr = _to_array(trades[i:i + _MAX_BATCH_TRADES])
-                        if len(arr):
-                            packed.append((_pack(arr), len(arr)))
-                    blobs.append((symbol, packed))
+                blobs = [(symbol, pack_trades(trades, _MAX_BATCH_TRADES)) for symbol, trades in pending.items()]
                 with self._cache.transact():
-                    manifest = self._read_manifest()
+                    manifest = self._rows.read_manifest()
                     for symbol, packed in blobs:
                         entry = manifest["symbols"].setdefault(
                             symbol, {"first": 0, "next": 0, "count": 0, "bytes": 0})
                         for blob, count in packed:
-                            self._cache.set(_batch_key(symbol, entry["next"]), blob)
+                            self._cache.set(batch_key(symbol, entry["next"]), blob)
                             entry["next"] += 1
                             entry["count"] += count
                             entry["bytes"] += len(blob)
-                    self._write_manifest(manifest)
+                    self._rows.write_manifest(manifest)
             except BaseException:
-                # Nothing was committed: put the trades back in front of newer ones.
-                for symbol, trades in pending.items():
-                    self._pending[symbol] = trades + self._pending.get(symbol, [])
-                self._n_pending += n
+                self._pending.put_back(pending)  # nothing was committed
                 raise
             self._manifest = manifest
             return n
 
     # -- reading -------------------------------------------------------------------------
 
+    @property
+    def bad_batches(self) -> int:
+        """Stored batches found unreadable so far (each counted once; skipped on load)."""
+        return self._rows.bad_batches
+
+    @property
+    def unsaved(self) -> int:
+        """Trades buffered in memory, not yet written."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def unsaved_dropped(self) -> int:
+        """Trades dropped unsaved from a full write buffer (``max_pending_trades``)."""
+        with self._lock:
+            return self._pending.dropped
+
     def symbols(self) -> list[str]:
         """Return the symbols with stored or buffered trades, sorted."""
         with self._lock:
             names = {s for s, e in self._manifest["symbols"].items() if e["count"]}
-            names.update(s for s, b in self._pending.items() if b)
+            names.update(self._pending.symbols())
             return sorted(names)
 
     def count(self, symbol: str) -> int:
-        """Return the number of trades of ``symbol`` (stored plus buffered)."""
+        """Return the number of trades of ``symbol`` (stored, as the manifest counts them,
+        plus buffered)."""
         with self._lock:
             entry = self._manifest["symbols"].get(symbol)
-            return (entry["count"] if entry else 0) + len(self._pending.get(symbol, ()))
+            return (entry["count"] if entry else 0) + len(self._pending.of(symbol))
 
     def nbytes(self, symbol: str | None = None) -> int:
         """Return the bytes of stored trade batches of ``symbol`` (all symbols if None)."""
@@ -285,6 +242,7 @@ class TradeStore:
         """Return the trades of ``symbol`` as a ``TRADE_DTYPE`` array, in arrival order.
 
         The fast path for rebuilding bars: no ``Trade`` objects. Includes buffered trades.
+        Unreadable batches are skipped (see :attr:`bad_batches`).
 
         Parameters
         ----------
@@ -298,17 +256,16 @@ class TradeStore:
         with self._lock:
             entry = self._manifest["symbols"].get(symbol)
             first, nxt = (entry["first"], entry["next"]) if entry else (0, 0)
-            tail = _to_array(self._pending.get(symbol, ()))
+            tail = to_array(self._pending.of(symbol))
         parts = [tail[tail["ts_ns"] >= since_ns] if since_ns is not None else tail]
         have = len(parts[0])
         # Newest batch first, so that a limit stops early.
         for seq in range(nxt - 1, first - 1, -1):
             if limit is not None and have >= limit:
                 break
-            blob = self._cache.get(_batch_key(symbol, seq))
-            if blob is None:  # pruned meanwhile
+            arr = self._rows.read_batch(symbol, seq)
+            if arr is None:  # pruned meanwhile, or unreadable
                 continue
-            arr = _unpack(blob)
             if since_ns is not None:
                 arr = arr[arr["ts_ns"] >= since_ns]
             parts.append(arr)
@@ -325,7 +282,7 @@ class TradeStore:
 
         Same parameters as :meth:`load_arrays`; ``recv_ns`` and ``in_bars`` round-trip.
         """
-        return _to_trades(symbol, self.load_arrays(symbol, since_ns=since_ns, limit=limit))
+        return to_trades(symbol, self.load_arrays(symbol, since_ns=since_ns, limit=limit))
 
     # -- retention -----------------------------------------------------------------------
 
@@ -333,81 +290,39 @@ class TradeStore:
               now_ns: int | None = None) -> int:
         """Delete the oldest stored batches; return the number of trades deleted.
 
-        Whole batches go, oldest first. Buffered trades are not touched.
+        Whole batches go, oldest first (``feed.io.retention`` has the rules, unreadable
+        batches included). Buffered trades are not touched.
 
         Parameters
         ----------
         max_age_ns : int, optional
-            Delete batches whose newest trade is older than ``now_ns - max_age_ns``.
+            Delete batches whose newest trade (exchange time) is older than
+            ``now_ns - max_age_ns``.
         max_bytes : int, optional
             Then delete the oldest batches (across symbols) until the stored batches total
             at most this many bytes. (The SQLite file reuses the space; it does not shrink.)
-        now_ns : int, optional
-            Reference time, UTC ns. Default: the newest exchange time in the store, so that
-            a replayed session from last year is not wiped as "old".
+        now_ns : int
+            The wall clock, UTC ns (``time.time_ns()``); required with ``max_age_ns``. Age
+            is never measured from stored trade times, which a single bad trade could set.
+
+        Raises
+        ------
+        ValueError
+            If ``max_age_ns`` is given without ``now_ns``.
         """
-        removed = 0
+        if max_age_ns is not None and now_ns is None:
+            raise ValueError("prune(max_age_ns=...) needs now_ns, the wall clock in UTC ns")
+        removed, rows = 0, self._rows
         with self._lock, self._cache.transact():
-            manifest = self._read_manifest()
+            manifest = self._rows.read_manifest()
             entries = manifest["symbols"]
             if max_age_ns is not None:
-                ref = now_ns if now_ns is not None else self._newest_ts_ns(entries)
-                if ref is not None:
-                    cutoff = ref - max_age_ns
-                    for symbol, entry in entries.items():
-                        while entry["first"] < entry["next"]:
-                            blob = self._cache.get(_batch_key(symbol, entry["first"]))
-                            if blob is not None and _header(blob)[2] >= cutoff:
-                                break
-                            removed += self._drop_front(symbol, entry, blob)
+                removed += prune_by_age(entries, rows.batch_info, rows.drop_batch, now_ns - max_age_ns)
             if max_bytes is not None:
-                total = sum(e["bytes"] for e in entries.values())
-                fronts = []  # (min ts_ns, symbol, blob) of each symbol's oldest batch
-                for symbol, entry in entries.items():
-                    self._push_front(fronts, symbol, entry)
-                while total > max_bytes and fronts:
-                    _, symbol, blob = heapq.heappop(fronts)
-                    entry = entries[symbol]
-                    before = entry["bytes"]
-                    removed += self._drop_front(symbol, entry, blob)
-                    total -= before - entry["bytes"]
-                    self._push_front(fronts, symbol, entry)
-            self._write_manifest(manifest)
+                removed += prune_by_bytes(entries, rows.batch_info, rows.drop_batch, max_bytes)
+            self._rows.write_manifest(manifest)
             self._manifest = manifest
         return removed
-
-    def _drop_front(self, symbol: str, entry: dict, blob: bytes | None) -> int:
-        # Delete the oldest batch of a symbol and update its manifest entry.
-        self._cache.delete(_batch_key(symbol, entry["first"]))
-        entry["first"] += 1
-        n = _header(blob)[0] if blob is not None else 0
-        entry["count"] = max(0, entry["count"] - n)
-        entry["bytes"] = max(0, entry["bytes"] - (len(blob) if blob is not None else 0))
-        if entry["first"] >= entry["next"]:
-            entry["count"] = entry["bytes"] = 0
-        return n
-
-    def _push_front(self, heap: list, symbol: str, entry: dict) -> None:
-        while entry["first"] < entry["next"]:
-            blob = self._cache.get(_batch_key(symbol, entry["first"]))
-            if blob is None:  # missing: skip over it
-                entry["first"] += 1
-                continue
-            heapq.heappush(heap, (_header(blob)[1], symbol, blob))
-            return
-
-    def _newest_ts_ns(self, entries: dict) -> int | None:
-        newest = None
-        for symbol, entry in entries.items():
-            if entry["next"] > entry["first"]:
-                blob = self._cache.get(_batch_key(symbol, entry["next"] - 1))
-                if blob is not None:
-                    hi = _header(blob)[2]
-                    newest = hi if newest is None else max(newest, hi)
-        for trades in self._pending.values():
-            for t in trades:
-                newest = t.ts_ns if newest is None else max(newest, t.ts_ns)
-        return newest
 
     # -- metadata and bars ---------------------------------------------------------------
 
@@ -416,23 +331,13 @@ class TradeStore:
 
         Writes only when it changed, so calling it every flush is cheap.
         """
-        meta = dict(meta)
         with self._lock:
-            if self._meta.get(symbol) == meta:
-                return
-            self._cache.set(f"meta/{symbol}", json.dumps(meta, sort_keys=True))
-            self._meta[symbol] = meta
+            self._rows.set_meta(symbol, meta)
 
     def get_meta(self, symbol: str) -> dict | None:
-        """Return the dict stored by :meth:`set_meta`, or None."""
-        with self._lock:
-            if symbol in self._meta:
-                return dict(self._meta[symbol])
-            text = self._cache.get(f"meta/{symbol}")
-            if text is None:
-                return None
-            self._meta[symbol] = json.loads(text)
-            return dict(self._meta[symbol])
+        """Return the dict stored by :meth:`set_meta`; None when there is none or it is
+        unreadable (logged: the caller recomputes it)."""
+        return self._rows.get_meta(symbol)
 
     def save_bars(self, symbol: str, spec: Any, bars: list[dict]) -> None:
         """Replace the stored closed bars of ``symbol`` for bar spec ``spec`` (e.g. ``"1m"``).
@@ -442,14 +347,15 @@ class TradeStore:
         self._cache.set(f"bars/{symbol}/{spec}", json.dumps(list(bars)))
 
     def load_bars(self, symbol: str, spec: Any) -> list[dict]:
-        """Return the bars saved for ``symbol`` and ``spec``, or an empty list."""
-        text = self._cache.get(f"bars/{symbol}/{spec}")
-        return json.loads(text) if text is not None else []
+        """Return the bars saved for ``symbol`` and ``spec``; empty when none or unreadable."""
+        bars = self._rows.read_json(f"bars/{symbol}/{spec}", list)
+        return bars if bars is not None and all(type(b) is dict for b in bars) else []
 
     # -- life cycle ----------------------------------------------------------------------
 
     def close(self, *, flush: bool = True) -> None:
-        """Flush (unless ``flush=False``) and close the database. Idempotent."""
+        """Flush (unless ``flush=False``), close the database and release the directory.
+        Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -458,7 +364,10 @@ class TradeStore:
                     self.flush()
             finally:
                 self._closed = True
-                self._cache.close()
+                try:
+                    self._cache.close()
+                finally:
+                    self._dirlock.release()
 
     def __enter__(self) -> "TradeStore":
         return self
@@ -468,17 +377,3 @@ class TradeStore:
 
     def __repr__(self) -> str:
         return f"TradeStore({self.directory!r})"
-
-    # -- manifest ------------------------------------------------------------------------
-
-    def _read_manifest(self) -> dict:
-        text = self._cache.get(_MANIFEST_KEY)
-        if text is None:
-            return {"version": 1, "symbols": {}}
-        manifest = json.loads(text)
-        if manifest.get("version") != 1:
-            raise StoreError(f"{self.directory}: unknown store manifest version {manifest.get('version')!r}")
-        return manifest
-
-    def _write_manifest(self, manifest: dict) -> None:
-        self._cache.set(_MANIFEST_KEY, json.dumps(manifest, sort_keys=True))
