@@ -109,7 +109,7 @@ def start_runtime(
     try:
         adapter, symbols = _start_source(rt, config)
         rt.store = _open_store(config, adapter)
-        rt.recorder = _open_recorder(config)
+        rt.recorder = _open_recorder(config, adapter)
     except BaseException:
         rt.stop()
         raise
@@ -170,25 +170,28 @@ def _open_store(config: RunConfig, adapter: Any) -> Any:
     # The trade store of this source, or None for a replay without data_dir.
     if config.replay and not config.data_dir:
         return None
-    from feed.io.store import TradeStore
+    from feed.io.store import StoreError, TradeStore
 
     data_dir = config.data_dir or _default_data_dir()
     source = (_replay_store_name(config.replay, config.binance_market) if config.replay
               else "embedded" if config.embedded else adapter.name)
     try:
         return TradeStore(data_dir / source)
+    except StoreError as exc:  # locked by another process, or corrupt: the message says what to do
+        raise UsageError(f"--data-dir: {exc}") from None
     except Exception as exc:
         raise UsageError(f"--data-dir: cannot use {data_dir}: {exc}") from None
 
 
-def _open_recorder(config: RunConfig) -> Any:
-    # The recorder of config.record, or None; a recording is never overwritten.
+def _open_recorder(config: RunConfig, adapter: Any) -> Any:
+    # The recorder of config.record, or None; a recording is never overwritten, and the
+    # adapter's secrets (an auth reply echoing the key) are masked before anything is written.
     if not config.record:
         return None
     from feed.io.recorder import Recorder
 
     try:
-        return Recorder(config.record)
+        return Recorder(config.record, redact=adapter.redact)
     except FileExistsError:
         raise UsageError(f"--record: {config.record} exists; a recording is never overwritten, "
                          "choose another name") from None

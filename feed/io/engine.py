@@ -357,12 +357,17 @@ class Engine:
         if degraded:
             note = f"{self._dropped:,} messages dropped: the engine cannot keep up (queue full)"
             detail = f"{detail}; {note}" if detail else note
+        store = self._keeper.status() if self._keeper is not None else None
+        if store is not None and store.failing:
+            note = (f"the trade store cannot write ({store.errors:,} failed flushes; disk full?): "
+                    f"{store.unsaved_trades:,} trades wait unsaved")
+            detail = f"{detail}; {note}" if detail else note
         return Status(
             state=state, detail=detail, messages_per_s=self._msg_rate,
             queue_depth=self._queue.qsize(), counters=counters, symbols=symbols,
             clock_ns=clock_ns, errors=errors, degraded=degraded, feed=feed,
             vendor=self.adapter.name, kline_check=klines, malformed_by_reason=malformed,
-            store=self._keeper.status() if self._keeper is not None else None,
+            store=store,
             recorder=self.recorder.stats() if self.recorder is not None else None,
         )
 
