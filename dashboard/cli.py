@@ -327,7 +327,7 @@ def start_runtime(
     if faults and not embedded:
         raise UsageError("--faults applies to the embedded exchange only; drop --vendor/--url")
     if faults:
-        from feed.exchange.server import Faults
+        from feed.exchange.faults import Faults
 
         try:
             faults = Faults.from_str(faults)
