@@ -69,8 +69,14 @@ def check_sim_symbols(symbols: Iterable[str]) -> None:
 
 @dataclass
 class _SimKline:
-    # One simulated candle in progress, in exact units: prices in ticks, sizes in lots,
-    # quote volumes in tick_units * lot_units (decimals = price + qty decimals).
+    """One simulated candle in progress, as the vendor would build it.
+
+    Exact units: prices in ticks, sizes in lots, quote volumes in tick_units * lot_units
+    (decimals = price + qty decimals). Independent of ``feed.core.bars`` on purpose: it
+    is the reference the kline cross-check compares tickscope's bars against, so it must
+    not share their code.
+    """
+
     interval: str
     interval_ms: int
     push_ms: int  # in-progress pushes every this many ms

@@ -142,7 +142,8 @@ class MarketSimulator:
     Parameters
     ----------
     symbol : str
-        Symbol; must end with a quote asset in ``feed.exchange.instruments.QUOTE_USD`` unless ``instrument`` is given.
+        Symbol; must end with a quote asset in ``feed.exchange.instruments.QUOTE_USD``
+        unless ``instrument`` is given.
     start_ns : int
         Simulation start, UTC ns. The first events happen after it.
     seed : int
