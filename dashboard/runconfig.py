@@ -20,7 +20,7 @@ from feed.core.models import BarSpec
 from feed.core.timegrid import make_grid
 
 if TYPE_CHECKING:
-    from feed.exchange.server import Faults
+    from feed.exchange.faults import Faults
 
 __all__ = ["RunConfig", "UsageError"]
 
@@ -253,7 +253,7 @@ def _split_symbols(text: str | None) -> tuple[str, ...]:
 def _parse_faults(text: str | None) -> Faults | None:
     if not text:
         return None
-    from feed.exchange.server import Faults
+    from feed.exchange.faults import Faults
 
     try:
         return Faults.from_str(text)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from websocket import WebSocketBadStatusException, WebSocketTimeoutException, create_connection
 
-from feed.exchange.server import EmbeddedExchange, Faults
+from feed.exchange.faults import Faults
+from feed.exchange.server import EmbeddedExchange
 from feed.io.readers import read_recording
 from feed.exchange.simulator import MarketSimulator
 
@@ -466,12 +467,12 @@ def test_faults_from_str_when_valid_parses_and_when_bad_names_the_problem():
 def test_hostile_when_each_kind_drawn_has_the_promised_shape():
     import random
 
-    from feed.exchange.server import GARBAGE_KINDS, HUGE_FRAME_BYTES, _hostile
+    from feed.exchange.faults import GARBAGE_KINDS, HUGE_FRAME_BYTES, hostile_message
 
     rng = random.Random(1)
     last = '{"stream":"btcusdt@trade","data":{"e":"trade","t":7}}'
     for kind in GARBAGE_KINDS:
-        msg = _hostile(kind, "btcusdt", rng, last)
+        msg = hostile_message(kind, "btcusdt", rng, last)
         if kind == "binary":
             assert isinstance(msg, bytes)
         elif kind == "bad_utf8":

@@ -3,7 +3,7 @@ and skipped, and leave trades, bars and books exactly as the valid messages alon
 
 The end-to-end test replays the recorded spot BTCUSDT capture through the embedded
 exchange with the ``garbage`` fault over a real loopback socket: after each message, with
-probability 0.3, one hostile message (``feed.exchange.GARBAGE_KINDS``: truncated JSON,
+probability 0.3, one hostile message (``feed.exchange.faults.GARBAGE_KINDS``: truncated JSON,
 invalid UTF-8, wrong types, NaN/negative prices and sizes, unknown events, a symbol never
 subscribed, binary frames, 10 MB frames, duplicates, ...). The unit tests below feed the
 engine directly, without sockets.
