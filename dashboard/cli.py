@@ -298,7 +298,8 @@ def start_runtime(
         For a bad argument or unreadable file.
     """
     from dashboard.app import create_app
-    from feed.io.client import FeedClient, SnapshotFetcher
+    from feed.io.client import FeedClient
+    from feed.io.snapshots import SnapshotFetcher
     from feed.core.config import EngineConfig, MarketConfig
     from feed.io.engine import Engine
     from feed.core.models import BarSpec

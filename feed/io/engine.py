@@ -78,7 +78,8 @@ import pandas as pd
 from feed.core.bars import BarAggregator, bars_to_frame, make_aggregator
 from feed.core.book import OrderBook
 from feed.core.config import EngineConfig
-from feed.core.events import FeedStatus
+from feed.core.events import (  # merge shim: the control events
+    FeedClosed, FeedError, FeedOpened, FeedStatus, SnapshotFailed, SourceFinished)
 from feed.core.health import DEGRADED_FOR_S, Counters, Status, StoreStatus, SymbolStatus, health_json
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import (
@@ -424,12 +425,15 @@ class Engine:
         """
         self._queue.put_always(("rest", recv_ns, (symbol, body)))
 
-    def submit_control(self, name: str, recv_ns: int, detail: dict | None = None) -> None:
+    def submit_control(self, name: Any, recv_ns: int = 0, detail: dict | None = None) -> None:
         """Queue a feed life-cycle event (``open``, ``close``, ``error``, ``snapshot_error``).
 
         Never blocks and is never dropped: called from the socket thread, and an ``open``
-        after a reconnect must reach the worker in order to resync the books.
+        after a reconnect must reach the worker in order to resync the books. ``name`` may
+        be a :data:`feed.core.events.ControlEvent` (the feed client and fetcher send those).
         """
+        if not isinstance(name, str):  # merge shim: typed ControlEvent -> the internal tuple
+            name, recv_ns, detail = _control_tuple(name)
         self._queue.put_always(("ctl", recv_ns, (name, detail or {})))
 
     # -- subscriptions ---------------------------------------------------------------
@@ -1066,3 +1070,23 @@ class Engine:
             agg.on_clock(self.clock_ns())
             state.series[spec] = agg
         return agg
+
+
+def _control_tuple(event: Any) -> tuple[str, int, dict]:
+    # merge shim: map a typed ControlEvent to the (name, recv_ns, detail) the worker reads.
+    if isinstance(event, FeedOpened):
+        return "open", event.recv_ns, {"generation": event.generation}
+    if isinstance(event, FeedClosed):
+        return "close", event.recv_ns, {"generation": event.generation, "code": event.code,
+                                        "reason": event.reason}
+    if isinstance(event, FeedError):
+        return "error", event.recv_ns, {
+            "message": event.message, "planned": event.planned, "generation": event.generation,
+            "verdict": "fatal" if event.fatal else "retry", "retry_in_s": event.retry_in_s,
+            "stale": event.stale}
+    if isinstance(event, SnapshotFailed):
+        return "snapshot_error", event.recv_ns, {"symbol": event.symbol, "error": event.error,
+                                                 "status": event.status}
+    if isinstance(event, SourceFinished):
+        return "finished", event.recv_ns, {}
+    raise TypeError(f"not a control event: {event!r}")
