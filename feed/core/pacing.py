@@ -14,6 +14,10 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["backoff", "TokenBucket"]
 
+# Tokens short of a whole one by less than this count as whole: waking at the computed
+# time must find the token there, not a rounding error's worth short of it.
+_EPS = 1e-9
+
 
 def backoff(
     *,
@@ -89,15 +93,15 @@ class TokenBucket:
         if self.rate == math.inf:
             return 0.0
         self._refill(now)
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / self.rate
+        return 0.0 if self._tokens >= 1.0 - _EPS else (1.0 - self._tokens) / self.rate
 
     def take(self, now: float) -> bool:
         """Consume a token and return True, or return False if none is available."""
         if self.rate == math.inf:
             return True
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= 1.0 - _EPS:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
