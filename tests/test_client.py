@@ -386,7 +386,7 @@ def test_client_when_server_closes_a_long_lived_connection_reconnects_at_once(cl
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
                               reset_after_s=0.5, backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.2
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.2
         sink.wait(lambda: len(sink.events("open")) == 2, timeout=3)
         error = sink.events("error")[0]
         assert error["planned"] is True and error["retry_in_s"] == 0.0
@@ -399,7 +399,7 @@ def test_client_when_long_lived_connection_aborted_waits_the_backoff(clients):
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
                               reset_after_s=0.5, backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.2
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.2
         sink.wait(lambda: sink.events("error"), timeout=3)
         error = sink.events("error")[0]
         assert "planned" not in error and 1.5 <= error["retry_in_s"] <= 3.0
@@ -412,7 +412,7 @@ def test_reconnect_when_planned_reconnects_at_once_unless_connection_too_young(c
     with FakeExchange() as ex:
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.3
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.3
         sink.wait(lambda: sink.events("open"))
         time.sleep(0.4)
         client.reconnect("server shutdown notice", planned=True)
@@ -635,7 +635,7 @@ def test_client_when_connection_stays_up_resets_backoff(clients):
     with FakeExchange(default_mode="drop") as ex:
         sink = RecordingSink()
         client = FeedClient(FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], ping_interval_s=0)
-        client.RESET_AFTER_S = 0.0
+        client.session.retry.reset_after_s = 0.0
         clients.append(client)
         client.start()
         sink.wait(lambda: len(sink.events("error")) >= 3, timeout=5)

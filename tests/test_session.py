@@ -136,7 +136,7 @@ def test_on_close_when_attempts_keep_failing_backs_off_doubling_to_the_cap():
         delays.append(retry.delay_s)
         now = retry.at
     assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert s.state is FeedState.RECONNECTING and s.reconnects == 6 and s.last_error == "refused"
+    assert s.state is FeedState.RECONNECTING and s.retry.reconnects == 6 and s.last_error == "refused"
 
 
 def test_on_close_when_connection_stayed_up_a_minute_resets_the_backoff():
@@ -155,7 +155,7 @@ def test_on_close_when_server_closes_a_long_lived_connection_reconnects_at_once(
     s = opened()
     actions = s.on_close(61.0, None, code=1001, reason="going away")
     err = reports(actions, FeedError)[0]
-    assert err.planned and err.retry_in_s == 0.0 and s.planned_reconnects == 1
+    assert err.planned and err.retry_in_s == 0.0 and s.retry.planned == 1
     assert reports(actions, FeedClosed) == [FeedClosed(0, generation=1, code=1001, reason="going away")]
 
 

@@ -32,12 +32,12 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from feed.core.events import ControlEvent, FeedClosed, FeedError, FeedOpened
-from feed.core.pacing import TokenBucket, backoff
+from feed.core.pacing import Outbox, RetrySchedule
 
 __all__ = [
     "FeedState", "Failure", "Send", "Close", "RetryAt", "GiveUp", "Report", "Action", "Session",
@@ -154,30 +154,20 @@ class Session:
         For an out-of-range duration (the message names it).
     """
 
-    #: A planned disconnect of a connection younger than this (s) waits the usual backoff.
-    MIN_PLANNED_UPTIME_S = 1.0
-
     def __init__(self, adapter: Any, *, symbols: Iterable[str] = (), url: str | None = None,
                  stale_after_s: float | None = 30.0, backoff_initial_s: float = 0.5,
                  backoff_cap_s: float = 30.0, reset_after_s: float = 60.0,
                  rng: Callable[[], float] | None = None) -> None:
-        self._backoff_args: dict[str, Any] = {"initial": backoff_initial_s, "cap": backoff_cap_s}
-        if rng is not None:
-            self._backoff_args["rng"] = rng
-        backoff(**self._backoff_args)  # validates both
-        if not reset_after_s >= 0:
-            raise ValueError(f"reset_after_s must be >= 0 seconds, not {reset_after_s!r}")
+        # When to try again, and the counts of retries (validates the durations).
+        self.retry = RetrySchedule(backoff_initial_s, backoff_cap_s, reset_after_s,
+                                   **({} if rng is None else {"rng": rng}))
         _check_stale(stale_after_s)
         self.adapter = adapter  # vendor dialect: URL, control messages, limits
         self.fixed_url = url  # overrides adapter.url(symbols)
         self.stale_after_s = stale_after_s  # watchdog limit, s (None: off)
-        self.reset_after_s = float(reset_after_s)  # stable uptime that resets the backoff, s
         self.symbols: dict[str, None] = dict.fromkeys(_as_symbols(symbols))  # ordered set
         self.state = FeedState.CONNECTING
         self.generation = 0  # connections opened so far
-        self.reconnects = 0  # retries scheduled so far
-        self.planned_reconnects = 0  # of which planned disconnects (no wait)
-        self.last_delay_s: float | None = None  # the wait before the latest retry, s
         self.retry_at: float | None = None  # when the next attempt is due, s
         self.opened_at: float | None = None  # when the current connection opened, s
         self.last_error: str | None = None  # words for the status line, no secrets
@@ -192,10 +182,7 @@ class Session:
         self._intent: str | None = None  # why *we* are closing: stop/stale/auth_timeout/...
         self._auth_deadline = math.inf  # the auth reply must come by then, s
         self._next_heartbeat = math.inf  # when the next heartbeat is due, s
-        self._queued_heartbeat: str | None = None  # the heartbeat text last queued
-        self._outbox: collections.deque[tuple[int, str]] = collections.deque()  # (gen, text)
-        self._bucket = TokenBucket(adapter.max_messages_per_s)  # control-message pacing
-        self._delays: Iterator[float] = backoff(**self._backoff_args)
+        self._outbox = Outbox(adapter.max_messages_per_s)  # paced control messages
         # Adapter calls that raised, (what, exception), for the shell to log: a bug in an
         # adapter must not end the connection or reach the socket library's callbacks.
         self.adapter_errors: collections.deque[tuple[str, Exception]] = collections.deque(maxlen=16)
@@ -230,8 +217,7 @@ class Session:
         self._watch_from = now
         interval = self.adapter.heartbeat_interval_s
         self._next_heartbeat = now + interval if interval else math.inf
-        self._outbox.clear()  # leftovers were for the previous connection
-        self._bucket.reset(now)
+        self._outbox.reset(now)  # leftovers were for the previous connection
         self._call("on_open", self.adapter.on_open)  # per-connection adapter state starts over
         if self.adapter.requires_auth_reply:
             self.state = FeedState.AUTHENTICATING
@@ -288,39 +274,23 @@ class Session:
         if intent == "stop" or self.state is FeedState.STOPPED:
             self.state = FeedState.STOPPED
             return actions
-        uptime = None if opened_at is None else now - opened_at
-        verdict, message = self._verdict(intent, failure)
+        verdict, message = _verdict(intent, failure, self.fatal, self.last_error)
         if verdict == "fatal":
             return actions + self._give_up(message)
-        long_lived = uptime is not None and uptime >= self.reset_after_s
-        planned = intent == "planned" or (intent is None and code is not None and long_lived)
-        if uptime is None or uptime < self.MIN_PLANNED_UPTIME_S:
-            planned = False  # a server closing every connection at once is not a plan
-        planned = planned or intent == "move"  # our own move: at once, not an error
-        if long_lived:
-            self._delays = backoff(**self._backoff_args)
-        delay = 0.0 if planned else next(self._delays)
-        if failure is not None and failure.retry_after_s is not None:
-            delay = max(delay, failure.retry_after_s)
+        if intent == "move":  # our own move to another endpoint: at once, not an error
+            delay, planned = self.retry.at_once()
+        else:
+            delay, planned = self.retry.next_delay(
+                None if opened_at is None else now - opened_at, planned=intent == "planned",
+                server_closed=intent is None and code is not None,
+                floor_s=None if failure is None else failure.retry_after_s)
         self.last_error = message
-        self.reconnects += 1
-        self.planned_reconnects += planned
-        self.last_delay_s = delay
         self.retry_at = now + delay
         self.state = FeedState.RECONNECTING
         actions.append(Report(FeedError(0, message, generation=self.generation, planned=planned,
                                         retry_in_s=round(delay, 3), stale=intent == "stale")))
         actions.append(RetryAt(self.retry_at, delay))
         return actions
-
-    def _verdict(self, intent: str | None, failure: Failure | None) -> tuple[Verdict, str]:
-        if intent == "fatal" or self.fatal is not None:  # fail(): the vendor refused us
-            return "fatal", self.fatal or "vendor refused"
-        if intent is not None:  # we cut it (stale / auth timeout / requested / planned / move)
-            return "retry", self.last_error or intent
-        if failure is not None:
-            return failure.verdict, failure.message
-        return "retry", "connection closed"
 
     def _give_up(self, message: str) -> list[Action]:
         self.state = FeedState.FAILED
@@ -346,7 +316,7 @@ class Session:
         if not self.symbols:
             self._watch_from = now  # silence before the first symbol is not a stale link
         self.symbols.update(dict.fromkeys(new))
-        if self.state in _OPEN and self._moves_endpoint():
+        if self.state in _OPEN and self._attempting and _moves_endpoint(self):
             return self._cut("move", "moving to the endpoint that serves the new symbols")
         if self.state is FeedState.LIVE:
             full = self.adapter.replaces_subscriptions
@@ -423,32 +393,17 @@ class Session:
                 return self._cut("stale", f"no message for {silent:.1f} s "
                                           f"(stale after {self.stale_after_s:g} s)"), wake
             wake = min(wake, now + self.stale_after_s - silent)
-        wake = min(wake, self._next_heartbeat)
-        while self._outbox:
-            gen, text = self._outbox[0]
-            if gen != self.generation:
-                self._outbox.popleft()
-                continue
-            delay = self._bucket.delay(now)
-            if delay > 0:
-                return [], min(wake, now + delay)
-            self._bucket.take(now)
-            self._outbox.popleft()
-            return [Send(text, gen)], now
-        return [], wake
+        text, delay = self._outbox.pop_due(now)
+        if text is not None:
+            return [Send(text, self.generation)], now
+        return [], min(wake, self._next_heartbeat, now + delay)
 
     def _heartbeat(self, now: float) -> None:
-        # Heartbeats jump the queue (a vendor that hears none drops the link; a subscribe
-        # can wait), one at a time: while the last one waits for the rate limit, no other
-        # is queued, or they would crowd out everything else near the rate.
         interval = self.adapter.heartbeat_interval_s
         self._next_heartbeat = now + interval if interval else math.inf
-        if self._outbox and self._outbox[0][1] is self._queued_heartbeat:
-            return
         text = self._call("heartbeat_message", self.adapter.heartbeat_message)
         if text is not None:
-            self._queued_heartbeat = text
-            self._outbox.appendleft((self.generation, text))
+            self._outbox.push_heartbeat(text)
 
     # -- private ---------------------------------------------------------------------------
 
@@ -458,7 +413,7 @@ class Session:
 
     def _queue(self, build: Callable[[list[str]], list[str]], symbols: list[str]) -> None:
         texts = self._call(build.__name__, build, symbols)
-        self._outbox.extend((self.generation, t) for t in texts or ())
+        self._outbox.extend(texts or ())
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -472,22 +427,35 @@ class Session:
         self.last_error = message
         return [Close(message, graceful=intent not in ("stale", "auth_timeout"))]
 
-    def _moves_endpoint(self) -> bool:
-        # True when the current symbols need another URL than the open connection's
-        # (AllTick: stock vs forex/crypto); a fixed URL never moves.
-        if self.fixed_url is not None or not self._attempting:
-            return False
-        try:
-            return self.adapter.url(list(self.symbols)) != self.url
-        except ValueError:  # the adapter refuses the list; subscribing will say why
-            return False
-
     @property
     def outbox(self) -> list[str]:
         """Return the texts waiting to be sent, in order (for tests and the status line)."""
-        return [t for _, t in self._outbox]
+        return self._outbox.texts
 
 
 def _check_stale(seconds: float | None) -> None:
     if seconds is not None and not seconds > 0:
         raise ValueError(f"stale_after_s must be > 0 seconds or None, not {seconds!r}")
+
+
+def _verdict(intent: str | None, failure: Failure | None, fatal: str | None,
+             cut_reason: str | None) -> tuple[Verdict, str]:
+    # Retry or give up, in words: fail() wins, then our own cut, then the error.
+    if intent == "fatal" or fatal is not None:
+        return "fatal", fatal or "vendor refused"
+    if intent is not None:  # we cut it (stale / auth timeout / requested / planned / move)
+        return "retry", cut_reason or intent
+    if failure is not None:
+        return failure.verdict, failure.message
+    return "retry", "connection closed"
+
+
+def _moves_endpoint(session: Session) -> bool:
+    # True when the symbols need another URL than the open connection's (AllTick: stock vs
+    # forex/crypto); a fixed URL never moves.
+    if session.fixed_url is not None:
+        return False
+    try:
+        return session.adapter.url(list(session.symbols)) != session.url
+    except ValueError:  # the adapter refuses the list; subscribing will say why
+        return False
