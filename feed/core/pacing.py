@@ -37,15 +37,23 @@ def backoff(
     many clients that lost the same server from reconnecting in lock step. The generator
     never ends; to reset, make a new one.
 
-    Args:
-        initial: First undisturbed delay, seconds (> 0).
-        factor: Growth per attempt (>= 1).
-        cap: Largest delay, seconds (>= initial).
-        jitter: Fraction of each delay that is random, 0 (none) to 1.
-        rng: Source of uniform floats in [0, 1); injected for tests.
+    Parameters
+    ----------
+    initial
+        First undisturbed delay, seconds (> 0).
+    factor
+        Growth per attempt (>= 1).
+    cap
+        Largest delay, seconds (>= initial).
+    jitter
+        Fraction of each delay that is random, 0 (none) to 1.
+    rng
+        Source of uniform floats in [0, 1); injected for tests.
 
-    Raises:
-        ValueError: If an argument is out of range (the message names it).
+    Raises
+    ------
+    ValueError
+        If an argument is out of range (the message names it).
     """
     if not (isinstance(initial, (int, float)) and math.isfinite(initial) and initial > 0):
         raise ValueError(f"initial must be a positive number of seconds, not {initial!r}")
@@ -70,11 +78,15 @@ def _backoff(initial: float, factor: float, cap: float, jitter: float,
 class TokenBucket:
     """Rate limiter for outgoing control messages; time is passed in (seconds).
 
-    Args:
-        rate_per_s: Tokens added per second; None, 0 or infinity means no limit.
-        burst: Most tokens held, i.e. messages that may go back to back (>= 1). The
-            default 1 spaces every message ``1 / rate_per_s`` apart.
-        now: The clock reading the bucket starts at, full.
+    Parameters
+    ----------
+    rate_per_s
+        Tokens added per second; None, 0 or infinity means no limit.
+    burst
+        Most tokens held, i.e. messages that may go back to back (>= 1). The
+        default 1 spaces every message ``1 / rate_per_s`` apart.
+    now
+        The clock reading the bucket starts at, full.
     """
 
     def __init__(self, rate_per_s: float | None, *, burst: float = 1.0, now: float = 0.0) -> None:

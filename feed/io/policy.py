@@ -46,6 +46,7 @@ _SLOW_HINTS: dict[int, str] = {
 
 
 def http_status(exc: BaseException) -> int | None:
+    """Return the HTTP status of a refused handshake or REST request, or None."""
     # websocket-client: WebSocketBadStatusException.status_code; urllib: HTTPError.code.
     # (websocket-client also puts the close code in .status_code of a closed-connection
     # error; that is not an HTTP status.)
@@ -108,11 +109,15 @@ def explain_error(exc: BaseException, secrets: Iterable[str] = (),
                   hints: dict[int, str] | None = None) -> str:
     """Return a one-line message for ``exc`` fit for the UI and logs (tokens removed).
 
-    Args:
-        exc: The error.
-        secrets: Strings to mask wherever they occur (token values, header values).
-        hints: Vendor advice per HTTP status (``adapter.http_hints``), used instead of the
-            generic words; ``{wait}`` in it becomes the Retry-After wait, seconds.
+    Parameters
+    ----------
+    exc
+        The error.
+    secrets
+        Strings to mask wherever they occur (token values, header values).
+    hints
+        Vendor advice per HTTP status (``adapter.http_hints``), used instead of the
+        generic words; ``{wait}`` in it becomes the Retry-After wait, seconds.
     """
     status = http_status(exc)
     if status is not None:
@@ -164,6 +169,7 @@ def safe_url(url: str) -> str:
 
 
 def url_secrets(url: str) -> list[str]:
+    """Return the values in ``url`` that must never be shown (password, secret queries)."""
     # Values that must never be shown: secret-looking query values and the password.
     try:
         parts = urlsplit(url)

@@ -37,14 +37,22 @@ class SnapshotFetcher:
     so is a wait longer than ``max_wait_s`` (a 418 ban can last days). The thread starts on
     the first request (or :meth:`start`).
 
-    Args:
-        sink: The engine.
-        timeout_s: Socket timeout per request, seconds.
-        max_attempts: Tries per request (>= 1).
-        max_wait_s: Longest wait between tries, seconds.
-        headers: Extra HTTP headers (e.g. an API key); their values never appear in errors.
-        name: Thread name.
-        hints: Vendor advice per HTTP status (``adapter.http_hints``) for error messages.
+    Parameters
+    ----------
+    sink
+        The engine.
+    timeout_s
+        Socket timeout per request, seconds.
+    max_attempts
+        Tries per request (>= 1).
+    max_wait_s
+        Longest wait between tries, seconds.
+    headers
+        Extra HTTP headers (e.g. an API key); their values never appear in errors.
+    name
+        Thread name.
+    hints
+        Vendor advice per HTTP status (``adapter.http_hints``) for error messages.
     """
 
     def __init__(
