@@ -23,7 +23,7 @@ Retry policy: the wait before each attempt comes from :func:`feed.core.pacing.ba
 up ``reset_after_s``. A *planned* disconnect reconnects at once: one asked for with
 ``reconnect(..., planned=True)``, a move to another endpoint, and a clean close by the
 server of a connection that had been up ``reset_after_s``; a planned disconnect of a
-connection younger than ``MIN_PLANNED_UPTIME_S`` waits as usual, so a server that closes
+connection younger than ``RetrySchedule.MIN_PLANNED_UPTIME_S`` waits as usual, so a server that closes
 every connection at once is not hammered.
 """
 
