@@ -102,7 +102,8 @@ def start_runtime(
         replay without the kline streams ``kline_check`` needs. Nothing is left running.
     """
     from dashboard.app import create_app
-    from feed.io.client import FeedClient, SnapshotFetcher
+    from feed.io.client import FeedClient
+    from feed.io.snapshots import SnapshotFetcher
     from feed.io.engine import Engine
 
     rt = Runtime(config)

@@ -1,206 +1,33 @@
-"""Tests for feed/client.py.
+"""Tests for the I/O shells feed/io/client.py (FeedClient) and feed/io/snapshots.py.
 
-Pure policy (backoff, error classification, redaction, token bucket) is tested without
-sockets. The FeedClient and SnapshotFetcher shells are tested against real loopback
-servers defined here: a minimal Binance-like ``websockets`` server (replies to SUBSCRIBE,
+Pure policy is in test_policy.py and the connection state machine in test_session.py.
+The FeedClient and SnapshotFetcher shells are tested against real loopback servers
+defined here: a minimal Binance-like ``websockets`` server (replies to SUBSCRIBE,
 pushes a few trades, can drop the connection or go silent) and a tiny ``http.server``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import itertools
 import json
-import random
 import socket
 import threading
 import time
-import urllib.error
-from email.message import Message
 from http import HTTPStatus
 
 import pytest
 import websocket
 from websockets.asyncio.server import serve
 
+from feed.core.events import FeedClosed, FeedError, FeedOpened, SnapshotFailed
+from feed.io.client import FeedClient, FeedState
+from feed.io.snapshots import SnapshotFetcher
 from feed.vendors.base import VendorBase
-from feed.io.client import (
-    FeedClient,
-    FeedState,
-    SnapshotFetcher,
-    TokenBucket,
-    backoff,
-    classify_error,
-    explain_error,
-    redact,
-    retry_after_s,
-    safe_url,
-)
 
 pytestmark = pytest.mark.timeout(30)
-
-
-# ---------------------------------------------------------------------------------------
-# backoff
-# ---------------------------------------------------------------------------------------
-
-
-def test_backoff_when_default_first_delay_is_under_one_second():
-    for _ in range(200):
-        assert 0 < next(backoff()) < 1.0
-
-
-def test_backoff_when_many_attempts_never_exceeds_cap():
-    delays = list(itertools.islice(backoff(), 50))
-    assert max(delays) <= 30.0
-    # Undisturbed (no jitter) it reaches the cap exactly and stays there.
-    plain = list(itertools.islice(backoff(jitter=0.0), 12))
-    assert plain[:4] == [0.5, 1.0, 2.0, 4.0]
-    assert plain[-1] == 30.0 and plain[-2] == 30.0
-
-
-def test_backoff_when_jitter_extreme_stays_within_bounds():
-    low = list(itertools.islice(backoff(rng=lambda: 0.999999), 8))
-    high = list(itertools.islice(backoff(rng=lambda: 0.0), 8))
-    bases = [min(30.0, 0.5 * 2**k) for k in range(8)]
-    for lo, hi, base in zip(low, high, bases):
-        assert hi == base
-        assert base * 0.5 <= lo < base
-
-
-def test_backoff_when_random_jitter_spreads_delays():
-    rng = random.Random(7).random
-    firsts = [next(backoff(rng=rng)) for _ in range(100)]
-    assert min(firsts) >= 0.25 and max(firsts) <= 0.5
-    assert len(set(firsts)) > 90
-
-
-def test_backoff_when_reset_starts_again_from_first_delay():
-    gen = backoff(jitter=0.0)
-    grown = list(itertools.islice(gen, 6))
-    assert grown[-1] == 16.0
-    assert next(backoff(jitter=0.0)) == 0.5  # reset = a new generator
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"initial": 0}, {"initial": -1}, {"factor": 0.5}, {"cap": 0.1}, {"jitter": 1.5},
-])
-def test_backoff_when_argument_out_of_range_raises(kwargs):
-    with pytest.raises(ValueError):
-        backoff(**kwargs)
-
-
-# ---------------------------------------------------------------------------------------
-# classify_error / explain_error / retry_after_s / redaction
-# ---------------------------------------------------------------------------------------
-
-
-def _bad_status(status: int, headers: dict | None = None) -> websocket.WebSocketBadStatusException:
-    return websocket.WebSocketBadStatusException(
-        f"Handshake status {status} X -+-+- {headers} -+-+- body", status, "X", headers or {}, b"body")
-
-
-def _http_error(status: int, retry_after: str | None = None) -> urllib.error.HTTPError:
-    headers = Message()
-    if retry_after is not None:
-        headers["Retry-After"] = retry_after
-    return urllib.error.HTTPError("http://h/x", status, "Reason", headers, None)
-
-
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 451])
-def test_classify_error_when_handshake_refused_is_fatal(status):
-    assert classify_error(_bad_status(status)) == "fatal"
-    assert classify_error(_http_error(status)) == "fatal"
-    assert f"HTTP {status}" in explain_error(_bad_status(status))
-
-
-def test_explain_error_when_451_says_geo_blocked():
-    assert "geo-blocked" in explain_error(_bad_status(451))
-    assert "credentials" in explain_error(_bad_status(401))
-
-
-@pytest.mark.parametrize("status,floor", [(429, 30.0), (418, 120.0)])
-def test_classify_error_when_rate_limited_retries_with_longer_wait(status, floor):
-    exc = _bad_status(status)
-    assert classify_error(exc) == "retry"
-    assert retry_after_s(exc) == floor
-    assert f"HTTP {status}" in explain_error(exc)
-
-
-def test_retry_after_s_when_header_given_uses_it():
-    assert retry_after_s(_bad_status(429, {"retry-after": "7"})) == 7.0
-    assert retry_after_s(_http_error(418, "300")) == 300.0
-    assert retry_after_s(_http_error(429, "Wed, 21 Oct 2015 07:28:00 GMT")) == 30.0
-    assert retry_after_s(ConnectionResetError()) is None
-    assert retry_after_s(_bad_status(503)) is None
-
-
-@pytest.mark.parametrize("exc", [
-    ConnectionResetError("reset"),
-    ConnectionRefusedError(111, "refused"),
-    socket.timeout("timed out"),
-    TimeoutError(),
-    OSError(101, "Network is unreachable"),
-    websocket.WebSocketConnectionClosedException("Connection to remote host was lost."),
-    websocket.WebSocketTimeoutException("ping/pong timed out"),
-    websocket.WebSocketAddressException("[Errno -2] Name or service not known"),
-    _bad_status(500),
-    _bad_status(503),
-    _bad_status(408),
-    _http_error(502),
-])
-def test_classify_error_when_transient_is_retry(exc):
-    assert classify_error(exc) == "retry"
-
-
-def test_classify_error_when_bad_url_is_fatal():
-    assert classify_error(ValueError("scheme http is invalid")) == "fatal"
-
-
-def test_explain_error_when_secret_given_masks_it():
-    exc = ConnectionResetError("peer reset for wss://h/ws?token=SECRETXYZ&a=1 key SECRETXYZ")
-    text = explain_error(exc, ["SECRETXYZ"])
-    assert "SECRETXYZ" not in text
-    assert "token=***" in text
-
-
-def test_explain_error_when_bad_status_leaves_out_response_headers_and_body():
-    text = explain_error(_bad_status(502, {"set-cookie": "abc"}))
-    assert "set-cookie" not in text and "body" not in text
-
-
-def test_safe_url_when_token_in_query_strips_it():
-    url = "wss://user:pw@quote.example.com:8443/ws?token=abc123&streams=btcusdt@trade&apiKey=k"
-    assert safe_url(url) == "wss://quote.example.com:8443/ws?streams=btcusdt@trade"
-    assert safe_url("ws://127.0.0.1:9000/ws") == "ws://127.0.0.1:9000/ws"
-
-
-def test_redact_when_token_like_parameter_masks_value():
-    assert redact("GET /x?token=abc&b=2") == "GET /x?token=***&b=2"
-    assert redact("uses SECRET here", ["SECRET"]) == "uses *** here"
-
-
-# ---------------------------------------------------------------------------------------
-# TokenBucket
-# ---------------------------------------------------------------------------------------
-
-
-def test_token_bucket_when_rate_five_spaces_messages_200ms():
-    b = TokenBucket(5.0, now=0.0)
-    assert b.take(0.0)
-    assert not b.take(0.1)
-    assert b.delay(0.1) == pytest.approx(0.1)
-    assert b.take(0.2)
-    # Over any stretch of time the bucket lets through at most rate * t + burst.
-    sent = sum(b.take(t / 100) for t in range(20, 220))
-    assert sent <= 5 * 2.0 + 1
-
-
-def test_token_bucket_when_unlimited_never_waits():
-    b = TokenBucket(None)
-    assert all(b.take(0.0) for _ in range(1000))
-    assert b.delay(0.0) == 0.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,7 +155,7 @@ class FakeExchange:
 
 
 class FakeAdapter(VendorBase):
-    """Duck-typed vendor adapter speaking the Binance control dialect."""
+    """Vendor adapter speaking the Binance control dialect."""
 
     name = "fake"
 
@@ -338,8 +165,10 @@ class FakeAdapter(VendorBase):
         self.heartbeat_interval_s = heartbeat_s
         self._per_symbol = per_symbol
         self._ids = itertools.count(1)
-        if header is not None:
-            self.header = lambda: dict(header)
+        self._header = dict(header or {})
+
+    def header(self):
+        return dict(self._header)
 
     def url(self, symbols=()):
         return self._url
@@ -363,6 +192,22 @@ class FakeAdapter(VendorBase):
         return json.dumps({"method": "PING"}) if self.heartbeat_interval_s else None
 
 
+def _control_detail(event):
+    # The typed event as (name, detail dict) in the words these tests were written in.
+    if isinstance(event, FeedOpened):
+        return "open", {"generation": event.generation}
+    if isinstance(event, FeedClosed):
+        return "close", {"generation": event.generation, "code": event.code, "reason": event.reason}
+    if isinstance(event, FeedError):
+        detail = {"generation": event.generation, "message": event.message,
+                  "verdict": "fatal" if event.fatal else "retry", "retry_in_s": event.retry_in_s}
+        detail.update({k: True for k in ("stale", "planned") if getattr(event, k)})
+        return "error", detail
+    if isinstance(event, SnapshotFailed):
+        return "snapshot_error", {"symbol": event.symbol, "error": event.error, "status": event.status}
+    raise AssertionError(f"unexpected control event {event!r}")
+
+
 class RecordingSink:
     """Records what the client hands over; ``wait`` polls a condition with a timeout."""
 
@@ -378,10 +223,14 @@ class RecordingSink:
             self._cond.notify_all()
         return True
 
-    def submit_control(self, name, recv_ns, detail):
+    def submit_control(self, event):
+        name, detail = _control_detail(event)
         with self._cond:
-            self.controls.append((name, recv_ns, dict(detail)))
+            self.controls.append((name, event.recv_ns, detail))
             self._cond.notify_all()
+
+    def submit_rejected(self, reason, sample, recv_ns):
+        return True
 
     def submit_snapshot(self, symbol, body, recv_ns):
         with self._cond:
@@ -440,11 +289,11 @@ def test_client_when_connected_subscribes_and_delivers_bytes(clients):
         subs = ex.messages(method="SUBSCRIBE")
         assert subs[0]["params"] == ["btcusdt@trade", "ethusdt@trade"]
         st = client.status()
-        assert st["state"] == "live" and client.state is FeedState.LIVE
-        assert st["generation"] == 1 and st["reconnects"] == 0
-        assert st["next_retry_in_s"] is None
-        assert st["last_message_age_s"] is not None and st["last_message_age_s"] < 5
-        assert st["url"] == ex.url and st["messages"] == 7
+        assert st.state == "live" and client.state is FeedState.LIVE
+        assert st.generation == 1 and st.reconnects == 0
+        assert st.next_retry_in_s is None
+        assert st.last_message_age_s is not None and st.last_message_age_s < 5
+        assert st.url == ex.url and st.messages == 7
 
 
 def test_client_when_server_drops_reconnects_and_resubscribes_every_symbol(clients):
@@ -462,7 +311,7 @@ def test_client_when_server_drops_reconnects_and_resubscribes_every_symbol(clien
         assert errors and errors[0]["verdict"] == "retry" and errors[0]["retry_in_s"] < 1.0
         assert sink.events("close")[0]["generation"] == 1
         st = client.status()
-        assert st["generation"] == 2 and st["reconnects"] == 1 and st["state"] == "live"
+        assert st.generation == 2 and st.reconnects == 1 and st.state == "live"
 
 
 def test_client_when_server_closes_cleanly_reconnects(clients):
@@ -472,7 +321,7 @@ def test_client_when_server_closes_cleanly_reconnects(clients):
         sink.wait(lambda: len(sink.events("open")) == 2 and len(sink.trades()) == 6)
         assert sink.events("close")[0] == {"generation": 1, "code": 1001, "reason": "going away"}
         assert "1001" in sink.events("error")[0]["message"]
-        assert client.status()["state"] == "live"
+        assert client.status().state == "live"
 
 
 def test_client_when_server_silent_goes_stale_and_reconnects(clients):
@@ -483,14 +332,14 @@ def test_client_when_server_silent_goes_stale_and_reconnects(clients):
                               stale_after_s=0.5)
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline and len(sink.events("open")) < 2:
-            states.append(client.status()["state"])
+            states.append(client.status().state)
             time.sleep(0.005)
         assert [d["generation"] for d in sink.events("open")] == [1, 2]
         stale = [d for d in sink.events("error") if d.get("stale")]
         assert stale and "no message" in stale[0]["message"]
         assert "stale" in states or "reconnecting" in states
         sink.wait(lambda: len(sink.trades()) == 3)  # the second connection is normal
-        assert "no message" in client.status()["last_error"]
+        assert "no message" in client.status().last_error
 
 
 def test_client_when_not_subscribed_does_not_go_stale(clients):
@@ -499,7 +348,7 @@ def test_client_when_not_subscribed_does_not_go_stale(clients):
         client = start_client(clients, FakeAdapter(ex.url), sink, stale_after_s=0.3)
         sink.wait(lambda: sink.events("open"))
         time.sleep(0.8)
-        assert client.status()["state"] == "live" and len(sink.events("open")) == 1
+        assert client.status().state == "live" and len(sink.events("open")) == 1
         client.subscribe("BTCUSDT")  # the watch starts now, not at open
         sink.wait(lambda: len(sink.trades()) == 3)
         assert len(sink.events("open")) == 1
@@ -513,7 +362,7 @@ def test_client_when_one_symbol_quiet_on_a_busy_connection_does_not_go_stale(cli
         sink.wait(lambda: len(sink.trades()) >= 3)
         time.sleep(1.5)  # QUIETUSDT never trades; BTCUSDT does every 50 ms
         assert [d["generation"] for d in sink.events("open")] == [1]
-        assert not sink.events("error") and client.status()["state"] == "live"
+        assert not sink.events("error") and client.status().state == "live"
         assert {t["s"] for t in sink.trades()} == {"BTCUSDT"}
 
 
@@ -524,7 +373,7 @@ def test_client_when_stale_watchdog_switched_off_stays_on_a_silent_connection(cl
         client.stale_after_s = None
         sink.wait(lambda: sink.events("open"))
         time.sleep(0.8)
-        assert len(sink.events("open")) == 1 and client.status()["stale_after_s"] is None
+        assert len(sink.events("open")) == 1 and client.status().stale_after_s is None
         with pytest.raises(ValueError):
             client.stale_after_s = 0
 
@@ -537,12 +386,12 @@ def test_client_when_server_closes_a_long_lived_connection_reconnects_at_once(cl
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
                               reset_after_s=0.5, backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.2
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.2
         sink.wait(lambda: len(sink.events("open")) == 2, timeout=3)
         error = sink.events("error")[0]
         assert error["planned"] is True and error["retry_in_s"] == 0.0
         st = client.status()
-        assert st["planned_reconnects"] == 1 and st["last_retry_delay_s"] == 0.0
+        assert st.planned_reconnects == 1 and st.last_retry_delay_s == 0.0
 
 
 def test_client_when_long_lived_connection_aborted_waits_the_backoff(clients):
@@ -550,20 +399,20 @@ def test_client_when_long_lived_connection_aborted_waits_the_backoff(clients):
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"],
                               reset_after_s=0.5, backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.2
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.2
         sink.wait(lambda: sink.events("error"), timeout=3)
         error = sink.events("error")[0]
         assert "planned" not in error and 1.5 <= error["retry_in_s"] <= 3.0
         st = client.status()
-        assert st["state"] == "reconnecting" and st["planned_reconnects"] == 0
-        assert st["next_retry_at_ns"] > time.time_ns()
+        assert st.state == "reconnecting" and st.planned_reconnects == 0
+        assert st.next_retry_at_ns > time.time_ns()
 
 
 def test_reconnect_when_planned_reconnects_at_once_unless_connection_too_young(clients):
     with FakeExchange() as ex:
         sink = RecordingSink()
         client = start_client(clients, FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=3.0)
-        client.MIN_PLANNED_UPTIME_S = 0.3
+        client.session.retry.MIN_PLANNED_UPTIME_S = 0.3
         sink.wait(lambda: sink.events("open"))
         time.sleep(0.4)
         client.reconnect("server shutdown notice", planned=True)
@@ -594,7 +443,7 @@ def test_client_when_binary_or_oversized_frame_arrives_counts_and_reports_it_wit
         assert sink.rejected[0][1] == b"\x00\x01binary" and len(sink.rejected[1][1]) == 64
         assert all(len(m) < 1000 for m, _ in sink.messages)  # the 2 MB frame was not delivered
         st = client.status()
-        assert st["binary_frames"] == 1 and st["oversize_frames"] == 1 and st["state"] == "live"
+        assert st.binary_frames == 1 and st.oversize_frames == 1 and st.state == "live"
 
 
 def test_client_when_backoff_shortened_first_retry_follows_it(clients):
@@ -614,7 +463,7 @@ def test_client_when_server_pings_answers_them_and_stays_connected(clients):
         sink.wait(lambda: sink.events("open"))
         time.sleep(1.5)
         assert len(sink.events("open")) == 1 and not sink.events("error")
-        assert client.status()["state"] == "live"
+        assert client.status().state == "live"
 
 
 def test_health_when_url_and_header_carry_tokens_never_shows_them(clients):
@@ -630,9 +479,9 @@ def test_health_when_url_and_header_carry_tokens_never_shows_them(clients):
         client.start()
         engine.start()
         try:
-            wait_until(lambda: client.status()["reconnects"] >= 2, timeout=5)
+            wait_until(lambda: client.status().reconnects >= 2, timeout=5)
             assert engine.wait_idle(5)
-            text = json.dumps(engine.health()) + repr(engine.status())
+            text = json.dumps([engine.health(), dataclasses.asdict(engine.status())], default=str)
             assert "503" in text and "SECRET123" not in text and "HDRSECRET9" not in text
         finally:
             engine.stop()
@@ -686,7 +535,7 @@ def test_client_when_protocol_pings_enabled_stays_live(clients):
                               ping_interval_s=0.3)
         sink.wait(lambda: len(sink.trades()) == 3)
         time.sleep(1.0)  # several ping/pong rounds (the server answers pings itself)
-        assert client.status()["state"] == "live" and len(sink.events("open")) == 1
+        assert client.status().state == "live" and len(sink.events("open")) == 1
 
 
 def test_stop_when_connected_returns_within_seconds(clients):
@@ -698,7 +547,7 @@ def test_stop_when_connected_returns_within_seconds(clients):
         client.stop()
         assert time.monotonic() - t0 < 3.0
         assert not client.is_alive()
-        assert client.status()["state"] == "stopped"
+        assert client.status().state == "stopped"
         assert sink.events("close")[-1]["generation"] == 1
         assert not sink.events("error")  # a stop is not an error
         client.stop()  # idempotent
@@ -738,7 +587,7 @@ def test_stop_when_server_ignores_close_frame_cuts_the_socket(clients):
         t0 = time.monotonic()
         client.stop()
         assert FeedClient.CLOSE_TIMEOUT_S - 0.1 < time.monotonic() - t0 < FeedClient.CLOSE_TIMEOUT_S + 2.0
-        assert not client.is_alive() and client.status()["state"] == "stopped"
+        assert not client.is_alive() and client.status().state == "stopped"
     finally:
         listener.close()
         for c in conns:
@@ -751,10 +600,10 @@ def test_stop_when_waiting_to_retry_returns_within_seconds(clients):
         port = s.getsockname()[1]
     sink = RecordingSink()
     client = start_client(clients, FakeAdapter(f"ws://127.0.0.1:{port}/ws"), sink)
-    wait_until(lambda: client.status()["state"] == "reconnecting", timeout=5)
+    wait_until(lambda: client.status().state == "reconnecting", timeout=5)
     st = client.status()
-    assert st["next_retry_in_s"] is not None and st["next_retry_in_s"] < 1.0
-    assert "refused" in st["last_error"]
+    assert st.next_retry_in_s is not None and st.next_retry_in_s < 1.0
+    assert "refused" in st.last_error
     t0 = time.monotonic()
     client.stop()
     assert time.monotonic() - t0 < 3.0 and not client.is_alive()
@@ -765,16 +614,16 @@ def test_client_when_handshake_451_fails_without_leaking_token(clients):
         sink = RecordingSink()
         adapter = FakeAdapter(ex.url + "?token=SECRET123&streams=x", header={"X-Api-Key": "HDRSECRET9"})
         client = start_client(clients, adapter, sink, symbols=["BTCUSDT"])
-        wait_until(lambda: client.status()["state"] == "failed", timeout=5)
+        wait_until(lambda: client.status().state == "failed", timeout=5)
         client.join(3)
         assert not client.is_alive()
         st = client.status()
-        assert "451" in st["last_error"] and "geo-blocked" in st["last_error"]
-        assert st["url"] == ex.url + "?streams=x"
-        assert st["reconnects"] == 0 and ex.handshakes == 1
+        assert "451" in st.last_error and "geo-blocked" in st.last_error
+        assert st.url == ex.url + "?streams=x"
+        assert st.reconnects == 0 and ex.handshakes == 1
         errors = sink.events("error")
         assert errors[-1]["verdict"] == "fatal"
-        everything = json.dumps([st, sink.controls])
+        everything = json.dumps([dataclasses.asdict(st), sink.controls])
         assert "SECRET123" not in everything and "HDRSECRET9" not in everything
         assert not sink.events("open") and not sink.events("close")
 
@@ -786,7 +635,7 @@ def test_client_when_connection_stays_up_resets_backoff(clients):
     with FakeExchange(default_mode="drop") as ex:
         sink = RecordingSink()
         client = FeedClient(FakeAdapter(ex.url), sink, symbols=["BTCUSDT"], ping_interval_s=0)
-        client.RESET_AFTER_S = 0.0
+        client.session.retry.reset_after_s = 0.0
         clients.append(client)
         client.start()
         sink.wait(lambda: len(sink.events("error")) >= 3, timeout=5)
@@ -814,9 +663,9 @@ def test_client_when_bad_arguments_raises():
 
 def test_status_when_never_started_is_connecting_and_stop_is_safe():
     client = FeedClient(FakeAdapter("ws://127.0.0.1:1/ws"), RecordingSink(), symbols=["X"])
-    assert client.status()["state"] == "connecting"
+    assert client.status().state == "connecting"
     client.stop()
-    assert client.status()["state"] == "stopped"
+    assert client.status().state == "stopped"
 
 
 # ---------------------------------------------------------------------------------------
@@ -944,16 +793,9 @@ def test_snapshot_when_stopped_returns_quickly():
 
 
 # ---------------------------------------------------------------------------------------
-# Vendor capabilities (tracker issue 5): hints, fail(), validation, full-list subscribes,
+# Vendor capabilities: hints, fail(), validation, full-list subscribes,
 # auth replies, Binance's message rate
 # ---------------------------------------------------------------------------------------
-
-
-def test_explain_error_when_vendor_hint_given_uses_it_with_the_wait():
-    hints = {451: "refused here; try --binance-host data", 429: "slow down; waiting {wait:g} s"}
-    assert explain_error(_bad_status(451), hints=hints) == "HTTP 451: refused here; try --binance-host data"
-    assert explain_error(_bad_status(429, {"retry-after": "7"}), hints=hints) == "HTTP 429: slow down; waiting 7 s"
-    assert "geo-blocked" in explain_error(_bad_status(451), hints={403: "x"})  # no hint: generic words
 
 
 def test_snapshot_when_451_and_vendor_hints_given_says_what_to_do():
@@ -977,8 +819,8 @@ def test_fail_when_reconnecting_stops_at_once_with_the_message(clients):
         client.join(3)
         assert not client.is_alive()
         st = client.status()
-        assert st["state"] == "failed" and st["last_error"].startswith("token refused by the vendor")
-        assert "abc123" not in st["last_error"]
+        assert st.state == "failed" and st.last_error.startswith("token refused by the vendor")
+        assert "abc123" not in st.last_error
         assert sink.events("error")[-1]["verdict"] == "fatal"
         handshakes = ex.handshakes
         time.sleep(0.5)
@@ -1046,18 +888,18 @@ def test_client_when_auth_reply_required_subscribes_only_after_it(clients):
     with AuthExchange(ok=True) as ex:
         sink = RecordingSink()
         client = start_client(clients, AuthAdapter(ex.url), sink, symbols=["BTCUSDT"])
-        wait_until(lambda: client.status()["state"] == "authenticating", timeout=3)
+        wait_until(lambda: client.status().state == "authenticating", timeout=3)
         assert ex.messages(method="SUBSCRIBE") == []
         wait_until(lambda: ex.messages(method="SUBSCRIBE"), timeout=3)
-        assert client.status()["state"] == "live"
+        assert client.status().state == "live"
 
 
 def test_client_when_auth_refused_fails_with_the_vendors_words_and_no_retry(clients):
     with AuthExchange(ok=False) as ex:
         sink = RecordingSink()
         client = start_client(clients, AuthAdapter(ex.url), sink, symbols=["BTCUSDT"], backoff_initial_s=0.05)
-        wait_until(lambda: client.status()["state"] == "failed", timeout=3)
-        assert client.status()["last_error"] == "auth says key refused"
+        wait_until(lambda: client.status().state == "failed", timeout=3)
+        assert client.status().last_error == "auth says key refused"
         time.sleep(0.4)
         assert ex.handshakes == 1 and ex.messages(method="SUBSCRIBE") == []
 

@@ -33,7 +33,8 @@ import pytest
 from dashboard.cli import config_from_argv
 from dashboard.runtime import start_runtime
 from feed.core.batch import aggregate
-from feed.io.client import FeedClient, SnapshotFetcher
+from feed.io.client import FeedClient
+from feed.io.snapshots import SnapshotFetcher
 from feed.core.config import EngineConfig, MarketConfig
 from feed.io.engine import Engine
 from feed.exchange.server import EmbeddedExchange
@@ -163,7 +164,7 @@ def test_drop_when_connection_aborted_every_n_messages_reconnects_resubscribes_a
     faults = "drop_every=1500"
     rt = start(paths, faults)
     try:
-        wait_for(lambda: (rt.feed.status()["generation"] >= 3
+        wait_for(lambda: (rt.feed.status().generation >= 3
                           and all(rt.engine.status().symbols[s].trades > 0 for s in SYMBOLS)),
                  20, "two drops and reconnects")
         gen_trades = {s: rt.engine.status().symbols[s].trades for s in SYMBOLS}
@@ -194,12 +195,12 @@ def test_shutdown_notice_when_sent_reconnects_at_once_and_is_not_malformed(spot)
     faults = "shutdown_every=3000,shutdown_grace_s=2"
     rt = start(paths, faults)
     try:
-        wait_for(lambda: rt.engine.counters().server_shutdowns >= 2 and rt.feed.status()["generation"] >= 3,
+        wait_for(lambda: rt.engine.counters().server_shutdowns >= 2 and rt.feed.status().generation >= 3,
                  25, "two shutdown notices and reconnects")
         health = api_health(rt)
         feed = rt.feed.status()
-        assert feed["planned_reconnects"] >= 2
-        assert feed["last_retry_delay_s"] == 0.0  # at once, no backoff
+        assert feed.planned_reconnects >= 2
+        assert feed.last_retry_delay_s == 0.0  # at once, no backoff
         assert health["counters"]["malformed"] == 0 and "server_shutdown" not in health["malformed_by_reason"]
         assert health["counters"]["reconnects"] >= 2
         assert not rt.engine.status().errors  # a planned reconnect is not shown as an error
@@ -216,8 +217,8 @@ def test_stall_when_no_message_for_stale_after_reconnects_and_loses_nothing_sile
     rt = start(paths, faults)
     try:
         wait_for(lambda: rt.exchange.fault_stats()["stalls"] >= 1, 20, "a stall")
-        wait_for(lambda: rt.feed.status()["generation"] >= 2, 10, "a stale reconnect")
-        assert "no message" in (rt.feed.status()["last_error"] or "")
+        wait_for(lambda: rt.feed.status().generation >= 2, 10, "a stale reconnect")
+        assert "no message" in (rt.feed.status().last_error or "")
         n = rt.engine.counters().trades
         wait_for(lambda: rt.engine.counters().trades > n + 200, 15, "trades after the stall")
         health = api_health(rt)
@@ -241,7 +242,7 @@ def test_refuse_when_handshakes_answered_503_retries_with_backoff_until_accepted
         assert seen["feed"]["state"] == "reconnecting" and seen["status"] == "degraded"
         assert "503" in seen["feed"]["detail"] and "next retry in" in seen["feed"]["detail"]
         assert seen["feed"]["next_retry_at"] is not None
-        wait_for(lambda: rt.feed.status()["generation"] >= 2, 15, "the connection accepted again")
+        wait_for(lambda: rt.feed.status().generation >= 2, 15, "the connection accepted again")
         n = rt.engine.counters().trades
         wait_for(lambda: rt.engine.counters().trades > n + 100, 10, "trades after the refusal")
         health = api_health(rt)
@@ -392,7 +393,7 @@ def test_backpressure_when_queue_tiny_drops_counted_socket_never_waits_and_gaps_
         assert engine.wait_idle(20)
         counters = engine.counters()
         # Every frame was either queued or dropped: the socket thread never waited.
-        assert feed.status()["messages"] == counters.messages + counters.dropped
+        assert feed.status().messages == counters.messages + counters.dropped
         assert counters.dropped > 100
         got = engine.trades("BTCUSDT", 10**7)
         ids = [t.trade_id for t in got]

@@ -10,7 +10,7 @@ What each scenario pins down:
 * heartbeats keep the link up past the fake's timeout;
 * a second symbol subscribed while running is on the vendor's side next to the first (the
   request replaces the previous one, so it carries the full list);
-* vendor error codes (unknown symbol) reach ``status()["errors"]`` in words; a plan limit
+* vendor error codes (unknown symbol) reach ``status().errors`` in words; a plan limit
   or an endpoint mix is refused before anything is sent;
 * Binance HTTP 451 on the handshake stops with the clear message, 429 waits Retry-After.
 
@@ -198,7 +198,7 @@ def test_alltick_when_last_stock_replaced_by_crypto_reconnects_to_the_other_endp
                                  == [("forex_crypto", ["BTCUSDT"])], 8)
             wait_for(lambda: filled(rt, "BTCUSDT", 5), 5, "BTCUSDT bars and book")
             assert rt.engine.status().errors == ()
-            assert rt.feed.status()["url"].endswith("/quote-b-ws-api?token=***")
+            assert rt.feed.status().url.endswith("/quote-b-ws-api?token=***")
         finally:
             rt.stop()
 
@@ -260,10 +260,10 @@ def test_itick_when_auth_reply_never_comes_drops_and_retries_with_backoff(tmp_pa
     with FakeITickServer(token=TOKEN, auth_delay_s=30.0) as fake:
         rt = run(["--vendor", "itick", "--symbols", "AAPL$US", "--url", fake.base_url], tmp_path)
         try:
-            wait_for(lambda: rt.feed.status()["reconnects"] >= 2, 5, "two auth timeouts")
+            wait_for(lambda: rt.feed.status().reconnects >= 2, 5, "two auth timeouts")
             st = rt.feed.status()
-            assert st["state"] in ("authenticating", "reconnecting", "connecting")
-            assert "no authentication reply within 0.4 s" in st["last_error"]
+            assert st.state in ("authenticating", "reconnecting", "connecting")
+            assert "no authentication reply within 0.4 s" in st.last_error
             assert fake.requests("subscribe") == []
             connects = len(fake.events("connect"))
             assert 2 <= connects <= 5  # backoff, not a tight loop
@@ -324,7 +324,7 @@ def test_binance_when_handshake_answered_451_fails_with_advice_and_no_retry(tmp_
             assert "--binance-host data" in detail and "VPN" in detail
             assert health["status"] == "down" and any("451" in e for e in health["errors"])
             time.sleep(0.7)
-            assert len(ws_handshakes(server)) == 1 and rt.feed.status()["reconnects"] == 0
+            assert len(ws_handshakes(server)) == 1 and rt.feed.status().reconnects == 0
         finally:
             rt.stop()
 
@@ -333,11 +333,11 @@ def test_binance_when_handshake_answered_429_waits_retry_after(tmp_path):
     with RefusingServer(429, {"Retry-After": "3"}) as server:
         rt = run(["--vendor", "binance", "--url", server.base_url + "/stream"], tmp_path)
         try:
-            wait_for(lambda: rt.feed.status()["reconnects"] >= 1, 5, "a scheduled retry")
+            wait_for(lambda: rt.feed.status().reconnects >= 1, 5, "a scheduled retry")
             st = rt.engine.status()
             assert st.state == "reconnecting" and "Binance rate limit" in st.detail
             assert "waiting 3 s as its Retry-After says" in st.detail
-            assert rt.feed.status()["last_retry_delay_s"] >= 3.0
+            assert rt.feed.status().last_retry_delay_s >= 3.0
             time.sleep(1.0)
             assert len(ws_handshakes(server)) == 1  # no retry before Retry-After
         finally:

@@ -105,13 +105,16 @@ class FeedClosed:
 class FeedError:
     """A connection failed. ``message`` is in words (no secrets); ``planned`` marks a
     reconnect the vendor announced, which is not shown as an error; ``fatal`` marks one
-    that will not be retried."""
+    that will not be retried; ``retry_in_s`` is the wait before the next attempt, seconds
+    (None when fatal); ``stale`` marks a reconnect forced by the stale-feed watchdog."""
 
     recv_ns: int
     message: str
     generation: int = 0
     planned: bool = False
     fatal: bool = False
+    retry_in_s: float | None = None
+    stale: bool = False
 
 
 @dataclass(frozen=True, slots=True)

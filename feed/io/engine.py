@@ -33,7 +33,7 @@ from feed.core.batch import bars_to_frame
 from feed.core.config import EngineConfig
 from feed.core.events import (
     ControlEvent, Effects, FeedControl, FeedStatus, Malformed, MarketInput, Parsed,
-    PlannedDisconnect, QueueItem, RawMessage, RejectedFrame, SnapshotBody, SourceFinished,
+    PlannedDisconnect, QueueItem, RawMessage, RejectedFrame, SnapshotBody,
 )
 from feed.core.health import DEGRADED_FOR_S, Counters, Status, health_json
 from feed.core.market import MarketState
@@ -48,20 +48,6 @@ log = logging.getLogger("tickscope.engine")
 _BATCH = 2048  # queue items applied per lock hold
 #: Adapter ``MalformedMessage`` reasons that announce a planned disconnect, not bad input.
 PLANNED_DISCONNECT_REASONS = frozenset({"server_shutdown"})
-
-
-def _legacy_control(name: str, recv_ns: int, d: dict) -> ControlEvent:
-    # merge shim (removed when the feed client sends typed events)
-    from feed.core.events import FeedClosed, FeedError, FeedOpened, SnapshotFailed
-    if name == "open":
-        return FeedOpened(recv_ns, d.get("generation", 1))
-    if name == "close":
-        return FeedClosed(recv_ns, d.get("generation", 0), d.get("code"), str(d.get("reason") or ""))
-    if name == "error":
-        return FeedError(recv_ns, str(d.get("message", "")), d.get("generation", 0), bool(d.get("planned")))
-    if name == "snapshot_error":
-        return SnapshotFailed(recv_ns, d.get("symbol"), str(d.get("error", "")), d.get("status"))
-    return SourceFinished(recv_ns)
 
 
 class _FeedQueue(queue.Queue):
@@ -165,10 +151,8 @@ class Engine:
         """Queue a REST depth-snapshot body for ``symbol``; never blocks, never dropped."""
         self._queue.put_always(SnapshotBody(recv_ns, symbol, body))
 
-    def submit_control(self, event: ControlEvent, recv_ns: int | None = None, detail: dict | None = None) -> None:
+    def submit_control(self, event: ControlEvent) -> None:
         """Queue a life-cycle event; never blocks, never dropped, kept in order."""
-        if isinstance(event, str):  # merge shim: a feed client still sending (name, recv_ns, detail)
-            event = _legacy_control(event, recv_ns or time.time_ns(), detail or {})
         self._queue.put_always(event)
 
     def _offer(self, item: QueueItem) -> bool:
@@ -378,11 +362,7 @@ class Engine:
     def _feed_status(self) -> FeedStatus | None:
         if self._feed is None:
             return None
-        fs = self._feed.status()
-        if isinstance(fs, dict):  # merge shim: a client whose status() is still a dict
-            fs = FeedStatus(**{k: (tuple(v) if k == "symbols" else v) for k, v in fs.items()
-                               if k in FeedStatus.__dataclass_fields__})
-        return fs
+        return self._feed.status()
 
     def _dropping(self) -> bool:
         # True while messages were dropped within the last DEGRADED_FOR_S seconds.

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from urllib.parse import SplitResult, quote
@@ -22,6 +23,7 @@ __all__ = [
     "Secret",
     "load_token",
     "redact",
+    "SECRET_NAME",
     "ts_to_ns",
     "number",
     "levels",
@@ -92,17 +94,45 @@ def load_token(token: str | None, env: str, vendor: str, hint: str) -> Secret:
     return Secret(value)
 
 
-def redact(text: str, secret: Secret, *, url_quoted: bool = False) -> str:
-    """Return ``text`` with every occurrence of ``secret`` replaced by ``***``.
+#: Query-parameter and header names that carry secrets.
+SECRET_NAME = re.compile(r"token|key|secret|sign|pass|auth|cookie|session|credential", re.IGNORECASE)
+# ``name=value`` pairs whose name looks secret, in free text (URLs in error messages).
+_SECRET_PARAM = re.compile(
+    r"(?i)\b([\w.-]*(?:token|key|secret|signature|sign|password|passwd|auth)[\w.-]*=)[^&\s\"']+")
 
-    With ``url_quoted`` its percent-encoded form (as sent in a URL query) is masked too.
-    Secrets shorter than 4 characters are not searched for (they would mangle words).
+
+def redact(text: str, secrets: Secret | str | Iterable[Secret | str] = (), *,
+           url_quoted: bool = False) -> str:
+    """Return ``text`` with each secret, and every ``token=...``-like value, masked as ``***``.
+
+    The one redaction helper: the adapters pass their :class:`Secret`, the feed client and
+    the snapshot fetcher the token and header values they hold.
+
+    Parameters
+    ----------
+    text : str
+        Text to show (an error message, a URL, a vendor reply).
+    secrets : Secret, str or iterable of them
+        Values to mask wherever they occur. Secrets shorter than 4 characters are not
+        searched for (they would mangle words).
+    url_quoted : bool
+        Also mask each secret's percent-encoded form (as sent in a URL query).
+
+    Returns
+    -------
+    str
+        The masked text.
     """
-    value = secret.reveal()
-    if len(value) < 4:
-        return text
-    text = text.replace(value, "***")
-    return text.replace(quote(value, safe=""), "***") if url_quoted else text
+    if isinstance(secrets, (str, Secret)):
+        secrets = (secrets,)
+    for secret in secrets:
+        value = secret.reveal() if isinstance(secret, Secret) else str(secret or "")
+        if len(value) < 4:
+            continue
+        text = text.replace(value, "***")
+        if url_quoted:
+            text = text.replace(quote(value, safe=""), "***")
+    return _SECRET_PARAM.sub(r"\1***", text)
 
 
 def shown_url(parts: SplitResult) -> str:

@@ -125,7 +125,7 @@ FATAL_RETS = frozenset({401, 603})
 #: ``ret`` codes that refuse symbols (the request named one the vendor will not serve).
 SYMBOL_RETS = frozenset({600, 604})
 
-#: Handshake statuses explained in AllTick's terms (``feed.io.client.explain_error`` hints).
+#: Handshake statuses explained in AllTick's terms (``feed.io.policy.explain_error`` hints).
 HTTP_HINTS: dict[int, str] = {
     401: "AllTick refused the token: check ALLTICK_TOKEN (or [alltick] token in --config)",
     403: "AllTick refused the token or this plan: check ALLTICK_TOKEN and the plan",

@@ -149,7 +149,7 @@ MAX_PARAMS_PER_MESSAGE = 100
 MAX_STREAMS_PER_CONNECTION = 1024
 
 #: What to tell the user for HTTP statuses of the WebSocket handshake or a REST request
-#: (``feed.io.client.explain_error`` hints; ``{wait}`` is the wait in seconds). 451: binance.com
+#: (``feed.io.policy.explain_error`` hints; ``{wait}`` is the wait in seconds). 451: binance.com
 #: geo-blocks some regions (US, some clouds) [3P]; whether data-stream.binance.vision is
 #: blocked there too is unconfirmed [?]. 429/418: BN rest-api.md "LIMITS".
 HTTP_HINTS: dict[int, str] = {

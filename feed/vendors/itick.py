@@ -86,7 +86,7 @@ PING_INTERVAL_S = 15.0
 AUTH_TIMEOUT_S = 10.0
 #: Control messages per second (undocumented; subscriptions change rarely, so stay low).
 MAX_MESSAGES_PER_S = 2.0
-#: Handshake statuses explained in iTick's terms (``feed.io.client.explain_error`` hints).
+#: Handshake statuses explained in iTick's terms (``feed.io.policy.explain_error`` hints).
 HTTP_HINTS: dict[int, str] = {
     401: "iTick refused the API key: check ITICK_TOKEN (or [itick] token in --config)",
     403: "iTick refused the API key or this market for its plan: check ITICK_TOKEN",
