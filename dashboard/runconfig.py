@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 from feed.core.models import BarSpec
 from feed.core.timegrid import make_grid
 
+from .errors import UsageError
+
 if TYPE_CHECKING:
     from feed.exchange.faults import Faults
 
@@ -29,10 +31,6 @@ log = logging.getLogger("tickscope")
 #: The vendor that owns each vendor-specific option; it is refused with any other.
 _OPTION_OWNER = {"--market": "binance", "--binance-host": "binance", "--rest-url": "binance",
                  "--kline-check": "binance", "--itick-market": "itick"}
-
-
-class UsageError(Exception):
-    """A bad argument or input file; its message is printed and the exit code is 2."""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,12 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .runconfig import RunConfig, UsageError
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .runconfig import RunConfig
 
 __all__ = ["VENDORS", "DEFAULT_SYMBOLS", "DEFAULT_SYMBOLS_SIM", "load_vendor_settings",
            "make_adapter", "normalize_symbols", "default_symbols"]
