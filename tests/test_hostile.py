@@ -14,12 +14,13 @@ import pytest
 from flask import Flask
 
 from dashboard import api
-from feed.core.bars import MAX_BARS_PER_TRADE, MAX_FLAT_FILL, make_aggregator
+from feed.core.bars import MAX_BARS_PER_TRADE, make_aggregator
 from feed.core.batch import aggregate
 from feed.core.config import EngineConfig, MarketConfig
 from feed.core.events import RawMessage
 from feed.core.market import MAX_ID_JUMP
 from feed.core.models import BUY, Trade, iso_ms
+from feed.core.timegrid import MAX_FLAT_FILL
 from feed.io.engine import Engine
 from feed.vendors.binance import BinanceAdapter
 from tests.helpers import binance_trade_msg

@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from .models import BUY, SELL, Bar, BarSpec, Trade
-from .timegrid import EpochGrid, SessionGrid, make_grid
+from .timegrid import EpochGrid, SessionGrid, flat_starts, make_grid
 
 __all__ = [
     "BarAggregator",
@@ -50,9 +50,7 @@ __all__ = [
     "ValueBarAggregator",
     "AGGREGATORS",
     "make_aggregator",
-    "flat_starts",
     "MAX_BARS_PER_TRADE",
-    "MAX_FLAT_FILL",
 ]
 
 EmptyPolicy = Literal["gap", "flat"]
@@ -64,22 +62,6 @@ _REL_EPS = 1e-9
 #: Most bars one trade may close in a volume or value series; the rest of a larger trade
 #: overshoots the last of them (a bounded cost for a tiny threshold and a huge trade).
 MAX_BARS_PER_TRADE = 1000
-#: Most empty intervals filled with flat bars at once; a longer gap stays a gap.
-MAX_FLAT_FILL = 100_000
-
-
-def flat_starts(grid: EpochGrid | SessionGrid, from_ns: int, upto_start: int) -> list[tuple[int, int]]:
-    """Return ``(start, end)`` of each interval from ``from_ns`` up to ``upto_start``
-    (exclusive), UTC ns; [] when there are more than ``MAX_FLAT_FILL`` of them."""
-    out: list[tuple[int, int]] = []
-    t = from_ns
-    while t < upto_start:
-        if len(out) >= MAX_FLAT_FILL:
-            return []
-        start, end = grid.bucket(t)
-        out.append((start, end))
-        t = end
-    return out
 
 
 class BarAggregator:

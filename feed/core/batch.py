@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .bars import EmptyPolicy, flat_starts, make_aggregator
+from .bars import EmptyPolicy, make_aggregator
 from .models import BAR_COLUMNS, BUY, SELL, Bar, BarSpec, Trade
-from .timegrid import EpochGrid, SessionGrid, make_grid
+from .timegrid import EpochGrid, SessionGrid, flat_starts, make_grid
 
 __all__ = ["aggregate", "bars_to_frame", "estimate_bars"]
 

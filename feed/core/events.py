@@ -200,10 +200,6 @@ class Effects:
     persist: list = field(default_factory=list)
     malformed_logs: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def __bool__(self) -> bool:
-        return bool(self.snapshots or self.reconnect or self.fail or self.unsubscribe
-                    or self.persist or self.malformed_logs)
-
 
 # -- connection status and the two protocols --------------------------------------------
 

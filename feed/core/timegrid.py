@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
-__all__ = ["EpochGrid", "SessionGrid", "make_grid", "parse_offset"]
+__all__ = ["EpochGrid", "SessionGrid", "make_grid", "parse_offset", "flat_starts", "MAX_FLAT_FILL"]
 
 _NS = 1_000_000_000
 _OFFSET_RE = re.compile(r"^([+-])(\d{1,2}):?(\d{2})$")
@@ -177,3 +177,21 @@ def make_grid(
     if isinstance(utc_offset, str):
         utc_offset = parse_offset(utc_offset)
     return EpochGrid(interval_ns, utc_offset or 0)
+
+
+#: Most empty intervals filled with flat bars at once; a longer gap stays a gap.
+MAX_FLAT_FILL = 100_000
+
+
+def flat_starts(grid: EpochGrid | SessionGrid, from_ns: int, upto_start: int) -> list[tuple[int, int]]:
+    """Return ``(start, end)`` of each interval from ``from_ns`` up to ``upto_start``
+    (exclusive), UTC ns; [] when there are more than ``MAX_FLAT_FILL`` of them."""
+    out: list[tuple[int, int]] = []
+    t = from_ns
+    while t < upto_start:
+        if len(out) >= MAX_FLAT_FILL:
+            return []
+        start, end = grid.bucket(t)
+        out.append((start, end))
+        t = end
+    return out

@@ -355,30 +355,13 @@ class BinanceAdapter(VendorBase):
         return ()
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
-        """Return the full book in a REST depth response.
-
-        ::
-
-            {"lastUpdateId": 50093239218,      # update id the image reflects
-             "E": 1723161256501, "T": ...,     # futures only: event/transaction time, ms
-             "bids": [["61837.63000000", "3.78826000"], ...],   # best first
-             "asks": [["61837.64000000", "1.54698000"], ...]}
-
-        Parameters
-        ----------
-        symbol : str
-            The symbol requested (the spot body does not name it).
-        body : bytes
-            Response body.
-        recv_ns : int
-            Local receive time, UTC ns (unused: the image is stamped with ``E`` if any).
+        """Return the full book in a REST depth response (``binance_wire.parse_depth_snapshot``:
+        the wire sample and the reasons a body is refused are documented there).
 
         Raises
         ------
         MalformedMessage
-            ``bad_json``, ``vendor_error`` (a ``{"code":..,"msg":..}`` body),
-            ``missing_field``, ``bad_field``, ``bad_level``, ``bad_update_id`` or
-            ``wrong_symbol``.
+            For anything but a usable snapshot of ``symbol``.
         """
         return parse_depth_snapshot(symbol, body)
 
