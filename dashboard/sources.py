@@ -80,26 +80,32 @@ def make_adapter(config: RunConfig, ws_url: str | None, rest_url: str | None) ->
     UsageError
         Naming the options, when the adapter refuses them (never showing a token).
     """
+    from feed.vendors.base import DEFAULT_TIME_WINDOW_S
+
     vendor = config.vendor_name
+    # Exchange times further than a day from their receive time are refused at the adapter;
+    # a replay serves recorded (old) times, so it gets no window.
+    window = None if config.replay else DEFAULT_TIME_WINDOW_S
     try:
         if vendor == "binance":
             from feed.vendors.binance import BinanceAdapter
 
             return BinanceAdapter(config.binance_market, ws_url=ws_url, rest_url=rest_url,
-                                  host=config.binance_host or "main", klines=config.kline_streams)
+                                  host=config.binance_host or "main", klines=config.kline_streams,
+                                  time_window_s=window)
         if vendor == "alltick":
             from feed.vendors.alltick import PLAN_SYMBOLS_PER_CONNECTION, AllTickAdapter, endpoints_from
 
             limit = config.max_symbols or PLAN_SYMBOLS_PER_CONNECTION[config.alltick_plan or "free"]
             stock, fx = endpoints_from(config.url) if config.url else (None, None)
             return AllTickAdapter(token=config.token, stock_url=stock, forex_crypto_url=fx,
-                                  max_symbols_per_connection=limit)
+                                  max_symbols_per_connection=limit, time_window_s=window)
         from feed.vendors.itick import ITickAdapter, base_url_of
 
         market = config.itick_market or "stock"
         return ITickAdapter(token=config.token, market=market,
                             base_url=base_url_of(config.url, market) if config.url else None,
-                            max_symbols_per_connection=config.max_symbols)
+                            max_symbols_per_connection=config.max_symbols, time_window_s=window)
     except ValueError as exc:
         option = {"binance": "--market/--binance-host/--url", "alltick": "--vendor alltick",
                   "itick": "--vendor itick"}[vendor]

@@ -186,7 +186,7 @@ def test_engine_when_server_shutdown_notice_asks_feed_for_planned_reconnect_not_
 
 def test_engine_when_trade_for_symbol_never_subscribed_counts_it_and_keeps_state_clean():
     engine = make_engine()
-    other = TRADE.replace("btcusdt", "ethusdt").replace("BTCUSDT", "ETHUSDT") % (5, "3000.00", 1, "true")
+    other = TRADE.replace("btcusdt", "ethusdt").replace("BTCUSDT", "ETHUSDT") % (5, "3000.00", 1_723_161_255_000, "true")
     engine.process([RawMessage(1, other.encode()), RawMessage(2, valid_stream(1)[0])])
     assert engine.health()["malformed_by_reason"] == {"unsubscribed_symbol": 1}
     assert engine.symbols() == ["BTCUSDT"] and engine.counters().trades == 1

@@ -26,6 +26,14 @@ __all__ = [
     "SECRET_NAME",
     "ts_to_ns",
     "number",
+    "price",
+    "size",
+    "trade_id",
+    "exchange_ns",
+    "check_window",
+    "MAX_PRICE",
+    "MAX_SIZE",
+    "MAX_NOTIONAL",
     "levels",
     "clean_symbol",
     "load_object",
@@ -35,7 +43,23 @@ __all__ = [
 ]
 
 _MAX_TS = 4_000_000_000_000_000_000  # ns, year 2096
+#: Earliest exchange time taken from a vendor (2000-01-01 UTC, ns): T = 0, 1 or -1000 ms
+#: is a placeholder or a bug, never a trade.
+_MIN_TS = 946_684_800_000_000_000
 _INF = math.inf
+_INT64_END = 2**63
+
+#: Sane ranges of a trade's values. Prices and sizes are far beyond any instrument
+#: (BTC in satoshi-priced tokens stays below 1e12); the notional bound keeps turnover and
+#: VWAP sums finite and exact enough in float64 over any number of trades.
+MAX_PRICE = 1e12   # quote currency per base unit
+MAX_SIZE = 1e12    # base units
+MAX_NOTIONAL = 1e18  # price * size, quote currency
+
+# A plain decimal as vendors write it: optional sign, ASCII digits with at most one point,
+# optional exponent. float() also takes "5_0", " 5 ", "infinity", "nan" and non-ASCII
+# digits; none of them is a price a vendor sends.
+_PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 #: What a parser raises for a present but unusable field (turned into ``bad_field``).
 _FIELD_ERRORS = (TypeError, ValueError, IndexError, AttributeError, OverflowError)
@@ -180,6 +204,8 @@ def ts_to_ns(value: object, field: str = "time", *, unit_ns: int | None = None) 
     if type(value) is int:
         n: int | Decimal = value
     elif type(value) is str or type(value) is float:
+        if type(value) is str and _PLAIN_DECIMAL.fullmatch(value.strip()) is None:
+            raise MalformedMessage("bad_time", f"{field} {value!r}")
         try:
             n = Decimal(value.strip() if type(value) is str else repr(value))
         except InvalidOperation:
@@ -206,7 +232,7 @@ def ts_to_ns(value: object, field: str = "time", *, unit_ns: int | None = None) 
     return ns
 
 
-def number(value: object, field: str, *, finite: bool = True) -> float:
+def number(value: object, field: str, *, finite: bool = True, reason: str = "bad_field") -> float:
     """Return a JSON number or numeric string as a float.
 
     Parameters
@@ -218,22 +244,125 @@ def number(value: object, field: str, *, finite: bool = True) -> float:
     finite : bool, default True
         False: return NaN and infinities too, for a caller whose range check names them
         (Binance counts a NaN price as ``bad_price``).
+    reason : str, default "bad_field"
+        The reason of the MalformedMessage raised (``bad_price`` for a price field).
 
     Raises
     ------
     MalformedMessage
-        ``bad_field`` for bools, other types, text that is not a number and (with
-        ``finite``) NaN and infinities.
+        ``reason`` for bools, other types, text that is not a plain decimal
+        (``"5_0"``, ``" 5 "``, ``"inf"``, ``"nan"`` are refused) and (with ``finite``)
+        NaN and infinities.
     """
+    return _float(value, field, reason, finite)
+
+
+def _float(value: object, field: str, reason: str, finite: bool = True) -> float:
+    # The one wire-number reader: JSON numbers (not bools) and plain decimal text only.
     t = type(value)
-    if t is str or t is float or t is int:
+    if t is str:
+        if _PLAIN_DECIMAL.fullmatch(value) is None:
+            raise MalformedMessage(reason, f"{field} {value!r}")
+        x = float(value)
+    elif t is float or t is int:
         try:
             x = float(value)
-        except ValueError:
-            raise MalformedMessage("bad_field", f"{field} {value!r}") from None
-        if not finite or math.isfinite(x):
-            return x
-    raise MalformedMessage("bad_field", f"{field} {value!r}")
+        except OverflowError:  # an int beyond float range
+            raise MalformedMessage(reason, f"{field} {value!r}") from None
+    else:
+        raise MalformedMessage(reason, f"{field} {value!r}")
+    if finite and not math.isfinite(x):
+        raise MalformedMessage(reason, f"{field} {value!r}")
+    return x
+
+
+def price(value: object, field: str) -> float:
+    """Return a trade price (quote currency), checked.
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_price`` unless ``value`` is a JSON number (not a bool) or plain decimal text
+        (no underscores, spaces, ``inf``/``nan`` words) with 0 < price < :data:`MAX_PRICE`.
+    """
+    x = _float(value, field, "bad_price")
+    if not 0.0 < x < MAX_PRICE:
+        raise MalformedMessage("bad_price", f"{field} {value!r}")
+    return x
+
+
+def size(value: object, field: str, *, zero_ok: bool = False, price_: float | None = None) -> float:
+    """Return a trade size (base units), checked.
+
+    Parameters
+    ----------
+    value, field
+        The wire value and its name.
+    zero_ok : bool
+        Accept 0 (AllTick and iTick FX and metals carry no real volume).
+    price_ : float, optional
+        The trade's price: ``price_ * size`` must stay below :data:`MAX_NOTIONAL`.
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_size`` for anything but a number of plain form with 0 < size (0 <= size
+        with ``zero_ok``) < :data:`MAX_SIZE` and a notional below :data:`MAX_NOTIONAL`.
+    """
+    x = _float(value, field, "bad_size")
+    if not ((0.0 <= x) if zero_ok else (0.0 < x)) or not x < MAX_SIZE or (
+            price_ is not None and not price_ * x < MAX_NOTIONAL):
+        raise MalformedMessage("bad_size", f"{field} {value!r}")
+    return x
+
+
+def trade_id(value: object, field: str, *, digits_ok: bool = False) -> int:
+    """Return a trade id that fits int64 (0 <= id < 2**63).
+
+    ``digits_ok``: also take a string of ASCII digits (AllTick ``seq``).
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_trade_id`` for bools, floats, other text and ids out of range.
+    """
+    if type(value) is str and digits_ok and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        value = int(value)
+    if type(value) is not int or not 0 <= value < _INT64_END:
+        raise MalformedMessage("bad_trade_id", f"{field} {value!r}")
+    return value
+
+
+def exchange_ns(value: object, field: str, *, unit_ns: int | None = None) -> int:
+    """Return an exchange time in UTC ns between 2000 and 2096 (:func:`ts_to_ns`).
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_time`` for bools, wrong types, unusable text and times outside 2000-2096
+        (T = 0, 1, -1000 or 10^18 ms).
+    """
+    if unit_ns is not None and type(value) is not int:
+        raise MalformedMessage("bad_time", f"{field} {value!r}")
+    ns = ts_to_ns(value, field, unit_ns=unit_ns)
+    if not _MIN_TS <= ns < _MAX_TS:
+        raise MalformedMessage("bad_time", f"{field} {value!r}")
+    return ns
+
+
+def check_window(ts_ns: int, recv_ns: int, window_ns: int | None, what: str) -> None:
+    """Refuse an exchange time more than ``window_ns`` from the local receive time.
+
+    ``window_ns`` None (replays: recorded times are old) or a ``recv_ns`` before 2000
+    (0 or a small placeholder: parsing without a receive time) skips the check.
+
+    Raises
+    ------
+    MalformedMessage
+        ``time_out_of_window``, naming both times.
+    """
+    if window_ns is not None and recv_ns >= _MIN_TS and abs(ts_ns - recv_ns) > window_ns:
+        raise MalformedMessage("time_out_of_window", f"{what} at {ts_ns} ns received at {recv_ns} ns")
 
 
 def levels(
@@ -271,8 +400,8 @@ def levels(
     Returns
     -------
     tuple of (float, float)
-        Price (quote currency, > 0) and size (base units, >= 0; 0 deletes a level in a
-        diff), both finite.
+        Price (quote currency, 0 < price < MAX_PRICE) and size (base units,
+        0 <= size < MAX_SIZE; 0 deletes a level in a diff); text must be a plain decimal.
 
     Raises
     ------
@@ -298,9 +427,11 @@ def levels(
             qv = row[size] if row_type is list else row.get(size)
             p = float(pv)
             q = 0.0 if row_type is dict and (qv is None or qv == "") else float(qv)
-        except (KeyError, IndexError, TypeError, ValueError):
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
             raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
-        if not (0.0 < p < _INF and 0.0 <= q < _INF) or type(pv) is bool or type(qv) is bool:
+        if (not (0.0 < p < MAX_PRICE and 0.0 <= q < MAX_SIZE) or type(pv) is bool or type(qv) is bool
+                or (type(pv) is str and _PLAIN_DECIMAL.fullmatch(pv) is None)
+                or (type(qv) is str and qv and _PLAIN_DECIMAL.fullmatch(qv) is None)):
             raise MalformedMessage("bad_level", f"{field} level {row!r}")
         out.append((p, q))
         if rank is not None:

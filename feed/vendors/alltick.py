@@ -58,7 +58,7 @@ from feed.vendors.alltick_wire import (  # endpoints_from: re-exported (public h
     parse_trade,
     refusal_text,
 )
-from feed.vendors.base import Event, VendorBase
+from feed.vendors.base import Event, VendorBase, time_window_ns
 
 __all__ = [
     "AllTickAdapter", "Secret", "STOCK_URL", "FOREX_CRYPTO_URL", "CMD", "DEPTH_LEVELS",
@@ -230,6 +230,10 @@ class AllTickAdapter(VendorBase):
         by :meth:`normalize_symbol`. Default: chosen by the symbols (stock when none).
     depth_levels : dict, optional
         Overrides of :data:`DEPTH_LEVELS` (keys ``US HK SH SZ crypto fx``).
+    time_window_s : float, optional
+        Pushes stamped further than this from their receive time are refused as
+        ``time_out_of_window``. None (the default): no check here; the app passes one day
+        (``dashboard.sources.make_adapter``).
 
     Raises
     ------
@@ -265,7 +269,9 @@ class AllTickAdapter(VendorBase):
         max_symbols_per_connection: int = PLAN_SYMBOLS_PER_CONNECTION["free"],
         asset_class: str | None = None,
         depth_levels: dict[str, int] | None = None,
+        time_window_s: float | None = None,
     ) -> None:
+        self.time_window_ns = time_window_ns(time_window_s)
         self._token = load_token(
             token, "ALLTICK_TOKEN", "AllTick", "free registration at alltick.co")
         self._urls = {  # asset class -> endpoint without token
@@ -445,8 +451,8 @@ class AllTickAdapter(VendorBase):
         ------
         MalformedMessage
             ``bad_json``, ``bad_shape``, ``missing_field``, ``bad_field``, ``bad_symbol``,
-            ``bad_price``, ``bad_size``, ``bad_time``, ``bad_level``, ``bad_reply`` or
-            ``unknown_event``.
+            ``bad_price``, ``bad_size``, ``bad_trade_id``, ``bad_time``,
+            ``time_out_of_window``, ``bad_level``, ``bad_reply`` or ``unknown_event``.
         """
         msg = load_object(raw)
         cmd = msg.get("cmd_id")
@@ -459,7 +465,7 @@ class AllTickAdapter(VendorBase):
         data = msg.get("data")
         if type(data) is not dict:
             raise MalformedMessage("bad_shape", f"cmd_id {cmd}: data is not an object")
-        return [call_parser(f"cmd_id {cmd}", parser, data, recv_ns)]
+        return [self.check_time(call_parser(f"cmd_id {cmd}", parser, data, recv_ns), recv_ns)]
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> BookSnapshot:
         """Refuse: AllTick has no REST depth snapshot (depth pushes are snapshots).

@@ -13,13 +13,21 @@ Wire format: ../shared/vendor-protocols.md section 2 and the AllTick repository
 
 from __future__ import annotations
 
-import math
 import re
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from feed.core.models import BUY, SELL, UNKNOWN, BookSnapshot, MalformedMessage, Trade
-from feed.vendors._common import clean_symbol, levels, number, shown_url, ts_to_ns
+from feed.vendors._common import (
+    clean_symbol,
+    exchange_ns,
+    levels,
+    price,
+    shown_url,
+    size,
+    trade_id,
+    ts_to_ns,
+)
 
 __all__ = [
     "STOCK_PATH",
@@ -39,7 +47,6 @@ __all__ = [
     "refusal_text",
 ]
 
-_INF = math.inf
 
 #: Paths of the two documented endpoints (stocks; forex, metals and crypto).
 STOCK_PATH = "/quote-stock-b-ws-api"
@@ -200,20 +207,17 @@ def parse_trade(d: dict, recv_ns: int) -> Trade:
     code = d["code"]
     if type(code) is not str or not code:
         raise MalformedMessage("bad_symbol", f"trade code {code!r}")
-    price = number(d["price"], "price")
-    size = number(d["volume"], "volume")
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"trade price {d['price']!r}")
-    if not 0.0 <= size < _INF:
-        raise MalformedMessage("bad_size", f"trade volume {d['volume']!r}")
+    p = price(d["price"], "trade price")
+    # FX and metals trade with volume 0 (no real volume): a size of 0 is kept.
+    q = size(d["volume"], "trade volume", zero_ok=True, price_=p)
+    ts = exchange_ns(d["tick_time"], "tick_time")
     direction = d.get("trade_direction")
     side = _DIRECTION.get(direction) if type(direction) is not bool else None
     if side is None:
         raise MalformedMessage("bad_field", f"trade_direction {direction!r}")
-    return Trade(
-        code.upper(), ts_to_ns(d["tick_time"], "tick_time"), price, size, side,
-        _uint(d.get("seq"), "seq"), recv_ns,
-    )
+    seq = d.get("seq")
+    tid = None if seq is None or seq == "" else trade_id(seq, "trade seq", digits_ok=True)
+    return Trade(code.upper(), ts, p, q, side, tid, recv_ns)
 
 
 def parse_depth(d: dict, recv_ns: int) -> BookSnapshot:

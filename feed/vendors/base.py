@@ -37,6 +37,11 @@ Traits (:class:`VendorBase` gives each a default; adapters override data and met
 ``on_open()``                 a new connection opened (called by the client before sending
                               anything on it): forget per-connection state.
 ``auth_timeout_s``            seconds to wait for the auth reply before retrying.
+``time_window_ns``            most ns a trade's or depth event's exchange time may differ
+                              from its receive time (``time_out_of_window`` beyond); None:
+                              no check (the default, and replays: recorded times are old).
+                              Adapters take it as the ``time_window_s`` option; the app sets
+                              :data:`DEFAULT_TIME_WINDOW_S` for live feeds.
 """
 
 from __future__ import annotations
@@ -46,9 +51,29 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
-from feed.core.models import BookSnapshot, Event, MalformedMessage, VendorReply
+from feed.core.models import BookDelta, BookSnapshot, Event, MalformedMessage, Trade, VendorReply
+from feed.vendors._common import check_window
 
-__all__ = ["Event", "VendorAdapter", "VendorBase"]
+__all__ = ["Event", "VendorAdapter", "VendorBase", "DEFAULT_TIME_WINDOW_S", "time_window_ns"]
+
+#: Default window around the receive time for exchange times, s (one day, as
+#: ``feed.core.config.MarketConfig.time_window_s``): a clock that far off is a bug.
+DEFAULT_TIME_WINDOW_S = 86_400.0
+
+
+def time_window_ns(time_window_s: float | None) -> int | None:
+    """Return an adapter's ``time_window_s`` option in ns (None stays None: no check).
+
+    Raises
+    ------
+    ValueError
+        Unless it is None or a finite number > 0.
+    """
+    if time_window_s is None:
+        return None
+    if type(time_window_s) not in (int, float) or not 0 < time_window_s < 1e9:
+        raise ValueError(f"time_window_s must be None or seconds > 0, not {time_window_s!r}")
+    return int(time_window_s * 1_000_000_000)
 
 
 @runtime_checkable
@@ -161,6 +186,24 @@ class VendorBase:
     consecutive_trade_ids: bool = True
     #: {HTTP status: advice in words} for handshake and REST errors (``{wait}``: Retry-After).
     http_hints: Mapping[int, str] = MappingProxyType({})
+    #: Most ns an exchange time may differ from its receive time; None: no check.
+    time_window_ns: int | None = None
+
+    def check_time(self, event: object, recv_ns: int) -> object:
+        """Return ``event``, or refuse it when its exchange time is out of the window.
+
+        Trades and depth events that carry a time (``ts_ns`` > 0) are checked against
+        ``recv_ns`` (``_common.check_window``; a ``recv_ns`` of 0 skips the check).
+
+        Raises
+        ------
+        MalformedMessage
+            ``time_out_of_window``.
+        """
+        t = type(event)
+        if t is Trade or ((t is BookDelta or t is BookSnapshot) and event.ts_ns > 0):
+            check_window(event.ts_ns, recv_ns, self.time_window_ns, f"{event.symbol} {t.__name__}")
+        return event
 
     def header(self) -> dict[str, str]:
         """Return handshake headers (may hold secrets: never logged). Default: none."""

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
 from feed.vendors._common import call_parser, clean_symbol, dumps, load_object
-from feed.vendors.base import Event, VendorBase
+from feed.vendors.base import Event, VendorBase, time_window_ns
 from feed.vendors.binance_wire import (
     BY_SUFFIX,
     Parser,
@@ -191,6 +191,11 @@ class BinanceAdapter(VendorBase):
     klines : str, optional
         Also subscribe ``<symbol>@kline_<klines>`` (e.g. ``"1m"``) for the kline cross-check
         (``feed.core.klinecheck``); the candles parse into ``Kline`` events.
+    time_window_s : float, optional
+        Trades and depth events stamped further than this from their receive time are
+        refused as ``time_out_of_window``. None (the default, and for replays, whose
+        recorded times are old): no check here. The app passes one day for live feeds
+        (``dashboard.sources.make_adapter``).
 
     Raises
     ------
@@ -206,7 +211,9 @@ class BinanceAdapter(VendorBase):
     def __init__(
         self, market: str = "spot", *, ws_url: str | None = None, rest_url: str | None = None,
         host: str = "main", klines: str | None = None,
+        time_window_s: float | None = None,
     ) -> None:
+        self.time_window_ns = time_window_ns(time_window_s)
         if market not in MARKETS:
             raise ValueError(f"unknown Binance market {market!r}: use one of {', '.join(MARKETS)}")
         spec = MARKETS[market]
@@ -339,13 +346,14 @@ class BinanceAdapter(VendorBase):
         ------
         MalformedMessage
             ``bad_json``, ``bad_shape``, ``missing_field``, ``bad_field``, ``bad_price``,
-            ``bad_size``, ``bad_level``, ``bad_update_id``, ``no_symbol``, ``bad_reply``,
+            ``bad_size``, ``bad_trade_id``, ``bad_time``, ``time_out_of_window``,
+            ``bad_level``, ``bad_update_id``, ``no_symbol``, ``bad_reply``,
             ``unknown_event`` or ``server_shutdown``.
         """
         msg = load_object(raw)
         stream = msg.get("stream")
         event = call_parser(stream or "raw", self._event, msg, stream, recv_ns)
-        return [] if event is None else [event]
+        return [] if event is None else [self.check_time(event, recv_ns)]
 
     @staticmethod
     def rejected_symbols(event: object) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ UTC ns in events.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 
 from feed.core.models import (
@@ -30,7 +29,19 @@ from feed.core.models import (
     Trade,
     VendorReply,
 )
-from feed.vendors._common import call_parser, levels, number, ts_to_ns
+from feed.vendors._common import (
+    MAX_NOTIONAL,
+    MAX_PRICE,
+    MAX_SIZE,
+    call_parser,
+    exchange_ns,
+    levels,
+    number,
+    price,
+    size,
+    trade_id,
+    ts_to_ns,
+)
 
 __all__ = [
     "parse_trade",
@@ -46,7 +57,6 @@ __all__ = [
     "Parser",
 ]
 
-_INF = math.inf
 _MS_TO_NS = 1_000_000
 
 # ======================================================================================
@@ -100,23 +110,17 @@ def parse_agg_trade(d: dict, symbol: str | None, recv_ns: int) -> Trade:
 
 
 def _fill(d: dict, symbol: str | None, recv_ns: int, event: str, id_key: str, in_bars: bool) -> Trade:
-    # The fields trade and aggTrade share (price p, size q, time T, maker flag m), checked;
+    # The fields trade and aggTrade share (price p, size q, time T, maker flag m), checked
+    # by value (``_common``: price, size, trade_id, exchange_ns give each its own reason);
     # the id is under ``id_key`` (t: trade id, a: aggregate id). Errors name ``event``.
-    price = number(d["p"], "p", finite=False)
-    size = number(d["q"], "q", finite=False)
-    ts = d["T"]
-    tid = d[id_key]
+    p = price(d["p"], f"{event} price")
+    q = size(d["q"], f"{event} size", price_=p)
+    tid = trade_id(d[id_key], f"{event} {id_key}")
+    ts = exchange_ns(d["T"], f"{event} T", unit_ns=_MS_TO_NS)
     m = d["m"]
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"{event} price {d['p']!r}")
-    if not 0.0 < size < _INF:
-        raise MalformedMessage("bad_size", f"{event} size {d['q']!r}")
-    if type(tid) is not int or (m is not True and m is not False):
-        raise MalformedMessage("bad_field", f"{event} T={ts!r} {id_key}={tid!r} m={m!r}")
-    return Trade(
-        symbol or d["s"], ts_to_ns(ts, "T", unit_ns=_MS_TO_NS), price, size, SELL if m else BUY,
-        tid, recv_ns, in_bars,
-    )
+    if m is not True and m is not False:
+        raise MalformedMessage("bad_field", f"{event} m={m!r}")
+    return Trade(symbol or d["s"], ts, p, q, SELL if m else BUY, tid, recv_ns, in_bars)
 
 
 def parse_depth_update(d: dict, symbol: str | None, recv_ns: int) -> BookDelta:
@@ -200,12 +204,13 @@ def parse_book_ticker(d: dict, symbol: str | None, recv_ns: int) -> BookTicker:
     ``"T"`` (transaction time).
     """
     uid = d["u"]
-    bid, bid_size, ask, ask_size = (number(d[k], k, finite=False) for k in ("b", "B", "a", "A"))
+    bid, ask = (number(d[k], k, finite=False, reason="bad_price") for k in ("b", "a"))
+    bid_size, ask_size = (number(d[k], k, finite=False, reason="bad_size") for k in ("B", "A"))
     if type(uid) is not int:
         raise MalformedMessage("bad_update_id", f"bookTicker u={uid!r}")
-    if not (0.0 <= bid < _INF and 0.0 <= ask < _INF):
+    if not (0.0 <= bid < MAX_PRICE and 0.0 <= ask < MAX_PRICE):
         raise MalformedMessage("bad_price", f"bookTicker b={d['b']!r} a={d['a']!r}")
-    if not (0.0 <= bid_size < _INF and 0.0 <= ask_size < _INF):
+    if not (0.0 <= bid_size < MAX_SIZE and 0.0 <= ask_size < MAX_SIZE):
         raise MalformedMessage("bad_size", f"bookTicker B={d['B']!r} A={d['A']!r}")
     ev = d.get("E")
     return BookTicker(
@@ -244,10 +249,12 @@ def parse_kline(d: dict, symbol: str | None, recv_ns: int) -> Kline:
     if (type(t) is not int or type(end) is not int or end < t or type(n) is not int or n < 0
             or (x is not True and x is not False) or type(ev) is not int):
         raise MalformedMessage("bad_field", f"kline t={t!r} T={end!r} n={n!r} x={x!r}")
-    o, h, lo, c, v, q, vb = (number(k[f], f"kline {f}", finite=False) for f in "ohlcvqV")
-    if not all(0.0 <= p < _INF for p in (o, h, lo, c)) or (n and not lo <= min(o, c) <= max(o, c) <= h):
+    o, h, lo, c = (number(k[f], f"kline {f}", finite=False, reason="bad_price") for f in "ohlc")
+    v, q, vb = (number(k[f], f"kline {f}", finite=False, reason="bad_size") for f in "vqV")
+    if not all(0.0 <= p < MAX_PRICE for p in (o, h, lo, c)) or (n and not lo <= min(o, c) <= max(o, c) <= h):
         raise MalformedMessage("bad_price", f"kline o={k['o']!r} h={k['h']!r} l={k['l']!r} c={k['c']!r}")
-    if not all(0.0 <= x_ < _INF for x_ in (v, q, vb)):
+    # q is quote volume (price x size summed): bounded by the notional, not the size.
+    if not (0.0 <= v < MAX_SIZE and 0.0 <= vb < MAX_SIZE and 0.0 <= q < MAX_NOTIONAL):
         raise MalformedMessage("bad_size", f"kline v={k['v']!r} q={k['q']!r} V={k['V']!r}")
     first, last = k.get("f"), k.get("L")
     return Kline(

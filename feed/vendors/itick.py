@@ -49,7 +49,7 @@ from urllib.parse import urlsplit
 from feed.core.models import BookSnapshot, MalformedMessage, VendorReply
 from feed.vendors._common import Secret, call_parser, load_object, load_token, redact, shown_url
 from feed.vendors._common import dumps as _dumps
-from feed.vendors.base import Event, VendorBase
+from feed.vendors.base import Event, VendorBase, time_window_ns
 from feed.vendors.itick_wire import (  # MESSAGE_WORDS, base_url_of: re-exported (public here)
     MESSAGE_WORDS,
     SYMBOL_PATTERN,
@@ -208,6 +208,10 @@ class ITickAdapter(VendorBase):
         Client-side limit (plan limits are undocumented); None: no limit.
     allow_unknown_market : bool, default False
         Accept a market path outside :data:`MARKETS` (e.g. the older ``sws``).
+    time_window_s : float, optional
+        Pushes stamped further than this from their receive time are refused as
+        ``time_out_of_window``. None (the default): no check here; the app passes one day
+        (``dashboard.sources.make_adapter``).
 
     Raises
     ------
@@ -235,7 +239,9 @@ class ITickAdapter(VendorBase):
         base_url: str | None = None,
         max_symbols_per_connection: int | None = None,
         allow_unknown_market: bool = False,
+        time_window_s: float | None = None,
     ) -> None:
+        self.time_window_ns = time_window_ns(time_window_s)
         self._token: Secret = load_token(token, "ITICK_TOKEN", "iTick", "register at itick.org")
         self._url = _endpoint(market, base_url, allow_unknown_market)  # no secret in it
         self.market = market  # URL path and default-region key
@@ -375,7 +381,7 @@ class ITickAdapter(VendorBase):
         ------
         MalformedMessage
             ``bad_json``, ``bad_shape``, ``missing_field``, ``bad_field``, ``bad_price``,
-            ``bad_size``, ``bad_time``, ``bad_level``, ``bad_symbol``, ``unknown_symbol``,
+            ``bad_size``, ``bad_time``, ``time_out_of_window``, ``bad_level``, ``bad_symbol``, ``unknown_symbol``,
             ``ambiguous_symbol`` or ``unknown_event``.
         """
         msg = load_object(raw)
@@ -391,7 +397,7 @@ class ITickAdapter(VendorBase):
             if parser is None:
                 raise MalformedMessage("unknown_event", f"push type {kind!r}")
             event = call_parser(kind, parser, data, self._symbol_of, recv_ns)
-            return [] if event is None else [event]
+            return [] if event is None else [self.check_time(event, recv_ns)]
         code = code_of(msg)
         if code is not None and "msg" in msg:
             return [self._status(msg, code)]

@@ -15,12 +15,11 @@ Wire format: ../shared/vendor-protocols.md section 3 (itick-org/free-stock-api
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable
 
 from feed.core.models import UNKNOWN, BookSnapshot, MalformedMessage, Trade
-from feed.vendors._common import clean_symbol, levels, number, ts_to_ns
+from feed.vendors._common import clean_symbol, exchange_ns, levels, price, size, ts_to_ns
 
 __all__ = [
     "SYMBOL_PATTERN",
@@ -50,7 +49,6 @@ MESSAGE_WORDS: dict[str, str] = {
     "e003": "subscription limit of this iTick plan reached",
 }
 
-_INF = math.inf
 
 # ======================================================================================
 # Symbol codes and URLs
@@ -126,13 +124,10 @@ def parse_tick(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> Tra
                   "t": 1717000000123,     # trade time, ms -> ts_ns
                   "type": "tick"}}        # no aggressor side, no trade id
     """
-    price = number(d["ld"], "ld")
-    size = number(d["v"], "v")
-    if not 0.0 < price < _INF:
-        raise MalformedMessage("bad_price", f"tick ld {d['ld']!r}")
-    if not 0.0 <= size < _INF:
-        raise MalformedMessage("bad_size", f"tick v {d['v']!r}")
-    return Trade(symbol_of(d["s"]), ts_to_ns(d["t"], "t"), price, size, UNKNOWN, None, recv_ns)
+    p = price(d["ld"], "tick ld")
+    # Forex and metals ticks carry volume 0 (no real volume): a size of 0 is kept.
+    q = size(d["v"], "tick v", zero_ok=True, price_=p)
+    return Trade(symbol_of(d["s"]), exchange_ns(d["t"], "tick t"), p, q, UNKNOWN, None, recv_ns)
 
 
 def parse_depth(d: dict, symbol_of: Callable[[object], str], recv_ns: int) -> BookSnapshot:
