@@ -324,10 +324,10 @@ def generic_file(path: Path, rows: list[tuple[int, float, float, str]]) -> Path:
     return write(path, "ts,price,size,side\n" + "".join(f"{t},{p},{s},{d}\n" for t, p, s, d in rows))
 
 
-def test_convert_when_files_given_out_of_order_merges_by_time(tmp_path):
+def test_convert_when_files_given_out_of_order_takes_them_by_first_trade(tmp_path):
     base = 1_723_161_240_000  # 23:54:00.000
-    a = generic_file(tmp_path / "a.csv", [(base + 1_000, 10.0, 1, "buy"), (base + 61_000, 12.0, 2, "sell")])
-    b = generic_file(tmp_path / "b.csv", [(base + 2_000, 11.5, 0.5, "sell"), (base + 3_000, 9.5, 0.25, "buy")])
+    a = generic_file(tmp_path / "a.csv", [(base + 1_000, 10.0, 1, "buy"), (base + 2_000, 11.5, 0.5, "sell")])
+    b = generic_file(tmp_path / "b.csv", [(base + 3_000, 9.5, 0.25, "buy"), (base + 61_000, 12.0, 2, "sell")])
     out = io.StringIO()
     n = convert([b, a], "1m", out=out, symbol="XYZ", progress=False)
     bars = pd.read_csv(io.StringIO(out.getvalue()))
@@ -484,3 +484,94 @@ def test_main_when_session_reset_given_tick_bars_do_not_span_utc_midnight(tmp_pa
     assert main([str(src), "--bar", "4t", "--symbol", "X", "--session-reset", "-o", str(reset), "--no-progress"]) == 0
     assert [int(r) for r in pd.read_csv(plain)["trade_count"]] == [4, 1]
     assert [int(r) for r in pd.read_csv(reset)["trade_count"]] == [3, 2]
+
+
+# -- one out-of-order rule for live and batch --------------------------------------------
+
+
+def test_convert_when_times_go_back_beyond_tolerance_leaves_late_trades_out_as_live(tmp_path, capsys):
+    from feed.core.bars import make_aggregator
+    from feed.core.models import Trade
+
+    base = 1_723_161_240_000  # 23:54:00.000
+    rows = [(base + 1_000, 10.0, 1, "buy"), (base + 61_000, 12.0, 2, "sell"),
+            (base + 30_000, 99.0, 5, "buy"),   # 31 s older than the newest: late
+            (base + 60_500, 11.0, 1, "sell"),  # 0.5 s older: revises the 23:55 bar (open)
+            (base + 125_000, 13.0, 1, "buy")]
+    path = generic_file(tmp_path / "a.csv", rows)
+    out = tmp_path / "bars.csv"
+    assert main([str(path), "--bar", "1m", "--symbol", "XYZ", "-o", str(out), "--no-progress"]) == 0
+    assert "1 late trade left out" in capsys.readouterr().err
+    bars = pd.read_csv(out)
+    assert bars["volume"].tolist() == [1.0, 3.0, 1.0] and bars["open"].tolist() == [10.0, 11.0, 13.0]
+    # The streaming aggregator (live) given the same trades in the same order agrees.
+    agg = make_aggregator("XYZ", "1m")
+    agg.on_trades([Trade("XYZ", t * 1_000_000, p, s, 1 if d == "buy" else -1, None) for t, p, s, d in rows])
+    assert agg.late == 1 and [b.volume for b in agg.bars()] == bars["volume"].tolist()
+    # A tolerance wider than the step back takes the old trade into its bar.
+    assert main([str(path), "--bar", "1m", "--symbol", "XYZ", "-o", str(out), "--no-progress",
+                 "--late-tolerance", "40"]) == 0
+    assert pd.read_csv(out)["volume"].tolist() == [6.0, 3.0, 1.0]
+    assert "late" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan"])
+def test_cli_when_late_tolerance_bad_exits_2(tmp_path, capsys, value):
+    path = generic_file(tmp_path / "a.csv", [(1_723_161_240_000, 10.0, 1, "buy")])
+    assert main([str(path), "--bar", "1m", "--symbol", "XYZ", "--late-tolerance", value]) == 2
+    assert "--late-tolerance" in capsys.readouterr().err
+
+
+def _recording_stepping_back(tmp_path: Path, step_back_ms: int = 120_000) -> tuple[Path, int]:
+    # A real spot BTCUSDT recording (trades and depth) up to its 3000th trade; the exchange
+    # times of trades 1400-1599 go back step_back_ms (a vendor's clock stepping back).
+    # Returns (file, trades).
+    src = require_shared_data("binance-ws-captures-hftbacktest") / "raw" / "spot" / "btcusdt_20240808.gz"
+    lines, trades = [], 0
+    with gzip.open(src, "rt") as fh:
+        for line in fh:
+            line = line.rstrip("\n")
+            if '@trade"' in line:
+                if 1400 <= trades < 1600:
+                    recv, _, raw = line.partition(" ")
+                    msg = json.loads(raw)
+                    msg["data"]["T"] -= step_back_ms
+                    msg["data"]["E"] -= step_back_ms
+                    line = f"{recv} {json.dumps(msg, separators=(',', ':'))}"
+                trades += 1
+            lines.append(line)
+            if trades == 3000:
+                break
+    path = tmp_path / "stepping_back.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path, trades
+
+
+def test_replay_and_tickscope_bars_when_times_step_back_120s_write_identical_csv(tmp_path, capsys):
+    from dashboard.cli import config_from_argv
+    from dashboard.runtime import start_runtime
+
+    path, n_trades = _recording_stepping_back(tmp_path)
+    out = tmp_path / "batch.csv"
+    assert main([str(path), "--bar", "1m", "-o", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    batch = out.read_text()
+    rt = start_runtime(config_from_argv(["--replay", str(path), "--speed", "0"]))
+    try:
+        assert rt.exchange.finished.wait(60), "replay did not finish"
+        assert rt.engine.wait_idle(30, quiet_s=0.5)
+        client = rt.app.server.test_client()
+        resp = client.get("/api/bars?symbol=BTCUSDT&bar=1m")
+        assert resp.status_code == 200
+        live = resp.get_data(as_text=True)
+        counters = rt.engine.counters()
+    finally:
+        rt.stop()
+    assert counters.trades == n_trades and counters.malformed == 0
+    assert live == batch
+    in_bars = int(pd.read_csv(io.StringIO(batch))["trade_count"].sum())
+    dropped = n_trades - in_bars
+    assert dropped > 100  # most of the 200 stepped-back trades are older than 2 s
+    assert counters.late == dropped
+    assert f"{dropped} late trades left out" in err

@@ -105,7 +105,8 @@ def aggregate(
     Returns
     -------
     pandas.DataFrame
-        Columns ``BAR_COLUMNS``; ``start``/``end`` in UTC ns.
+        Columns ``BAR_COLUMNS``; ``start``/``end`` in UTC ns. ``attrs["late"]`` is the
+        number of trades left out as late (time bars; the streaming aggregator's ``late``).
 
     Raises
     ------
@@ -130,7 +131,9 @@ def aggregate(
             ]
         agg = make_aggregator(symbol, spec, session_reset=session_reset, **align)
         agg.on_trades(trades)
-        return bars_to_frame(agg.bars())
+        frame = bars_to_frame(agg.bars())
+        frame.attrs["late"] = agg.late
+        return frame
 
     a = _trades_to_arrays(trades)
     keep = a["in_bars"]
@@ -144,13 +147,17 @@ def aggregate(
         return _tick_bars(symbol, spec, ts, price, size, side,
                           make_grid(86_400_000_000_000, **align) if session_reset else None)
     grid = make_grid(spec.interval_ns, **align)
-    return _time_bars(symbol, spec, ts, price, size, side, grid, empty, late_tolerance_ns)
+    frame, late = _time_bars(symbol, spec, ts, price, size, side, grid, empty, late_tolerance_ns)
+    frame.attrs["late"] = late
+    return frame
 
 
-def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> pd.DataFrame:
-    # Vectorised time bars with the streaming aggregator's late-trade rule.
+def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> tuple[pd.DataFrame, int]:
+    # Vectorised time bars with the streaming aggregator's late-trade rule; also returns
+    # how many trades were late and left out (the aggregator's ``late``).
     start, end = grid.buckets(ts)
     n = len(ts)
+    n_late = 0
     # A trade is late when its bucket is before the newest bucket seen before it; with
     # buckets in order (the usual case) no trade is, and the checks below are skipped.
     step_back = start[1:] < start[:-1]
@@ -170,6 +177,7 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
         else:
             exists = np.isin(start, start[on_time])
         use = on_time | (late & (prev_ts - ts <= tolerance) & exists)
+        n_late = n - int(use.sum())
         ts, price, size, side, start, end, late = (
             ts[use], price[use], size[use], side[use], start[use], end[use], late[use])
         n = len(ts)
@@ -188,7 +196,7 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> p
     if empty == "flat":
         frame = _fill_flat(frame, grid)
     frame.loc[frame.index[-1], "closed"] = False
-    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES), n_late
 
 
 def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:

@@ -3,17 +3,24 @@
 Usage::
 
     tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [--empty gap|flat]
+                   [--late-tolerance S]
                    [--utc-offset ±HH:MM | --session-tz TZ [--session-open HH:MM]]
                    [--price-decimals N] [--size-decimals N] [-o OUT] [--no-progress]
 
 Reads every INPUT with :func:`feed.io.tradefiles.read_trades` (recorded sessions, Binance
 trades/aggTrades CSV, Tardis trades CSV, generic CSV/Parquet; the format is detected per
-file unless ``--format`` names it), merges the trades in exchange-time order (a stable
-sort: equal times keep input order, then file order), aggregates them with
-:func:`feed.core.batch.aggregate` and writes the export CSV of
+file unless ``--format`` names it), takes the files in the order of their first trade and
+each file's trades in file order (the order they arrived in), aggregates them with
+:func:`feed.core.batch.aggregate` under the live out-of-order rule and writes the export CSV of
 :func:`feed.core.csvformat.bars_to_csv`, the same format as the dashboard's *Export CSV* and
 ``GET /api/bars``. The last bar is written with ``closed=false``: nothing in the input
 shows it ended.
+
+Out-of-order trades follow the one rule of the live dashboard (``feed.core.bars``): a trade
+up to ``--late-tolerance`` seconds (default 2, as ``tickscope --late-tolerance``) older than
+the newest trade before it revises its time bar; an older one is counted as late and left
+out. Trades are never sorted, so the screen of a replay and ``tickscope bars`` of the same
+recording write the same bars.
 
 A bad argument or file prints one line, ``tickscope bars: error: <file>:<line>: <problem>``
 (or without the line when the problem is the whole file), and exits with code 2.
@@ -25,7 +32,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -60,6 +67,8 @@ def convert(
     progress: bool = True,
     price_decimals: int | None = None,
     size_decimals: int | None = None,
+    late_tolerance_s: float = 2.0,
+    on_late: Callable[[int], object] | None = None,
     **bar_options,
 ) -> int:
     """Convert trade files into one bar CSV; return the number of bars written.
@@ -67,8 +76,8 @@ def convert(
     Parameters
     ----------
     inputs : sequence of path
-        Trade files (see :func:`feed.io.tradefiles.read_trades`); several files are merged by
-        exchange time.
+        Trade files (see :func:`feed.io.tradefiles.read_trades`); several files are taken in
+        the order of their first trade, each one's trades in file order (never sorted).
     spec : BarSpec or str
         Bar spec, e.g. ``"1m"``, ``"100t"``, ``"50v"``, ``"1000000q"``.
     symbol : str, optional
@@ -84,6 +93,11 @@ def convert(
     price_decimals, size_decimals : int, optional
         Decimals written for prices and sizes; None infers them from the trades (the
         fewest decimals that print every price/size exactly, at most ``MAX_DECIMALS``).
+    late_tolerance_s : float, default 2.0
+        Seconds a trade may be older than the newest before it and still revise its time
+        bar; older trades are late and left out (``tickscope --late-tolerance``).
+    on_late : callable, optional
+        Called with the number of trades left out as late.
     **bar_options
         Passed to :func:`feed.core.batch.aggregate`: ``empty`` (``"gap"`` or ``"flat"``) and the
         time-grid options ``utc_offset`` (e.g. ``"+08:00"``), ``session_tz`` and
@@ -112,9 +126,14 @@ def convert(
     for name, value in (("price_decimals", price_decimals), ("size_decimals", size_decimals)):
         if value is not None and not (isinstance(value, int) and 0 <= value <= 18):
             raise ValueError(f"{name} must be a whole number 0..18, not {value!r}")
+    if type(late_tolerance_s) not in (int, float) or not 0 <= late_tolerance_s < 1e9:
+        raise ValueError(f"late_tolerance_s must be >= 0 seconds, not {late_tolerance_s!r}")
     trades = _read_all(paths, fmt, symbol, progress)
     sym = str(trades["symbol"].iloc[0])
-    bars = aggregate(trades, spec, symbol=sym, **bar_options)
+    bars = aggregate(trades, spec, symbol=sym, late_tolerance_ns=int(late_tolerance_s * 1e9),
+                     **bar_options)
+    if on_late is not None:
+        on_late(int(bars.attrs.get("late", 0)))
     used = trades[trades["in_bars"]] if len(trades) else trades
     if price_decimals is None:
         price_decimals = _max_decimals_of(used["price"].to_numpy())
@@ -145,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--empty", choices=("gap", "flat"), default="gap",
                         help="time bars: leave empty intervals out (gap, default) or write "
                         "zero-volume bars at the previous close (flat, Binance's convention)")
+    parser.add_argument("--late-tolerance", type=_seconds_arg, default=2.0, metavar="S",
+                        help="time bars: a trade up to S seconds older than the newest before it "
+                        "revises its bar; older ones are counted as late and left out, as live "
+                        "(default 2; trades are never sorted)")
     parser.add_argument("--utc-offset", metavar="±HH:MM",
                         help="time bars: align to this UTC offset instead of UTC "
                         "(+08:00 matches Binance's @kline_<i>@+08:00)")
@@ -187,12 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Grid options go to aggregate() only when given, so its defaults stay the defaults.
     grid = {k: v for k, v in (("utc_offset", args.utc_offset), ("session_tz", args.session_tz),
                               ("session_open", args.session_open)) if v is not None}
+    late: list[int] = []
     try:
         n = convert(
             args.inputs, args.bar, symbol=args.symbol, fmt=args.fmt, out=out,
             progress=not args.no_progress, price_decimals=args.price_decimals,
             size_decimals=args.size_decimals, empty=args.empty,
-            session_reset=args.session_reset, **grid,
+            session_reset=args.session_reset, late_tolerance_s=args.late_tolerance,
+            on_late=late.append, **grid,
         )
     except (RecordingError, ValueError) as exc:
         return _error(str(exc))
@@ -200,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"{args.output}: cannot write: {exc.strerror or exc}")
     if out is not None:
         print(f"{PROG}: wrote {n} bar{'' if n == 1 else 's'} to {out}", file=sys.stderr)
+    if late and late[0]:
+        print(f"{PROG}: {late[0]} late trade{'' if late[0] == 1 else 's'} left out (more than "
+              f"{args.late_tolerance:g} s older than the newest before; --late-tolerance)", file=sys.stderr)
     return 0
 
 
@@ -231,6 +259,16 @@ def _bar_spec(text: str) -> BarSpec:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e9:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, not {text!r}")
+    return value
+
+
 def _decimals_arg(text: str) -> int:
     try:
         value = int(text)
@@ -242,7 +280,9 @@ def _decimals_arg(text: str) -> int:
 
 
 def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: bool) -> pd.DataFrame:
-    # Every input's trades (of one symbol), merged in exchange-time order.
+    # Every input's trades (of one symbol): files in the order of their first trade, each
+    # file's trades in file order (arrival order). Never sorted by time: the aggregator
+    # applies the live out-of-order rule to them.
     bar = _progress_bar(paths) if progress else None
     try:
         frames = [
@@ -254,6 +294,11 @@ def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: 
             bar.close()
     where = paths[0] if len(paths) == 1 else ", ".join(map(str, paths))
     seen = sorted({s for f in frames for s in f.attrs.get("symbols", ())})
+    # Stable: files with equal first times (and empty files, last) keep command-line order.
+    first = [int(f["ts_ns"].iloc[0]) if len(f) else None for f in frames]
+    by_first = sorted(range(len(frames)), key=lambda i: (first[i] is None, first[i] or 0))
+    frames = [frames[i] for i in by_first]
+    paths = [paths[i] for i in by_first]
     lengths = [len(f) for f in frames]
     trades = pd.concat(frames, ignore_index=True)
     if not len(trades):
@@ -266,11 +311,6 @@ def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: 
             f"{where}: trades of several symbols ({', '.join(sorted(symbols))}); choose one with --symbol"
         )
     file_index = np.repeat(np.arange(len(frames)), lengths)
-    ts = trades["ts_ns"].to_numpy()
-    if len(ts) > 1 and np.any(ts[1:] < ts[:-1]):
-        order = np.argsort(ts, kind="stable")
-        trades = trades.take(order).reset_index(drop=True)
-        file_index = file_index[order]
     _check_overlap(trades, file_index, paths)
     return trades
 
