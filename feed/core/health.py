@@ -16,10 +16,13 @@ from feed.core.events import FeedStatus
 from feed.core.models import iso_ms
 
 __all__ = ["Counters", "SymbolStatus", "StoreStatus", "Status", "health_state", "health_json",
-           "iso_or_none", "DEGRADED_FOR_S"]
+           "iso_or_none", "degraded_reasons", "DEGRADED_FOR_S", "UNSYNCED_DEGRADED_S"]
 
 #: Seconds health stays "degraded" after the last message dropped on a full queue.
 DEGRADED_FOR_S = 60.0
+#: Seconds a book may buffer depth without a usable snapshot before health is "degraded"
+#: (a snapshot normally arrives within a second or two; retries back off to minutes).
+UNSYNCED_DEGRADED_S = 30.0
 
 
 def iso_or_none(ts_ns: int | None) -> str | None:
@@ -56,7 +59,8 @@ class Counters:
 @dataclass(frozen=True, slots=True)
 class SymbolStatus:
     """One symbol's figures: trades applied, newest trade time (UTC ns), book state and
-    trade-id gaps (``gaps`` trades missing over ``gap_events`` jumps)."""
+    trade-id gaps (``gaps`` trades missing over ``gap_events`` jumps). ``book_unsynced_s``:
+    seconds the book has buffered depth without a usable snapshot (None: not waiting)."""
 
     trades: int = 0
     last_trade_ts_ns: int | None = None
@@ -66,6 +70,7 @@ class SymbolStatus:
     book_resyncs: int = 0
     book_sequence_gaps: int = 0
     book_crossed: int = 0
+    book_unsynced_s: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Return the symbol's object of the health JSON (``last_trade_ts`` as ISO-8601)."""
@@ -168,13 +173,23 @@ class Status:
 
 def health_state(status: Status) -> str:
     """Return ``"down"`` when failed or stopped; ``"ok"`` when live (or the replay finished),
-    nothing was dropped recently and the trade store is saving; else ``"degraded"``."""
+    nothing was dropped recently, the trade store is saving and no book has waited
+    :data:`UNSYNCED_DEGRADED_S` for a snapshot; else ``"degraded"``."""
     if status.state in ("failed", "stopped"):
         return "down"
     store_failing = status.store is not None and status.store.failing
-    if status.state in ("live", "replay-finished") and not status.degraded and not store_failing:
+    if (status.state in ("live", "replay-finished") and not status.degraded and not store_failing
+            and not degraded_reasons(status)):
         return "ok"
     return "degraded"
+
+
+def degraded_reasons(status: Status) -> list[str]:
+    """Return what degrades health besides the feed state, in words
+    (``"BTCUSDT: book unsynced for 42 s"``)."""
+    return [f"{symbol}: book unsynced for {s.book_unsynced_s:.0f} s"
+            for symbol, s in status.symbols.items()
+            if s.book_unsynced_s is not None and s.book_unsynced_s >= UNSYNCED_DEGRADED_S]
 
 
 _FEED_KEYS = ("url", "generation", "reconnects", "planned_reconnects", "next_retry_in_s",
@@ -194,6 +209,7 @@ def health_json(status: Status) -> dict[str, Any]:
          "symbols": {"BTCUSDT": {"trades": int, "last_trade_ts": ISO-8601 or null, ...}},
          "feed": {"state", "detail", "messages_per_s", "url", "generation", ...},
          "malformed_by_reason": {...}, "clock": ISO-8601, "store": {...} or null,
+         "reasons": ["BTCUSDT: book unsynced for 42 s", ...],
          "recorder": {...} or null, "vendor": str, "errors": [...], "kline_check": ...}
     """
     feed: dict[str, Any] = {"state": status.state, "detail": status.detail,
@@ -217,4 +233,5 @@ def health_json(status: Status) -> dict[str, Any]:
         "vendor": status.vendor,
         "errors": list(status.errors),
         "kline_check": status.kline_check,
+        "reasons": degraded_reasons(status),
     }

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 from feed.core.bars import BarAggregator, make_aggregator
 from feed.core.config import MarketConfig
@@ -83,6 +84,8 @@ class MarketState:
         self._symbols: dict[str, SymbolState] = {}
         self._counts: Counter[str] = Counter()  # messages, trades, reconnects, duplicates, ...
         self.malformed: Counter[str] = Counter()  # by reason
+        # symbol -> monotonic ns since its book has buffered depth without a usable snapshot
+        self._unsynced_since: dict[str, int] = {}
         self._replies: deque[VendorReply] = deque(maxlen=_REPLIES_KEPT)
         self._exchange_clock_ns = 0
         self._grace_ns = int(config.close_grace_s * _NS)
@@ -124,6 +127,7 @@ class MarketState:
 
     def remove_symbol(self, symbol: str) -> bool:
         """Forget ``symbol``; return False if it was not held."""
+        self._unsynced_since.pop(symbol, None)
         if self._symbols.pop(symbol, None) is None:
             return False
         if self.klines is not None:
@@ -178,7 +182,10 @@ class MarketState:
         spacing_ns = int(self.config.snapshot_spacing_s * _NS)
         for st in self._symbols.values():
             if not st.book.needs_snapshot:
+                self._unsynced_since.pop(st.symbol, None)
                 continue
+            if st.book.buffered:  # depth is arriving but cannot be applied: count the wait
+                self._unsynced_since.setdefault(st.symbol, mono_ns)
             if st.snapshot_due_ns is not None and mono_ns < st.snapshot_due_ns:
                 continue
             url = self.adapter.snapshot_url(st.symbol)
@@ -456,9 +463,20 @@ class MarketState:
         (a trade late for one series is late for every finer one too)."""
         return sum(st.late() for st in self._symbols.values())
 
-    def symbol_status(self) -> dict[str, SymbolStatus]:
-        """Return each held symbol's figures, in subscription order."""
-        return {s: st.status() for s, st in self._symbols.items()}
+    def symbol_status(self, mono_ns: int | None = None) -> dict[str, SymbolStatus]:
+        """Return each held symbol's figures, in subscription order.
+
+        With ``mono_ns`` (monotonic ns), ``book_unsynced_s`` says how long a book has been
+        buffering depth without a usable snapshot (as of the last ``on_clock``).
+        """
+        out = {}
+        for s, st in self._symbols.items():
+            status = st.status()
+            since = self._unsynced_since.get(s)
+            if mono_ns is not None and since is not None and not status.book_synced:
+                status = replace(status, book_unsynced_s=round(max(0, mono_ns - since) / _NS, 1))
+            out[s] = status
+        return out
 
     def refusals(self, last: int = 5) -> tuple[str, ...]:
         """Return the vendor's latest ``last`` refusals in words, newest last."""

@@ -327,7 +327,7 @@ class Engine:
         with self._lock:
             m = self.market
             finished = m.source_finished
-            symbols = m.symbol_status()
+            symbols = m.symbol_status(time.monotonic_ns())
             errors = m.refusals()
             klines = m.klines.results() if m.klines is not None else None
             counters = self._counters_locked()
