@@ -202,16 +202,27 @@ def test_fetcher_when_body_is_huge_refuses_it_within_the_limit(mode):
             fetcher.stop()
 
 
-def test_fetcher_when_symbol_asked_again_after_bad_bodies_backs_off_exponentially_with_cap():
-    # The engine asks again whenever a body did not sync the book; the fetcher spaces the
-    # fetches 0.2, 0.4, 0.8, 0.8 s apart (initial 0.2 s, cap 0.8 s), not once per ask.
+class RefusingSink(Sink):
+    """An engine that refuses every body (as the adapter refuses garbage) and tells the
+    fetcher so, as the engine does with ``outcome``."""
+
+    fetcher: SnapshotFetcher
+
+    def submit_snapshot(self, symbol, body, recv_ns) -> None:
+        super().submit_snapshot(symbol, body, recv_ns)
+        self.fetcher.outcome(symbol, False)
+
+
+def test_fetcher_when_bodies_refused_or_too_large_backs_off_exponentially_with_cap():
+    # An impatient engine asks every 20 ms; the fetcher spaces the fetches 0.2, 0.4, 0.8,
+    # 0.8 s apart (initial 0.2 s, cap 0.8 s) after each refused or oversized body.
     with SnapshotServer({"JUNKUSDT": "garbage", "HUGEUSDT": "huge_announced"}) as server:
-        sink = Sink()
-        fetcher = SnapshotFetcher(sink, timeout_s=2.0, max_bytes=1000, max_attempts=1,
-                                  backoff_initial_s=0.2, backoff_cap_s=0.8, settle_s=5.0)
+        sink = RefusingSink()
+        fetcher = sink.fetcher = SnapshotFetcher(sink, timeout_s=2.0, max_bytes=1000, max_attempts=1,
+                                                 backoff_initial_s=0.2, backoff_cap_s=0.8)
         stop = threading.Event()
 
-        def engine_asking(symbol):  # ask every 20 ms, as an impatient engine would
+        def engine_asking(symbol):
             while not stop.is_set():
                 fetcher.request(symbol, f"{server.url}?symbol={symbol}")
                 stop.wait(0.02)
@@ -230,22 +241,23 @@ def test_fetcher_when_symbol_asked_again_after_bad_bodies_backs_off_exponentiall
             gaps = [b - a for a, b in zip(times, times[1:])]
             # 3 s at one ask per 20 ms would be 150 fetches; back-off allows about 6.
             assert 4 <= len(times) <= 7, (symbol, gaps)
-            assert gaps[0] >= 0.18 and gaps[1] >= 0.36 and gaps[2] >= 0.75
-            assert all(g < 0.8 + 0.5 for g in gaps)  # capped
+            assert gaps[0] >= 0.18 and gaps[1] >= 0.36 and gaps[2] >= 0.75, (symbol, gaps)
+            assert all(g < 0.8 + 0.5 for g in gaps), (symbol, gaps)  # capped
             assert fetcher.backoff_s(symbol) == 0.8
 
 
-def test_fetcher_when_symbol_quiet_for_settle_time_starts_afresh():
+def test_fetcher_when_a_body_syncs_the_book_back_off_ends():
     with SnapshotServer({}) as server:
         sink = Sink()
-        fetcher = SnapshotFetcher(sink, backoff_initial_s=0.2, backoff_cap_s=5.0, settle_s=0.5)
+        fetcher = SnapshotFetcher(sink, backoff_initial_s=0.2, backoff_cap_s=5.0)
         try:
             url = server.url + "?symbol=GOODUSDT"
-            for n in range(1, 4):  # asked again at once: each body did not sync
+            for n in range(1, 4):
                 fetcher.request("GOODUSDT", url)
                 wait_for(lambda: sink.got("GOODUSDT") == n, 5, f"snapshot {n}")
-            assert fetcher.backoff_s("GOODUSDT") == 0.4
-            time.sleep(0.6)  # quiet: the last body synced the book
+                fetcher.outcome("GOODUSDT", False)  # too old to bridge the buffered diffs
+            assert fetcher.backoff_s("GOODUSDT") == 0.8
+            fetcher.outcome("GOODUSDT", True)  # the book synced after all
             t0 = time.monotonic()
             fetcher.request("GOODUSDT", url)
             wait_for(lambda: sink.got("GOODUSDT") == 4, 5, "snapshot 4")
@@ -289,7 +301,7 @@ def test_engine_when_one_snapshot_server_drips_good_symbol_syncs_and_health_name
         adapter = BinanceAdapter("spot", rest_url=server.url)
         eng = Engine(adapter, EngineConfig(MarketConfig(clock="wall")))
         fetcher = SnapshotFetcher(eng, timeout_s=1.5, max_attempts=1,
-                                  backoff_initial_s=0.5, backoff_cap_s=2.0)
+                                  backoff_initial_s=1.0, backoff_cap_s=4.0)
         eng.attach(LiveFeed(), fetcher)
         eng.start()
         try:
@@ -317,9 +329,9 @@ def test_engine_when_one_snapshot_server_drips_good_symbol_syncs_and_health_name
             assert any(r.startswith("DRIPUSDT: book unsynced for ") for r in health["reasons"])
             assert any(r.startswith("JUNKUSDT: book unsynced for ") for r in health["reasons"])
             assert health["malformed_by_reason"].get("bad_snapshot", 0) == server.count("JUNKUSDT")
-            # The engine asks once per second; back-off (0.5, 1, 2 s) keeps the garbage
-            # server from being asked that often.
-            assert server.count("JUNKUSDT") <= 4
+            # The engine asks once per second; the engine tells the fetcher each garbage
+            # body was refused, and back-off (1, 2, 4 s) keeps it from asking that often.
+            assert server.count("JUNKUSDT") <= 3
             assert server.count("GOODUSDT") == 1
         finally:
             fetcher.stop()

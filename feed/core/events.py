@@ -191,6 +191,9 @@ class Effects:
         Trades applied, in order, for the trade store.
     malformed_logs : list of (reason, detail, sample)
         Rate-limited samples of malformed input to log (already redacted).
+    snapshot_outcomes : list of (symbol, bool)
+        Snapshot bodies applied: True when the book synced, False when the body was
+        refused or too old (the fetcher backs that symbol off).
     """
 
     snapshots: list[tuple[str, str]] = field(default_factory=list)
@@ -199,6 +202,7 @@ class Effects:
     unsubscribe: list[tuple[str, str]] = field(default_factory=list)
     persist: list = field(default_factory=list)
     malformed_logs: list[tuple[str, str, str]] = field(default_factory=list)
+    snapshot_outcomes: list[tuple[str, bool]] = field(default_factory=list)
 
 
 # -- connection status and the two protocols --------------------------------------------

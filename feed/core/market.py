@@ -300,8 +300,10 @@ class MarketState:
             snap = self.adapter.parse_snapshot(item.symbol, item.body, item.recv_ns)
         except MalformedMessage as exc:
             self._malformed("bad_snapshot", exc.detail, item.body[:200], fx, mono_ns)
+            fx.snapshot_outcomes.append((item.symbol, False))
             return
         st.book.apply_snapshot(snap)
+        fx.snapshot_outcomes.append((item.symbol, not st.book.needs_snapshot))
         if st.book.needs_snapshot:  # the snapshot did not bridge the buffered diffs: ask again
             st.snapshot_due_ns = None
 

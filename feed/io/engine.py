@@ -454,6 +454,10 @@ class Engine:
             log.warning("malformed message (%s: %s), %d so far; sample %r",
                         reason, detail, sum(self.market.malformed.values()), sample)
         if self._fetcher is not None:
+            # A fetcher that backs off after refused bodies hears how each one went.
+            outcome = getattr(self._fetcher, "outcome", None)
+            for symbol, ok in fx.snapshot_outcomes if outcome is not None else ():
+                outcome(symbol, ok)
             for symbol, url in fx.snapshots:
                 self._fetcher.request(symbol, url)
         if fx.fail is not None and self._feed is not None:

@@ -8,9 +8,9 @@ to the sink. It never parses a body: the adapter does, on the engine's worker.
 A snapshot server is as hostile as any input: every request has one overall deadline
 (connect, headers and body together, not a per-read socket timeout a dripping server
 never trips), a body larger than ``max_bytes`` is aborted while reading, each symbol
-backs off exponentially after failures and after being asked for again soon after a
-fetch (a garbage body the engine refused), and requests run on their own threads, so no
-symbol waits for another's request.
+backs off exponentially after failed requests and after a
+body the engine refused (:meth:`SnapshotFetcher.outcome`), and requests run on their own
+threads, so no symbol waits for another's request.
 """
 
 from __future__ import annotations
@@ -61,10 +61,11 @@ class SnapshotFetcher:
     deadline end the request at once, as does a wait longer than ``max_wait_s`` (a 418
     ban can last days).
 
-    Back-off per symbol: a request that failed, or a symbol asked for again less than
-    ``settle_s`` after its previous fetch ended (its body did not sync the book: garbage,
-    or too old), makes the next fetch of that symbol wait ``backoff_initial_s`` doubling
-    to ``backoff_cap_s``; a request after a quiet ``settle_s`` starts afresh.
+    Back-off per symbol: a request that failed, or a body the sink reports unusable
+    (``outcome(symbol, False)``: garbage, or too old to sync the book), makes the next
+    fetch of that symbol wait ``backoff_initial_s`` doubling to ``backoff_cap_s``, counted
+    from the end of the previous fetch; ``outcome(symbol, True)`` (the book synced) starts
+    afresh.
 
     Parameters
     ----------
@@ -82,8 +83,6 @@ class SnapshotFetcher:
         Requests running at once (threads; started on demand).
     backoff_initial_s, backoff_cap_s
         First and longest back-off of a symbol, seconds.
-    settle_s
-        A symbol asked for again within this many seconds of its last fetch is backed off.
     headers
         Extra HTTP headers (e.g. an API key); their values never appear in errors.
     name
@@ -108,15 +107,13 @@ class SnapshotFetcher:
         max_workers: int = 8,
         backoff_initial_s: float = 2.0,
         backoff_cap_s: float = 120.0,
-        settle_s: float = 30.0,
         headers: dict[str, str] | None = None,
         name: str = "snapshots",
         hints: dict[int, str] | None = None,
     ) -> None:
         if max_attempts < 1 or max_workers < 1 or max_bytes < 1:
             raise ValueError("max_attempts, max_workers and max_bytes must be >= 1")
-        if not (timeout_s > 0 and backoff_initial_s > 0 and backoff_cap_s >= backoff_initial_s
-                and settle_s >= 0):
+        if not (timeout_s > 0 and backoff_initial_s > 0 and backoff_cap_s >= backoff_initial_s):
             raise ValueError("timeout_s and the back-off times must be > 0 seconds")
         self._sink = sink  # the engine
         self._timeout_s = timeout_s  # overall deadline per request, s
@@ -125,7 +122,6 @@ class SnapshotFetcher:
         self._max_wait_s = max_wait_s  # longest retry wait, s
         self._max_workers = max_workers
         self._backoff = (backoff_initial_s, backoff_cap_s)
-        self._settle_s = settle_s
         self._headers = {"User-Agent": "tickscope", **(headers or {})}
         self._secrets = [v for k, v in self._headers.items() if SECRET_NAME.search(k)]
         self._name = name
@@ -137,7 +133,6 @@ class SnapshotFetcher:
         self._in_flight: set[str] = set()  # symbols scheduled or being fetched
         self._failures: dict[str, int] = {}  # symbol -> back-offs in a row
         self._last_done: dict[str, float] = {}  # symbol -> monotonic s its last fetch ended
-        self._last_failed: dict[str, bool] = {}  # symbol -> its last fetch failed (already counted)
         self._threads: list[threading.Thread] = []
         self._idle = 0  # workers waiting for a job
         self._requests: dict[str, int] = {}  # symbol -> fetches started (for health and tests)
@@ -158,11 +153,6 @@ class SnapshotFetcher:
                 return False
             self._in_flight.add(symbol)
             last = self._last_done.get(symbol)
-            if last is not None and now - last >= self._settle_s:
-                self._failures.pop(symbol, None)  # quiet since: the book synced
-            elif last is not None and not self._last_failed.get(symbol):
-                # Asked again soon after a delivered body: it did not sync the book.
-                self._failures[symbol] = self._failures.get(symbol, 0) + 1
             due = now if last is None else max(now, last + self._wait_of(symbol))
             heapq.heappush(self._jobs, (due, next(self._seq), symbol, url))
             # A worker per scheduled job, up to the bound: none waits behind another's request.
@@ -171,8 +161,18 @@ class SnapshotFetcher:
                                           name=f"{self._name}-{len(self._threads) + 1}")
                 self._threads.append(thread)
                 thread.start()
-            self._cond.notify()
+            # notify_all: a request retrying after an error waits on the same condition.
+            self._cond.notify_all()
         return True
+
+    def outcome(self, symbol: str, ok: bool) -> None:
+        """Hear how ``symbol``'s last body went: True synced the book (back-off ends),
+        False was refused or too old (the next fetch backs off further)."""
+        with self._cond:
+            if ok:
+                self._failures.pop(symbol, None)
+            else:
+                self._failures[symbol] = self._failures.get(symbol, 0) + 1
 
     def in_flight(self) -> list[str]:
         """Return the symbols with a request scheduled or running."""
@@ -238,7 +238,6 @@ class SnapshotFetcher:
         with self._cond:
             self._in_flight.discard(symbol)
             self._last_done[symbol] = time.monotonic()
-            self._last_failed[symbol] = failed
             if failed:
                 self._failures[symbol] = self._failures.get(symbol, 0) + 1
 
