@@ -17,9 +17,9 @@ each file's trades in file order (the order they arrived in), aggregates them wi
 shows it ended.
 
 Out-of-order trades follow the one rule of the live dashboard (``feed.core.bars``): a trade
-up to ``--late-tolerance`` seconds (default 2, as ``tickscope --late-tolerance``) older than
-the newest trade before it revises its time bar; an older one is counted as late and left
-out. Trades are never sorted, so the screen of a replay and ``tickscope bars`` of the same
+that belongs to a time bar before the one forming revises that bar when it is at most
+``--late-tolerance`` seconds (default 2, as ``tickscope --late-tolerance``) older than the
+newest trade before it; an older one is counted as late and left out. Trades are never sorted, so the screen of a replay and ``tickscope bars`` of the same
 recording write the same bars.
 
 A bad argument or file prints one line, ``tickscope bars: error: <file>:<line>: <problem>``
@@ -94,8 +94,9 @@ def convert(
         Decimals written for prices and sizes; None infers them from the trades (the
         fewest decimals that print every price/size exactly, at most ``MAX_DECIMALS``).
     late_tolerance_s : float, default 2.0
-        Seconds a trade may be older than the newest before it and still revise its time
-        bar; older trades are late and left out (``tickscope --late-tolerance``).
+        Seconds a trade of an earlier time bar may be older than the newest before it and
+        still revise that bar; older ones are late and left out (``tickscope
+        --late-tolerance``).
     on_late : callable, optional
         Called with the number of trades left out as late.
     **bar_options
@@ -165,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time bars: leave empty intervals out (gap, default) or write "
                         "zero-volume bars at the previous close (flat, Binance's convention)")
     parser.add_argument("--late-tolerance", type=_seconds_arg, default=2.0, metavar="S",
-                        help="time bars: a trade up to S seconds older than the newest before it "
-                        "revises its bar; older ones are counted as late and left out, as live "
-                        "(default 2; trades are never sorted)")
+                        help="time bars: a trade of an earlier bar up to S seconds older than the "
+                        "newest before it revises that bar; older ones are counted as late and "
+                        "left out, as live (default 2; trades are never sorted)")
     parser.add_argument("--utc-offset", metavar="±HH:MM",
                         help="time bars: align to this UTC offset instead of UTC "
                         "(+08:00 matches Binance's @kline_<i>@+08:00)")
