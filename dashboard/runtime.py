@@ -127,6 +127,9 @@ def start_runtime(
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
     rt.app = create_app(rt.engine, interval_ms=interval_ms)
+    from feed.io.gctune import settle
+
+    settle()  # start-up is done: freeze its heap, rarer GC passes for the ingest
     return rt
 
 

@@ -45,20 +45,65 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("tickscope.engine")
 
-_BATCH = 2048  # queue items applied per lock hold
+_BATCH = 2048  # frames applied per lock hold (about 10 ms of work at the ceiling)
 #: Adapter ``MalformedMessage`` reasons that announce a planned disconnect, not bad input.
 PLANNED_DISCONNECT_REASONS = frozenset({"server_shutdown"})
+
+
+class RawBatch:
+    """Frames handed over together by ``Engine.submit_many`` (one queue item).
+
+    ``recv_ns``: local receive time of the first frame, UTC ns; ``frames``: the frames,
+    in wire order (bytes, or str from a client that validates UTF-8).
+    """
+
+    __slots__ = ("recv_ns", "frames")
+
+    def __init__(self, recv_ns: int, frames: list) -> None:
+        self.recv_ns = recv_ns
+        self.frames = frames
 
 
 class _FeedQueue(queue.Queue):
     # A bounded queue with an unbounded side door for rare items that must not be lost
     # (snapshots, life-cycle events): they keep their place in the order and never wait.
+    # Its size counts frames, not items: a RawBatch weighs as many frames as it holds, so
+    # ``maxsize`` bounds the frames waiting whatever the batching.
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._frames = 0
+
+    def _qsize(self) -> int:
+        return self._frames
+
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+        self._frames += len(item.frames) if type(item) is RawBatch else 1
+
+    def _get(self) -> Any:
+        item = self.queue.popleft()
+        self._frames -= len(item.frames) if type(item) is RawBatch else 1
+        return item
 
     def put_always(self, item: Any) -> None:
         with self.mutex:
             self._put(item)
             self.unfinished_tasks += 1
             self.not_empty.notify()
+
+    def take(self, first: Any, limit: int) -> list:
+        """Return ``first`` and the items behind it, up to about ``limit`` frames."""
+        items = [first]
+        n = len(first.frames) if type(first) is RawBatch else 1
+        with self.mutex:
+            q = self.queue
+            while q and n < limit:
+                item = self._get()
+                items.append(item)
+                n += len(item.frames) if type(item) is RawBatch else 1
+            self.not_full.notify_all()
+        return items
 
 
 class Engine:
@@ -141,6 +186,21 @@ class Engine:
         Returns False, and counts the frame as dropped, when the queue is full.
         """
         return self._offer(RawMessage(recv_ns, raw))
+
+    def submit_many(self, frames: list, recv_ns: int) -> bool:
+        """Queue raw vendor frames read together, in wire order, as one item (``recv_ns``:
+        local receive time of the first, UTC ns); the list is the engine's afterwards.
+
+        Returns False, and counts every frame as dropped, when the queue is full.
+        """
+        if not frames:
+            return True
+        try:
+            self._queue.put_nowait(RawBatch(recv_ns, frames))
+            return True
+        except queue.Full:
+            self._dropped += len(frames)
+            return False
 
     def submit_rejected(self, reason: str, sample: bytes | str, recv_ns: int) -> bool:
         """Queue a frame the feed client did not deliver (``reason``: ``binary_frame``,
@@ -400,12 +460,7 @@ class Engine:
                     break
                 self._housekeeping()
                 continue
-            items = [first]
-            try:
-                while len(items) < _BATCH:
-                    items.append(q.get_nowait())
-            except queue.Empty:
-                pass
+            items = q.take(first, _BATCH)
             try:
                 self.process(items)
             except Exception:  # a bug must not kill the feed; count and go on
@@ -418,7 +473,13 @@ class Engine:
 
     def process(self, items: Sequence[QueueItem]) -> None:
         """Record, parse and apply queue items in order (the worker's step; also for tests)."""
-        inputs = [self._input_of(item) for item in items]  # parse (and record) outside the lock
+        inputs = []  # parse (and record) outside the lock
+        for item in items:
+            if type(item) is RawBatch:
+                for raw in item.frames:
+                    inputs.append(self._input_of(RawMessage(item.recv_ns, raw)))
+            else:
+                inputs.append(self._input_of(item))
         with self._lock:
             fx = self.market.apply(inputs, time.time_ns(), time.monotonic_ns())
         self._carry_out(fx)
