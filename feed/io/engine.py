@@ -36,6 +36,7 @@ from feed.core.events import (
     PlannedDisconnect, QueueItem, RawMessage, RejectedFrame, SnapshotBody,
 )
 from feed.core.health import DEGRADED_FOR_S, Counters, Status, health_json
+from feed.core.latency import LatencyWindow
 from feed.core.market import MarketState
 from feed.core.models import BarSpec, MalformedMessage, Trade
 from feed.core.views import BarSeries, DepthView
@@ -143,6 +144,9 @@ class Engine:
         self._fetcher: Any = None  # SnapshotFetcher, when attached
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Exchange time -> applied, per trade (written by the worker, read by health()).
+        self._latency = LatencyWindow()
+        self._latency_lock = threading.Lock()
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -416,8 +420,14 @@ class Engine:
         )
 
     def health(self) -> dict:
-        """Return the JSON body of ``GET /api/health`` (``feed.core.health.health_json``)."""
-        return health_json(self.status())
+        """Return the JSON body of ``GET /api/health`` (``feed.core.health.health_json``)
+        plus ``latency_ms``: ``{"p50", "p99", "max", "samples"}`` of exchange trade time ->
+        applied to the bars over the last minute, ms (``feed.core.latency``); null in a
+        replay or before the first trade."""
+        body = health_json(self.status())
+        with self._latency_lock:
+            body["latency_ms"] = self._latency.summary(time.time_ns())
+        return body
 
     def _feed_status(self) -> FeedStatus | None:
         if self._feed is None:
@@ -482,6 +492,10 @@ class Engine:
                 inputs.append(self._input_of(item))
         with self._lock:
             fx = self.market.apply(inputs, time.time_ns(), time.monotonic_ns())
+        if fx.persist and self.clock_mode == "wall":
+            applied_ns = time.time_ns()
+            with self._latency_lock:
+                self._latency.record(applied_ns, [t.ts_ns for t in fx.persist])
         self._carry_out(fx)
 
     def _input_of(self, item: QueueItem) -> MarketInput:
