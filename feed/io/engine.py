@@ -486,8 +486,8 @@ class Engine:
         inputs = []  # parse (and record) outside the lock
         for item in items:
             if type(item) is RawBatch:
-                for raw in item.frames:
-                    inputs.append(self._input_of(RawMessage(item.recv_ns, raw)))
+                parsed, recv_ns = self._parsed, item.recv_ns
+                inputs.extend([parsed(recv_ns, raw) for raw in item.frames])
             else:
                 inputs.append(self._input_of(item))
         with self._lock:
@@ -502,24 +502,28 @@ class Engine:
         kind = type(item)
         rec = self.recorder
         if kind is RawMessage:
-            raw = item.data
-            if rec is not None:
-                rec.write(item.recv_ns, raw)
-            if len(raw) > self.config.max_message_bytes:
-                return Malformed(item.recv_ns, "too_large", f"{len(raw):,} bytes", raw[:120])
-            try:
-                return Parsed(item.recv_ns, self.adapter.parse(raw, item.recv_ns))
-            except MalformedMessage as exc:
-                if exc.reason in PLANNED_DISCONNECT_REASONS:
-                    return PlannedDisconnect(item.recv_ns, exc.detail or exc.reason)
-                return Malformed(item.recv_ns, exc.reason, exc.detail, raw)
-            except Exception as exc:  # adapter bug on hostile input: still skip it
-                return Malformed(item.recv_ns, "parse_error", repr(exc)[:200], raw)
+            return self._parsed(item.recv_ns, item.data)
         if kind is RejectedFrame:
             return Malformed(item.recv_ns, item.reason, "frame not delivered by the feed client", item.sample)
         if kind is SnapshotBody and rec is not None:
             rec.write_snapshot(item.recv_ns, item.symbol, item.body)
         return item
+
+    def _parsed(self, recv_ns: int, raw: bytes | str) -> MarketInput:
+        # One raw frame: recorded, then parsed (the per-frame hot path).
+        rec = self.recorder
+        if rec is not None:
+            rec.write(recv_ns, raw)
+        if len(raw) > self.config.max_message_bytes:
+            return Malformed(recv_ns, "too_large", f"{len(raw):,} bytes", raw[:120])
+        try:
+            return Parsed(recv_ns, self.adapter.parse(raw, recv_ns))
+        except MalformedMessage as exc:
+            if exc.reason in PLANNED_DISCONNECT_REASONS:
+                return PlannedDisconnect(recv_ns, exc.detail or exc.reason)
+            return Malformed(recv_ns, exc.reason, exc.detail, raw)
+        except Exception as exc:  # adapter bug on hostile input: still skip it
+            return Malformed(recv_ns, "parse_error", repr(exc)[:200], raw)
 
     def _carry_out(self, fx: Effects) -> None:
         # Outside the lock: I/O and calls into the feed client.
