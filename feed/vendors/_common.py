@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-
-import orjson
 import os
 import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from urllib.parse import SplitResult, quote
+
+import orjson
 
 from feed.core.models import MalformedMessage
 
