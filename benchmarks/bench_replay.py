@@ -3,7 +3,12 @@
 Plays recorded Binance sessions through the embedded exchange at ``--speed 0`` (as fast as
 possible) over a real loopback WebSocket into FeedClient -> queue -> Engine (parse, books,
 1m bars), exactly as ``tickscope --replay FILE --speed 0`` does, and prints messages/s,
-process CPU seconds and CPU utilisation (process CPU / wall; 2.0 = both cores busy).
+CPU seconds (this process plus the exchange's child process) and CPU utilisation
+(CPU / wall; 200 % = both cores busy).
+
+Two live paths in the same run: the exchange in its own process (what ``--speed 0`` runs,
+``feed.exchange.process``) and, for comparison, the exchange as a thread of the same
+process (what it ran before, and still runs for paced replays and fault injection).
 
 Baseline measured in the same run: the adapter parsing the same lines in one loop with no
 sockets, threads or state (``BinanceAdapter.parse`` only) — the floor cost of the
@@ -36,8 +41,10 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-ws-
 
 
 def _cpu() -> float:
+    # This process and its finished children (the exchange process, once joined).
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
 def baseline(files: list[Path]) -> tuple[int, float, float]:
@@ -52,19 +59,31 @@ def baseline(files: list[Path]) -> tuple[int, float, float]:
     return len(lines), time.perf_counter() - t0, _cpu() - c0
 
 
-def full(files: list[Path], market: str) -> tuple[int, float, float, dict]:
-    """Replay through the whole live path; return (messages, wall, cpu, health)."""
+def full(files: list[Path], market: str, in_thread: bool = False) -> tuple[int, float, float, dict]:
+    """Replay through the whole live path; return (messages, wall, cpu, health).
+
+    The clock starts once the exchange listens (its process start-up is not replay)."""
+    import feed.exchange.process as proc
+    from feed.exchange.server import EmbeddedExchange
+
+    saved = proc.ExchangeProcess
+    if in_thread:  # the runtime picks the process for --speed 0: hand it the thread class
+        proc.ExchangeProcess = EmbeddedExchange
     args = config_from_argv(["--replay", *map(str, files), "--speed", "0", "--market", market])
-    c0, t0 = _cpu(), time.perf_counter()
-    rt = start_runtime(args)
+    c0 = _cpu()
+    try:
+        rt = start_runtime(args)
+    finally:
+        proc.ExchangeProcess = saved
+    t0 = time.perf_counter()
     try:
         rt.exchange.finished.wait(600)
         rt.engine.wait_idle(600, quiet_s=0.5)
         wall = time.perf_counter() - t0 - 0.5  # minus the quiet wait
-        cpu = _cpu() - c0
         health = rt.engine.health()
     finally:
         rt.stop()
+    cpu = _cpu() - c0
     return health["counters"]["messages"], wall, cpu, health
 
 
@@ -78,16 +97,20 @@ def main() -> int:
         print(f"bench_replay: no such file: {missing[0]}", file=sys.stderr)
         return 2
     n_b, wall_b, cpu_b = baseline(args.files)
+    n_t, wall_t, cpu_t, _ = full(args.files, args.market, in_thread=True)
     n_f, wall_f, cpu_f, health = full(args.files, args.market)
-    rate_b, rate_f = n_b / wall_b, n_f / wall_f
+    rate_b, rate_t, rate_f = n_b / wall_b, n_t / wall_t, n_f / wall_f
     print(f"input: {', '.join(f.name for f in args.files)}")
-    print(f"{'path':<44}{'messages':>10}{'wall s':>9}{'msgs/s':>11}{'CPU s':>8}{'CPU %':>8}")
-    print(f"{'baseline: adapter.parse loop (no I/O)':<44}{n_b:>10,}{wall_b:>9.2f}{rate_b:>11,.0f}{cpu_b:>8.2f}{100 * cpu_b / wall_b:>7.0f}%")
-    print(f"{'tickscope --replay --speed 0 (loopback)':<44}{n_f:>10,}{wall_f:>9.2f}{rate_f:>11,.0f}{cpu_f:>8.2f}{100 * cpu_f / wall_f:>7.0f}%")
-    print(f"full path / baseline throughput: {rate_f / rate_b:.2f}x")
+    print(f"{'path':<46}{'messages':>10}{'wall s':>9}{'msgs/s':>11}{'CPU s':>8}{'CPU %':>8}")
+    for label, n, wall, cpu, rate in (
+            ("baseline: adapter.parse loop (no I/O)", n_b, wall_b, cpu_b, rate_b),
+            ("--speed 0, exchange in its own process", n_f, wall_f, cpu_f, rate_f),
+            ("--speed 0, exchange as a thread (before)", n_t, wall_t, cpu_t, rate_t)):
+        print(f"{label:<46}{n:>10,}{wall:>9.2f}{rate:>11,.0f}{cpu:>8.2f}{100 * cpu / wall:>7.0f}%")
+    print(f"full path / baseline throughput: {rate_f / rate_b:.2f}x (exchange as a thread: {rate_t / rate_b:.2f}x); "
+          f"process / thread: {rate_f / rate_t:.2f}x")
     c = health["counters"]
     print(f"health: trades={c['trades']} malformed={c['malformed']} dropped={c['dropped']} gaps={c['gaps']}")
-    print("(CPU % is process CPU / wall: the exchange server, feed thread and engine worker share one process; 200% = both cores)")
     return 0
 
 

@@ -127,6 +127,9 @@ def start_runtime(
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
     rt.app = create_app(rt.engine, interval_ms=interval_ms)
+    from feed.io.gctune import settle
+
+    settle()  # start-up is done: freeze its heap, rarer GC passes for the ingest
     return rt
 
 
@@ -152,6 +155,11 @@ def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[
     from feed.exchange.server import EmbeddedExchange
 
     kline = config.kline_streams
+    # As fast as possible, the exchange gets a process (and a core) of its own, so it
+    # does not take the engine's turns on the GIL (feed.exchange.process).
+    own_process = bool(config.replay) and config.speed == 0 and config.faults is None
+    if own_process:
+        from feed.exchange.process import ExchangeProcess as EmbeddedExchange  # noqa: F811
     try:
         rt.exchange = EmbeddedExchange(
             replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,

@@ -40,11 +40,11 @@ from feed.core.events import (
     Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
     PlannedDisconnect, SnapshotBody, SnapshotFailed, SourceFinished,
 )
-from feed.core.batch import estimate_bars
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
 from feed.core.symbol import SymbolState
+from feed.core.tradebuffer import estimate_held
 from feed.core.views import BarSeries, DepthView, SeriesSeed
 
 __all__ = ["MarketState", "MAX_ID_JUMP"]
@@ -369,7 +369,7 @@ class MarketState:
         st = self._symbols[symbol]
         if spec in st.series:
             return None
-        return SeriesSeed(symbol, spec, list(st.trades), st.n_trades, self.clock_ns(now_ns))
+        return SeriesSeed(symbol, spec, st.trades.snapshot(), st.n_trades, self.clock_ns(now_ns))
 
     def build_series(self, seed: SeriesSeed) -> BarAggregator:
         """Return a new aggregator fed with ``seed``'s trades (no state touched: lock-free).
@@ -380,7 +380,7 @@ class MarketState:
             When the spec would make more than ``max_rebuild_bars`` bars from the trades
             (the message says how many and what to do).
         """
-        estimate = estimate_bars(seed.spec, seed.trades, self.config.bar_options.get("empty", "gap"))
+        estimate = estimate_held(seed.spec, seed.trades, self.config.bar_options.get("empty", "gap"))
         if estimate > self.config.max_rebuild_bars:
             raise ValueError(
                 f"bar spec {seed.spec} would make about {estimate:,.0f} bars from the "
@@ -401,10 +401,10 @@ class MarketState:
             return
         behind = st.n_trades - seed.n_trades
         if behind > len(st.trades):  # the tape rolled past the seed: rebuild from what is held
-            agg = self.build_series(SeriesSeed(seed.symbol, seed.spec, list(st.trades), st.n_trades,
+            agg = self.build_series(SeriesSeed(seed.symbol, seed.spec, st.trades.snapshot(), st.n_trades,
                                                self.clock_ns(now_ns)))
         elif behind > 0:
-            agg.on_trades(list(st.trades)[-behind:])
+            agg.on_trades(st.trades.last(behind))
         agg.on_clock(self.clock_ns(now_ns) - self._grace_ns)
         while len(st.series) >= self.config.max_series:  # evict the least recently read
             del st.series[next(iter(st.series))]

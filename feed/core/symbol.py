@@ -14,6 +14,7 @@ from feed.core.bars import BarAggregator, TimeBarAggregator
 from feed.core.book import OrderBook
 from feed.core.health import SymbolStatus
 from feed.core.models import BarSpec, Trade, decimals_of
+from feed.core.tradebuffer import TradeBuffer
 from feed.core.views import BarSeries, DepthView
 
 __all__ = ["SymbolState"]
@@ -43,7 +44,8 @@ class SymbolState:
     symbol : str
         Normalised symbol.
     max_trades : int
-        Trades held in the tape (oldest dropped first).
+        Trades held in the tape (oldest dropped first), in columns
+        (:class:`feed.core.tradebuffer.TradeBuffer`: ~42 bytes a trade).
     """
 
     __slots__ = (
@@ -55,7 +57,7 @@ class SymbolState:
     def __init__(self, symbol: str, max_trades: int) -> None:
         self.symbol = symbol
         self.book = OrderBook(symbol)
-        self.trades: deque[Trade] = deque(maxlen=max_trades)
+        self.trades = TradeBuffer(symbol, max_trades)
         self.series: dict[BarSpec, BarAggregator] = {}  # least recently read first
         self.n_trades = 0
         self.last_trade_ts_ns: int | None = None
@@ -70,8 +72,9 @@ class SymbolState:
 
     def restore(self, restored: Sequence[Trade], meta: dict | None) -> None:
         """Load stored trades (oldest first) and stored decimals."""
+        append = self.trades.append
         for trade in restored:
-            self.trades.append(trade)
+            append(trade)
             self.n_trades += 1
             if trade.trade_id is not None:
                 self.last_trade_id = trade.trade_id
@@ -79,7 +82,7 @@ class SymbolState:
         meta = meta or {}
         self.price_dp = int(meta.get("price_decimals", 0) or 0)
         self.size_dp = int(meta.get("size_decimals", 0) or 0)
-        for trade in list(self.trades)[-2000:]:
+        for trade in self.trades.last(2000):
             self.note_decimals(trade)
 
     def note_decimals(self, trade: Trade) -> None:
@@ -142,8 +145,7 @@ class SymbolState:
 
     def recent(self, limit: int) -> list[Trade]:
         """Return the last ``limit`` trades, oldest first."""
-        n = len(self.trades)
-        return [self.trades[i] for i in range(max(0, n - limit), n)]
+        return self.trades.last(limit)
 
     def gap_marks_since(self, since: int) -> tuple[int, list[tuple[int, int]]]:
         """Return ``(total, marks with sequence index >= since still held)``."""

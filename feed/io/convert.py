@@ -356,7 +356,14 @@ def _max_decimals_of(values: np.ndarray) -> int:
     # (IEEE division is correctly rounded) holds exactly then, and fails for more digits.
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
-    for d in range(MAX_DECIMALS + 1):
+    start = 0
+    if len(v) > 8192:
+        # Start where a sample stops: below it some value fails already (and no value of
+        # all is beyond the precision test's bound there), so one or two passes remain.
+        top = float(np.abs(v).max())
+        bound = next((d for d in range(MAX_DECIMALS + 1) if top * 10.0**d >= 2.0**52), MAX_DECIMALS)
+        start = min(_max_decimals_of(v[:8192]), bound)
+    for d in range(start, MAX_DECIMALS + 1):
         scaled = v * 10.0**d
         if not len(v) or np.all(np.rint(scaled) / 10.0**d == v):
             return d

@@ -36,6 +36,7 @@ from feed.core.events import (
     PlannedDisconnect, QueueItem, RawMessage, RejectedFrame, SnapshotBody,
 )
 from feed.core.health import DEGRADED_FOR_S, Counters, Status, health_json
+from feed.core.latency import LatencyWindow
 from feed.core.market import MarketState
 from feed.core.models import BarSpec, MalformedMessage, Trade
 from feed.core.views import BarSeries, DepthView
@@ -45,20 +46,65 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("tickscope.engine")
 
-_BATCH = 2048  # queue items applied per lock hold
+_BATCH = 2048  # frames applied per lock hold (about 10 ms of work at the ceiling)
 #: Adapter ``MalformedMessage`` reasons that announce a planned disconnect, not bad input.
 PLANNED_DISCONNECT_REASONS = frozenset({"server_shutdown"})
+
+
+class RawBatch:
+    """Frames handed over together by ``Engine.submit_many`` (one queue item).
+
+    ``recv_ns``: local receive time of the first frame, UTC ns; ``frames``: the frames,
+    in wire order (bytes, or str from a client that validates UTF-8).
+    """
+
+    __slots__ = ("recv_ns", "frames")
+
+    def __init__(self, recv_ns: int, frames: list) -> None:
+        self.recv_ns = recv_ns
+        self.frames = frames
 
 
 class _FeedQueue(queue.Queue):
     # A bounded queue with an unbounded side door for rare items that must not be lost
     # (snapshots, life-cycle events): they keep their place in the order and never wait.
+    # Its size counts frames, not items: a RawBatch weighs as many frames as it holds, so
+    # ``maxsize`` bounds the frames waiting whatever the batching.
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self._frames = 0
+
+    def _qsize(self) -> int:
+        return self._frames
+
+    def _put(self, item: Any) -> None:
+        self.queue.append(item)
+        self._frames += len(item.frames) if type(item) is RawBatch else 1
+
+    def _get(self) -> Any:
+        item = self.queue.popleft()
+        self._frames -= len(item.frames) if type(item) is RawBatch else 1
+        return item
 
     def put_always(self, item: Any) -> None:
         with self.mutex:
             self._put(item)
             self.unfinished_tasks += 1
             self.not_empty.notify()
+
+    def take(self, first: Any, limit: int) -> list:
+        """Return ``first`` and the items behind it, up to about ``limit`` frames."""
+        items = [first]
+        n = len(first.frames) if type(first) is RawBatch else 1
+        with self.mutex:
+            q = self.queue
+            while q and n < limit:
+                item = self._get()
+                items.append(item)
+                n += len(item.frames) if type(item) is RawBatch else 1
+            self.not_full.notify_all()
+        return items
 
 
 class Engine:
@@ -98,6 +144,9 @@ class Engine:
         self._fetcher: Any = None  # SnapshotFetcher, when attached
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Exchange time -> applied, per trade (written by the worker, read by health()).
+        self._latency = LatencyWindow()
+        self._latency_lock = threading.Lock()
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -141,6 +190,21 @@ class Engine:
         Returns False, and counts the frame as dropped, when the queue is full.
         """
         return self._offer(RawMessage(recv_ns, raw))
+
+    def submit_many(self, frames: list, recv_ns: int) -> bool:
+        """Queue raw vendor frames read together, in wire order, as one item (``recv_ns``:
+        local receive time of the first, UTC ns); the list is the engine's afterwards.
+
+        Returns False, and counts every frame as dropped, when the queue is full.
+        """
+        if not frames:
+            return True
+        try:
+            self._queue.put_nowait(RawBatch(recv_ns, frames))
+            return True
+        except queue.Full:
+            self._dropped += len(frames)
+            return False
 
     def submit_rejected(self, reason: str, sample: bytes | str, recv_ns: int) -> bool:
         """Queue a frame the feed client did not deliver (``reason``: ``binary_frame``,
@@ -356,8 +420,14 @@ class Engine:
         )
 
     def health(self) -> dict:
-        """Return the JSON body of ``GET /api/health`` (``feed.core.health.health_json``)."""
-        return health_json(self.status())
+        """Return the JSON body of ``GET /api/health`` (``feed.core.health.health_json``)
+        plus ``latency_ms``: ``{"p50", "p99", "max", "samples"}`` of exchange trade time ->
+        applied to the bars over the last minute, ms (``feed.core.latency``); null in a
+        replay or before the first trade."""
+        body = health_json(self.status())
+        with self._latency_lock:
+            body["latency_ms"] = self._latency.summary(time.time_ns())
+        return body
 
     def _feed_status(self) -> FeedStatus | None:
         if self._feed is None:
@@ -400,12 +470,7 @@ class Engine:
                     break
                 self._housekeeping()
                 continue
-            items = [first]
-            try:
-                while len(items) < _BATCH:
-                    items.append(q.get_nowait())
-            except queue.Empty:
-                pass
+            items = q.take(first, _BATCH)
             try:
                 self.process(items)
             except Exception:  # a bug must not kill the feed; count and go on
@@ -418,33 +483,47 @@ class Engine:
 
     def process(self, items: Sequence[QueueItem]) -> None:
         """Record, parse and apply queue items in order (the worker's step; also for tests)."""
-        inputs = [self._input_of(item) for item in items]  # parse (and record) outside the lock
+        inputs = []  # parse (and record) outside the lock
+        for item in items:
+            if type(item) is RawBatch:
+                parsed, recv_ns = self._parsed, item.recv_ns
+                inputs.extend([parsed(recv_ns, raw) for raw in item.frames])
+            else:
+                inputs.append(self._input_of(item))
         with self._lock:
             fx = self.market.apply(inputs, time.time_ns(), time.monotonic_ns())
+        if fx.persist and self.clock_mode == "wall":
+            applied_ns = time.time_ns()
+            with self._latency_lock:
+                self._latency.record(applied_ns, [t.ts_ns for t in fx.persist])
         self._carry_out(fx)
 
     def _input_of(self, item: QueueItem) -> MarketInput:
         kind = type(item)
         rec = self.recorder
         if kind is RawMessage:
-            raw = item.data
-            if rec is not None:
-                rec.write(item.recv_ns, raw)
-            if len(raw) > self.config.max_message_bytes:
-                return Malformed(item.recv_ns, "too_large", f"{len(raw):,} bytes", raw[:120])
-            try:
-                return Parsed(item.recv_ns, self.adapter.parse(raw, item.recv_ns))
-            except MalformedMessage as exc:
-                if exc.reason in PLANNED_DISCONNECT_REASONS:
-                    return PlannedDisconnect(item.recv_ns, exc.detail or exc.reason)
-                return Malformed(item.recv_ns, exc.reason, exc.detail, raw)
-            except Exception as exc:  # adapter bug on hostile input: still skip it
-                return Malformed(item.recv_ns, "parse_error", repr(exc)[:200], raw)
+            return self._parsed(item.recv_ns, item.data)
         if kind is RejectedFrame:
             return Malformed(item.recv_ns, item.reason, "frame not delivered by the feed client", item.sample)
         if kind is SnapshotBody and rec is not None:
             rec.write_snapshot(item.recv_ns, item.symbol, item.body)
         return item
+
+    def _parsed(self, recv_ns: int, raw: bytes | str) -> MarketInput:
+        # One raw frame: recorded, then parsed (the per-frame hot path).
+        rec = self.recorder
+        if rec is not None:
+            rec.write(recv_ns, raw)
+        if len(raw) > self.config.max_message_bytes:
+            return Malformed(recv_ns, "too_large", f"{len(raw):,} bytes", raw[:120])
+        try:
+            return Parsed(recv_ns, self.adapter.parse(raw, recv_ns))
+        except MalformedMessage as exc:
+            if exc.reason in PLANNED_DISCONNECT_REASONS:
+                return PlannedDisconnect(recv_ns, exc.detail or exc.reason)
+            return Malformed(recv_ns, exc.reason, exc.detail, raw)
+        except Exception as exc:  # adapter bug on hostile input: still skip it
+            return Malformed(recv_ns, "parse_error", repr(exc)[:200], raw)
 
     def _carry_out(self, fx: Effects) -> None:
         # Outside the lock: I/O and calls into the feed client.
