@@ -7,17 +7,26 @@ Tiny on purpose (the dmc-docs ``run.py`` pattern): the layout comes from
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import dash
 
-from . import api, callbacks, layout
+from . import api, callbacks, guard, layout
+
+log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "ASSETS_FOLDER"]
 
 #: The top-level ``assets/`` folder (dark theme CSS).
 ASSETS_FOLDER = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _callback_failed(exc: Exception) -> None:
+    # Last resort for a bug in a callback (the inputs are checked before use): the page
+    # keeps what it shows (None -> no_update), the traceback goes to the log.
+    log.error("dashboard callback failed", exc_info=exc)
 
 
 def create_app(
@@ -56,11 +65,13 @@ def create_app(
         title="tickscope",
         update_title=None,  # no "Updating..." tab title on every tick
         assets_folder=str(ASSETS_FOLDER),
+        on_error=_callback_failed,
     )
     # A function, so every page load lists the symbols subscribed by then.
     app.layout = lambda: layout.create_layout(
         symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms
     )
     callbacks.register(app, engine, max_points=max_points, keep_points=keep_points)
+    guard.install(app)  # a body that is not one of these callbacks' is answered 400
     api.register_routes(app.server, engine)
     return app

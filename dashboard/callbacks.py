@@ -4,7 +4,8 @@ Everything is registered by :func:`register` on the app it is given, with the en
 an argument (closures, no module globals), so two apps with two engines can live in one
 process (tests). ``dash.callback`` would register globally, on every app created later,
 so ``app.callback`` is used. Each callback reads its inputs, calls one helper with the
-engine (and the time, read here) and returns what it returns; pure UI toggles are
+engine (and the time, read here) and returns what it returns; every value is checked
+first (``dashboard.inputs``: a body can be forged), pure UI toggles are
 clientside. The live update is described in ``dashboard.updates``.
 """
 
@@ -21,8 +22,9 @@ from feed.core.batch import bars_to_frame
 from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from . import figures, ids, updates
+from . import figures, ids, inputs, updates
 from .export import bars_in_view, export_filename
+from .layout import BAR_KINDS
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
 
 __all__ = ["register", "export_download", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS"]
@@ -72,7 +74,10 @@ def export_download(engine: Any, request: dict, symbol: str, spec_text: str,
     The bars in the visible x-range (``request``, read in the browser) of the chart as
     drawn (its store, ``drawn``), in the export format of ``dashboard.export``.
     """
-    spec = BarSpec.from_str(spec_text)
+    try:
+        spec = BarSpec.from_str(spec_text)
+    except ValueError as exc:
+        return no_update, f"choose another bar size: {exc}"
     drawn = drawn or {}
     if drawn.get("empty") and drawn.get("key") == f"{symbol}|{spec}":
         return no_update, "no bars in view"
@@ -85,6 +90,8 @@ def export_download(engine: Any, request: dict, symbol: str, spec_text: str,
         series = engine.bar_series(symbol, spec, 0)
     except KeyError:
         return no_update, f"{symbol} is not subscribed"
+    except ValueError as exc:  # a spec too costly to build
+        return no_update, str(exc)
     bars = series.closed + ([series.current] if series.current is not None else [])
     try:
         frame = bars_in_view(bars_to_frame(bars), request.get("range"), spec=spec,
@@ -121,7 +128,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         raise ValueError(f"keep_points must be in 1..max_points ({max_points}), not {keep_points}")
     _register_tick(app, engine, max_points, keep_points)
     _register_subscribe(app, engine)
-    _register_bars(app)
+    _register_bars(app, engine)
     _register_export(app, engine)
 
 
@@ -148,6 +155,13 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int) -> 
         prevent_initial_call="initial_duplicate",  # the first tick draws at page load
     )
     def tick(_n, symbol, spec_text, label, candles_store, depth_store, status_store, pending, options):
+        # Every value may be forged: anything the page would not send is dropped (redraw).
+        symbol, spec_text = inputs.text(symbol), inputs.text(spec_text)
+        label = inputs.choice(label, figures.LABELS, "start")
+        candles_store = inputs.candles_store(candles_store)
+        depth_store = inputs.text(depth_store, 200)
+        status_store, pending = inputs.status_store(status_store), inputs.subscribe_store(pending)
+        options = inputs.symbol_options(options)
         out = (
             *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label),
             *updates.depth_update(engine, symbol, depth_store),
@@ -172,7 +186,11 @@ def _register_subscribe(app: Any, engine: Any) -> None:
         prevent_initial_call=True,
     )
     def subscribe(_clicks, _submits, text, selected):
-        return updates.subscribe_from_box(engine, text, selected, now_ns=time.time_ns())
+        checked = inputs.text(text)
+        if text is not None and checked is None:
+            return (no_update, no_update, f"not a symbol: type at most {inputs.MAX_TEXT} characters",
+                    no_update, None)
+        return updates.subscribe_from_box(engine, checked, inputs.text(selected), now_ns=time.time_ns())
 
     app.clientside_callback(
         _SYMBOL_GONE_JS,
@@ -184,7 +202,7 @@ def _register_subscribe(app: Any, engine: Any) -> None:
     )
 
 
-def _register_bars(app: Any) -> None:
+def _register_bars(app: Any, engine: Any) -> None:
     @app.callback(
         Output(ids.BAR_KIND, "value"),
         Output(ids.BAR_SIZE, "options"),
@@ -195,10 +213,14 @@ def _register_bars(app: Any) -> None:
         Input(ids.BAR_CUSTOM_BUTTON, "n_clicks"),
         State(ids.BAR_CUSTOM, "value"),
         State(ids.BAR_SIZE, "value"),
+        State(ids.SYMBOL, "value"),
         prevent_initial_call=True,
     )
-    def choose_bars(kind, _submits, _clicks, text, current):
-        out = updates.bar_choice(kind, ctx.triggered_id == ids.BAR_KIND, text, current)
+    def choose_bars(kind, _submits, _clicks, text, current, symbol):
+        if text is not None and inputs.text(text) is None:
+            return no_update, no_update, no_update, f"type a bar spec of at most {inputs.MAX_TEXT} characters"
+        out = updates.bar_choice(inputs.choice(kind, BAR_KINDS), ctx.triggered_id == ids.BAR_KIND,
+                                 inputs.text(text), inputs.text(current), engine, inputs.text(symbol))
         if out is None:
             raise PreventUpdate
         return out
@@ -229,6 +251,7 @@ def _register_export(app: Any, engine: Any) -> None:
         prevent_initial_call=True,
     )
     def export(request, symbol, spec_text, drawn):
+        request, symbol, spec_text = inputs.export_request(request), inputs.text(symbol), inputs.text(spec_text)
         if not request or not symbol or not spec_text:
             raise PreventUpdate
-        return export_download(engine, request, symbol, spec_text, drawn)
+        return export_download(engine, request, symbol, spec_text, inputs.candles_store(drawn))

@@ -48,7 +48,7 @@ from feed.core.batch import bars_to_frame
 from feed.core.models import BarSpec
 
 from . import candles, depth, figures
-from .layout import kind_default, size_options
+from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
 
 __all__ = [
@@ -145,7 +145,10 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
     """
     if not symbol or not spec_text:
         return figures.placeholder_figure("subscribe a symbol to start"), None
-    spec = BarSpec.from_str(spec_text)
+    try:
+        spec = BarSpec.from_str(spec_text)
+    except ValueError as exc:
+        return figures.placeholder_figure(f"choose another bar size: {exc}"), None
     label = label if label in figures.LABELS else "start"
     view = f"{symbol}|{spec}"  # uirevision: the user's zoom survives a label change
     key = view + ("|end" if spec.is_time and label == "end" else "")
@@ -164,6 +167,8 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
     except KeyError:
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
+    except ValueError as exc:  # the engine refuses a spec too costly to build
+        return figures.placeholder_figure(str(exc), uirevision=view), None
     return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks)
 
 
@@ -318,14 +323,17 @@ def subscribe_from_box(engine: Any, text: str | None, selected: str | None, *,
     return engine.symbols(), symbol, "", "", pending
 
 
-def bar_choice(kind: str, kind_changed: bool, text: str | None, current: str | None) -> tuple | None:
+def bar_choice(kind: str | None, kind_changed: bool, text: str | None, current: str | None,
+               engine: Any = None, symbol: str | None = None) -> tuple | None:
     """Return (bar kind, size options, bar spec, message) for the bar chooser.
 
     ``kind_changed``: the kind toggle fired (else the custom spec box). None when the new
-    kind is the current spec's (nothing to change).
+    kind is the current spec's or not a kind (nothing to change). A typed spec is tried on
+    ``engine`` for ``symbol`` (when given): one the engine refuses to build (too many bars
+    for the trades held) is not chosen, the engine's reason is the message.
     """
     if kind_changed:
-        if current and BarSpec.from_str(current).kind == kind:
+        if kind not in BAR_KINDS or (current and _spec_kind(current) == kind):
             return None
         return no_update, size_options(kind), kind_default(kind), ""
     text = (text or "").strip()
@@ -335,4 +343,18 @@ def bar_choice(kind: str, kind_changed: bool, text: str | None, current: str | N
         spec = BarSpec.from_str(text)
     except ValueError as exc:
         return no_update, no_update, no_update, str(exc)
+    if engine is not None and symbol:
+        try:
+            engine.bar_series(symbol, spec, _LAST)  # builds it now: the cost is checked here
+        except KeyError:
+            pass  # not subscribed (any more): the chart says so
+        except ValueError as exc:
+            return no_update, no_update, no_update, str(exc)
     return spec.kind, size_options(spec.kind, str(spec)), str(spec), ""
+
+
+def _spec_kind(text: str) -> str | None:
+    try:
+        return BarSpec.from_str(text).kind
+    except ValueError:
+        return None
