@@ -35,6 +35,7 @@ def create_app(
     interval_ms: int = 250,
     max_points: int = callbacks.MAX_POINTS,
     keep_points: int = callbacks.KEEP_POINTS,
+    source: dict | None = None,
 ) -> dash.Dash:
     """Return the dashboard app reading ``engine``.
 
@@ -47,6 +48,9 @@ def create_app(
     max_points, keep_points : int
         Cap of closed bars in the candle chart and bars kept by the redraw the cap forces
         (see ``dashboard.callbacks``).
+    source : dict, optional
+        Where the data comes from (``dashboard.sourcebadge.source_info``), shown as the
+        status line's badge (``SIMULATED``, ``REPLAY x10``, ``Binance USD-M``).
 
     Returns
     -------
@@ -71,7 +75,7 @@ def create_app(
     app.layout = lambda: layout.create_layout(
         symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms
     )
-    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points)
+    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points, source=source)
     guard.install(app)  # a body that is not one of these callbacks' is answered 400
     api.register_routes(app.server, engine)
     return app

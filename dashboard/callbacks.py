@@ -105,7 +105,8 @@ def export_download(engine: Any, request: dict, symbol: str, spec_text: str,
     return dcc.send_string(text, export_filename(symbol, spec, frame), type="text/csv"), ""
 
 
-def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points: int = KEEP_POINTS) -> None:
+def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points: int = KEEP_POINTS,
+             source: dict | None = None) -> None:
     """Register every callback of the dashboard on ``app``.
 
     Parameters
@@ -118,6 +119,9 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
     max_points, keep_points : int
         Cap of closed bars in the candle figure, and bars kept by the redraw the cap
         forces (``keep_points <= max_points``).
+    source : dict, optional
+        Where the data comes from (``dashboard.sourcebadge.source_info``): the status
+        line's badge.
 
     Raises
     ------
@@ -126,13 +130,13 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
     """
     if not 0 < keep_points <= max_points:
         raise ValueError(f"keep_points must be in 1..max_points ({max_points}), not {keep_points}")
-    _register_tick(app, engine, max_points, keep_points)
+    _register_tick(app, engine, max_points, keep_points, source)
     _register_subscribe(app, engine)
     _register_bars(app, engine)
     _register_export(app, engine)
 
 
-def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int) -> None:
+def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, source: dict | None) -> None:
     @app.callback(
         Output(ids.CANDLES, "figure"),
         Output(ids.CANDLES_STORE, "data"),
@@ -165,7 +169,8 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int) -> 
         out = (
             *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label),
             *updates.depth_update(engine, symbol, depth_store),
-            *updates.status_update(engine, symbol, status_store, pending, options, now=time.time()),
+            *updates.status_update(engine, symbol, status_store, pending, options, now=time.time(),
+                                   source=source),
         )
         if all(o is no_update for o in out):
             raise PreventUpdate

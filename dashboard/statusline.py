@@ -15,6 +15,8 @@ from dash import html
 
 from feed.core.health import Status
 
+from .sourcebadge import source_badge
+
 __all__ = ["STATE_COLOURS", "EXPLAINED_STATES", "BANNER_STATES", "status_children", "status_banner",
            "kline_badge", "vendor_label", "format_age"]
 
@@ -160,7 +162,8 @@ def status_banner(status: Mapping) -> list:
     return [html.Span(head, className="banner-head"), html.Span(detail, className="banner-detail")]
 
 
-def status_children(status: Status, symbol: str | None, *, dropping: bool = False) -> list:
+def status_children(status: Status, symbol: str | None, *, dropping: bool = False,
+                    source: dict | None = None) -> list:
     """Return the status line's components for ``Engine.status()``.
 
     Parameters
@@ -179,6 +182,9 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
     dropping : bool
         True when the dropped-message counter grew recently: the dot turns amber and
         says so, whatever the connection state.
+    source : dict, optional
+        ``dashboard.sourcebadge.source_info``: the source badge (``SIMULATED``, ``REPLAY
+        x10`` with clock and progress, ``Binance USD-M``) replaces the vendor's name.
     """
     sym = status.symbols.get(symbol or "")
     last_ts = sym.last_trade_ts_ns if sym is not None else None
@@ -188,7 +194,7 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
     state = status.state
     item = _status_item
     children = [
-        html.Span(_state_parts(status, dropping), className="status-state", title=detail),
+        html.Span(_state_parts(status, dropping, source), className="status-state", title=detail),
         item("msg/s", f"{status.messages_per_s:,.0f}"),
         item("last trade", format_age(age) if symbol else "–"),
         item("queue", f"{status.queue_depth:,}"),
@@ -215,7 +221,7 @@ def _status_item(name: str, value: str, cls: str = "", title: str | None = None)
                      className=f"status-item {cls}".strip(), title=title)
 
 
-def _state_parts(status: Status, dropping: bool) -> list:
+def _state_parts(status: Status, dropping: bool, source: dict | None = None) -> list:
     # The coloured dot, the feed's name (its URL as tooltip), the state and, while
     # reconnecting or stale, the clipped detail.
     state = status.state
@@ -227,8 +233,11 @@ def _state_parts(status: Status, dropping: bool) -> list:
         label = f"{state} · dropping"
     parts = [html.Span(className=f"dot dot-{colour}")]
     vendor = status.vendor
-    if vendor:
-        url = status.feed.url if status.feed is not None else ""
+    url = status.feed.url if status.feed is not None else ""
+    badge = source_badge(source, state=state, clock_ns=status.clock_ns, url=url)
+    if badge is not None:
+        parts.append(badge)
+    elif vendor:
         parts.append(html.Span(str(vendor), className="feed-name",
                                title=f"{vendor} feed: {url}" if url else f"{vendor} feed"))
     parts.append(html.Span(label, className="state"))

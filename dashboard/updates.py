@@ -246,7 +246,8 @@ def depth_update(engine: Any, symbol: str | None, store: str | None) -> tuple[An
 
 
 def status_update(engine: Any, symbol: str | None, store: dict | None, pending: dict | None = None,
-                  options: Sequence | None = None, *, now: float) -> tuple[Any, Any, Any, Any, Any]:
+                  options: Sequence | None = None, *, now: float,
+                  source: dict | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """Return (status line, banner, store, subscribe message, symbol options).
 
     Parameters
@@ -264,6 +265,8 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
         The symbol dropdown's options.
     now : float
         Wall-clock time, UTC seconds.
+    source : dict, optional
+        The run's source (``dashboard.sourcebadge.source_info``) for the status line's badge.
     """
     status = engine.status()
     dropped = status.counters.dropped
@@ -272,7 +275,7 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
     if "dropped" in store and dropped > int(store["dropped"]):
         drop_seen = now
     dropping = drop_seen is not None and now - float(drop_seen) < DROPPING_FOR_S
-    children = status_children(status, symbol, dropping=dropping)
+    children = status_children(status, symbol, dropping=dropping, source=source)
     banner = status_banner(status)
     signature = _crc((children, banner))
     new_store = {"dropped": dropped, "drop_seen": drop_seen, "sig": signature, "sub_done": store.get("sub_done")}

@@ -501,7 +501,7 @@ def test_kline_check_when_exchange_sends_a_wrong_candle_then_red_badge_names_the
 def test_status_when_feed_fails_then_red_vendor_named_and_whole_reason_in_banner(live, dash_duo):
     dash_duo.start_server(live.app)
     wait_status(dash_duo, "live")
-    assert dash_duo.find_element(f"#{ids.STATUS} .feed-name").text == "binance"  # the adapter's name
+    assert dash_duo.find_element(f"#{ids.STATUS} .source-badge").text == "SIMULATED"  # not "binance"
     assert text_by_id(dash_duo, ids.STATUS_BANNER) == ""
     assert not dash_duo.find_element(f"#{ids.STATUS_BANNER}").is_displayed()
     reason = ("HTTP 451: Binance refuses connections from your location (restricted region); try "

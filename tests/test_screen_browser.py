@@ -1,0 +1,107 @@
+"""Browser tests of an honest screen and a chart that behaves (headless chromium, dash_duo).
+
+The stack is what ``tickscope`` runs (``dashboard.runtime.start_runtime``): the embedded
+simulator or a replay of a recorded Binance session from ../shared/data; fixtures and
+helpers come from ``tests/test_browser.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from dashboard import ids
+from tests.test_browser import (REPLAY_FILE, dash_duo, graph, runtime, status_text,  # noqa: F401
+                                wait_candles, wait_until)
+
+pytestmark = pytest.mark.browser
+
+
+# -- the source badge -----------------------------------------------------------------------
+
+
+def test_badge_when_simulator_says_simulated(runtime, dash_duo):
+    rt = runtime("--bar", "1s")
+    dash_duo.start_server(rt.app)
+    text = wait_until(lambda: "SIMULATED" in status_text(dash_duo) and status_text(dash_duo),
+                      message="SIMULATED in the status line")
+    assert "binance" not in text
+
+
+def test_badge_when_replay_says_replay_speed_clock_and_progress(runtime, dash_duo, hft_data):
+    rt = runtime("--replay", str(hft_data.joinpath(*REPLAY_FILE)), "--speed", "0", "--bar", "5s")
+    assert rt.exchange.finished.wait(60), "the replay did not finish"
+    dash_duo.start_server(rt.app)
+    text = wait_until(lambda: "REPLAY x max" in status_text(dash_duo) and status_text(dash_duo),
+                      message="REPLAY in the status line")
+    assert "2024-08-0" in text and "100%" in text
+
+
+# -- server unreachable ---------------------------------------------------------------------
+
+
+class _OneShotHandler(WSGIRequestHandler):
+    # HTTP/1.0: every request on its own connection, so a stopped server answers nothing.
+    protocol_version = "HTTP/1.0"
+
+
+class StoppableServer:
+    """The Dash app served on a fixed loopback port in a thread; stop and start again."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self._srv = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._srv = make_server("127.0.0.1", self.port, self.app.server, threaded=True,
+                                request_handler=_OneShotHandler)
+        threading.Thread(target=self._srv.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._srv is not None:
+            self._srv.shutdown()
+            self._srv.server_close()
+            self._srv = None
+
+
+def banner_shown(dash_duo) -> bool:
+    return dash_duo.driver.execute_script(
+        "var b = document.getElementById('server-banner');"
+        "return !!(b && document.body.classList.contains('server-down')"
+        "          && getComputedStyle(b).display !== 'none' && b.textContent.indexOf('server unreachable') >= 0);")
+
+
+def test_server_unreachable_shown_within_5_s_and_gone_after_restart(runtime, dash_duo):
+    rt = runtime("--bar", "1s")
+    server = StoppableServer(rt.app)
+    server.start()
+    try:
+        dash_duo.driver.get(server.url)
+        wait_candles(dash_duo, "BTCUSDT")
+        time.sleep(1.5)
+        assert not banner_shown(dash_duo)
+        server.stop()
+        t0 = time.monotonic()
+        wait_until(lambda: banner_shown(dash_duo), timeout=5.0, message="server unreachable banner")
+        assert time.monotonic() - t0 <= 5.0
+        dot = dash_duo.driver.execute_script(
+            "return getComputedStyle(document.querySelector('#status .dot')).backgroundColor;")
+        assert dot in ("rgb(125, 134, 147)",), dot  # --ts-muted: grey
+        body = dash_duo.driver.find_element("tag name", "body").text
+        assert "server unreachable" in body
+        server.start()
+        wait_until(lambda: not banner_shown(dash_duo), timeout=10.0, message="the banner to go")
+        assert "server unreachable" not in dash_duo.driver.find_element("tag name", "body").text
+    finally:
+        server.stop()
