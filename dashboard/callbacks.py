@@ -166,11 +166,13 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         depth_store = inputs.text(depth_store, 200)
         status_store, pending = inputs.status_store(status_store), inputs.subscribe_store(pending)
         options = inputs.symbol_options(options)
+        status = engine.status()
         out = (
-            *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label),
-            *updates.depth_update(engine, symbol, depth_store),
+            *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label,
+                                    state=status.state),
+            *updates.depth_update(engine, symbol, depth_store, status.state),
             *updates.status_update(engine, symbol, status_store, pending, options, now=time.time(),
-                                   source=source),
+                                   source=source, status=status),
         )
         if all(o is no_update for o in out):
             raise PreventUpdate

@@ -16,6 +16,7 @@ from dash import html
 from feed.core.health import Status
 
 from .sourcebadge import source_badge
+from .wording import detail_words, plain
 
 __all__ = ["STATE_COLOURS", "EXPLAINED_STATES", "BANNER_STATES", "status_children", "status_banner",
            "kline_badge", "vendor_label", "format_age"]
@@ -157,7 +158,7 @@ def status_banner(status: Mapping) -> list:
     if state not in BANNER_STATES:
         return []
     vendor = status.vendor
-    detail = status.detail.strip() or "no reason given; see the log"
+    detail = detail_words(status.detail.strip()) or "no reason given; see the log"
     head = f"{vendor} feed {state}" if vendor else f"feed {state}"
     return [html.Span(head, className="banner-head"), html.Span(detail, className="banner-detail")]
 
@@ -189,7 +190,7 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
     sym = status.symbols.get(symbol or "")
     last_ts = sym.last_trade_ts_ns if sym is not None else None
     age = None if last_ts is None else status.clock_ns - last_ts
-    detail = status.detail
+    detail = detail_words(status.detail)  # an exception's text is for the log
     vendor = status.vendor
     state = status.state
     item = _status_item
@@ -207,11 +208,11 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
         if n:
             children.append(item(name, f"{n:,}", "warn", title))
     errors = list(status.errors)
-    if errors and state in BANNER_STATES and str(errors[-1]) in detail:
+    if errors and state in BANNER_STATES and str(errors[-1]) in status.detail:
         errors = []  # the reason the feed failed: already whole in the banner
     if errors:  # the vendor's last refusal, e.g. of a symbol it does not list
-        children.append(item("vendor", _clip(str(errors[-1]), 80), "warn",
-                             "the vendor's latest refusals, newest last:\n" + "\n".join(map(str, errors))))
+        children.append(item("vendor", _clip(plain(errors[-1]), 80), "warn",
+                             "the vendor's latest refusals, newest last:\n" + "\n".join(map(plain, errors))))
     return children
 
 
@@ -242,5 +243,5 @@ def _state_parts(status: Status, dropping: bool, source: dict | None = None) -> 
                                title=f"{vendor} feed: {url}" if url else f"{vendor} feed"))
     parts.append(html.Span(label, className="state"))
     if status.detail and state in EXPLAINED_STATES:
-        parts.append(html.Span(_clip(status.detail, _DETAIL_CHARS), className="detail"))
+        parts.append(html.Span(_clip(detail_words(status.detail), _DETAIL_CHARS), className="detail"))
     return parts

@@ -50,6 +50,7 @@ from feed.core.models import BarSpec
 from . import candles, depth, figures
 from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
+from .wording import feed_down_words, stale_reason
 
 __all__ = [
     "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS", "DROPPING_FOR_S", "SUBSCRIBE_ERRORS_FOR_S",
@@ -127,7 +128,8 @@ def _symbol_options(options: Sequence | None, subscribed: Any) -> Any:
 
 
 def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store: dict | None,
-                   max_points: int, keep_points: int, label: str | None = "start") -> tuple[Any, Any]:
+                   max_points: int, keep_points: int, label: str | None = "start",
+                   state: str | None = None) -> tuple[Any, Any]:
     """Return (candle figure or patch, candle store) for the selection, or no_update twice.
 
     Parameters
@@ -142,6 +144,9 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         Cap of closed bars drawn, and bars kept by the redraw the cap forces.
     label : {"start", "end"}
         Where time bars are placed; anything else is taken as ``"start"``.
+    state : str, optional
+        The feed's state: an empty chart says "feed down" rather than "no trades yet"
+        while the feed is not live.
     """
     if not symbol or not spec_text:
         return figures.placeholder_figure("subscribe a symbol to start"), None
@@ -169,7 +174,7 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
     except ValueError as exc:  # the engine refuses a spec too costly to build
         return figures.placeholder_figure(str(exc), uirevision=view), None
-    return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks)
+    return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state)
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -199,14 +204,15 @@ def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, m
     }
 
 
-def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks) -> tuple:
+def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state=None) -> tuple:
     # (full figure or in-place redraw, store); a placeholder while there are no bars.
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
-        if store and store.get("key") == key and store.get("empty"):
+        down = feed_down_words(state)
+        if store and store.get("key") == key and store.get("empty") == (down or True):
             return no_update, no_update
-        return (figures.placeholder_figure(f"waiting for {symbol} trades…", uirevision=view),
-                {"key": key, "empty": True})
+        message = f"{down}: no {symbol} trades received" if down else f"no {symbol} trades yet"
+        return (figures.placeholder_figure(message, uirevision=view), {"key": key, "empty": down or True})
     bars = closed + ([series.current] if series.current is not None else [])
     frame = bars_to_frame(bars)
     decimals = figures.price_decimals(frame)
@@ -229,25 +235,31 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     }
 
 
-def depth_update(engine: Any, symbol: str | None, store: str | None) -> tuple[Any, Any]:
-    """Return (depth figure, signature store), or no_update twice when the book is unchanged."""
+def depth_update(engine: Any, symbol: str | None, store: str | None,
+                 state: str | None = None) -> tuple[Any, Any]:
+    """Return (depth figure, signature store), or no_update twice when the book is unchanged.
+
+    ``state`` is the feed's (``Engine.status().state``): the book is marked stale while the
+    feed is not live or the book is not in sync (``wording.stale_reason``).
+    """
     view = engine.depth(symbol, DEPTH_LEVELS) if symbol else None
     if view is None:
         signature = f"none|{symbol}"
         figure = None if signature == store else figures.placeholder_figure(
             "no order book" if symbol else "subscribe a symbol to start")
     else:
-        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}"
+        stale = stale_reason(state, view.synced) if state is not None else ""
+        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}|{stale}"
         figure = None if signature == store else depth.depth_figure(
             view.bids, view.asks, symbol=symbol, mid=view.mid, spread=view.spread,
-            synced=view.synced, uirevision=symbol,
+            synced=view.synced, uirevision=symbol, stale=stale,
         )
     return (no_update, no_update) if figure is None else (figure, signature)
 
 
 def status_update(engine: Any, symbol: str | None, store: dict | None, pending: dict | None = None,
                   options: Sequence | None = None, *, now: float,
-                  source: dict | None = None) -> tuple[Any, Any, Any, Any, Any]:
+                  source: dict | None = None, status: Any = None) -> tuple[Any, Any, Any, Any, Any]:
     """Return (status line, banner, store, subscribe message, symbol options).
 
     Parameters
@@ -267,8 +279,10 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
         Wall-clock time, UTC seconds.
     source : dict, optional
         The run's source (``dashboard.sourcebadge.source_info``) for the status line's badge.
+    status : feed.core.health.Status, optional
+        ``Engine.status()`` when the caller read it already (read here otherwise).
     """
-    status = engine.status()
+    status = engine.status() if status is None else status
     dropped = status.counters.dropped
     store = store or {}
     drop_seen = store.get("drop_seen")

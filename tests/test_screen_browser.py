@@ -105,3 +105,28 @@ def test_server_unreachable_shown_within_5_s_and_gone_after_restart(runtime, das
         assert "server unreachable" not in dash_duo.driver.find_element("tag name", "body").text
     finally:
         server.stop()
+
+
+# -- a stale book -----------------------------------------------------------------------------
+
+
+def depth_title(dash_duo) -> str:
+    return ((graph(dash_duo, ids.DEPTH) or {}).get("layout") or {}).get("title") or ""
+
+
+def test_depth_when_feed_goes_down_marked_stale_and_status_in_words(runtime, dash_duo):
+    rt = runtime("--bar", "1s")
+    dash_duo.start_server(rt.app)
+    wait_until(lambda: "BTCUSDT" in depth_title(dash_duo) and "stale" not in depth_title(dash_duo),
+               message="a current BTCUSDT book")
+    rt.exchange.stop()  # the exchange goes away: the feed retries, the book is no longer current
+    title = wait_until(lambda: "stale" in depth_title(dash_duo) and depth_title(dash_duo), timeout=20,
+                       message="the stale mark on the depth chart")
+    assert "stale: feed" in title
+    mid_line = dash_duo.driver.execute_script(
+        "var gd = document.querySelector('#depth .js-plotly-plot');"
+        "return (gd.layout.annotations || []).map(function (a) { return a.text; }).join('|');")
+    assert "mid " in mid_line and "stale: feed" in mid_line
+    text = wait_until(lambda: "retrying in" in status_text(dash_duo) and status_text(dash_duo), timeout=20,
+                      message="the retry in words")
+    assert "Errno" not in text and "Error" not in text

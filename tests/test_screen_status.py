@@ -94,3 +94,56 @@ def test_replay_source_progress_counts_lines_played_of_the_files():
 
 def test_component_tree_helper_reads_nested_text():
     assert text_of(html.Span([html.Span("a"), "b", html.Span([html.Span("c")])])) == "abc"
+
+
+# -- trader words and stale marks ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("detail, words", [
+    ("next retry in 4.0 s (URLError: <urlopen error [Errno 111] Connection refused>)",
+     "cannot connect to the exchange - retrying in 4 s"),
+    ("next retry in 2.0 s (connection refused)", "cannot connect to the exchange - retrying in 2 s"),
+    ("next retry in 1.0 s", "connection to the exchange lost - retrying in 1 s"),
+    ("next retry in 3.0 s (KeyError: 'data')", "the connection to the exchange failed - retrying in 3 s"),
+    ("the recorded session has played out", "the recorded session has played out"),
+    ("HTTP 451: Binance refuses connections from your location (restricted region); try a VPN",
+     "HTTP 451: Binance refuses connections from your location (restricted region); try a VPN"),
+])
+def test_detail_words_when_exception_text_then_trader_words(detail, words):
+    from dashboard.wording import detail_words
+
+    assert detail_words(detail) == words
+
+
+def test_status_line_when_feed_error_is_an_exception_shows_no_exception_text():
+    detail = "next retry in 4.0 s (URLError: <urlopen error [Errno 111] Connection refused>)"
+    children = status_children(make_status(state="reconnecting", detail=detail), "BTCUSDT")
+    text = text_of(children)
+    assert "cannot connect to the exchange - retrying in 4 s" in text
+    assert "URLError" not in text and "Errno" not in text and "URLError" not in children[0].title
+
+
+@pytest.mark.parametrize("state, synced, reason", [
+    ("live", True, ""), ("replay-finished", True, ""), ("live", False, "stale: book out of sync"),
+    ("reconnecting", True, "stale: feed reconnecting"), ("failed", False, "stale: feed failed"),
+])
+def test_depth_figure_when_feed_not_live_or_book_unsynced_marked_stale(state, synced, reason):
+    from dashboard import depth
+    from dashboard.wording import stale_reason
+
+    assert stale_reason(state, synced) == reason
+    fig = depth.depth_figure([(100.0, 1.0)], [(100.5, 2.0)], symbol="BTCUSDT", mid=100.25, spread=0.5,
+                             synced=synced, stale=reason).to_dict()
+    mid_line = fig["layout"]["annotations"][0]["text"]
+    assert mid_line.startswith("mid 100.25 · spread 0.5")
+    assert (reason in mid_line and reason in fig["layout"]["title"]["text"]) if reason else "stale" not in mid_line
+    assert all(t.get("opacity") == 0.35 for t in fig["data"]) == bool(reason)
+
+
+def test_empty_panels_when_feed_down_say_so():
+    from dashboard import depth
+    from dashboard.wording import feed_down_words
+
+    fig = depth.depth_figure([], [], symbol="BTCUSDT", synced=False, stale="stale: feed reconnecting").to_dict()
+    assert any(a["text"] == "no order book: feed reconnecting" for a in fig["layout"]["annotations"])
+    assert feed_down_words("reconnecting") == "feed down" and feed_down_words("live") == ""
