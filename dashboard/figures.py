@@ -220,15 +220,16 @@ def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> l
     """Return each bar's hover text (besides the OHLC plotly shows itself).
 
     Tick, volume and value bars: start and end times (their x is a bar number); time bars
-    placed at their end: the start time. Then the trade count, ``change`` (close against
-    the previous close, signed) and ``amplitude`` ((high - low) / previous close), both in
-    percent (``feed.core.models.Bar``).
+    placed at their end: the start time. Then the volume (base units), the trade count,
+    ``change`` (close against the previous close, signed) and ``amplitude`` ((high - low)
+    / previous close), both in percent (``feed.core.models.Bar``).
     """
     time_axis = _is_time(spec)
     show_start = not time_axis or check_label(label) == "end"
     starts = plotly_dates(df["start"]).tolist() if show_start else None
     ends = None if time_axis else plotly_dates(df["end"]).tolist()
     counts = df["trade_count"].astype("int64").tolist()
+    volumes = df["volume"].astype("float64").tolist()
     nan = [math.nan] * len(df)
     change = df["change"].tolist() if "change" in df else nan
     amplitude = df["amplitude"].tolist() if "amplitude" in df else nan
@@ -239,6 +240,7 @@ def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> l
             parts.append(f"start {starts[i]}")
         if ends is not None:
             parts.append(f"end {ends[i]}")
+        parts.append(f"volume {volumes[i]:,.8g}")
         parts.append(f"{n:,} trade{'' if n == 1 else 's'}")
         parts.append(f"change {format_pct(change[i], signed=True)}")
         parts.append(f"amplitude {format_pct(amplitude[i])}")

@@ -457,12 +457,12 @@ def test_hover_text_when_time_bars_then_trades_change_and_amplitude_percent():
     for prev, bar in zip(bars, bars[1:]):
         bar.prev_close = prev.close
     text = figures.hover_text(bars_to_frame(bars), "1m")
-    assert text[0] == "1 trade<br>change –<br>amplitude –"  # a series' first bar has no previous close
+    assert text[0] == "volume 1<br>1 trade<br>change –<br>amplitude –"  # a series' first bar has no previous close
     b = bars[1]
     change, amplitude = (b.close - b.prev_close) / b.prev_close, (b.high - b.low) / b.prev_close
-    assert text[1] == (f"2 trades<br>change {figures.format_pct(change, signed=True)}"
+    assert text[1] == (f"volume 2<br>2 trades<br>change {figures.format_pct(change, signed=True)}"
                        f"<br>amplitude {figures.format_pct(amplitude)}")
-    assert text[1] == "2 trades<br>change -1.97 %<br>amplitude 3.45 %"  # (99.5 - 101.5) / 101.5, 3.5 / 101.5
+    assert text[1] == "volume 2<br>2 trades<br>change -1.97 %<br>amplitude 3.45 %"  # (99.5 - 101.5) / 101.5, 3.5 / 101.5
 
 
 def test_candles_figure_when_bars_then_closed_and_live_hover_show_change_and_amplitude():
@@ -478,7 +478,7 @@ def test_candles_figure_when_bars_then_closed_and_live_hover_show_change_and_amp
 
 def test_hover_text_when_tick_bars_then_start_and_end_times_first():
     text = figures.hover_text(bars_to_frame(make_bars(1, spec="100t")), "100t")
-    assert text[0].startswith("start 2024-08-08 23:55:00.000<br>end 2024-08-08 23:56:00.000<br>1 trade<br>")
+    assert text[0].startswith("start 2024-08-08 23:55:00.000<br>end 2024-08-08 23:56:00.000<br>volume 1<br>1 trade<br>")
 
 
 # -- framing candles -----------------------------------------------------------------------------
