@@ -157,6 +157,10 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         State(ids.SUBSCRIBE_STORE, "data"),
         State(ids.SYMBOL, "options"),
         prevent_initial_call="initial_duplicate",  # the first tick draws at page load
+        # No new tick while one is in flight: the page keeps only the newest request's
+        # answer, so ticks slower than the interval (a loaded machine, a first full draw)
+        # would otherwise never land and the page would stay "loading" for good.
+        running=[(Output(ids.TICK, "disabled"), True, False)],
     )
     def tick(_n, symbol, spec_text, label, candles_store, depth_store, status_store, pending, options):
         # Every value may be forged: anything the page would not send is dropped (redraw).

@@ -130,3 +130,53 @@ def test_depth_when_feed_goes_down_marked_stale_and_status_in_words(runtime, das
     text = wait_until(lambda: "retrying in" in status_text(dash_duo) and status_text(dash_duo), timeout=20,
                       message="the retry in words")
     assert "Errno" not in text and "Error" not in text
+
+
+# -- the chart ----------------------------------------------------------------------------------
+
+
+def played_replay(runtime, hft_data, *args):
+    """A recorded Binance spot session replayed at full speed and played out."""
+    rt = runtime("--replay", str(hft_data.joinpath(*REPLAY_FILE)), "--speed", "0", *args)
+    assert rt.exchange.finished.wait(60), "the replay did not finish"
+    assert rt.engine.wait_idle(60, quiet_s=0.5)
+    return rt
+
+
+def candle_axes(dash_duo) -> dict:
+    return dash_duo.driver.execute_script(
+        "var gd = document.querySelector('#candles .js-plotly-plot'); var L = gd._fullLayout;"
+        "return {x: L.xaxis.range, y: L.yaxis.range, y2: L.yaxis2.range,"
+        "        lows: gd.data[0].low, highs: gd.data[0].high, vols: gd.data[2].y, xs: gd.data[0].x};")
+
+
+def test_chart_when_zoomed_in_time_price_and_volume_axes_fit_the_bars_in_view(runtime, dash_duo, hft_data):
+    rt = played_replay(runtime, hft_data, "--bar", "5s")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "5s", min_closed=40)
+    full = candle_axes(dash_duo)
+    first, last = 5, 14  # ten bars early in the session
+    dash_duo.driver.execute_script(
+        "var gd = document.querySelector('#candles .js-plotly-plot');"
+        "Plotly.relayout(gd, {'xaxis.range': [arguments[0], arguments[1]], 'xaxis2.range': [arguments[0], arguments[1]]});",
+        full["xs"][first], full["xs"][last])
+    lo, hi = min(full["lows"][first:last + 1]), max(full["highs"][first:last + 1])
+    vmax = max(full["vols"][first:last + 1])
+
+    def fitted():
+        a = candle_axes(dash_duo)
+        y0, y1 = a["y"]
+        return a if y0 <= lo and y1 >= hi and (y1 - y0) <= (hi - lo) * 1.2 + 1e-9 else None
+
+    axes = wait_until(fitted, timeout=10, message="the price axis fitted to the bars in view")
+    assert (axes["y"][1] - axes["y"][0]) < (full["y"][1] - full["y"][0])  # zoomed in, not the full range
+    assert axes["y2"][1] == pytest.approx(vmax * 1.05, rel=1e-6)
+    # a pan to other bars refits
+    dash_duo.driver.execute_script(
+        "var gd = document.querySelector('#candles .js-plotly-plot');"
+        "Plotly.relayout(gd, {'xaxis.range': [arguments[0], arguments[1]], 'xaxis2.range': [arguments[0], arguments[1]]});",
+        full["xs"][30], full["xs"][39])
+    lo2, hi2 = min(full["lows"][30:40]), max(full["highs"][30:40])
+    wait_until(lambda: (lambda a: a["y"][0] <= lo2 and a["y"][1] >= hi2
+                        and a["y"][1] - a["y"][0] <= (hi2 - lo2) * 1.2 + 1e-9)(candle_axes(dash_duo)),
+               timeout=10, message="the price axis refitted after a pan")
