@@ -203,6 +203,17 @@ def _register_subscribe(app: Any, engine: Any) -> None:
                     no_update, None)
         return updates.subscribe_from_box(engine, checked, inputs.text(selected), now_ns=time.time_ns())
 
+    @app.callback(
+        Output(ids.SYMBOL, "options", allow_duplicate=True),
+        Output(ids.SYMBOL, "value", allow_duplicate=True),
+        Output(ids.SUBSCRIBE_MESSAGE, "children", allow_duplicate=True),
+        Input(ids.UNSUBSCRIBE_BUTTON, "n_clicks"),
+        State(ids.SYMBOL, "value"),
+        prevent_initial_call=True,
+    )
+    def unsubscribe(_clicks, selected):
+        return updates.unsubscribe_selected(engine, inputs.text(selected))
+
     app.clientside_callback(
         _SYMBOL_GONE_JS,
         Output(ids.SYMBOL, "value", allow_duplicate=True),

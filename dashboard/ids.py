@@ -14,6 +14,7 @@ __all__ = [
     "SUBSCRIBE_INPUT",
     "SUBSCRIBE_BUTTON",
     "SUBSCRIBE_MESSAGE",
+    "UNSUBSCRIBE_BUTTON",
     "BAR_KIND",
     "BAR_SIZE",
     "BAR_LABEL",
@@ -42,6 +43,7 @@ STATUS_BANNER = "status-banner"  # red banner under the header: the whole reason
 SYMBOL = "symbol"  # dcc.Dropdown of subscribed symbols
 SUBSCRIBE_INPUT = "subscribe-input"  # free text: a symbol to subscribe
 SUBSCRIBE_BUTTON = "subscribe-button"
+UNSUBSCRIBE_BUTTON = "unsubscribe-button"  # removes the selected symbol (unsubscribes it)
 SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button (also a vendor's
 #                                          refusal of the symbol, arriving just after)
 BAR_KIND = "bar-kind"  # time / tick / volume / value

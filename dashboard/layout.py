@@ -146,6 +146,8 @@ def _symbol_controls(symbols: Sequence[str]) -> html.Div:
                 className="ctl-input",
             ),
             html.Button("Subscribe", id=ids.SUBSCRIBE_BUTTON, n_clicks=0, className="btn"),
+            html.Button("Remove", id=ids.UNSUBSCRIBE_BUTTON, n_clicks=0, className="btn",
+                        title="unsubscribe the selected symbol (its stored history is kept)"),
             html.Span(id=ids.SUBSCRIBE_MESSAGE, className="ctl-message", role="alert"),
         ],
         className="ctl-group",

@@ -55,7 +55,7 @@ from .wording import feed_down_words, stale_reason
 __all__ = [
     "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS", "DROPPING_FOR_S", "SUBSCRIBE_ERRORS_FOR_S",
     "new_errors", "subscribe_errors", "candles_update", "depth_update", "status_update",
-    "subscribe_from_box", "bar_choice",
+    "subscribe_from_box", "unsubscribe_selected", "bar_choice",
 ]
 
 #: Most closed bars the candle figure holds before a full redraw.
@@ -338,6 +338,21 @@ def subscribe_from_box(engine: Any, text: str | None, selected: str | None, *,
     pending = {"n": str(now_ns), "symbol": symbol, "at": now_ns / 1e9, "errors": errors,
                "previous": selected}
     return engine.symbols(), symbol, "", "", pending
+
+
+def unsubscribe_selected(engine: Any, symbol: str | None) -> tuple[Any, Any, str]:
+    """Return (symbol options, selected symbol, message) after removing ``symbol``.
+
+    The engine stops receiving it (``Engine.unsubscribe``: its stored history stays); the
+    selection moves to the first symbol left (None when none is).
+    """
+    if not symbol:
+        return no_update, no_update, "select a symbol to remove"
+    if symbol not in engine.symbols():
+        return engine.symbols(), no_update, f"{symbol} is not subscribed"
+    engine.unsubscribe(symbol)
+    left = engine.symbols()
+    return left, (left[0] if left else None), f"removed {symbol}"
 
 
 def bar_choice(kind: str | None, kind_changed: bool, text: str | None, current: str | None,

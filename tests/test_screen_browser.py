@@ -15,7 +15,7 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from dashboard import ids
-from tests.test_browser import (REPLAY_FILE, dash_duo, graph, runtime, status_text,  # noqa: F401
+from tests.test_browser import (REPLAY_FILE, dash_duo, dropdown_options, graph, runtime, status_text,  # noqa: F401
                                 wait_candles, wait_until)
 
 pytestmark = pytest.mark.browser
@@ -180,3 +180,16 @@ def test_chart_when_zoomed_in_time_price_and_volume_axes_fit_the_bars_in_view(ru
     wait_until(lambda: (lambda a: a["y"][0] <= lo2 and a["y"][1] >= hi2
                         and a["y"][1] - a["y"][0] <= (hi2 - lo2) * 1.2 + 1e-9)(candle_axes(dash_duo)),
                timeout=10, message="the price axis refitted after a pan")
+
+
+def test_remove_when_clicked_unsubscribes_the_selected_symbol(runtime, dash_duo):
+    rt = runtime("--bar", "1s")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "BTCUSDT")
+    dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ETHUSDT")
+    wait_candles(dash_duo, "ETHUSDT")
+    dash_duo.find_element(f"#{ids.UNSUBSCRIBE_BUTTON}").click()
+    dash_duo.wait_for_contains_text(f"#{ids.SUBSCRIBE_MESSAGE}", "removed ETHUSDT", timeout=10)
+    assert rt.engine.symbols() == ["BTCUSDT", "SOLUSDT"]
+    wait_candles(dash_duo, "BTCUSDT")  # the selection moved to a symbol still subscribed
+    assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == ["BTCUSDT", "SOLUSDT"]
