@@ -65,7 +65,7 @@ def outputs_of(output: str) -> list[dict] | dict:
 
 
 def bodies(client) -> dict[str, dict]:
-    """Return a well-formed body per server-side callback, keyed by its first output id."""
+    """Return a well-formed body per server-side callback, keyed by its first input's id."""
     values = layout_values(client)
     values[(ids.SYMBOL, "value")] = "BTCUSDT"
     out = {}
@@ -79,8 +79,7 @@ def bodies(client) -> dict[str, dict]:
             "state": [{**s, "value": values.get((s["id"], s["property"]))} for s in dep["state"]],
             "changedPropIds": [f"{dep['inputs'][0]['id']}.{dep['inputs'][0]['property']}"],
         }
-        first = body["outputs"][0] if isinstance(body["outputs"], list) else body["outputs"]
-        out[first["id"]] = body
+        out[dep["inputs"][0]["id"]] = body
     return out
 
 
@@ -101,7 +100,8 @@ def with_value(body: dict, cid: str, prop: str, value, changed: bool = False) ->
 def forged(client) -> dict[str, object]:
     """Return the forged variants: name -> body (a dict, or raw text to post as is)."""
     b = bodies(client)
-    tick, sub, bars, export = b[ids.CANDLES], b[ids.SYMBOL], b[ids.BAR_KIND], b[ids.DOWNLOAD]
+    tick, sub, bars, export = b[ids.TICK], b[ids.SUBSCRIBE_BUTTON], b[ids.BAR_KIND], b[ids.EXPORT_REQUEST]
+    unsub = b[ids.UNSUBSCRIBE_BUTTON]
     t = lambda cid, prop, v: with_value(tick, cid, prop, v)  # noqa: E731
     good_request = {"n": 1, "range": None, "type": "date"}
     variants: dict[str, object] = {
@@ -130,6 +130,9 @@ def forged(client) -> dict[str, object]:
         "subscribe number": with_value(sub, ids.SUBSCRIBE_INPUT, "value", 12345),
         "subscribe huge": with_value(sub, ids.SUBSCRIBE_INPUT, "value", HUGE),
         "subscribe dict": with_value(sub, ids.SUBSCRIBE_INPUT, "value", {"a": 1}),
+        "remove symbol list": with_value(unsub, ids.SYMBOL, "value", ["BTCUSDT"]),
+        "remove symbol huge": with_value(unsub, ids.SYMBOL, "value", HUGE),
+        "remove symbol unknown": with_value(unsub, ids.SYMBOL, "value", "ZZZZUSDT"),
         "bars kind list": with_value(bars, ids.BAR_KIND, "value", ["time"], changed=True),
         "bars kind unknown": with_value(bars, ids.BAR_KIND, "value", "nonsense", changed=True),
         "bars current dict": with_value(with_value(bars, ids.BAR_KIND, "value", "tick", changed=True),
@@ -178,7 +181,7 @@ def test_forged_callback_bodies_never_answer_500_nor_log_a_traceback(app_client,
     tracebacks = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert tracebacks == [], [r.getMessage()[:200] for r in tracebacks]
     # the app is unharmed: a good tick still draws
-    good = bodies(client)[ids.CANDLES]
+    good = bodies(client)[ids.TICK]
     assert client.post(DISPATCH, json=good).status_code == 200
 
 
@@ -190,7 +193,7 @@ def response_outputs(resp) -> dict:
 def test_forged_bar_spec_too_fine_answers_inline_messages(app_client):
     rt, client = app_client
     b = bodies(client)
-    tick = with_value(b[ids.CANDLES], ids.BAR_SIZE, "value", "0.00000001v")
+    tick = with_value(b[ids.TICK], ids.BAR_SIZE, "value", "0.00000001v")
     resp = client.post(DISPATCH, json=tick)
     assert resp.status_code == 200
     figure = response_outputs(resp)[ids.CANDLES]["figure"]
@@ -207,10 +210,10 @@ def test_forged_bar_spec_too_fine_answers_inline_messages(app_client):
 def test_forged_typed_values_answer_inline_messages(app_client):
     rt, client = app_client
     b = bodies(client)
-    resp = client.post(DISPATCH, json=with_value(b[ids.SYMBOL], ids.SUBSCRIBE_INPUT, "value", HUGE))
+    resp = client.post(DISPATCH, json=with_value(b[ids.SUBSCRIBE_BUTTON], ids.SUBSCRIBE_INPUT, "value", HUGE))
     assert resp.status_code == 200
     assert "symbol" in response_outputs(resp)[ids.SUBSCRIBE_MESSAGE]["children"]
-    resp = client.post(DISPATCH, json=with_value(b[ids.CANDLES], ids.SYMBOL, "value", "ZZZZUSDT"))
+    resp = client.post(DISPATCH, json=with_value(b[ids.TICK], ids.SYMBOL, "value", "ZZZZUSDT"))
     assert "ZZZZUSDT is not subscribed" in json.dumps(response_outputs(resp)[ids.CANDLES]["figure"])
     assert rt.engine.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
