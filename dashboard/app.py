@@ -36,6 +36,7 @@ def create_app(
     max_points: int = callbacks.MAX_POINTS,
     keep_points: int = callbacks.KEEP_POINTS,
     source: dict | None = None,
+    session_tz: str | None = None,
 ) -> dash.Dash:
     """Return the dashboard app reading ``engine``.
 
@@ -51,6 +52,8 @@ def create_app(
     source : dict, optional
         Where the data comes from (``dashboard.sourcebadge.source_info``), shown as the
         status line's badge (``SIMULATED``, ``REPLAY x10``, ``Binance USD-M``).
+    session_tz : str, optional
+        The exchange session's IANA zone (``--session-tz``), offered as a chart time zone.
 
     Returns
     -------
@@ -73,7 +76,8 @@ def create_app(
     )
     # A function, so every page load lists the symbols subscribed by then.
     app.layout = lambda: layout.create_layout(
-        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms
+        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms,
+        session_tz=session_tz,
     )
     callbacks.register(app, engine, max_points=max_points, keep_points=keep_points, source=source)
     guard.install(app)  # a body that is not one of these callbacks' is answered 400

@@ -22,7 +22,7 @@ from feed.core.batch import bars_to_frame
 from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from . import figures, ids, inputs, updates
+from . import figures, ids, inputs, timezones, updates
 from .export import bars_in_view, export_filename
 from .layout import BAR_KINDS
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
@@ -68,11 +68,12 @@ function(kind) {
 
 
 def export_download(engine: Any, request: dict, symbol: str, spec_text: str,
-                    drawn: dict | None) -> tuple[Any, str]:
+                    drawn: dict | None, tz: str = "UTC") -> tuple[Any, str]:
     """Return (download, inline message) for Export CSV.
 
     The bars in the visible x-range (``request``, read in the browser) of the chart as
-    drawn (its store, ``drawn``), in the export format of ``dashboard.export``.
+    drawn (its store, ``drawn``), in the export format of ``dashboard.export`` (times in
+    UTC whatever the chart's zone ``tz``).
     """
     try:
         spec = BarSpec.from_str(spec_text)
@@ -82,7 +83,7 @@ def export_download(engine: Any, request: dict, symbol: str, spec_text: str,
     if drawn.get("empty") and drawn.get("key") == f"{symbol}|{spec}":
         return no_update, "no bars in view"
     if (request.get("type") != ("date" if spec.is_time else "linear")
-            or drawn.get("view") != f"{symbol}|{spec}"):
+            or drawn.get("view") != updates.chart_view(symbol, spec, tz)):
         return no_update, "chart is updating, try again"  # still drawn for another choice
     # Bars in view as drawn: at their end when the chart labels them so (updates.candles_update).
     label = "end" if str(drawn.get("key", "")).endswith("|end") else "start"
@@ -134,6 +135,13 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
     _register_subscribe(app, engine)
     _register_bars(app, engine)
     _register_export(app, engine)
+    # The browser's own zone, for the "browser's zone" time-zone choice.
+    app.clientside_callback(
+        "function(_) { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; }"
+        " catch (e) { return null; } }",
+        Output(ids.BROWSER_TZ, "data"),
+        Input(ids.TIMEZONE, "id"),
+    )
 
 
 def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, source: dict | None) -> None:
@@ -151,6 +159,8 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         Input(ids.SYMBOL, "value"),
         Input(ids.BAR_SIZE, "value"),
         Input(ids.BAR_LABEL, "value"),
+        Input(ids.TIMEZONE, "value"),
+        State(ids.BROWSER_TZ, "data"),
         State(ids.CANDLES_STORE, "data"),
         State(ids.DEPTH_STORE, "data"),
         State(ids.STATUS_STORE, "data"),
@@ -162,7 +172,8 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         # would otherwise never land and the page would stay "loading" for good.
         running=[(Output(ids.TICK, "disabled"), True, False)],
     )
-    def tick(_n, symbol, spec_text, label, candles_store, depth_store, status_store, pending, options):
+    def tick(_n, symbol, spec_text, label, zone, browser_zone, candles_store, depth_store, status_store,
+             pending, options):
         # Every value may be forged: anything the page would not send is dropped (redraw).
         symbol, spec_text = inputs.text(symbol), inputs.text(spec_text)
         label = inputs.choice(label, figures.LABELS, "start")
@@ -173,7 +184,7 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         status = engine.status()
         out = (
             *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label,
-                                    state=status.state),
+                                    state=status.state, tz=timezones.resolve(zone, browser_zone)),
             *updates.depth_update(engine, symbol, depth_store, status.state),
             *updates.status_update(engine, symbol, status_store, pending, options, now=time.time(),
                                    source=source, status=status),
@@ -270,10 +281,14 @@ def _register_export(app: Any, engine: Any) -> None:
         State(ids.SYMBOL, "value"),
         State(ids.BAR_SIZE, "value"),
         State(ids.CANDLES_STORE, "data"),
+        State(ids.TIMEZONE, "value"),
+        State(ids.BROWSER_TZ, "data"),
         prevent_initial_call=True,
     )
-    def export(request, symbol, spec_text, drawn):
+    def export(request, symbol, spec_text, drawn, zone, browser_zone):
         request, symbol, spec_text = inputs.export_request(request), inputs.text(symbol), inputs.text(spec_text)
         if not request or not symbol or not spec_text:
             raise PreventUpdate
-        return export_download(engine, request, symbol, spec_text, inputs.candles_store(drawn))
+        tz = timezones.resolve(zone, browser_zone)
+        with timezones.display_tz(tz):  # the range read in the browser is in the chart's zone
+            return export_download(engine, request, symbol, spec_text, inputs.candles_store(drawn), tz)

@@ -25,6 +25,8 @@ import plotly.graph_objects as go
 
 from feed.core.models import BarSpec, decimals_of
 
+from .timezones import DISPLAY_TZ
+
 __all__ = [
     "UP", "DOWN", "BID", "ASK", "LABELS",
     "x_values", "positions", "hover_text", "format_pct", "format_price", "price_decimals",
@@ -125,8 +127,14 @@ def plotly_dates(ns: pd.Series) -> pd.Series:
 
     The vector form used for axes and hover text; it has no ``T`` and no ``Z`` (plotly
     date strings carry no zone), unlike ``feed.core.models.iso_ms`` for files and JSON.
+    Written in the chart's zone (``dashboard.timezones.DISPLAY_TZ``, UTC unless a
+    callback chose another).
     """
-    return pd.to_datetime(ns.astype("int64"), unit="ns").dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
+    times = pd.to_datetime(ns.astype("int64"), unit="ns")
+    zone = DISPLAY_TZ.get()
+    if zone != "UTC":
+        times = times.dt.tz_localize("UTC").dt.tz_convert(zone).dt.tz_localize(None)
+    return times.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
 
 
 def plotly_date(ts_ns: int) -> str:

@@ -22,6 +22,8 @@ __all__ = [
     "BAR_CUSTOM_BUTTON",
     "BAR_MESSAGE",
     "EXPORT_BUTTON",
+    "TIMEZONE",
+    "BROWSER_TZ",
     "EXPORT_MESSAGE",
     "DOWNLOAD",
     "CANDLES",
@@ -52,6 +54,8 @@ BAR_LABEL = "bar-label"  # time bars placed at their interval "start" or "end"
 BAR_CUSTOM = "bar-custom"  # free text: any valid spec string ("3m", "250t")
 BAR_CUSTOM_BUTTON = "bar-custom-button"
 BAR_MESSAGE = "bar-message"  # inline error for an invalid spec
+TIMEZONE = "timezone"  # dcc.Dropdown: the chart's time zone (UTC, browser, session, any IANA)
+BROWSER_TZ = "browser-tz"  # the zone the browser reports (written clientside at load)
 EXPORT_BUTTON = "export-button"
 EXPORT_MESSAGE = "export-message"  # inline note when nothing is in view
 DOWNLOAD = "download"  # dcc.Download receiving the CSV

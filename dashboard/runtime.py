@@ -127,7 +127,8 @@ def start_runtime(
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
-    rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange))
+    rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange),
+                        session_tz=config.session_tz)
     return rt
 
 

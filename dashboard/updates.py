@@ -50,6 +50,7 @@ from feed.core.models import BarSpec
 from . import candles, depth, figures
 from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
+from .timezones import DISPLAY_TZ, display_tz
 from .wording import feed_down_words, stale_reason
 
 __all__ = [
@@ -129,7 +130,7 @@ def _symbol_options(options: Sequence | None, subscribed: Any) -> Any:
 
 def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store: dict | None,
                    max_points: int, keep_points: int, label: str | None = "start",
-                   state: str | None = None) -> tuple[Any, Any]:
+                   state: str | None = None, tz: str = "UTC") -> tuple[Any, Any]:
     """Return (candle figure or patch, candle store) for the selection, or no_update twice.
 
     Parameters
@@ -147,6 +148,9 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
     state : str, optional
         The feed's state: an empty chart says "feed down" rather than "no trades yet"
         while the feed is not live.
+    tz : str
+        The chart's time zone (an IANA name, ``dashboard.timezones``): dates on the axis
+        and in hover are written in it; a change redraws and resets the view.
     """
     if not symbol or not spec_text:
         return figures.placeholder_figure("subscribe a symbol to start"), None
@@ -155,7 +159,7 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
     except ValueError as exc:
         return figures.placeholder_figure(f"choose another bar size: {exc}"), None
     label = label if label in figures.LABELS else "start"
-    view = f"{symbol}|{spec}"  # uirevision: the user's zoom survives a label change
+    view = chart_view(symbol, spec, tz)  # uirevision: the user's zoom survives a label change
     key = view + ("|end" if spec.is_time and label == "end" else "")
     try:
         # Marks first: every mark's trade is then in the bars read next.
@@ -163,7 +167,8 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         drawn = int(store["gap_total"]) if patchable else 0
         total, marks = engine.gap_marks_since(symbol, drawn)
         if patchable:
-            out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
+            with display_tz(tz):
+                out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
             if out is not None:
                 return out
             if drawn:  # a full draw holds every mark still held
@@ -174,7 +179,16 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
     except ValueError as exc:  # the engine refuses a spec too costly to build
         return figures.placeholder_figure(str(exc), uirevision=view), None
-    return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state)
+    with display_tz(tz):
+        figure, new_store = _draw_candles(symbol, spec, series, store, key, view, label, keep_points,
+                                          total, marks, state)
+    return figure, new_store
+
+
+def chart_view(symbol: str, spec: BarSpec, tz: str = "UTC") -> str:
+    """Return what the candle chart shows, ``"SYMBOL|SPEC"`` (plus ``"|ZONE"`` when not
+    UTC): its ``uirevision`` and the candle store's ``view``."""
+    return f"{symbol}|{spec}" + ("" if tz == "UTC" else f"|{tz}")
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -220,6 +234,8 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
         frame, symbol=symbol, spec=spec, first_index=series.n_closed - len(closed), uirevision=view,
         decimals=decimals, label=label, gap_marks=marks,
     )
+    if spec.is_time:  # the zone the dates are written in (a display choice)
+        figure.update_layout(title_text=f"{figure.layout.title.text} · times {DISPLAY_TZ.get()}")
     if store and store.get("view") == view and "n_closed" in store:
         figure = candles.candles_redraw(figure)  # same chart redrawn: keep the user's view
     return figure, {

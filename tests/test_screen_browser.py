@@ -7,6 +7,8 @@ helpers come from ``tests/test_browser.py``.
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 import threading
 import time
@@ -15,8 +17,8 @@ import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from dashboard import ids
-from tests.test_browser import (REPLAY_FILE, dash_duo, dropdown_options, graph, runtime, status_text,  # noqa: F401
-                                wait_candles, wait_until)
+from tests.test_browser import (REPLAY_FILE, dash_duo, dropdown_options, export_csv, graph,  # noqa: F401
+                                runtime, status_text, wait_candles, wait_until)
 
 pytestmark = pytest.mark.browser
 
@@ -193,3 +195,51 @@ def test_remove_when_clicked_unsubscribes_the_selected_symbol(runtime, dash_duo)
     assert rt.engine.symbols() == ["BTCUSDT", "SOLUSDT"]
     wait_candles(dash_duo, "BTCUSDT")  # the selection moved to a symbol still subscribed
     assert dropdown_options(dash_duo, f"#{ids.SYMBOL}") == ["BTCUSDT", "SOLUSDT"]
+
+
+def choose_zone(dash_duo, name: str) -> None:
+    """Type ``name`` in the time-zone dropdown's search and pick it, as a user does."""
+    from selenium.webdriver.common.keys import Keys
+
+    dash_duo.find_element(f"#{ids.TIMEZONE}").click()
+    dash_duo.find_element(".dash-dropdown-options")
+    dash_duo.find_element("input.dash-dropdown-search").send_keys(name)
+
+    def option():
+        for o in dash_duo.driver.find_elements("css selector", ".dash-dropdown-options .dash-dropdown-option"):
+            if o.text.strip() == name or (name == "browser" and o.text.startswith("browser")):
+                return o
+        return None
+
+    wait_until(option, message=f"the option {name}").click()
+    if dash_duo.driver.find_elements("css selector", ".dash-dropdown-options"):
+        dash_duo.driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+
+
+def axis_labels(dash_duo) -> list[str]:
+    return dash_duo.driver.execute_script(
+        "return Array.from(document.querySelectorAll('#candles .xtick text, #candles .x2tick text')).map(function (t) {"
+        "  return t.textContent; });")
+
+
+def test_time_zone_when_switched_axis_and_hover_move_export_stays_utc(runtime, dash_duo, hft_data):
+    rt = played_replay(runtime, hft_data, "--bar", "5s")
+    dash_duo.start_server(rt.app)
+    utc = wait_candles(dash_duo, "times UTC", min_closed=40)
+    first_utc = utc["data"][0]["x"][0]
+    labels_utc = wait_until(lambda: axis_labels(dash_duo), message="axis labels")
+    choose_zone(dash_duo, "Asia/Tokyo")
+    tokyo = wait_candles(dash_duo, "times Asia/Tokyo", min_closed=40)
+    first_tokyo = tokyo["data"][0]["x"][0]
+    import pandas as pd
+
+    assert pd.Timestamp(first_tokyo) - pd.Timestamp(first_utc) == pd.Timedelta(hours=9)  # JST, no DST
+    wait_until(lambda: axis_labels(dash_duo) != labels_utc, message="the axis labels to move")
+    # the export of the bars in view stays UTC
+    _, text = export_csv(dash_duo)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["start"] == pd.Timestamp(first_utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    assert len(rows) == len(tokyo["data"][0]["x"]) + 1  # every closed bar drawn and the one in progress
+    # the browser's own zone is offered and resolves (headless chromium reports one)
+    choose_zone(dash_duo, "browser")
+    wait_candles(dash_duo, "times ", min_closed=40)
