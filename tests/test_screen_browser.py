@@ -243,3 +243,26 @@ def test_time_zone_when_switched_axis_and_hover_move_export_stays_utc(runtime, d
     # the browser's own zone is offered and resolves (headless chromium reports one)
     choose_zone(dash_duo, "browser")
     wait_candles(dash_duo, "times ", min_closed=40)
+
+
+def test_tick_bars_axis_labelled_with_bar_start_times_evenly_spaced(runtime, dash_duo, hft_data):
+    import re
+
+    rt = played_replay(runtime, hft_data, "--bar", "100t")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "100t", min_closed=40)
+    labels = wait_until(lambda: (lambda ls: ls if ls and all(re.match(r"\d\d:\d\d:\d\d", t) for t in ls)
+                                 else None)(axis_labels(dash_duo)), message="time labels on the tick-bar axis")
+    assert len(labels) >= 4
+    ticks = dash_duo.driver.execute_script(
+        "var ax = document.querySelector('#candles .js-plotly-plot').layout.xaxis2;"
+        "return {vals: ax.tickvals, text: ax.ticktext};")
+    steps = {b - a for a, b in zip(ticks["vals"], ticks["vals"][1:])}
+    assert len(steps) == 1  # evenly spaced bar numbers
+    # each label is the start time of the bar at that position, as the engine has it
+    import pandas as pd
+
+    series = rt.engine.bar_series("BTCUSDT", "100t", 0)  # x = bar number = first_index + row
+    for val, text in zip(ticks["vals"], ticks["text"]):
+        start = pd.Timestamp(series.closed[val - series.first_index].start_ns, unit="ns")
+        assert text.split("<br>")[0] == start.strftime("%H:%M:%S")
