@@ -308,7 +308,7 @@ def test_load_when_live_simulator_then_charts_hold_the_engines_bars_and_console_
     dash_duo.start_server(live.app)
     g = wait_candles(dash_duo, "BTCUSDT", min_closed=2)
     assert dash_duo.driver.title == "tickscope"
-    assert g["layout"]["title"].endswith("BTCUSDT</b> · 1s") and g["layout"]["uirevision"] == "BTCUSDT|1s"
+    assert g["layout"]["title"].endswith("BTCUSDT</b> · 1s · times UTC") and g["layout"]["uirevision"] == "BTCUSDT|1s"
     assert g["layout"]["xaxis"]["type"] == "date"
     # every closed candle drawn is the engine's closed bar at that time (read after the DOM),
     # unless a trade more than the close grace late revised one since (a new generation)
