@@ -7,17 +7,26 @@ Tiny on purpose (the dmc-docs ``run.py`` pattern): the layout comes from
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import dash
 
-from . import api, callbacks, layout
+from . import api, callbacks, guard, layout
+
+log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "ASSETS_FOLDER"]
 
 #: The top-level ``assets/`` folder (dark theme CSS).
 ASSETS_FOLDER = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _callback_failed(exc: Exception) -> None:
+    # Last resort for a bug in a callback (the inputs are checked before use): the page
+    # keeps what it shows (None -> no_update), the traceback goes to the log.
+    log.error("dashboard callback failed", exc_info=exc)
 
 
 def create_app(
@@ -26,6 +35,8 @@ def create_app(
     interval_ms: int = 250,
     max_points: int = callbacks.MAX_POINTS,
     keep_points: int = callbacks.KEEP_POINTS,
+    source: dict | None = None,
+    session_tz: str | None = None,
 ) -> dash.Dash:
     """Return the dashboard app reading ``engine``.
 
@@ -38,6 +49,11 @@ def create_app(
     max_points, keep_points : int
         Cap of closed bars in the candle chart and bars kept by the redraw the cap forces
         (see ``dashboard.callbacks``).
+    source : dict, optional
+        Where the data comes from (``dashboard.sourcebadge.source_info``), shown as the
+        status line's badge (``SIMULATED``, ``REPLAY x10``, ``Binance USD-M``).
+    session_tz : str, optional
+        The exchange session's IANA zone (``--session-tz``), offered as a chart time zone.
 
     Returns
     -------
@@ -56,11 +72,14 @@ def create_app(
         title="tickscope",
         update_title=None,  # no "Updating..." tab title on every tick
         assets_folder=str(ASSETS_FOLDER),
+        on_error=_callback_failed,
     )
     # A function, so every page load lists the symbols subscribed by then.
     app.layout = lambda: layout.create_layout(
-        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms
+        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms,
+        session_tz=session_tz,
     )
-    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points)
+    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points, source=source)
+    guard.install(app)  # a body that is not one of these callbacks' is answered 400
     api.register_routes(app.server, engine)
     return app

@@ -212,7 +212,7 @@ def _style_axes(fig: go.Figure, spec: BarSpec, decimals: int) -> None:
 def _candles_title(symbol: str, spec: BarSpec, label: str) -> str:
     title = f"<b>{symbol}</b> · {spec}"
     if not spec.is_time:
-        return title + " · x = bar #"
+        return title + " · one slot per bar, labelled at its start"
     return title + " · labelled at interval end" if label == "end" else title
 
 

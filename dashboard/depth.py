@@ -33,6 +33,7 @@ def depth_figure(
     spread: float | None = None,
     synced: bool = True,
     uirevision: str | None = None,
+    stale: str = "",
 ) -> go.Figure:
     """Return the cumulative order-book depth figure.
 
@@ -48,6 +49,10 @@ def depth_figure(
         False while the book waits for a snapshot: the figure says so.
     uirevision : str, optional
         Defaults to ``symbol``, so zoom survives updates until the symbol changes.
+    stale : str
+        Why the book may be out of date ("stale: feed reconnecting", "stale: book out of
+        sync", ``dashboard.wording.stale_reason``): written in the title and on the
+        mid/spread line, the curves dimmed. "" when it is current.
 
     Notes
     -----
@@ -58,12 +63,16 @@ def depth_figure(
     """
     decimals = max_decimals([p for p, _ in list(bids[:20]) + list(asks[:20])])
     fig = go.Figure(_depth_traces(bids, asks))
+    if stale:
+        fig.update_traces(opacity=0.35)
     title = f"<b>{symbol}</b> depth"
-    if not synced:
+    if stale:
+        title += f" · <span style='color:#e0b341'>{stale}</span>"
+    elif not synced:
         title += " · <span style='color:#e0b341'>resyncing</span>"
     layout = base_layout(uirevision if uirevision is not None else symbol)
     layout["title"]["text"] = title
-    annotations = _depth_annotations(bids, asks, mid, spread, synced, decimals)
+    annotations = _depth_annotations(bids, asks, mid, spread, synced, decimals, stale)
     fig.update_layout(
         **layout,
         hovermode="x",
@@ -98,7 +107,7 @@ def _depth_traces(bids, asks) -> list[go.Scatter]:
     ]
 
 
-def _depth_annotations(bids, asks, mid, spread, synced: bool, decimals: int) -> list[dict]:
+def _depth_annotations(bids, asks, mid, spread, synced: bool, decimals: int, stale: str = "") -> list[dict]:
     # The mid/spread line at the top, and a waiting message over an empty book.
     annotations = []
     if mid is not None or spread is not None:
@@ -110,14 +119,17 @@ def _depth_annotations(bids, asks, mid, spread, synced: bool, decimals: int) -> 
         if spread is not None:
             bps = f" ({spread / mid * 1e4:.3g} bps)" if mid else ""  # 3 significant digits
             parts.append(f"spread {format_price(spread, decimals)}{bps}")
+        if stale:
+            parts.append(stale)
         annotations.append(dict(
             text=" · ".join(parts), x=0.5, y=1, xref="paper", yref="paper", xanchor="center",
-            yanchor="top", showarrow=False, font=dict(size=11, color="#e6e9ee"),
+            yanchor="top", showarrow=False, font=dict(size=11, color=MUTED if stale else "#e6e9ee"),
             bgcolor=rgba(PANEL, 0.85), borderpad=3,
         ))
     if not bids and not asks:
         annotations.append(dict(
-            text="waiting for the order book…" if synced else "resyncing the order book…",
+            text=(f"no order book: {stale.removeprefix('stale: ')}" if stale.startswith("stale: feed")
+                  else "empty order book" if synced else "order book out of sync: fetching a fresh snapshot"),
             x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
             font=dict(size=13, color=MUTED),
         ))

@@ -14,6 +14,8 @@ import pandas as pd
 
 from feed.core.models import BarSpec, iso_ms
 
+from .timezones import DISPLAY_TZ
+
 __all__ = [
     "axis_value_ns",
     "bars_in_view",
@@ -27,7 +29,8 @@ def axis_value_ns(value: object) -> int:
     """Return a plotly date-axis value as UTC ns.
 
     Plotly reports date ranges as strings without a zone (``"2024-08-08 23:55:12.3456"``),
-    read here as UTC like the figure's x values, or as epoch milliseconds (numbers).
+    read here in the chart's zone like the figure's x values (``timezones.DISPLAY_TZ``,
+    UTC by default), or as epoch milliseconds (numbers).
 
     Raises
     ------
@@ -36,18 +39,33 @@ def axis_value_ns(value: object) -> int:
     """
     if isinstance(value, bool):
         raise ValueError(f"not a date-axis value: {value!r}")
-    if isinstance(value, int):
-        return value * _NS_PER_MS
-    if isinstance(value, float):
-        whole = math.floor(value)  # ms; split so the ns part keeps its precision
-        return int(whole) * _NS_PER_MS + round((value - whole) * _NS_PER_MS)
+    if isinstance(value, (int, float)):
+        return _from_display_zone(_ms_to_ns(value))
     try:
         ts = pd.Timestamp(str(value))
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not a date-axis value: {value!r}") from exc
     if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return int(ts.value)
+        return int(ts.tz_convert("UTC").tz_localize(None).value)
+    return _from_display_zone(int(ts.value))
+
+
+def _ms_to_ns(value: int | float) -> int:
+    if isinstance(value, int):
+        return value * _NS_PER_MS
+    if not math.isfinite(value):
+        raise ValueError(f"not a date-axis value: {value!r}")
+    whole = math.floor(value)  # ms; split so the ns part keeps its precision
+    return int(whole) * _NS_PER_MS + round((value - whole) * _NS_PER_MS)
+
+
+def _from_display_zone(naive_ns: int) -> int:
+    # The chart's dates are wall times of its zone (figures.plotly_dates): back to UTC.
+    zone = DISPLAY_TZ.get()
+    if zone == "UTC":
+        return naive_ns
+    ts = pd.Timestamp(naive_ns).tz_localize(zone, ambiguous=True, nonexistent="shift_forward")
+    return int(ts.tz_convert("UTC").tz_localize(None).value)
 
 
 def bars_in_view(

@@ -25,6 +25,8 @@ import plotly.graph_objects as go
 
 from feed.core.models import BarSpec, decimals_of
 
+from .timezones import DISPLAY_TZ
+
 __all__ = [
     "UP", "DOWN", "BID", "ASK", "LABELS",
     "x_values", "positions", "hover_text", "format_pct", "format_price", "price_decimals",
@@ -125,8 +127,14 @@ def plotly_dates(ns: pd.Series) -> pd.Series:
 
     The vector form used for axes and hover text; it has no ``T`` and no ``Z`` (plotly
     date strings carry no zone), unlike ``feed.core.models.iso_ms`` for files and JSON.
+    Written in the chart's zone (``dashboard.timezones.DISPLAY_TZ``, UTC unless a
+    callback chose another).
     """
-    return pd.to_datetime(ns.astype("int64"), unit="ns").dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
+    times = pd.to_datetime(ns.astype("int64"), unit="ns")
+    zone = DISPLAY_TZ.get()
+    if zone != "UTC":
+        times = times.dt.tz_localize("UTC").dt.tz_convert(zone).dt.tz_localize(None)
+    return times.dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
 
 
 def plotly_date(ts_ns: int) -> str:
@@ -220,15 +228,16 @@ def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> l
     """Return each bar's hover text (besides the OHLC plotly shows itself).
 
     Tick, volume and value bars: start and end times (their x is a bar number); time bars
-    placed at their end: the start time. Then the trade count, ``change`` (close against
-    the previous close, signed) and ``amplitude`` ((high - low) / previous close), both in
-    percent (``feed.core.models.Bar``).
+    placed at their end: the start time. Then the volume (base units), the trade count,
+    ``change`` (close against the previous close, signed) and ``amplitude`` ((high - low)
+    / previous close), both in percent (``feed.core.models.Bar``).
     """
     time_axis = _is_time(spec)
     show_start = not time_axis or check_label(label) == "end"
     starts = plotly_dates(df["start"]).tolist() if show_start else None
     ends = None if time_axis else plotly_dates(df["end"]).tolist()
     counts = df["trade_count"].astype("int64").tolist()
+    volumes = df["volume"].astype("float64").tolist()
     nan = [math.nan] * len(df)
     change = df["change"].tolist() if "change" in df else nan
     amplitude = df["amplitude"].tolist() if "amplitude" in df else nan
@@ -239,6 +248,7 @@ def hover_text(df: pd.DataFrame, spec: BarSpec | str, label: str = "start") -> l
             parts.append(f"start {starts[i]}")
         if ends is not None:
             parts.append(f"end {ends[i]}")
+        parts.append(f"volume {volumes[i]:,.8g}")
         parts.append(f"{n:,} trade{'' if n == 1 else 's'}")
         parts.append(f"change {format_pct(change[i], signed=True)}")
         parts.append(f"amplitude {format_pct(amplitude[i])}")

@@ -14,6 +14,7 @@ __all__ = [
     "SUBSCRIBE_INPUT",
     "SUBSCRIBE_BUTTON",
     "SUBSCRIBE_MESSAGE",
+    "UNSUBSCRIBE_BUTTON",
     "BAR_KIND",
     "BAR_SIZE",
     "BAR_LABEL",
@@ -21,6 +22,8 @@ __all__ = [
     "BAR_CUSTOM_BUTTON",
     "BAR_MESSAGE",
     "EXPORT_BUTTON",
+    "TIMEZONE",
+    "BROWSER_TZ",
     "EXPORT_MESSAGE",
     "DOWNLOAD",
     "CANDLES",
@@ -42,6 +45,7 @@ STATUS_BANNER = "status-banner"  # red banner under the header: the whole reason
 SYMBOL = "symbol"  # dcc.Dropdown of subscribed symbols
 SUBSCRIBE_INPUT = "subscribe-input"  # free text: a symbol to subscribe
 SUBSCRIBE_BUTTON = "subscribe-button"
+UNSUBSCRIBE_BUTTON = "unsubscribe-button"  # removes the selected symbol (unsubscribes it)
 SUBSCRIBE_MESSAGE = "subscribe-message"  # inline error next to the button (also a vendor's
 #                                          refusal of the symbol, arriving just after)
 BAR_KIND = "bar-kind"  # time / tick / volume / value
@@ -50,6 +54,8 @@ BAR_LABEL = "bar-label"  # time bars placed at their interval "start" or "end"
 BAR_CUSTOM = "bar-custom"  # free text: any valid spec string ("3m", "250t")
 BAR_CUSTOM_BUTTON = "bar-custom-button"
 BAR_MESSAGE = "bar-message"  # inline error for an invalid spec
+TIMEZONE = "timezone"  # dcc.Dropdown: the chart's time zone (UTC, browser, session, any IANA)
+BROWSER_TZ = "browser-tz"  # the zone the browser reports (written clientside at load)
 EXPORT_BUTTON = "export-button"
 EXPORT_MESSAGE = "export-message"  # inline note when nothing is in view
 DOWNLOAD = "download"  # dcc.Download receiving the CSV

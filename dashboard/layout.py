@@ -18,6 +18,7 @@ from feed.core.models import BarSpec
 
 from . import ids
 from .figures import LABELS, placeholder_figure
+from .timezones import zone_options
 
 __all__ = [
     "BAR_KINDS",
@@ -107,7 +108,7 @@ def create_banner() -> html.Div:
     return html.Div(id=ids.STATUS_BANNER, className="status-banner", role="alert")
 
 
-def create_controls(symbols: Sequence[str], default_spec: str) -> html.Div:
+def create_controls(symbols: Sequence[str], default_spec: str, session_tz: str | None = None) -> html.Div:
     """Return the controls row.
 
     Parameters
@@ -116,9 +117,11 @@ def create_controls(symbols: Sequence[str], default_spec: str) -> html.Div:
         Subscribed symbols; the first is selected.
     default_spec : str
         Bar spec selected first (``Engine.default_spec``).
+    session_tz : str, optional
+        The exchange session's zone, offered in the time-zone choice.
     """
     return html.Div(
-        [_symbol_controls(symbols), _bar_controls(default_spec), _export_controls()],
+        [_symbol_controls(symbols), _bar_controls(default_spec), _export_controls(session_tz)],
         className="controls",
     )
 
@@ -146,6 +149,8 @@ def _symbol_controls(symbols: Sequence[str]) -> html.Div:
                 className="ctl-input",
             ),
             html.Button("Subscribe", id=ids.SUBSCRIBE_BUTTON, n_clicks=0, className="btn"),
+            html.Button("Remove", id=ids.UNSUBSCRIBE_BUTTON, n_clicks=0, className="btn",
+                        title="unsubscribe the selected symbol (its stored history is kept)"),
             html.Span(id=ids.SUBSCRIBE_MESSAGE, className="ctl-message", role="alert"),
         ],
         className="ctl-group",
@@ -204,10 +209,19 @@ def _bar_controls(default_spec: str) -> html.Div:
     )
 
 
-def _export_controls() -> html.Div:
-    # The Export CSV button, its inline message and the download.
+def _export_controls(session_tz: str | None = None) -> html.Div:
+    # The chart's time zone, the Export CSV button, its inline message and the download.
     return html.Div(
         [
+            html.Label("Times", htmlFor=ids.TIMEZONE, className="ctl-label"),
+            dcc.Dropdown(
+                id=ids.TIMEZONE,
+                options=zone_options(session_tz),
+                value="UTC",
+                clearable=False,
+                searchable=True,  # type any IANA name, e.g. America/New_York
+                className="ctl-dropdown ctl-tz",
+            ),
             html.Span(id=ids.EXPORT_MESSAGE, className="ctl-message", role="alert"),
             html.Button("Export CSV", id=ids.EXPORT_BUTTON, n_clicks=0, className="btn btn-primary",
                         title="download the bars in view as CSV"),
@@ -246,12 +260,14 @@ def create_stores(interval_ms: int) -> html.Div:
             dcc.Store(id=ids.STATUS_STORE, storage_type="memory"),
             dcc.Store(id=ids.EXPORT_REQUEST, storage_type="memory"),
             dcc.Store(id=ids.SUBSCRIBE_STORE, storage_type="memory"),
+            dcc.Store(id=ids.BROWSER_TZ, storage_type="memory"),
         ],
         hidden=True,
     )
 
 
-def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int) -> html.Div:
+def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int,
+                  session_tz: str | None = None) -> html.Div:
     """Return the whole page.
 
     Parameters
@@ -262,12 +278,15 @@ def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int
         Bar spec selected first.
     interval_ms : int
         Period of the update timer, milliseconds.
+    session_tz : str, optional
+        The exchange session's IANA zone (``--session-tz``), offered in the time-zone
+        choice.
     """
     return html.Div(
         [
             create_header(),
             create_banner(),
-            create_controls(symbols, default_spec),
+            create_controls(symbols, default_spec, session_tz),
             create_charts(),
             create_stores(interval_ms),
         ],

@@ -102,6 +102,7 @@ def start_runtime(
         replay without the kline streams ``kline_check`` needs. Nothing is left running.
     """
     from dashboard.app import create_app
+    from dashboard.sourcebadge import source_info
     from feed.io.client import FeedClient
     from feed.io.snapshots import SnapshotFetcher
     from feed.io.engine import Engine
@@ -126,7 +127,8 @@ def start_runtime(
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
-    rt.app = create_app(rt.engine, interval_ms=interval_ms)
+    rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange),
+                        session_tz=config.session_tz)
     from feed.io.gctune import settle
 
     settle()  # start-up is done: freeze its heap, rarer GC passes for the ingest

@@ -15,6 +15,9 @@ from dash import html
 
 from feed.core.health import Status
 
+from .sourcebadge import source_badge
+from .wording import detail_words, plain
+
 __all__ = ["STATE_COLOURS", "EXPLAINED_STATES", "BANNER_STATES", "status_children", "status_banner",
            "kline_badge", "vendor_label", "format_age"]
 
@@ -155,12 +158,13 @@ def status_banner(status: Mapping) -> list:
     if state not in BANNER_STATES:
         return []
     vendor = status.vendor
-    detail = status.detail.strip() or "no reason given; see the log"
+    detail = detail_words(status.detail.strip()) or "no reason given; see the log"
     head = f"{vendor} feed {state}" if vendor else f"feed {state}"
     return [html.Span(head, className="banner-head"), html.Span(detail, className="banner-detail")]
 
 
-def status_children(status: Status, symbol: str | None, *, dropping: bool = False) -> list:
+def status_children(status: Status, symbol: str | None, *, dropping: bool = False,
+                    source: dict | None = None) -> list:
     """Return the status line's components for ``Engine.status()``.
 
     Parameters
@@ -179,16 +183,19 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
     dropping : bool
         True when the dropped-message counter grew recently: the dot turns amber and
         says so, whatever the connection state.
+    source : dict, optional
+        ``dashboard.sourcebadge.source_info``: the source badge (``SIMULATED``, ``REPLAY
+        x10`` with clock and progress, ``Binance USD-M``) replaces the vendor's name.
     """
     sym = status.symbols.get(symbol or "")
     last_ts = sym.last_trade_ts_ns if sym is not None else None
     age = None if last_ts is None else status.clock_ns - last_ts
-    detail = status.detail
+    detail = detail_words(status.detail)  # an exception's text is for the log
     vendor = status.vendor
     state = status.state
     item = _status_item
     children = [
-        html.Span(_state_parts(status, dropping), className="status-state", title=detail),
+        html.Span(_state_parts(status, dropping, source), className="status-state", title=detail),
         item("msg/s", f"{status.messages_per_s:,.0f}"),
         item("last trade", format_age(age) if symbol else "–"),
         item("queue", f"{status.queue_depth:,}"),
@@ -201,11 +208,11 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
         if n:
             children.append(item(name, f"{n:,}", "warn", title))
     errors = list(status.errors)
-    if errors and state in BANNER_STATES and str(errors[-1]) in detail:
+    if errors and state in BANNER_STATES and str(errors[-1]) in status.detail:
         errors = []  # the reason the feed failed: already whole in the banner
     if errors:  # the vendor's last refusal, e.g. of a symbol it does not list
-        children.append(item("vendor", _clip(str(errors[-1]), 80), "warn",
-                             "the vendor's latest refusals, newest last:\n" + "\n".join(map(str, errors))))
+        children.append(item("vendor", _clip(plain(errors[-1]), 80), "warn",
+                             "the vendor's latest refusals, newest last:\n" + "\n".join(map(plain, errors))))
     return children
 
 
@@ -215,7 +222,7 @@ def _status_item(name: str, value: str, cls: str = "", title: str | None = None)
                      className=f"status-item {cls}".strip(), title=title)
 
 
-def _state_parts(status: Status, dropping: bool) -> list:
+def _state_parts(status: Status, dropping: bool, source: dict | None = None) -> list:
     # The coloured dot, the feed's name (its URL as tooltip), the state and, while
     # reconnecting or stale, the clipped detail.
     state = status.state
@@ -227,11 +234,14 @@ def _state_parts(status: Status, dropping: bool) -> list:
         label = f"{state} · dropping"
     parts = [html.Span(className=f"dot dot-{colour}")]
     vendor = status.vendor
-    if vendor:
-        url = status.feed.url if status.feed is not None else ""
+    url = status.feed.url if status.feed is not None else ""
+    badge = source_badge(source, state=state, clock_ns=status.clock_ns, url=url)
+    if badge is not None:
+        parts.append(badge)
+    elif vendor:
         parts.append(html.Span(str(vendor), className="feed-name",
                                title=f"{vendor} feed: {url}" if url else f"{vendor} feed"))
     parts.append(html.Span(label, className="state"))
     if status.detail and state in EXPLAINED_STATES:
-        parts.append(html.Span(_clip(status.detail, _DETAIL_CHARS), className="detail"))
+        parts.append(html.Span(_clip(detail_words(status.detail), _DETAIL_CHARS), className="detail"))
     return parts

@@ -48,13 +48,15 @@ from feed.core.batch import bars_to_frame
 from feed.core.models import BarSpec
 
 from . import candles, depth, figures
-from .layout import kind_default, size_options
+from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
+from .timezones import DISPLAY_TZ, display_tz
+from .wording import feed_down_words, stale_reason
 
 __all__ = [
     "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS", "DROPPING_FOR_S", "SUBSCRIBE_ERRORS_FOR_S",
     "new_errors", "subscribe_errors", "candles_update", "depth_update", "status_update",
-    "subscribe_from_box", "bar_choice",
+    "subscribe_from_box", "unsubscribe_selected", "bar_choice",
 ]
 
 #: Most closed bars the candle figure holds before a full redraw.
@@ -127,7 +129,8 @@ def _symbol_options(options: Sequence | None, subscribed: Any) -> Any:
 
 
 def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store: dict | None,
-                   max_points: int, keep_points: int, label: str | None = "start") -> tuple[Any, Any]:
+                   max_points: int, keep_points: int, label: str | None = "start",
+                   state: str | None = None, tz: str = "UTC") -> tuple[Any, Any]:
     """Return (candle figure or patch, candle store) for the selection, or no_update twice.
 
     Parameters
@@ -142,12 +145,21 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         Cap of closed bars drawn, and bars kept by the redraw the cap forces.
     label : {"start", "end"}
         Where time bars are placed; anything else is taken as ``"start"``.
+    state : str, optional
+        The feed's state: an empty chart says "feed down" rather than "no trades yet"
+        while the feed is not live.
+    tz : str
+        The chart's time zone (an IANA name, ``dashboard.timezones``): dates on the axis
+        and in hover are written in it; a change redraws and resets the view.
     """
     if not symbol or not spec_text:
         return figures.placeholder_figure("subscribe a symbol to start"), None
-    spec = BarSpec.from_str(spec_text)
+    try:
+        spec = BarSpec.from_str(spec_text)
+    except ValueError as exc:
+        return figures.placeholder_figure(f"choose another bar size: {exc}"), None
     label = label if label in figures.LABELS else "start"
-    view = f"{symbol}|{spec}"  # uirevision: the user's zoom survives a label change
+    view = chart_view(symbol, spec, tz)  # uirevision: the user's zoom survives a label change
     key = view + ("|end" if spec.is_time and label == "end" else "")
     try:
         # Marks first: every mark's trade is then in the bars read next.
@@ -155,7 +167,8 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         drawn = int(store["gap_total"]) if patchable else 0
         total, marks = engine.gap_marks_since(symbol, drawn)
         if patchable:
-            out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
+            with display_tz(tz):
+                out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
             if out is not None:
                 return out
             if drawn:  # a full draw holds every mark still held
@@ -164,7 +177,18 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
     except KeyError:
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
-    return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks)
+    except ValueError as exc:  # the engine refuses a spec too costly to build
+        return figures.placeholder_figure(str(exc), uirevision=view), None
+    with display_tz(tz):
+        figure, new_store = _draw_candles(symbol, spec, series, store, key, view, label, keep_points,
+                                          total, marks, state)
+    return figure, new_store
+
+
+def chart_view(symbol: str, spec: BarSpec, tz: str = "UTC") -> str:
+    """Return what the candle chart shows, ``"SYMBOL|SPEC"`` (plus ``"|ZONE"`` when not
+    UTC): its ``uirevision`` and the candle store's ``view``."""
+    return f"{symbol}|{spec}" + ("" if tz == "UTC" else f"|{tz}")
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -194,14 +218,15 @@ def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, m
     }
 
 
-def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks) -> tuple:
+def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state=None) -> tuple:
     # (full figure or in-place redraw, store); a placeholder while there are no bars.
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
-        if store and store.get("key") == key and store.get("empty"):
+        down = feed_down_words(state)
+        if store and store.get("key") == key and store.get("empty") == (down or True):
             return no_update, no_update
-        return (figures.placeholder_figure(f"waiting for {symbol} trades…", uirevision=view),
-                {"key": key, "empty": True})
+        message = f"{down}: no {symbol} trades received" if down else f"no {symbol} trades yet"
+        return (figures.placeholder_figure(message, uirevision=view), {"key": key, "empty": down or True})
     bars = closed + ([series.current] if series.current is not None else [])
     frame = bars_to_frame(bars)
     decimals = figures.price_decimals(frame)
@@ -209,6 +234,8 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
         frame, symbol=symbol, spec=spec, first_index=series.n_closed - len(closed), uirevision=view,
         decimals=decimals, label=label, gap_marks=marks,
     )
+    if spec.is_time:  # the zone the dates are written in (a display choice)
+        figure.update_layout(title_text=f"{figure.layout.title.text} · times {DISPLAY_TZ.get()}")
     if store and store.get("view") == view and "n_closed" in store:
         figure = candles.candles_redraw(figure)  # same chart redrawn: keep the user's view
     return figure, {
@@ -224,24 +251,31 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     }
 
 
-def depth_update(engine: Any, symbol: str | None, store: str | None) -> tuple[Any, Any]:
-    """Return (depth figure, signature store), or no_update twice when the book is unchanged."""
+def depth_update(engine: Any, symbol: str | None, store: str | None,
+                 state: str | None = None) -> tuple[Any, Any]:
+    """Return (depth figure, signature store), or no_update twice when the book is unchanged.
+
+    ``state`` is the feed's (``Engine.status().state``): the book is marked stale while the
+    feed is not live or the book is not in sync (``wording.stale_reason``).
+    """
     view = engine.depth(symbol, DEPTH_LEVELS) if symbol else None
     if view is None:
         signature = f"none|{symbol}"
         figure = None if signature == store else figures.placeholder_figure(
             "no order book" if symbol else "subscribe a symbol to start")
     else:
-        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}"
+        stale = stale_reason(state, view.synced) if state is not None else ""
+        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}|{stale}"
         figure = None if signature == store else depth.depth_figure(
             view.bids, view.asks, symbol=symbol, mid=view.mid, spread=view.spread,
-            synced=view.synced, uirevision=symbol,
+            synced=view.synced, uirevision=symbol, stale=stale,
         )
     return (no_update, no_update) if figure is None else (figure, signature)
 
 
 def status_update(engine: Any, symbol: str | None, store: dict | None, pending: dict | None = None,
-                  options: Sequence | None = None, *, now: float) -> tuple[Any, Any, Any, Any, Any]:
+                  options: Sequence | None = None, *, now: float,
+                  source: dict | None = None, status: Any = None) -> tuple[Any, Any, Any, Any, Any]:
     """Return (status line, banner, store, subscribe message, symbol options).
 
     Parameters
@@ -259,15 +293,19 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
         The symbol dropdown's options.
     now : float
         Wall-clock time, UTC seconds.
+    source : dict, optional
+        The run's source (``dashboard.sourcebadge.source_info``) for the status line's badge.
+    status : feed.core.health.Status, optional
+        ``Engine.status()`` when the caller read it already (read here otherwise).
     """
-    status = engine.status()
+    status = engine.status() if status is None else status
     dropped = status.counters.dropped
     store = store or {}
     drop_seen = store.get("drop_seen")
     if "dropped" in store and dropped > int(store["dropped"]):
         drop_seen = now
     dropping = drop_seen is not None and now - float(drop_seen) < DROPPING_FOR_S
-    children = status_children(status, symbol, dropping=dropping)
+    children = status_children(status, symbol, dropping=dropping, source=source)
     banner = status_banner(status)
     signature = _crc((children, banner))
     new_store = {"dropped": dropped, "drop_seen": drop_seen, "sig": signature, "sub_done": store.get("sub_done")}
@@ -318,14 +356,32 @@ def subscribe_from_box(engine: Any, text: str | None, selected: str | None, *,
     return engine.symbols(), symbol, "", "", pending
 
 
-def bar_choice(kind: str, kind_changed: bool, text: str | None, current: str | None) -> tuple | None:
+def unsubscribe_selected(engine: Any, symbol: str | None) -> tuple[Any, Any, str]:
+    """Return (symbol options, selected symbol, message) after removing ``symbol``.
+
+    The engine stops receiving it (``Engine.unsubscribe``: its stored history stays); the
+    selection moves to the first symbol left (None when none is).
+    """
+    if not symbol:
+        return no_update, no_update, "select a symbol to remove"
+    if symbol not in engine.symbols():
+        return engine.symbols(), no_update, f"{symbol} is not subscribed"
+    engine.unsubscribe(symbol)
+    left = engine.symbols()
+    return left, (left[0] if left else None), f"removed {symbol}"
+
+
+def bar_choice(kind: str | None, kind_changed: bool, text: str | None, current: str | None,
+               engine: Any = None, symbol: str | None = None) -> tuple | None:
     """Return (bar kind, size options, bar spec, message) for the bar chooser.
 
     ``kind_changed``: the kind toggle fired (else the custom spec box). None when the new
-    kind is the current spec's (nothing to change).
+    kind is the current spec's or not a kind (nothing to change). A typed spec is tried on
+    ``engine`` for ``symbol`` (when given): one the engine refuses to build (too many bars
+    for the trades held) is not chosen, the engine's reason is the message.
     """
     if kind_changed:
-        if current and BarSpec.from_str(current).kind == kind:
+        if kind not in BAR_KINDS or (current and _spec_kind(current) == kind):
             return None
         return no_update, size_options(kind), kind_default(kind), ""
     text = (text or "").strip()
@@ -335,4 +391,18 @@ def bar_choice(kind: str, kind_changed: bool, text: str | None, current: str | N
         spec = BarSpec.from_str(text)
     except ValueError as exc:
         return no_update, no_update, no_update, str(exc)
+    if engine is not None and symbol:
+        try:
+            engine.bar_series(symbol, spec, _LAST)  # builds it now: the cost is checked here
+        except KeyError:
+            pass  # not subscribed (any more): the chart says so
+        except ValueError as exc:
+            return no_update, no_update, no_update, str(exc)
     return spec.kind, size_options(spec.kind, str(spec)), str(spec), ""
+
+
+def _spec_kind(text: str) -> str | None:
+    try:
+        return BarSpec.from_str(text).kind
+    except ValueError:
+        return None

@@ -178,7 +178,7 @@ def test_candles_tick_when_no_bars_yet_then_placeholder_once():
     eng = StubSeriesEngine()
     fig, store = tick_candles(eng, None)
     assert isinstance(fig, go.Figure) and store == {"key": "BTCUSDT|1m", "empty": True}
-    assert "waiting" in fig.layout.annotations[0].text
+    assert fig.layout.annotations[0].text == "no BTCUSDT trades yet"
     assert tick_candles(eng, store) == (no_update, no_update)
     eng.grow(2)
     fig, store = tick_candles(eng, store)

@@ -7,7 +7,7 @@ waited for it. :class:`ExchangeProcess` runs the same
 :class:`feed.exchange.server.EmbeddedExchange` in a child process (``spawn``: no
 threads or locks are inherited), so it runs on the other core, and offers the parent the
 part of its interface the runtime uses: ``ws_url``, ``rest_url``, ``symbols``,
-``serves()``, ``fault_stats()``, ``finished`` and ``stop()``. Calls go over a pipe
+``serves()``, ``fault_stats()``, ``progress``, ``finished`` and ``stop()``. Calls go over a pipe
 (one at a time, under a lock); ``finished`` is a process-shared event. Nothing about the
 wire changes: the client connects to it on loopback exactly as before.
 """
@@ -48,7 +48,8 @@ def _child(conn: Any, finished: Any, kwargs: dict) -> None:
                 conn.send(("ok", None))
                 break
             try:
-                conn.send(("ok", getattr(ex, name)(*args)))
+                attr = getattr(ex, name)
+                conn.send(("ok", attr(*args) if callable(attr) else attr))
             except Exception as exc:
                 conn.send(("error", type(exc).__name__, str(exc)))
     finally:
@@ -120,6 +121,16 @@ class ExchangeProcess:
     def serves(self, symbol: str, channel: str) -> bool:
         """Return ``EmbeddedExchange.serves(symbol, channel)`` of the child's exchange."""
         return bool(self._call("serves", symbol, channel))
+
+    @property
+    def progress(self) -> float | None:
+        """Return ``EmbeddedExchange.progress`` of the child's exchange (None once stopped)."""
+        if self._conn is None:
+            return None
+        try:
+            return self._call("progress")
+        except (OSError, EOFError, RuntimeError):
+            return None
 
     def fault_stats(self) -> dict:
         """Return ``EmbeddedExchange.fault_stats()`` of the child's exchange."""

@@ -131,6 +131,8 @@ class _FileScan:
     markets: dict[str, str] = field(default_factory=dict)
     # symbols (lower) with a REST snapshot line
     snapshots: set[str] = field(default_factory=set)
+    # lines in the file (the replay's progress is lines played of every file's)
+    lines: int = 0
 
 
 def _market_of(channel: str, raw: str) -> str | None:
@@ -161,6 +163,7 @@ def _scan(path: Path) -> _FileScan:
     last_depth: str | None = None
     unattributed = 0
     for _, raw in read_recording(path):
+        scan.lines += 1
         if raw.startswith(_STREAM_HEAD):
             end = raw.find('"', 11)
             symbol, channel = stream_key(raw[11:end])
@@ -299,6 +302,9 @@ class ReplaySource:
         self.stopping = asyncio.Event()
         # Malformed recorded lines met during playback.
         self.bad_lines = 0
+        # Lines read so far of every file's (:attr:`progress`).
+        self.played_lines = 0
+        self.total_lines = sum(scan.lines for scan in self._scans)
 
     # -- what the exchange asks --------------------------------------------------------
 
@@ -318,6 +324,11 @@ class ReplaySource:
                 f"{symbol}@{channel} is not in the recording (recorded: "
                 f"{', '.join(sorted(self.channels[symbol]))})"
             )
+
+    @property
+    def progress(self) -> float:
+        """Return the fraction of the files' lines played, 0..1 (1 for empty files)."""
+        return min(self.played_lines / self.total_lines, 1.0) if self.total_lines else 1.0
 
     def has_symbol(self, symbol: str) -> bool:
         """Return True if REST depth serves ``symbol``: it has a recorded diff stream."""
@@ -364,6 +375,7 @@ class ReplaySource:
         lines = 0
         for recv_ns, index, raw in merge_recordings(self._paths):
             lines += 1
+            self.played_lines = lines
             if lines % REPLAY_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             if raw.startswith(_STREAM_HEAD):

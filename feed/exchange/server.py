@@ -204,6 +204,11 @@ class EmbeddedExchange(ServerThread):
         """Return the upper-case symbols currently available, sorted."""
         return self._source.symbols()
 
+    @property
+    def progress(self) -> float | None:
+        """Return the fraction of the replay files played (0..1), None for the simulator."""
+        return getattr(self._source, "progress", None)
+
     def serves(self, symbol: str, channel: str) -> bool:
         """Return True if a subscription to ``<symbol>@<channel>`` would be served.
 
