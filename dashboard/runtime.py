@@ -39,6 +39,7 @@ class Runtime:
         self.engine = None
         self.feed = None
         self.fetcher = None
+        self.history = None  # feed.io.backfill.HistoryFetcher (backfill, gap repair)
         self.store = None
         self.recorder = None
         self.app = None
@@ -52,7 +53,7 @@ class Runtime:
         depth request until its recorded snapshot plays, and stopping answers it at once.
         The engine stops after both, so it drains what they queued and flushes the store.
         """
-        for part in (self.feed, self.exchange, self.fetcher):
+        for part in (self.feed, self.exchange, self.fetcher, self.history):
             if part is not None:
                 try:
                     part.stop()
@@ -118,7 +119,11 @@ def start_runtime(
     rt.feed = FeedClient(adapter, rt.engine, symbols=(), name=adapter.name,
                          **{"stale_after_s": config.stale_after, **(feed_options or {})})
     rt.fetcher = SnapshotFetcher(rt.engine, hints=adapter.http_hints)
-    rt.engine.attach(rt.feed, rt.fetcher)
+    if config.backfill_s > 0 and getattr(adapter, "serves_history", False):
+        from feed.io.backfill import HistoryFetcher
+
+        rt.history = HistoryFetcher(rt.engine, adapter.history_url("aggTrades"))
+    rt.engine.attach(rt.feed, rt.fetcher, rt.history)
     rt.engine.start()
     for s in symbols:
         rt.engine.subscribe(s)
@@ -156,6 +161,7 @@ def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[
         rt.exchange = EmbeddedExchange(
             replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,
             sim_rate=config.sim_rate, faults=config.faults, klines=kline is not None,
+            history_s=0.0 if config.replay else min(config.backfill_s, 3600.0),
         ).start()
     except ValueError as exc:
         raise UsageError(f"--replay/--symbols: {exc}") from None
@@ -206,6 +212,8 @@ def _engine_config(config: RunConfig, engine_options: dict | None) -> Any:
 
     options = dict(engine_options or {})
     market_fields = {k: options.pop(k) for k in list(options) if k in MarketConfig.__dataclass_fields__}
+    history = config.backfill_s > 0
+    market_fields = {"backfill_s": config.backfill_s, "repair_gaps": history, **market_fields}
     market = MarketConfig(clock="exchange" if config.replay else "wall", default_spec=config.bar,
                           bar_options=config.bar_options, kline_check=config.kline_streams,
                           **market_fields)

@@ -26,6 +26,11 @@ Rules it owns
   for the log at most every 5 s.
 * Kline cross-check (``kline_check``): vendor candles are compared with tickscope's own
   bars of that interval (``feed.core.klinecheck``).
+* REST history (adapters with ``serves_history`` and consecutive ids): the first live
+  trade of a symbol with an empty tape asks for ``backfill_s`` of trades before it; a
+  trade-id jump asks for the missing ids (``repair_gaps``). Pages of aggregate trades are
+  put in place (``feed.core.history``) and every series of the symbol is rebuilt; a
+  repaired gap's mark and ``gaps`` count drop by the trades recovered.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ from feed.core.bars import BarAggregator, make_aggregator
 from feed.core.config import MarketConfig
 from feed.core.events import (
     Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
-    PlannedDisconnect, SnapshotBody, SnapshotFailed, SourceFinished,
+    HistoryFailed, HistoryPage, HistoryRequest, PlannedDisconnect, SnapshotBody, SnapshotFailed,
+    SourceFinished,
 )
+from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, trades_from_aggregates
 from feed.core.batch import estimate_bars
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
@@ -91,6 +98,9 @@ class MarketState:
         self._fatal_sent = False  # a fatal reply was already handed out
         self.source_finished = False
         self.klines = KlineChecker(config.kline_check) if config.kline_check else None
+        # REST history: backfill and gap repair (progress and counters in the ledger).
+        self.history = HistoryLedger()
+        self._history_on = bool(getattr(adapter, "serves_history", False)) and self._ids_consecutive
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -166,6 +176,8 @@ class MarketState:
                 fx.reconnect = f"vendor notice: {item.detail}"
             elif kind is SnapshotBody:
                 self._apply_snapshot_body(item, fx, mono_ns)
+            elif kind is HistoryPage or kind is HistoryFailed:
+                self._apply_history(item, now_ns)
             else:
                 self._apply_control(item, fx, mono_ns)
         self._close_by_clock(now_ns)
@@ -223,6 +235,9 @@ class MarketState:
             self._malformed("bad_trade_id", f"{trade.symbol} id {tid}", None, fx, mono_ns)
             return
         if tid is None or st.last_trade_id is None or not self._ids_consecutive:
+            if tid is not None and not st.trades and self._history_on and self.config.backfill_s > 0:
+                self._ask_history(fx, HistoryRequest("backfill", st.symbol, None, tid - 1,
+                                                     trade.ts_ns - int(self.config.backfill_s * _NS), trade.ts_ns))
             self._take(st, trade, fx)
             return
         if tid <= st.last_trade_id:
@@ -234,7 +249,7 @@ class MarketState:
             st.suspect = trade  # one bogus id must not become the baseline: wait for the next
             return
         if tid > st.last_trade_id + 1:
-            self._gap(st, trade)
+            self._gap(st, trade, fx)
         self._take(st, trade, fx)
 
     def _settle_suspect(self, st: SymbolState, trade: Trade, fx: Effects, mono_ns: int) -> None:
@@ -242,17 +257,61 @@ class MarketState:
         # gap), one that follows the old sequence shows the jumped id was bogus.
         suspect, st.suspect = st.suspect, None
         if trade.trade_id == suspect.trade_id + 1:
-            self._gap(st, suspect)
+            self._gap(st, suspect, fx)
             self._take(st, suspect, fx)
         else:
             self._malformed("suspect_trade_id", f"{suspect.symbol} id {suspect.trade_id} after "
                             f"{st.last_trade_id}", None, fx, mono_ns)
 
-    def _gap(self, st: SymbolState, trade: Trade) -> None:
+    def _gap(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
         before = st.last_trade_ts_ns
+        lo = st.last_trade_id + 1
         st.record_gap(trade)
         if self.klines is not None:
             self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
+        if self._history_on and self.config.repair_gaps and trade.trade_id - lo < MAX_REPAIR_IDS:
+            self._ask_history(fx, HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1,
+                                                 before or trade.ts_ns, trade.ts_ns))
+
+    def _ask_history(self, fx: Effects, request: HistoryRequest) -> None:
+        self.history.open(request)
+        fx.history.append(request)
+
+    def _apply_history(self, item: HistoryPage | HistoryFailed, now_ns: int) -> None:
+        # A page of aggregate trades (or a request given up): put the trades in place,
+        # count them, and rebuild the symbol's series from the tape.
+        req = item.request
+        st = self._symbols.get(req.symbol)
+        progress = self.history.find(req)
+        if st is None or progress is None:
+            return
+        if type(item) is HistoryFailed:
+            self.history.note_failed(progress, item)
+            return
+        tape = list(st.trades)
+        new, _ = trades_from_aggregates(
+            req.symbol, item.rows, req.lo_id, req.hi_id, req.start_ns if req.kind == "backfill" else None,
+            tape, [t.trade_id for t in tape], progress.last_agg_ids)
+        kept = st.insert_trades(new)
+        ids = sum(t.count for t in kept)
+        self.history.note_page(progress, item, kept, ids)
+        if req.kind == "repair" and ids:
+            st.note_repaired(req.end_ns, ids)
+        if kept:
+            self._rebuild_series(st, now_ns)
+
+    def _rebuild_series(self, st: SymbolState, now_ns: int) -> None:
+        # Trades were put in place inside the tape: every series is rebuilt from it (a
+        # new generation, so readers redraw); one that has grown too big is dropped.
+        trades = list(st.trades)
+        for spec, old in list(st.series.items()):
+            try:
+                agg = self.build_series(SeriesSeed(st.symbol, spec, trades, st.n_trades, self.clock_ns(now_ns)))
+            except ValueError:
+                del st.series[spec]
+                continue
+            agg.generation = old.generation + 1
+            st.series[spec] = agg
 
     def _take(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
         # Apply a trade that passed every check: tape, series, kline check, store.
@@ -446,6 +505,10 @@ class MarketState:
     def count(self, name: str) -> int:
         """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""
         return self._counts[name]
+
+    def history_json(self) -> dict:
+        """Return REST history progress and counters (``HistoryLedger.as_json``)."""
+        return self.history.as_json()
 
     def missing_trades(self) -> int:
         """Return trades missing across trade-id jumps, over every symbol held."""
