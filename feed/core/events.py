@@ -15,6 +15,7 @@ Queue items (producer threads -> engine queue)
     :class:`HistoryPage`      aggregate trades fetched from REST history for a
                               :class:`HistoryRequest` (backfill or gap repair)
     :class:`HistoryFailed`    a history request given up, with the reason
+    :class:`HistoryKlines`    vendor 1m klines fetched over REST (verification)
 
 Market-state inputs (engine worker -> ``MarketState.apply``)
     :class:`Parsed`           the events of one raw message (``adapter.parse``)
@@ -36,7 +37,7 @@ __all__ = [
     "RawMessage", "RejectedFrame", "SnapshotBody", "FeedOpened", "FeedClosed", "FeedError",
     "SnapshotFailed", "SourceFinished", "ControlEvent", "QueueItem", "Parsed", "Malformed",
     "PlannedDisconnect", "MarketInput", "Effects", "FeedStatus", "Sink", "FeedControl",
-    "HistoryRequest", "HistoryPage", "HistoryFailed",
+    "HistoryRequest", "HistoryPage", "HistoryFailed", "HistoryKlines",
 ]
 
 
@@ -144,8 +145,9 @@ class HistoryRequest:
 
     Parameters
     ----------
-    kind : {"backfill", "repair"}
-        Backfill before the first live trade, or repair of a trade-id gap.
+    kind : {"backfill", "repair", "klines"}
+        Backfill before the first live trade, repair of a trade-id gap, or the vendor's
+        final 1m klines of ``[start_ns, end_ns)`` (for verification; ids unused).
     symbol : str
     lo_id : int or None
         First trade id wanted; None for a backfill (bounded by ``start_ns`` instead).
@@ -182,6 +184,15 @@ class HistoryPage:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryKlines:
+    """Final vendor 1m klines fetched over REST for ``symbol`` (closed minutes only)."""
+
+    recv_ns: int
+    symbol: str
+    klines: tuple
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryFailed:
     """A history request given up (``error`` in words: endpoint down, history no longer
     served, rate-limit ban...); what was fetched before stays applied."""
@@ -192,7 +203,7 @@ class HistoryFailed:
 
 
 ControlEvent = Union[FeedOpened, FeedClosed, FeedError, SnapshotFailed, SourceFinished,
-                     HistoryPage, HistoryFailed]
+                     HistoryPage, HistoryFailed, HistoryKlines]
 QueueItem = Union[RawMessage, RejectedFrame, SnapshotBody, ControlEvent]
 
 

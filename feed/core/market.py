@@ -42,10 +42,11 @@ from feed.core.bars import BarAggregator, make_aggregator
 from feed.core.config import MarketConfig
 from feed.core.events import (
     Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
-    HistoryFailed, HistoryPage, HistoryRequest, PlannedDisconnect, SnapshotBody, SnapshotFailed,
+    HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, SnapshotBody, SnapshotFailed,
     SourceFinished,
 )
 from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, trades_from_aggregates
+from feed.core.verify import MINUTE_NS, Verifier
 from feed.core.batch import estimate_bars
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
@@ -100,7 +101,11 @@ class MarketState:
         self.klines = KlineChecker(config.kline_check) if config.kline_check else None
         # REST history: backfill and gap repair (progress and counters in the ledger).
         self.history = HistoryLedger()
-        self._history_on = bool(getattr(adapter, "serves_history", False)) and self._ids_consecutive
+        self._history_on = (bool(getattr(adapter, "serves_history", False)) and self._ids_consecutive
+                            and (config.backfill_s > 0 or config.repair_gaps))
+        # Per-bar verification against the vendor's 1m klines (live stream and REST).
+        self.verifier = Verifier() if (self._history_on or config.kline_check == "1m") else None
+        self._klines_asked: dict[str, int] = {}  # symbol -> minute start up to which REST klines were asked
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -128,6 +133,8 @@ class MarketState:
         self._symbols[symbol] = st
         if self.klines is not None:
             self.klines.add_symbol(symbol)
+        if self.verifier is not None:
+            self.verifier.add_symbol(symbol)
         if self.config.clock == "exchange" and st.last_trade_ts_ns:
             self._exchange_clock_ns = max(self._exchange_clock_ns, st.last_trade_ts_ns)
         return True
@@ -138,6 +145,9 @@ class MarketState:
             return False
         if self.klines is not None:
             self.klines.remove_symbol(symbol)
+        if self.verifier is not None:
+            self.verifier.remove_symbol(symbol)
+        self._klines_asked.pop(symbol, None)
         return True
 
     # -- clock --------------------------------------------------------------------------
@@ -177,10 +187,15 @@ class MarketState:
             elif kind is SnapshotBody:
                 self._apply_snapshot_body(item, fx, mono_ns)
             elif kind is HistoryPage or kind is HistoryFailed:
-                self._apply_history(item, now_ns)
+                self._apply_history(item, now_ns, fx)
+            elif kind is HistoryKlines:
+                if self.verifier is not None:
+                    for k in item.klines:
+                        self.verifier.on_kline(k)
             else:
                 self._apply_control(item, fx, mono_ns)
         self._close_by_clock(now_ns)
+        self._ask_klines(now_ns, fx)
         return fx
 
     def on_clock(self, now_ns: int, mono_ns: int) -> Effects:
@@ -219,6 +234,8 @@ class MarketState:
         elif t is Kline:
             if self.klines is not None:
                 self.klines.on_kline(ev)
+            if self.verifier is not None:
+                self.verifier.on_kline(ev)
         # BookTicker: for verification tools, not for the market state.
 
     def _on_trade(self, trade: Trade, fx: Effects, mono_ns: int) -> None:
@@ -269,6 +286,8 @@ class MarketState:
         st.record_gap(trade)
         if self.klines is not None:
             self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
+        if self.verifier is not None:
+            self.verifier.note_gap(trade.symbol, before or trade.ts_ns, trade.ts_ns, trade.trade_id - lo)
         if self._history_on and self.config.repair_gaps and trade.trade_id - lo < MAX_REPAIR_IDS:
             self._ask_history(fx, HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1,
                                                  before or trade.ts_ns, trade.ts_ns))
@@ -277,7 +296,7 @@ class MarketState:
         self.history.open(request)
         fx.history.append(request)
 
-    def _apply_history(self, item: HistoryPage | HistoryFailed, now_ns: int) -> None:
+    def _apply_history(self, item: HistoryPage | HistoryFailed, now_ns: int, fx: Effects) -> None:
         # A page of aggregate trades (or a request given up): put the trades in place,
         # count them, and rebuild the symbol's series from the tape.
         req = item.request
@@ -297,8 +316,32 @@ class MarketState:
         self.history.note_page(progress, item, kept, ids)
         if req.kind == "repair" and ids:
             st.note_repaired(req.end_ns, ids)
+            if self.verifier is not None:
+                self.verifier.note_repaired(req.symbol, req.end_ns, ids)
         if kept:
             self._rebuild_series(st, now_ns)
+        if item.done and self.verifier is not None and progress.oldest_ns is not None:
+            # The vendor's klines of the minutes the history filled, for verification.
+            fx.history.append(HistoryRequest("klines", req.symbol, None, 0, progress.oldest_ns - progress.oldest_ns
+                                             % MINUTE_NS, req.end_ns))
+
+    def _ask_klines(self, now_ns: int, fx: Effects) -> None:
+        # Without a live kline stream, ask the vendor's REST klines of the minutes closed
+        # (5 s ago, so the vendor has finalised them), once per minute per symbol.
+        if self.verifier is None or not self._history_on or self.config.kline_check == "1m":
+            return
+        upto = self.clock_ns(now_ns) - 5 * _NS
+        upto -= upto % MINUTE_NS  # start of the minute in progress 5 s ago
+        for st in self._symbols.values():
+            if st.last_trade_ts_ns is None:
+                continue
+            asked = self._klines_asked.get(st.symbol)
+            if asked is None:
+                self._klines_asked[st.symbol] = upto  # live minutes from here on
+                continue
+            if upto > asked:
+                self._klines_asked[st.symbol] = upto
+                fx.history.append(HistoryRequest("klines", st.symbol, None, 0, asked, upto))
 
     def _rebuild_series(self, st: SymbolState, now_ns: int) -> None:
         # Trades were put in place inside the tape: every series is rebuilt from it (a
@@ -331,6 +374,8 @@ class MarketState:
             agg.on_trade(trade)
         if self.klines is not None:
             self.klines.on_trade(trade)
+        if self.verifier is not None:
+            self.verifier.on_trade(trade.symbol, trade.ts_ns, trade.in_bars)
         fx.persist.append(trade)
 
     def _on_reply(self, reply: VendorReply, fx: Effects) -> None:
@@ -505,6 +550,19 @@ class MarketState:
     def count(self, name: str) -> int:
         """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""
         return self._counts[name]
+
+    def verify_report(self, symbol: str, bars: list) -> dict | None:
+        """Return the per-bar verification of ``symbol``'s 1m ``bars`` (``Verifier.report``),
+        or None when verification is off or the symbol is not held. The first fully covered
+        minute is the one after the oldest trade held (that one was cut by the start)."""
+        st = self._symbols.get(symbol)
+        if self.verifier is None or st is None:
+            return None
+        covered = None
+        if st.trades:
+            oldest = min(st.trades[0].ts_ns, st.trades[-1].ts_ns)
+            covered = oldest - oldest % MINUTE_NS + MINUTE_NS
+        return self.verifier.report(symbol, bars, covered)
 
     def history_json(self) -> dict:
         """Return REST history progress and counters (``HistoryLedger.as_json``)."""

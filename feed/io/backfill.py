@@ -37,11 +37,11 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from feed.core.events import HistoryFailed, HistoryPage, HistoryRequest
+from feed.core.events import HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest
 from feed.core.models import AggTrade, MalformedMessage
 from feed.core.pacing import backoff
 from feed.io.policy import classify_error, explain_error, http_status, retry_after_s
-from feed.vendors.binance_wire import parse_agg_trades_body
+from feed.vendors.binance_wire import parse_agg_trades_body, parse_klines_body
 
 __all__ = ["HistoryFetcher", "HistoryError", "HOUR_MS"]
 
@@ -85,7 +85,7 @@ class HistoryFetcher:
         REST calls made, and the highest used weight the vendor reported.
     """
 
-    def __init__(self, sink: Any, agg_trades_url: str, *, page_limit: int = 1000, weight_budget: int = 1200,
+    def __init__(self, sink: Any, agg_trades_url: str, *, klines_url: str | None = None, page_limit: int = 1000, weight_budget: int = 1200,
                  timeout_s: float = 10.0, max_attempts: int = 4, max_wait_s: float = 120.0,
                  clock=time.time) -> None:
         if not 1 <= page_limit <= 1000:
@@ -94,6 +94,8 @@ class HistoryFetcher:
             raise ValueError("weight_budget and max_attempts must be >= 1")
         self._sink = sink
         self._url = agg_trades_url
+        # Vendor 1m klines endpoint (verification); default: beside the aggregate trades.
+        self._klines_url = klines_url or agg_trades_url.rsplit("/", 1)[0] + "/klines"
         self._limit = page_limit
         self._budget = weight_budget
         self._timeout_s = timeout_s
@@ -140,10 +142,14 @@ class HistoryFetcher:
             try:
                 if req.kind == "backfill":
                     self._backfill(req)
+                elif req.kind == "klines":
+                    self._klines(req)
                 else:
                     self._repair(req)
             except HistoryError as exc:
                 log.warning("history: %s %s given up: %s", req.kind, req.symbol, exc)
+                if req.kind == "klines":
+                    continue  # those minutes stay unverified
                 self._sink.submit_control(HistoryFailed(time.time_ns(), req, str(exc)))
             except Exception as exc:  # a bug must not kill the thread
                 log.exception("history: %s %s failed unexpectedly", req.kind, req.symbol)
@@ -233,12 +239,37 @@ class HistoryFetcher:
                 self._page(req, [], calls, True)
                 return
 
+    def _klines(self, req: HistoryRequest) -> None:
+        # The vendor's final 1m klines of [start_ns, end_ns), 1000 a call; only minutes
+        # already closed are asked for (the market state's rule), so each is final.
+        start_ms = req.start_ns // _MS
+        end_ms = req.end_ns // _MS
+        while start_ms < end_ms and not self._stop.is_set():
+            body = self._call(self._klines_url, req.symbol,
+                              {"interval": "1m", "startTime": start_ms, "endTime": end_ms - 1, "limit": 1000})
+            try:
+                klines = [k for k in parse_klines_body(req.symbol, body) if k.end_ns <= req.end_ns]
+            except MalformedMessage as exc:
+                raise HistoryError(f"unusable klines answer: {exc.detail}") from None
+            if klines:
+                self._sink.submit_control(HistoryKlines(time.time_ns(), req.symbol, tuple(klines)))
+            if len(klines) < 1000:
+                return
+            start_ms = klines[-1].start_ns // _MS + 60_000
+
     # -- one call --------------------------------------------------------------------
 
     def _get(self, symbol: str, **params: int) -> list[AggTrade]:
+        body = self._call(self._url, symbol, {"limit": self._limit, **params})
+        try:
+            return list(parse_agg_trades_body(body))
+        except MalformedMessage as exc:
+            raise HistoryError(f"unusable answer: {exc.detail}") from None
+
+    def _call(self, base: str, symbol: str, params: dict) -> bytes:
+        # One GET with retries, rate limits and the weight header; returns the body.
         query = {"symbol": symbol, **{k: str(v) for k, v in params.items()}}
-        query.setdefault("limit", str(self._limit))
-        url = f"{self._url}?{urllib.parse.urlencode(query)}"
+        url = f"{base}?{urllib.parse.urlencode(query)}"
         delays = backoff()
         for attempt in range(1, self._max_attempts + 1):
             self._respect_budget()
@@ -268,10 +299,7 @@ class HistoryFetcher:
                 if self._stop.wait(wait):
                     raise HistoryError("stopping") from None
                 continue
-            try:
-                return list(parse_agg_trades_body(body))
-            except MalformedMessage as exc:
-                raise HistoryError(f"unusable answer: {exc.detail}") from None
+            return body
         raise HistoryError("no attempt made")  # pragma: no cover - the loop returns or raises
 
     def _note_weight(self, header: str | None) -> None:

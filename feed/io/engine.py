@@ -283,6 +283,20 @@ class Engine:
         frame.attrs["size_decimals"] = series.size_decimals
         return frame
 
+    def verify(self, symbol: str) -> dict | None:
+        """Return the per-bar verification of ``symbol``'s 1m bars against the vendor's
+        klines (``feed.core.verify.Verifier.report``; the 1m series is built if needed), or
+        None when verification is off.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not subscribed.
+        """
+        series = self.bar_series(symbol, "1m")
+        with self._lock:
+            return self.market.verify_report(symbol, series.closed)
+
     def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
         """Return the top ``levels`` of ``symbol``'s book, or None if not subscribed."""
         with self._lock:
