@@ -167,12 +167,16 @@ class RunConfig:
     @property
     def backfill_s(self) -> float:
         """Seconds of REST history to backfill: ``backfill`` when given, else 1 h for live
-        Binance, 10 min on the embedded simulator (which then makes 10 min of past trades
-        to serve), 0 for a replay (nothing was played before it), with ``faults`` (injected
-        gaps stay visible) and for vendors without trade history."""
+        Binance and 10 min on the embedded simulator (which then makes 10 min of past
+        trades at start to serve them). The default is 0 for a replay (nothing was played
+        before it), with ``record`` (the recording must replay as it was received, and
+        REST history is not in it), with the developer options ``faults`` (injected gaps
+        stay visible) and ``sim_rate`` other than 1 (making the past would cost seconds),
+        and for vendors without trade history."""
         if self.backfill is not None:
             return self.backfill
-        if self.vendor_name != "binance" or self.replay or self.faults is not None:
+        if (self.vendor_name != "binance" or self.replay or self.record or self.faults is not None
+                or (self.embedded and self.sim_rate != 1.0)):
             return 0.0
         return DEFAULT_BACKFILL_EMBEDDED_S if self.embedded else DEFAULT_BACKFILL_LIVE_S
 
