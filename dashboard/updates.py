@@ -154,6 +154,9 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         patchable = bool(store) and store.get("key") == key and "n_closed" in store and "gap_total" in store
         drawn = int(store["gap_total"]) if patchable else 0
         total, marks = engine.gap_marks_since(symbol, drawn)
+        verdicts = _verdicts(engine, symbol, spec)
+        if patchable and store.get("verified", 0) != _verified_signature(verdicts):
+            patchable = False  # new verification marks: drawn by a full figure
         if patchable:
             out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
             if out is not None:
@@ -164,7 +167,25 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
     except KeyError:
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
-    return _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks)
+    out = _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, verdicts)
+    signature = _verified_signature(verdicts)
+    if signature and isinstance(out[1], dict) and "n_closed" in out[1]:
+        out[1]["verified"] = signature
+    return out
+
+
+def _verdicts(engine, symbol: str, spec: BarSpec) -> dict:
+    # Bar start ns -> verdict of the 1m bars ({} for other specs or without verification).
+    verify = getattr(engine, "verify", None)
+    if verify is None or str(spec) != "1m":
+        return {}
+    report = verify(symbol)
+    return report["verdicts"] if report else {}
+
+
+def _verified_signature(verdicts: dict) -> int:
+    # Changes when a bar gets a verdict or its verdict changes (a cheap stand-in for equality).
+    return hash(tuple(sorted((k, v) for k, v in verdicts.items() if v))) if verdicts else 0
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -194,7 +215,8 @@ def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, m
     }
 
 
-def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks) -> tuple:
+def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks,
+                  verdicts=None) -> tuple:
     # (full figure or in-place redraw, store); a placeholder while there are no bars.
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
@@ -207,7 +229,7 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     decimals = figures.price_decimals(frame)
     figure = candles.candles_figure(
         frame, symbol=symbol, spec=spec, first_index=series.n_closed - len(closed), uirevision=view,
-        decimals=decimals, label=label, gap_marks=marks,
+        decimals=decimals, label=label, gap_marks=marks, verdicts=verdicts,
     )
     if store and store.get("view") == view and "n_closed" in store:
         figure = candles.candles_redraw(figure)  # same chart redrawn: keep the user's view

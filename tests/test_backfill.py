@@ -227,3 +227,23 @@ def test_default_start_on_the_simulator_opens_with_history_equal_to_the_exchange
             assert not bar_matches(bar, row), (bar, k)
     finally:
         rt.stop()
+
+
+def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
+    from dashboard.statusline import history_item, status_children
+    from tests.helpers import make_status
+
+    history = {"backfilled": 1200, "repaired": 30, "calls": 3, "repairs_fetching": 0,
+               "backfill": {"BTCUSDT": {"kind": "backfill", "state": "fetching", "trades": 1200, "calls": 2,
+                                        "weight": 8, "since": "2024-08-08T23:00:00.000Z",
+                                        "oldest": "2024-08-08T23:41:05.120Z"}},
+               "unrepaired": [{"symbol": "BTCUSDT", "from_id": 5, "to_id": 9, "missing": 5,
+                               "error": "endpoint unavailable: HTTP 503"}]}
+    item = history_item(history, "BTCUSDT")
+    text = " ".join(str(c.children) for c in item.children)
+    assert "history" in text and "fetching 1,200 trades · back to 23:41:05 · 30 repaired" in text
+    assert "ids 5..9: 5 still missing: endpoint unavailable: HTTP 503" in item.title
+    assert "warn" in item.className
+    assert history_item(None, "BTCUSDT") is None and history_item(history, "ETHUSDT") is not None
+    children = status_children(make_status(history=history), "BTCUSDT")
+    assert any(getattr(c, "title", "") == item.title for c in children)

@@ -113,3 +113,18 @@ def test_every_covered_minute_exact_after_repair_and_an_altered_kline_differs_wi
         assert ",differs:volume\n" in rows
     finally:
         rt.stop()
+
+
+def test_chart_marks_each_verdict_above_its_candle_and_none_for_unverified():
+    from dashboard.candles import TRACE_VERIFY, candles_figure
+    from feed.core.batch import bars_to_frame
+
+    bars = [bar(T0), bar(T0 + M, high=12.0), bar(T0 + 2 * M), bar(T0 + 3 * M, closed=False)]
+    verdicts = {T0: "exact", T0 + M: "differs:volume+trade_count", T0 + 2 * M: ""}
+    fig = candles_figure(bars_to_frame(bars), symbol="X", spec="1m", verdicts=verdicts)
+    marks = fig.data[TRACE_VERIFY]
+    assert marks.name == "verified" and len(marks.x) == 2
+    assert list(marks.marker.symbol) == ["circle", "x"]
+    assert marks.y[0] > 11.0 and marks.y[1] > 12.0  # above the highs
+    assert marks.text[1] == "vendor kline ✗ differs: volume, trade_count"
+    assert len(candles_figure(bars_to_frame(bars), symbol="X", spec="1m").data[TRACE_VERIFY].x) == 0
