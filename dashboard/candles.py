@@ -21,6 +21,9 @@ Six traces in a fixed order (the ``TRACE_*`` constants), on two rows sharing one
 ``TRACE_VERIFY``      per-bar verification: a small mark above each verified 1m candle,
                       green dot ``exact``, red cross ``differs`` (hover: the fields);
                       changed verdicts are drawn by a full figure
+``TRACE_VENDOR``      the vendor's own 1m candles (a TickDB seed where no trade history
+                      exists) before tickscope's first bar: hollow and grey, apart from
+                      tickscope's bars and never verified
 ====================  ==========================================================
 
 Keeping the in-progress bar in its own one-point traces makes it visibly distinct (a
@@ -50,7 +53,7 @@ from .figures import (BG, DOWN, GAP, MID, UP, as_spec, axis_style, base_layout, 
 
 __all__ = [
     "TRACE_CANDLES", "TRACE_LIVE", "TRACE_VOLUME", "TRACE_LIVE_VOLUME", "TRACE_GAPS",
-    "TRACE_FRAME", "TRACE_VERIFY", "verify_columns", "MIN_SLOTS", "gap_columns", "current_signature", "plan_candles",
+    "TRACE_FRAME", "TRACE_VERIFY", "TRACE_VENDOR", "verify_columns", "MIN_SLOTS", "gap_columns", "current_signature", "plan_candles",
     "candles_figure", "candles_patch", "candles_redraw",
 ]
 
@@ -61,6 +64,9 @@ TRACE_LIVE_VOLUME = 3
 TRACE_GAPS = 4
 TRACE_FRAME = 5
 TRACE_VERIFY = 6
+TRACE_VENDOR = 7
+#: Vendor candles: hollow grey outlines, unlike tickscope's filled green/red candles.
+VENDOR_GREY = "#8a8f98"
 #: Verification mark colours: exact, differs.
 VERIFIED_OK = "#8bc34a"
 VERIFIED_BAD = "#ff5252"
@@ -140,6 +146,7 @@ def candles_figure(
     label: str = "start",
     gap_marks: Sequence[tuple[int, int]] = (),
     verdicts: Mapping[int, str] | None = None,
+    vendor: pd.DataFrame | None = None,
 ) -> go.Figure:
     """Return the full candlestick + volume figure.
 
@@ -167,6 +174,10 @@ def candles_figure(
     verdicts : mapping of int to str, optional
         Bar start (UTC ns) -> ``"exact"`` / ``"differs:<fields>"`` / ``""`` (the
         ``verdicts`` of ``Engine.verify``): marks above the closed candles.
+    vendor : DataFrame, optional
+        The vendor's own 1m candles (``start``, ``open``, ``high``, ``low``, ``close``,
+        ``volume``; ``Engine.vendor_candles``), drawn hollow and grey where they are older
+        than tickscope's first bar (time bars of 1m only).
 
     Raises
     ------
@@ -192,11 +203,28 @@ def candles_figure(
         marker=dict(symbol=marks["symbol"], size=5, color=marks["colour"], line=dict(width=0)),
         hovertemplate="%{text}<extra></extra>", cliponaxis=False,
     ), row=1, col=1)
+    fig.add_trace(_vendor_trace(vendor, df, spec), row=1, col=1)
     view = uirevision if uirevision is not None else f"{symbol}|{spec}"
     fig.update_layout(**_candles_layout(view, _candles_title(symbol, spec, label),
                                         _last_close(closed, live), decimals))
     _style_axes(fig, spec, decimals)
     return fig
+
+
+def _vendor_trace(vendor: pd.DataFrame | None, df: pd.DataFrame, spec: BarSpec) -> go.Candlestick:
+    # The vendor's candles before tickscope's first bar, hollow grey (empty otherwise).
+    grey = dict(line=dict(color=VENDOR_GREY, width=1), fillcolor="rgba(0,0,0,0)")
+    rows = vendor if vendor is not None and not vendor.empty and str(spec) == "1m" else None
+    if rows is not None and not df.empty:
+        rows = rows[rows["start"] < int(df["start"].iloc[0])]
+    rows = rows if rows is not None else pd.DataFrame(columns=["start", "open", "high", "low", "close", "volume"])
+    xs = x_values(rows.assign(end=rows["start"]), spec, 0, "start") if len(rows) else []
+    text = [f"vendor candle (not tickscope's): vol {v:,.6g}" for v in rows["volume"].tolist()]
+    return go.Candlestick(
+        x=xs, open=rows["open"].tolist(), high=rows["high"].tolist(), low=rows["low"].tolist(),
+        close=rows["close"].tolist(), text=text, name="vendor candles", hoverlabel=dict(namelength=0),
+        increasing=grey, decreasing=grey, whiskerwidth=0, opacity=0.9,
+    )
 
 
 def verify_columns(closed: pd.DataFrame, verdicts: Mapping[int, str], spec: BarSpec, first_index: int,

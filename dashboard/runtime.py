@@ -40,6 +40,7 @@ class Runtime:
         self.feed = None
         self.fetcher = None
         self.history = None  # feed.io.backfill.HistoryFetcher (backfill, gap repair)
+        self.vendor_candles = None  # feed.io.backfill.VendorCandleSeeder (TickDB seed)
         self.store = None
         self.recorder = None
         self.app = None
@@ -53,7 +54,7 @@ class Runtime:
         depth request until its recorded snapshot plays, and stopping answers it at once.
         The engine stops after both, so it drains what they queued and flushes the store.
         """
-        for part in (self.feed, self.exchange, self.fetcher, self.history):
+        for part in (self.feed, self.exchange, self.fetcher, self.history, self.vendor_candles):
             if part is not None:
                 try:
                     part.stop()
@@ -127,12 +128,36 @@ def start_runtime(
     rt.engine.start()
     for s in symbols:
         rt.engine.subscribe(s)
+    rt.vendor_candles = _start_vendor_candles(rt, config, symbols)
     rt.feed.start()
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
     rt.app = create_app(rt.engine, interval_ms=interval_ms)
     return rt
+
+
+def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) -> Any:
+    # AllTick and iTick stream no trade history: with TICKDB_API_KEY set, TickDB's own 1m
+    # candles of the last ``backfill`` (default 1 h) are drawn before the live bars.
+    # TICKDB_BASE_URL replaces https://api.tickdb.ai (a test fake, a mirror).
+    import os
+
+    from feed.vendors.tickdb import TICKDB_BASE, api_key
+
+    key = api_key()
+    if config.vendor_name not in ("alltick", "itick") or not key or config.backfill == 0:
+        return None
+    from feed.io.backfill import VendorCandleSeeder
+
+    try:
+        seeder = VendorCandleSeeder(rt.engine, os.environ.get("TICKDB_BASE_URL") or TICKDB_BASE, key,
+                                    config.backfill or 3600.0)
+    except ValueError as exc:
+        raise UsageError(f"TICKDB_BASE_URL: {exc}") from None
+    for s in symbols:
+        seeder.seed(s)
+    return seeder
 
 
 def _start_source(rt: Runtime, config: RunConfig) -> tuple[Any, list[str]]:

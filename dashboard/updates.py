@@ -42,6 +42,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 from dash import no_update
 
 from feed.core.batch import bars_to_frame
@@ -155,7 +157,8 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         drawn = int(store["gap_total"]) if patchable else 0
         total, marks = engine.gap_marks_since(symbol, drawn)
         verdicts = _verdicts(engine, symbol, spec)
-        if patchable and store.get("verified", 0) != _verified_signature(verdicts):
+        vendor = _vendor_frame(engine, symbol, spec)
+        if patchable and store.get("verified", 0) != _verified_signature(verdicts, vendor):
             patchable = False  # new verification marks: drawn by a full figure
         if patchable:
             out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
@@ -167,8 +170,9 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         series = engine.bar_series(symbol, spec, max(head.n_closed - keep_points, 0))
     except KeyError:
         return figures.placeholder_figure(f"{symbol} is not subscribed", uirevision=view), None
-    out = _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, verdicts)
-    signature = _verified_signature(verdicts)
+    out = _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, verdicts,
+                        vendor)
+    signature = _verified_signature(verdicts, vendor)
     if signature and isinstance(out[1], dict) and "n_closed" in out[1]:
         out[1]["verified"] = signature
     return out
@@ -183,9 +187,23 @@ def _verdicts(engine, symbol: str, spec: BarSpec) -> dict:
     return report["verdicts"] if report else {}
 
 
-def _verified_signature(verdicts: dict) -> int:
-    # Changes when a bar gets a verdict or its verdict changes (a cheap stand-in for equality).
-    return hash(tuple(sorted((k, v) for k, v in verdicts.items() if v))) if verdicts else 0
+def _vendor_frame(engine, symbol: str, spec: BarSpec):
+    # The vendor's own 1m candles as a frame (None for other specs or without any).
+    get = getattr(engine, "vendor_candles", None)
+    candles = get(symbol) if get is not None and str(spec) == "1m" else None
+    if not candles:
+        return None
+    return pd.DataFrame({"start": [k.start_ns for k in candles], "open": [k.open for k in candles],
+                         "high": [k.high for k in candles], "low": [k.low for k in candles],
+                         "close": [k.close for k in candles], "volume": [k.volume for k in candles]})
+
+
+def _verified_signature(verdicts: dict, vendor=None) -> int:
+    # Changes when a bar gets a verdict or its verdict changes, or vendor candles arrive
+    # (a cheap stand-in for equality): those are drawn by a full figure.
+    if not verdicts and vendor is None:
+        return 0
+    return hash((tuple(sorted((k, v) for k, v in verdicts.items() if v)), 0 if vendor is None else len(vendor)))
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -216,7 +234,7 @@ def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, m
 
 
 def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks,
-                  verdicts=None) -> tuple:
+                  verdicts=None, vendor=None) -> tuple:
     # (full figure or in-place redraw, store); a placeholder while there are no bars.
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
@@ -229,7 +247,7 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     decimals = figures.price_decimals(frame)
     figure = candles.candles_figure(
         frame, symbol=symbol, spec=spec, first_index=series.n_closed - len(closed), uirevision=view,
-        decimals=decimals, label=label, gap_marks=marks, verdicts=verdicts,
+        decimals=decimals, label=label, gap_marks=marks, verdicts=verdicts, vendor=vendor,
     )
     if store and store.get("view") == view and "n_closed" in store:
         figure = candles.candles_redraw(figure)  # same chart redrawn: keep the user's view

@@ -16,6 +16,7 @@ Queue items (producer threads -> engine queue)
                               :class:`HistoryRequest` (backfill or gap repair)
     :class:`HistoryFailed`    a history request given up, with the reason
     :class:`HistoryKlines`    vendor 1m klines fetched over REST (verification)
+    :class:`VendorCandles`    vendor 1m candles (TickDB seed) drawn apart from own bars
 
 Market-state inputs (engine worker -> ``MarketState.apply``)
     :class:`Parsed`           the events of one raw message (``adapter.parse``)
@@ -37,7 +38,7 @@ __all__ = [
     "RawMessage", "RejectedFrame", "SnapshotBody", "FeedOpened", "FeedClosed", "FeedError",
     "SnapshotFailed", "SourceFinished", "ControlEvent", "QueueItem", "Parsed", "Malformed",
     "PlannedDisconnect", "MarketInput", "Effects", "FeedStatus", "Sink", "FeedControl",
-    "HistoryRequest", "HistoryPage", "HistoryFailed", "HistoryKlines",
+    "HistoryRequest", "HistoryPage", "HistoryFailed", "HistoryKlines", "VendorCandles",
 ]
 
 
@@ -193,6 +194,17 @@ class HistoryKlines:
 
 
 @dataclass(frozen=True, slots=True)
+class VendorCandles:
+    """The vendor's own 1m candles for ``symbol`` (e.g. TickDB's REST klines) where no
+    trade history exists; ``error`` in words when the seed failed (no candles then)."""
+
+    recv_ns: int
+    symbol: str
+    klines: tuple
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryFailed:
     """A history request given up (``error`` in words: endpoint down, history no longer
     served, rate-limit ban...); what was fetched before stays applied."""
@@ -203,7 +215,7 @@ class HistoryFailed:
 
 
 ControlEvent = Union[FeedOpened, FeedClosed, FeedError, SnapshotFailed, SourceFinished,
-                     HistoryPage, HistoryFailed, HistoryKlines]
+                     HistoryPage, HistoryFailed, HistoryKlines, VendorCandles]
 QueueItem = Union[RawMessage, RejectedFrame, SnapshotBody, ControlEvent]
 
 

@@ -42,7 +42,7 @@ from feed.core.bars import BarAggregator, make_aggregator
 from feed.core.config import MarketConfig
 from feed.core.events import (
     Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
-    HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, SnapshotBody, SnapshotFailed,
+    HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, VendorCandles, SnapshotBody, SnapshotFailed,
     SourceFinished,
 )
 from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, trades_from_aggregates
@@ -106,6 +106,9 @@ class MarketState:
         # Per-bar verification against the vendor's 1m klines (live stream and REST).
         self.verifier = Verifier() if (self._history_on or config.kline_check == "1m") else None
         self._klines_asked: dict[str, int] = {}  # symbol -> minute start up to which REST klines were asked
+        # The vendor's own candles (TickDB seed), kept apart from tickscope's bars.
+        self._vendor_candles: dict[str, dict[int, Kline]] = {}
+        self._vendor_errors: dict[str, str] = {}
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -188,6 +191,8 @@ class MarketState:
                 self._apply_snapshot_body(item, fx, mono_ns)
             elif kind is HistoryPage or kind is HistoryFailed:
                 self._apply_history(item, now_ns, fx)
+            elif kind is VendorCandles:
+                self._on_vendor_candles(item)
             elif kind is HistoryKlines:
                 if self.verifier is not None:
                     for k in item.klines:
@@ -324,6 +329,26 @@ class MarketState:
             # The vendor's klines of the minutes the history filled, for verification.
             fx.history.append(HistoryRequest("klines", req.symbol, None, 0, progress.oldest_ns - progress.oldest_ns
                                              % MINUTE_NS, req.end_ns))
+
+    def _on_vendor_candles(self, item: VendorCandles) -> None:
+        # Hold the vendor's candles of a held symbol (newest 20,000), or why there are none.
+        if item.symbol not in self._symbols:
+            return
+        if item.error:
+            self._vendor_errors[item.symbol] = item.error
+            self._replies.append(VendorReply(False, f"{item.symbol}: vendor candles: {item.error}",
+                                             symbols=(item.symbol,)))
+            return
+        held = self._vendor_candles.setdefault(item.symbol, {})
+        for k in item.klines:
+            held[k.start_ns] = k
+        while len(held) > 20_000:
+            del held[min(held)]
+
+    def vendor_candles(self, symbol: str) -> list[Kline]:
+        """Return the vendor's own 1m candles held for ``symbol``, oldest first ([] if none)."""
+        held = self._vendor_candles.get(symbol) or {}
+        return [held[s] for s in sorted(held)]
 
     def _ask_klines(self, now_ns: int, fx: Effects) -> None:
         # Without a live kline stream, ask the vendor's REST klines of the minutes closed

@@ -283,6 +283,12 @@ class Engine:
         frame.attrs["size_decimals"] = series.size_decimals
         return frame
 
+    def vendor_candles(self, symbol: str) -> list:
+        """Return the vendor's own 1m candles (``feed.core.models.Kline``) held for
+        ``symbol`` (a TickDB seed), oldest first; never part of tickscope's bars."""
+        with self._lock:
+            return self.market.vendor_candles(symbol)
+
     def verify(self, symbol: str) -> dict | None:
         """Return the per-bar verification of ``symbol``'s 1m bars against the vendor's
         klines (``feed.core.verify.Verifier.report``; the 1m series is built if needed), or
