@@ -247,3 +247,56 @@ def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
     assert history_item(None, "BTCUSDT") is None and history_item(history, "ETHUSDT") is not None
     children = status_children(make_status(history=history), "BTCUSDT")
     assert any(getattr(c, "title", "") == item.title for c in children)
+
+
+def test_hostile_history_bodies_are_refused_whole_and_the_fetcher_gives_up_with_words():
+    from feed.core.events import HistoryFailed, HistoryRequest
+    from feed.core.models import MalformedMessage
+    from feed.vendors.binance_wire import parse_agg_trades_body, parse_klines_body
+
+    good = {"a": 1, "p": "1.5", "q": "2", "f": 10, "l": 11, "T": 1000, "m": True}
+    assert parse_agg_trades_body(json.dumps([good]))[0].size == 2.0
+    for bad in ("not json", "{}", json.dumps([{**good, "l": 9}]), json.dumps([{**good, "p": "NaN"}]),
+                json.dumps([{**good, "q": "-1"}]), json.dumps([{**good, "a": 2**64}]), json.dumps([{**good, "m": 1}]),
+                json.dumps([good] * 1501), b"\xff\xfe"):
+        with pytest.raises(MalformedMessage) as err:
+            parse_agg_trades_body(bad)
+        assert err.value.reason == "bad_history"
+    for bad in ("[[1]]", json.dumps([[0, "1", "1", "1", "1", "1", -5, "1", 3, "1", "1", "0"]])):
+        with pytest.raises(MalformedMessage):
+            parse_klines_body("X", bad)
+
+    class Garbage(EmbeddedExchange):
+        async def _process_request(self, connection, request):
+            from feed.exchange.dialect import json_response
+            return json_response(200, {"not": "a list"})
+
+    ex = Garbage().start()
+    sink = []
+    try:
+        fetcher = HistoryFetcher(type("S", (), {"submit_control": staticmethod(sink.append)})(),
+                                 ex.rest_url + "/api/v3/aggTrades")
+        fetcher.request(HistoryRequest("repair", "BTCUSDT", 5, 9, 10**18, 10**18 + 10**9))
+        wait_for(lambda: sink, 10, "the fetcher to give up")
+        fetcher.stop()
+    finally:
+        ex.stop()
+    (item,) = sink
+    assert isinstance(item, HistoryFailed) and "unusable answer" in item.error
+
+
+def test_api_verify_answers_400_404_never_500(tmp_path):
+    from dashboard.runtime import start_runtime
+
+    rt = start_runtime(config_from_argv(["--symbols", "BTCUSDT", "--backfill", "0", "--data-dir", str(tmp_path)]),
+                       feed_options=FAST_FEED)
+    try:
+        client = rt.app.server.test_client()
+        assert client.get("/api/verify").status_code == 400
+        assert client.get("/api/verify?symbol=" + "X" * 100).status_code == 400
+        assert client.get("/api/verify?symbol=bad$$").status_code == 400
+        assert client.get("/api/verify?symbol=DOGEUSDT").status_code == 404
+        r = client.get("/api/verify?symbol=BTCUSDT")  # --backfill 0 and no --kline-check: off
+        assert r.status_code == 404 and "verification is off" in r.get_json()["error"]
+    finally:
+        rt.stop()

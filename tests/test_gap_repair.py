@@ -108,3 +108,21 @@ def test_a_gap_the_history_cannot_serve_stays_a_gap_and_says_why():
                 part.stop()
         if engine is not None:
             engine.stop()
+
+
+def test_a_gap_longer_than_the_backfill_is_not_fetched_and_says_so():
+    from feed.core.config import MarketConfig
+    from feed.core.events import Parsed
+    from feed.core.market import MarketState
+    from feed.core.models import BUY, Trade
+    from feed.vendors.binance import BinanceAdapter
+
+    m = MarketState(MarketConfig(backfill_s=60, repair_gaps=True), BinanceAdapter("usdm"))
+    m.add_symbol("BTCUSDT", restored=[Trade("BTCUSDT", 10**18, 1.0, 1.0, BUY, 100)])
+    now = 10**18 + 3600 * 10**9
+    fx = m.apply([Parsed(now, [Trade("BTCUSDT", now, 1.0, 1.0, BUY, 200, now)]),
+                  Parsed(now, [Trade("BTCUSDT", now + 1, 1.0, 1.0, BUY, 205, now)])], now, 0)
+    assert [r.kind for r in fx.history] == ["repair"]  # only the short gap 201..204
+    (u,) = m.history.unrepaired()
+    assert u["from_id"] == 101 and u["missing"] == 99 and "more than --backfill" in u["error"]
+    assert m.missing_trades() == 99 + 4

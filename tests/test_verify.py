@@ -128,3 +128,30 @@ def test_chart_marks_each_verdict_above_its_candle_and_none_for_unverified():
     assert marks.y[0] > 11.0 and marks.y[1] > 12.0  # above the highs
     assert marks.text[1] == "vendor kline ✗ differs: volume, trade_count"
     assert len(candles_figure(bars_to_frame(bars), symbol="X", spec="1m").data[TRACE_VERIFY].x) == 0
+
+
+def test_live_kline_stream_verifies_the_bars_of_the_market_state():
+    from feed.core.config import MarketConfig
+    from feed.core.events import Parsed
+    from feed.core.market import MarketState
+    from feed.core.models import BUY, SELL, Trade
+    from feed.vendors.binance import BinanceAdapter
+
+    m = MarketState(MarketConfig(kline_check="1m", clock="exchange"), BinanceAdapter("usdm", klines="1m"))
+    m.add_symbol("BTCUSDT")
+    spec = BarSpec.from_str("1m")
+    m.install_series(m.series_seed("BTCUSDT", spec, 0), m.build_series(m.series_seed("BTCUSDT", spec, 0)), 0)
+    trades = [Trade("BTCUSDT", T0 + i * 20 * 10**9, 100.0 + i, 1.0, BUY if i % 2 else SELL, 1 + i, T0)
+              for i in range(12)]  # 4 minutes, 3 trades each
+    m.apply([Parsed(T0, trades)], T0, 0)
+    series = m.bar_series("BTCUSDT", spec)
+    closed = series.closed
+    assert len(closed) == 3
+    klines = [kline_of(dataclasses.replace(b, symbol="BTCUSDT")) for b in closed]
+    klines[2] = dataclasses.replace(klines[2], buy_volume=klines[2].buy_volume + 1.0)
+    m.apply([Parsed(T0, klines)], T0, 0)
+    r = m.verify_report("BTCUSDT", closed)
+    # The first minute is cut by the start: unverified; the next exact; the altered one differs.
+    assert r["counts"] == {"exact": 1, "differs": 1, "unverified": 1}
+    assert r["differs"][0]["fields"] == {"buy_volume": {"vendor": 2.0, "ours": 1.0, "diff": 1.0}}
+    assert r["differs"][0]["reason"] == "unknown"

@@ -293,9 +293,16 @@ class MarketState:
             self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
         if self.verifier is not None:
             self.verifier.note_gap(trade.symbol, before or trade.ts_ns, trade.ts_ns, trade.trade_id - lo)
-        if self._history_on and self.config.repair_gaps and trade.trade_id - lo < MAX_REPAIR_IDS:
-            self._ask_history(fx, HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1,
-                                                 before or trade.ts_ns, trade.ts_ns))
+        if self._history_on and self.config.repair_gaps:
+            req = HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1, before or trade.ts_ns, trade.ts_ns)
+            span_s = (req.end_ns - req.start_ns) / _NS
+            too_big = trade.trade_id - lo >= MAX_REPAIR_IDS or (self.config.backfill_s and span_s > self.config.backfill_s)
+            if too_big:  # e.g. a restart after hours: more than --backfill would fetch
+                self.history.note_failed(self.history.open(req), HistoryFailed(
+                    0, req, f"not fetched: the gap spans {span_s:,.0f} s / {trade.trade_id - lo:,} ids, more "
+                            "than --backfill allows"))
+            else:
+                self._ask_history(fx, req)
 
     def _ask_history(self, fx: Effects, request: HistoryRequest) -> None:
         self.history.open(request)
