@@ -23,7 +23,11 @@ Rate limits: the ``X-MBX-USED-WEIGHT-1M`` header is read after every call; past
 reason). Other failures retry with backoff ``max_attempts`` times, then give up.
 Uncertain: whether the weight window is a calendar minute or rolling (Binance says
 "per minute"); waiting for the next calendar minute is right for the former and safe for
-the latter only with the 429 handling behind it.
+the latter only with the 429 handling behind it. Binance warns that combining ``fromId``
+with a time window can time out, so the fetcher never combines them. A third-party USD-M
+client notes that time-window queries reach back only about 48 hours (not in Binance's
+page; unverified): anchors are always near the first live trade, and a repair older than
+``--backfill`` is not attempted.
 """
 
 from __future__ import annotations
