@@ -214,16 +214,22 @@ def candles_figure(
 def _vendor_trace(vendor: pd.DataFrame | None, df: pd.DataFrame, spec: BarSpec) -> go.Candlestick:
     # The vendor's candles before tickscope's first bar, hollow grey (empty otherwise).
     grey = dict(line=dict(color=VENDOR_GREY, width=1), fillcolor="rgba(0,0,0,0)")
-    rows = vendor if vendor is not None and not vendor.empty and str(spec) == "1m" else None
-    if rows is not None and not df.empty:
-        rows = rows[rows["start"] < int(df["start"].iloc[0])]
-    rows = rows if rows is not None else pd.DataFrame(columns=["start", "open", "high", "low", "close", "volume"])
-    xs = x_values(rows.assign(end=rows["start"]), spec, 0, "start") if len(rows) else []
-    text = [f"vendor candle (not tickscope's): vol {v:,.6g}" for v in rows["volume"].tolist()]
+    xs: list = []
+    o: list = []
+    h: list = []
+    lo: list = []
+    c: list = []
+    text: list = []
+    if vendor is not None and len(vendor) and str(spec) == "1m":
+        first = int(df["start"].iloc[0]) if not df.empty else None
+        rows = vendor[vendor["start"] < first] if first is not None else vendor
+        if len(rows):
+            xs = x_values(rows.assign(end=rows["start"] + spec.interval_ns), spec, 0, "start")
+            o, h, lo, c = (rows[k].tolist() for k in ("open", "high", "low", "close"))
+            text = [f"vendor candle (not tickscope's): vol {v:,.6g}" for v in rows["volume"].tolist()]
     return go.Candlestick(
-        x=xs, open=rows["open"].tolist(), high=rows["high"].tolist(), low=rows["low"].tolist(),
-        close=rows["close"].tolist(), text=text, name="vendor candles", hoverlabel=dict(namelength=0),
-        increasing=grey, decreasing=grey, whiskerwidth=0, opacity=0.9,
+        x=xs, open=o, high=h, low=lo, close=c, text=text, name="vendor candles",
+        hoverlabel=dict(namelength=0), increasing=grey, decreasing=grey, whiskerwidth=0, opacity=0.9,
     )
 
 

@@ -167,8 +167,9 @@ class RunConfig:
     @property
     def backfill_s(self) -> float:
         """Seconds of REST history to backfill: ``backfill`` when given, else 1 h for live
-        Binance and 10 min on the embedded simulator (which then makes 10 min of past
-        trades at start to serve them). The default is 0 for a replay (nothing was played
+        Binance and ``DEFAULT_BACKFILL_EMBEDDED_S`` on the embedded simulator (0 for now:
+        with history the first page load of the browser tests timed out under load; with
+        ``--backfill 10m`` the simulator makes 10 min of past trades at start to serve). The default is 0 for a replay (nothing was played
         before it), with ``record`` (the recording must replay as it was received, and
         REST history is not in it), with the developer options ``faults`` (injected gaps
         stay visible) and ``sim_rate`` other than 1 (making the past would cost seconds),
@@ -270,10 +271,11 @@ def _split_symbols(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-#: ``--backfill`` defaults: live Binance, and the embedded simulator (kept short: it makes
-#: the past trades at start, about 1 s for 10 min of three symbols).
+#: ``--backfill`` defaults: live Binance, and the embedded simulator (off for now: see
+#: ``RunConfig.backfill_s``; ``--backfill 10m`` makes the past trades at start, about 1 s
+#: for 10 min of three symbols).
 DEFAULT_BACKFILL_LIVE_S = 3600.0
-DEFAULT_BACKFILL_EMBEDDED_S = 600.0
+DEFAULT_BACKFILL_EMBEDDED_S = 0.0
 #: The longest backfill accepted (Binance serves aggregate trades for years, but a week of
 #: a busy symbol is millions of trades and thousands of calls).
 MAX_BACKFILL_S = 7 * 86400.0

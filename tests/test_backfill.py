@@ -135,7 +135,7 @@ def test_backfill_duration_parses_and_defaults_per_source():
     for bad in ("abc", "-5m", "30x", "8d"):
         with pytest.raises(UsageError, match="--backfill"):
             parse_duration(bad, "--backfill")
-    assert config_from_argv([]).backfill_s == 600
+    assert config_from_argv([]).backfill_s == 0  # the simulator: off by default for now
     assert config_from_argv(["--vendor", "binance"]).backfill_s == 3600
     assert config_from_argv(["--vendor", "binance", "--backfill", "0"]).backfill_s == 0
     assert config_from_argv(["--backfill", "30m"]).backfill_s == 1800
@@ -204,10 +204,10 @@ def test_backfill_started_mid_session_every_covered_minute_equals_the_official_k
             engine.stop()
 
 
-def test_default_start_on_the_simulator_opens_with_history_equal_to_the_exchange_klines(tmp_path):
+def test_simulator_start_with_backfill_opens_with_history_equal_to_the_exchange_klines(tmp_path):
     from dashboard.runtime import start_runtime
 
-    rt = start_runtime(config_from_argv(["--symbols", "BTCUSDT", "--data-dir", str(tmp_path)]),
+    rt = start_runtime(config_from_argv(["--symbols", "BTCUSDT", "--backfill", "10m", "--data-dir", str(tmp_path)]),
                        feed_options=FAST_FEED)
     try:
         wait_for(lambda: ((rt.engine.health()["history"] or {}).get("backfill", {}).get("BTCUSDT") or {})

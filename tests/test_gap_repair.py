@@ -19,6 +19,7 @@ from tests.test_backfill import FAST_FEED, HFT, KLINES_2023, MS, USDM_2023, bar_
 pytestmark = pytest.mark.timeout(120)
 
 COVERED = (1680652740000 * MS, 1680653100000 * MS)  # 2023-04-04 23:59 .. 2023-04-05 00:05
+INSURANCE_FUND_ID = 3535191080  # the session's one non-MARKET trade (PROVENANCE.md)
 
 
 def start_replay(faults: str):
@@ -72,8 +73,12 @@ def test_dropped_connections_and_skipped_ids_every_minute_exact_again():
         health = finish(rt)
         stats = rt.exchange.fault_stats()
         assert stats["drops"] >= 2 and health["counters"]["reconnects"] >= 2
-        assert health["counters"]["gaps"] == 0
-        assert health["counters"]["repaired"] >= len(stats["skipped"]["BTCUSDT"])
+        # Every lost id comes back, except the INSURANCE_FUND fill if a drop lost it: Binance
+        # aggregates hold MARKET trades only, so no history serves it (and no bar counts it).
+        left = health["history"]["unrepaired"]
+        assert health["counters"]["gaps"] == sum(u["missing"] for u in left) <= 1
+        assert all(u["from_id"] <= INSURANCE_FUND_ID <= u["to_id"] for u in left)
+        assert health["counters"]["repaired"] >= len(stats["skipped"]["BTCUSDT"]) - 1
         live = [t for t in rt.engine.trades("BTCUSDT", 10**6) if t.recv_ns]
         recovered = sum(t.count for t in rt.engine.trades("BTCUSDT", 10**6)
                         if not t.recv_ns and live[0].trade_id < t.trade_id < live[-1].trade_id)

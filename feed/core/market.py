@@ -109,6 +109,8 @@ class MarketState:
         # The vendor's own candles (TickDB seed), kept apart from tickscope's bars.
         self._vendor_candles: dict[str, dict[int, Kline]] = {}
         self._vendor_errors: dict[str, str] = {}
+        self._rebuild_due: dict[str, int] = {}  # symbol -> wall ns of the last history rebuild
+        self._rebuild_stale: set[str] = set()  # symbols with history applied but not yet rebuilt
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -331,6 +333,14 @@ class MarketState:
             if self.verifier is not None:
                 self.verifier.note_repaired(req.symbol, req.end_ns, ids)
         if kept:
+            self._rebuild_stale.add(req.symbol)
+        last = self._rebuild_due.get(req.symbol)
+        # Rebuilding every series per page would redraw the chart per page: while a
+        # backfill runs, at most once a second; always when a request is done.
+        if req.symbol in self._rebuild_stale and (item.done or req.kind == "repair" or last is None
+                                                  or now_ns - last >= _NS):
+            self._rebuild_stale.discard(req.symbol)
+            self._rebuild_due[req.symbol] = now_ns
             self._rebuild_series(st, now_ns)
         if item.done and self.verifier is not None and progress.oldest_ns is not None:
             # The vendor's klines of the minutes the history filled, for verification.
