@@ -8,7 +8,14 @@
     read by the session's adapter (``engine.normalize_symbol``), so each vendor's own form
     works (``BTCUSDT``, ``AAPL.US``, ``AAPL$US``). Errors are one line of JSON,
     ``{"error": "..."}``: 400 for a missing or malformed symbol or spec, 404 for a
-    well-formed symbol that is not subscribed.
+    well-formed symbol that is not subscribed. A last column ``verified`` holds each 1m
+    bar's verdict against the vendor's kline (``exact``, ``differs:<fields>`` with the
+    fields joined by ``+``, or empty: unverified, or another bar spec).
+``GET /api/verify?symbol=BTCUSDT``
+    The per-bar verification of the symbol's 1m bars (``Engine.verify``): ``{"symbol",
+    "interval", "counts": {"exact", "differs", "unverified"}, "reasons": {code: n},
+    "differs": [{"minute", "verdict", "fields": {name: {"vendor", "ours", "diff"}},
+    "reason"}]}``; 404 when verification is off or the symbol is not subscribed.
 """
 
 from __future__ import annotations
@@ -51,16 +58,11 @@ def register_routes(server: Flask, engine: Any) -> None:
 
     @server.get("/api/bars")
     def bars() -> Response:
-        text = (request.args.get("symbol") or "").strip()
+        got = _symbol_arg(engine)
+        if isinstance(got, Response):
+            return got
+        symbol = got
         spec_text = (request.args.get("bar") or "").strip()
-        if not text:
-            return _error(400, "missing query parameter 'symbol', e.g. ?symbol=BTCUSDT&bar=1m")
-        if len(text) > MAX_SYMBOL_CHARS:
-            return _error(400, f"invalid symbol {text[:40]!r}...: longer than {MAX_SYMBOL_CHARS} characters")
-        try:
-            symbol = engine.normalize_symbol(text)
-        except ValueError as exc:
-            return _error(400, f"invalid symbol: {exc}")
         if not spec_text:
             return _error(400, "missing query parameter 'bar', e.g. ?symbol=BTCUSDT&bar=1m")
         try:
@@ -71,6 +73,7 @@ def register_routes(server: Flask, engine: Any) -> None:
             return _error(404, f"unknown symbol {symbol}: not subscribed")
         try:
             frame = engine.bars_frame(symbol, spec)
+            verdicts = _verdicts(engine, symbol) if str(spec) == "1m" else {}
         except KeyError:  # unsubscribed between the check and the read
             return _error(404, f"unknown symbol {symbol}: not subscribed")
         except ValueError as exc:  # a spec too fine for the trades held
@@ -80,8 +83,61 @@ def register_routes(server: Flask, engine: Any) -> None:
             price_decimals=frame.attrs.get("price_decimals", 8),
             size_decimals=frame.attrs.get("size_decimals", 8),
         )
+        body = _with_verified(body, frame["start"].tolist(), verdicts)
         return Response(
             body,
             mimetype="text/csv",
             headers={"Content-Disposition": f'inline; filename="{export_filename(symbol, spec, frame)}"'},
         )
+
+    @server.get("/api/verify")
+    def verify() -> Response:
+        got = _symbol_arg(engine)
+        if isinstance(got, Response):
+            return got
+        if got not in engine.symbols():
+            return _error(404, f"unknown symbol {got}: not subscribed")
+        try:
+            report = engine.verify(got)
+        except KeyError:
+            return _error(404, f"unknown symbol {got}: not subscribed")
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if report is None:
+            return _error(404, "verification is off: it needs Binance with --backfill (REST klines) "
+                               "or --kline-check")
+        report = {k: v for k, v in report.items() if k != "verdicts"}
+        return jsonify(report)
+
+
+def _symbol_arg(engine: Any) -> str | Response:
+    # The normalised ``symbol`` query parameter, or the 400 answer for a bad one.
+    text = (request.args.get("symbol") or "").strip()
+    if not text:
+        return _error(400, "missing query parameter 'symbol', e.g. ?symbol=BTCUSDT")
+    if len(text) > MAX_SYMBOL_CHARS:
+        return _error(400, f"invalid symbol {text[:40]!r}...: longer than {MAX_SYMBOL_CHARS} characters")
+    try:
+        return engine.normalize_symbol(text)
+    except ValueError as exc:
+        return _error(400, f"invalid symbol: {exc}")
+
+
+def _verdicts(engine: Any, symbol: str) -> dict:
+    # Bar start ns -> verdict text of the 1m bars ({} when verification is off).
+    verify = getattr(engine, "verify", None)
+    report = verify(symbol) if verify is not None else None
+    return report["verdicts"] if report else {}
+
+
+def _with_verified(body: str, starts: list, verdicts: dict) -> str:
+    # Append the ``verified`` column (verdict texts hold no comma, quote or newline).
+    lines = body.split("\n")
+    out = [lines[0] + ",verified"]
+    for i, line in enumerate(lines[1:]):
+        if not line:
+            out.append(line)
+            continue
+        out.append(line + "," + (verdicts.get(int(starts[i]), "") if i < len(starts) else ""))
+    return "\n".join(out)
+

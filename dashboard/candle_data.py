@@ -137,7 +137,8 @@ def gap_columns(
     dict
         ``x``, ``y``, ``text``, ``size``: three points per mark -- the line's foot
         (``y`` 0) and head (``y`` 1, on the hidden 0..1 axis over the price pane, with a
-        marker) and a ``None`` break -- and the hover text ``"N trades missing"``.
+        marker) and a ``None`` break -- and the hover text ``"N trades missing"``, or
+        ``"repaired: ..."`` (a smaller marker) for a gap whose trades were all fetched back.
     """
     check_label(label)
     spec = as_spec(spec)
@@ -155,9 +156,12 @@ def gap_columns(
         else:
             i = min(int(np.searchsorted(ends, ts_ns, side="left")), len(df) - 1)
             x = first_index + i
-        text = f"{missing:,} trade{'' if missing == 1 else 's'} missing<br>{plotly_date(ts_ns)}"
+        if missing > 0:
+            text = f"{missing:,} trade{'' if missing == 1 else 's'} missing<br>{plotly_date(ts_ns)}"
+        else:  # every missing trade was fetched back from the vendor's history
+            text = f"repaired: missing trades fetched from the vendor<br>{plotly_date(ts_ns)}"
         out["x"] += [x, x, None]
         out["y"] += [0, 1, None]
         out["text"] += [text, text, None]
-        out["size"] += [0, 7, 0]
+        out["size"] += [0, 7 if missing > 0 else 4, 0]
     return out

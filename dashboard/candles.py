@@ -18,6 +18,12 @@ Six traces in a fixed order (the ``TRACE_*`` constants), on two rows sharing one
 ``TRACE_GAPS``        trade-id gaps: thin vertical lines over the price pane, hover
                       text "N trades missing"; append-only between full draws
 ``TRACE_FRAME``       two invisible candles that frame the view (see below)
+``TRACE_VERIFY``      per-bar verification: a small mark above each verified 1m candle,
+                      green dot ``exact``, red cross ``differs`` (hover: the fields);
+                      changed verdicts are drawn by a full figure
+``TRACE_VENDOR``      the vendor's own 1m candles (a TickDB seed where no trade history
+                      exists) before tickscope's first bar: hollow and grey, apart from
+                      tickscope's bars and never verified
 ====================  ==========================================================
 
 Keeping the in-progress bar in its own one-point traces makes it visibly distinct (a
@@ -47,7 +53,7 @@ from .figures import (BG, DOWN, GAP, MID, UP, as_spec, axis_style, base_layout, 
 
 __all__ = [
     "TRACE_CANDLES", "TRACE_LIVE", "TRACE_VOLUME", "TRACE_LIVE_VOLUME", "TRACE_GAPS",
-    "TRACE_FRAME", "MIN_SLOTS", "gap_columns", "current_signature", "plan_candles",
+    "TRACE_FRAME", "TRACE_VERIFY", "TRACE_VENDOR", "verify_columns", "MIN_SLOTS", "gap_columns", "current_signature", "plan_candles",
     "candles_figure", "candles_patch", "candles_redraw",
 ]
 
@@ -57,6 +63,13 @@ TRACE_VOLUME = 2
 TRACE_LIVE_VOLUME = 3
 TRACE_GAPS = 4
 TRACE_FRAME = 5
+TRACE_VERIFY = 6
+TRACE_VENDOR = 7
+#: Vendor candles: hollow grey outlines, unlike tickscope's filled green/red candles.
+VENDOR_GREY = "#8a8f98"
+#: Verification mark colours: exact, differs.
+VERIFIED_OK = "#8bc34a"
+VERIFIED_BAD = "#ff5252"
 
 # Layout items the patches address by position.
 _SHAPE_LAST = 0  # dotted horizontal line at the last price
@@ -132,6 +145,8 @@ def candles_figure(
     decimals: int | None = None,
     label: str = "start",
     gap_marks: Sequence[tuple[int, int]] = (),
+    verdicts: Mapping[int, str] | None = None,
+    vendor: pd.DataFrame | None = None,
 ) -> go.Figure:
     """Return the full candlestick + volume figure.
 
@@ -156,6 +171,13 @@ def candles_figure(
     gap_marks : sequence of (ts_ns, missing_trades)
         ``Engine.gap_marks(symbol)``; those older than the first bar are left out (see
         :func:`gap_columns`).
+    verdicts : mapping of int to str, optional
+        Bar start (UTC ns) -> ``"exact"`` / ``"differs:<fields>"`` / ``""`` (the
+        ``verdicts`` of ``Engine.verify``): marks above the closed candles.
+    vendor : DataFrame, optional
+        The vendor's own 1m candles (``start``, ``open``, ``high``, ``low``, ``close``,
+        ``volume``; ``Engine.vendor_candles``), drawn hollow and grey where they are older
+        than tickscope's first bar (time bars of 1m only).
 
     Raises
     ------
@@ -175,11 +197,68 @@ def candles_figure(
             fig.add_trace(trace)
         else:
             fig.add_trace(trace, row=row, col=1)
+    marks = verify_columns(closed, verdicts or {}, spec, first_index, label)
+    fig.add_trace(go.Scatter(
+        x=marks["x"], y=marks["y"], text=marks["text"], mode="markers", name="verified",
+        marker=dict(symbol=marks["symbol"], size=5, color=marks["colour"], line=dict(width=0)),
+        hovertemplate="%{text}<extra></extra>", cliponaxis=False,
+    ), row=1, col=1)
+    fig.add_trace(_vendor_trace(vendor, df, spec), row=1, col=1)
     view = uirevision if uirevision is not None else f"{symbol}|{spec}"
     fig.update_layout(**_candles_layout(view, _candles_title(symbol, spec, label),
                                         _last_close(closed, live), decimals))
     _style_axes(fig, spec, decimals)
     return fig
+
+
+def _vendor_trace(vendor: pd.DataFrame | None, df: pd.DataFrame, spec: BarSpec) -> go.Candlestick:
+    # The vendor's candles before tickscope's first bar, hollow grey (empty otherwise).
+    grey = dict(line=dict(color=VENDOR_GREY, width=1), fillcolor="rgba(0,0,0,0)")
+    xs: list = []
+    o: list = []
+    h: list = []
+    lo: list = []
+    c: list = []
+    text: list = []
+    if vendor is not None and len(vendor) and str(spec) == "1m":
+        first = int(df["start"].iloc[0]) if not df.empty else None
+        rows = vendor[vendor["start"] < first] if first is not None else vendor
+        if len(rows):
+            xs = x_values(rows.assign(end=rows["start"] + spec.interval_ns), spec, 0, "start")
+            o, h, lo, c = (rows[k].tolist() for k in ("open", "high", "low", "close"))
+            text = [f"vendor candle (not tickscope's): vol {v:,.6g}" for v in rows["volume"].tolist()]
+    return go.Candlestick(
+        x=xs, open=o, high=h, low=lo, close=c, text=text, name="vendor candles",
+        hoverlabel=dict(namelength=0), increasing=grey, decreasing=grey, whiskerwidth=0, opacity=0.9,
+    )
+
+
+def verify_columns(closed: pd.DataFrame, verdicts: Mapping[int, str], spec: BarSpec, first_index: int,
+                   label: str) -> dict:
+    """Return the arrays of the verification marks (``TRACE_VERIFY``) of ``closed`` bars.
+
+    One point per bar with a verdict, just above its high (1 % of the price range drawn):
+    ``x``, ``y``, ``text`` ("klines ✓ exact" / "klines ✗ differs: volume"), ``symbol`` and
+    ``colour``. Bars without a verdict (unverified) get none.
+    """
+    out: dict[str, list] = {"x": [], "y": [], "text": [], "symbol": [], "colour": []}
+    if closed.empty or not verdicts:
+        return out
+    xs = x_values(closed, spec, first_index, label)
+    highs = closed["high"].tolist()
+    lift = (max(highs) - float(closed["low"].min())) * 0.01
+    for x, start, high in zip(xs, closed["start"].tolist(), highs):
+        v = verdicts.get(int(start), "")
+        if not v:
+            continue
+        ok = v == "exact"
+        out["x"].append(x)
+        out["y"].append(high + lift)
+        out["text"].append("vendor kline ✓ exact" if ok else
+                           "vendor kline ✗ differs: " + v.partition(":")[2].replace("+", ", "))
+        out["symbol"].append("circle" if ok else "x")
+        out["colour"].append(VERIFIED_OK if ok else VERIFIED_BAD)
+    return out
 
 
 def _candles_layout(uirevision: str, title: str, last: float | None, decimals: int) -> dict:

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record every received message to FILE in the replay format (.gz: compressed)")
     p.add_argument("--stale-after", type=_positive("--stale-after"), default=30.0, metavar="S",
                    help="reconnect when no message arrived for S seconds while subscribed (default 30)")
+    p.add_argument("--backfill", default=None, metavar="DURATION",
+                   help="Binance: fetch this much trade history before each symbol's first live trade "
+                        "and repair trade-id gaps from it, e.g. 30m, 6h; 0 turns both off (default "
+                        "1h live, 10m on the embedded simulator, 0 for a replay)")
     p.add_argument("--faults", default=None, help=argparse.SUPPRESS)
     p.add_argument("--sim-rate", type=_positive("--sim-rate"), default=1.0, help=argparse.SUPPRESS)
     p.add_argument("--host", default="127.0.0.1", help="dashboard bind address (default 127.0.0.1)")

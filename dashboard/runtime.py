@@ -39,6 +39,8 @@ class Runtime:
         self.engine = None
         self.feed = None
         self.fetcher = None
+        self.history = None  # feed.io.backfill.HistoryFetcher (backfill, gap repair)
+        self.vendor_candles = None  # feed.io.backfill.VendorCandleSeeder (TickDB seed)
         self.store = None
         self.recorder = None
         self.app = None
@@ -52,7 +54,7 @@ class Runtime:
         depth request until its recorded snapshot plays, and stopping answers it at once.
         The engine stops after both, so it drains what they queued and flushes the store.
         """
-        for part in (self.feed, self.exchange, self.fetcher):
+        for part in (self.feed, self.exchange, self.fetcher, self.history, self.vendor_candles):
             if part is not None:
                 try:
                     part.stop()
@@ -119,10 +121,15 @@ def start_runtime(
     rt.feed = FeedClient(adapter, rt.engine, symbols=(), name=adapter.name,
                          **{"stale_after_s": config.stale_after, **(feed_options or {})})
     rt.fetcher = SnapshotFetcher(rt.engine, hints=adapter.http_hints)
-    rt.engine.attach(rt.feed, rt.fetcher)
+    if config.backfill_s > 0 and getattr(adapter, "serves_history", False):
+        from feed.io.backfill import HistoryFetcher
+
+        rt.history = HistoryFetcher(rt.engine, adapter.history_url("aggTrades"))
+    rt.engine.attach(rt.feed, rt.fetcher, rt.history)
     rt.engine.start()
     for s in symbols:
         rt.engine.subscribe(s)
+    rt.vendor_candles = _start_vendor_candles(rt, config, symbols)
     rt.feed.start()
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
@@ -133,6 +140,29 @@ def start_runtime(
 
     settle()  # start-up is done: freeze its heap, rarer GC passes for the ingest
     return rt
+
+
+def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) -> Any:
+    # AllTick and iTick stream no trade history: with TICKDB_API_KEY set, TickDB's own 1m
+    # candles of the last ``backfill`` (default 1 h) are drawn before the live bars.
+    # TICKDB_BASE_URL replaces https://api.tickdb.ai (a test fake, a mirror).
+    import os
+
+    from feed.vendors.tickdb import TICKDB_BASE, api_key
+
+    key = api_key()
+    if config.vendor_name not in ("alltick", "itick") or not key or config.backfill == 0:
+        return None
+    from feed.io.backfill import VendorCandleSeeder
+
+    try:
+        seeder = VendorCandleSeeder(rt.engine, os.environ.get("TICKDB_BASE_URL") or TICKDB_BASE, key,
+                                    config.backfill or 3600.0)
+    except ValueError as exc:
+        raise UsageError(f"TICKDB_BASE_URL: {exc}") from None
+    for s in symbols:
+        seeder.seed(s)
+    return seeder
 
 
 def _start_source(rt: Runtime, config: RunConfig) -> tuple[Any, list[str]]:
@@ -166,6 +196,7 @@ def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[
         rt.exchange = EmbeddedExchange(
             replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,
             sim_rate=config.sim_rate, faults=config.faults, klines=kline is not None,
+            history_s=0.0 if config.replay else min(config.backfill_s, 3600.0),
         ).start()
     except ValueError as exc:
         raise UsageError(f"--replay/--symbols: {exc}") from None
@@ -216,6 +247,8 @@ def _engine_config(config: RunConfig, engine_options: dict | None) -> Any:
 
     options = dict(engine_options or {})
     market_fields = {k: options.pop(k) for k in list(options) if k in MarketConfig.__dataclass_fields__}
+    history = config.backfill_s > 0
+    market_fields = {"backfill_s": config.backfill_s, "repair_gaps": history, **market_fields}
     market = MarketConfig(clock="exchange" if config.replay else "wall", default_spec=config.bar,
                           bar_options=config.bar_options, kline_check=config.kline_streams,
                           **market_fields)

@@ -19,7 +19,7 @@ from .sourcebadge import source_badge
 from .wording import detail_words, plain
 
 __all__ = ["STATE_COLOURS", "EXPLAINED_STATES", "BANNER_STATES", "status_children", "status_banner",
-           "kline_badge", "vendor_label", "format_age"]
+           "kline_badge", "vendor_label", "format_age", "history_item"]
 
 #: Status dot colour class per feed state (``Engine.status().state``).
 STATE_COLOURS: dict[str, str] = {
@@ -203,6 +203,9 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
     badge = kline_badge(status.kline_check, symbol, vendor=vendor)
     if badge is not None:
         children.append(badge)
+    history = history_item(status.history, symbol)
+    if history is not None:
+        children.append(history)
     for name, title in _COUNTERS.items():
         n = getattr(status.counters, name)
         if n:
@@ -214,6 +217,51 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
         children.append(item("vendor", _clip(plain(errors[-1]), 80), "warn",
                              "the vendor's latest refusals, newest last:\n" + "\n".join(map(plain, errors))))
     return children
+
+
+def history_item(history: Mapping | None, symbol: str | None) -> html.Span | None:
+    """Return the status line's REST history item of ``symbol``, or None without history.
+
+    "history fetching 12,400 trades · back to 13:46:05" while the backfill runs, "history
+    12,400 trades since 13:46:05" when done, "history failed" (amber, the reason in the
+    tooltip); with ``repaired`` trades recovered in gaps, "· 30 repaired" is added and the
+    gaps that could not be repaired are listed in the tooltip with their reason.
+
+    Parameters
+    ----------
+    history : mapping or None
+        ``Engine.status().history`` (``feed.core.history.HistoryLedger.as_json``).
+    symbol : str or None
+        Symbol selected.
+    """
+    if not history or not symbol:
+        return None
+    p = (history.get("backfill") or {}).get(symbol)
+    repaired = int(history.get("repaired") or 0)
+    unrepaired = [u for u in history.get("unrepaired") or () if u.get("symbol") == symbol]
+    if p is None and not repaired and not unrepaired:
+        return None
+    parts, cls = [], ""
+    lines = ["REST history: trades fetched from the vendor before the first live trade (backfill) "
+             "and into trade-id gaps (repaired)"]
+    if p is not None:
+        trades = f"{int(p.get('trades') or 0):,} trades"
+        when = (p.get("oldest") or p.get("since") or "")[11:19]
+        if p.get("state") == "fetching":
+            parts.append(f"fetching {trades}" + (f" · back to {when}" if when else ""))
+        elif p.get("state") == "failed":
+            parts.append(f"failed after {trades}")
+            cls = "warn"
+            lines.append(f"backfill given up: {p.get('error', '')}")
+        else:
+            parts.append(f"{trades} since {when}" if when else trades)
+        lines.append(f"{p.get('calls', 0)} REST calls; vendor's used weight {p.get('weight')}")
+    if repaired:
+        parts.append(f"{repaired:,} repaired")
+    for u in unrepaired[-5:]:
+        cls = "warn"
+        lines.append(f"ids {u.get('from_id')}..{u.get('to_id')}: {u.get('missing')} still missing: {u.get('error')}")
+    return _status_item("history", " · ".join(parts), cls, "\n".join(lines))
 
 
 def _status_item(name: str, value: str, cls: str = "", title: str | None = None) -> html.Span:

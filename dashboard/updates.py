@@ -42,6 +42,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 from dash import no_update
 
 from feed.core.batch import bars_to_frame
@@ -166,6 +168,10 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
         patchable = bool(store) and store.get("key") == key and "n_closed" in store and "gap_total" in store
         drawn = int(store["gap_total"]) if patchable else 0
         total, marks = engine.gap_marks_since(symbol, drawn)
+        verdicts = _verdicts(engine, symbol, spec)
+        vendor = _vendor_frame(engine, symbol, spec)
+        if patchable and store.get("verified", 0) != _verified_signature(verdicts, vendor):
+            patchable = False  # new verification marks: drawn by a full figure
         if patchable:
             with display_tz(tz):
                 out = _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks)
@@ -180,15 +186,46 @@ def candles_update(engine: Any, symbol: str | None, spec_text: str | None, store
     except ValueError as exc:  # the engine refuses a spec too costly to build
         return figures.placeholder_figure(str(exc), uirevision=view), None
     with display_tz(tz):
-        figure, new_store = _draw_candles(symbol, spec, series, store, key, view, label, keep_points,
-                                          total, marks, state)
-    return figure, new_store
+        out = _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks,
+                            state, verdicts, vendor)
+    signature = _verified_signature(verdicts, vendor)
+    if signature and isinstance(out[1], dict) and "n_closed" in out[1]:
+        out[1]["verified"] = signature
+    return out
 
 
 def chart_view(symbol: str, spec: BarSpec, tz: str = "UTC") -> str:
     """Return what the candle chart shows, ``"SYMBOL|SPEC"`` (plus ``"|ZONE"`` when not
     UTC): its ``uirevision`` and the candle store's ``view``."""
     return f"{symbol}|{spec}" + ("" if tz == "UTC" else f"|{tz}")
+
+
+def _verdicts(engine, symbol: str, spec: BarSpec) -> dict:
+    # Bar start ns -> verdict of the 1m bars ({} for other specs or without verification).
+    verify = getattr(engine, "verify", None)
+    if verify is None or str(spec) != "1m":
+        return {}
+    report = verify(symbol)
+    return report["verdicts"] if report else {}
+
+
+def _vendor_frame(engine, symbol: str, spec: BarSpec):
+    # The vendor's own 1m candles as a frame (None for other specs or without any).
+    get = getattr(engine, "vendor_candles", None)
+    candles = get(symbol) if get is not None and str(spec) == "1m" else None
+    if not candles:
+        return None
+    return pd.DataFrame({"start": [k.start_ns for k in candles], "open": [k.open for k in candles],
+                         "high": [k.high for k in candles], "low": [k.low for k in candles],
+                         "close": [k.close for k in candles], "volume": [k.volume for k in candles]})
+
+
+def _verified_signature(verdicts: dict, vendor=None) -> int:
+    # Changes when a bar gets a verdict or its verdict changes, or vendor candles arrive
+    # (a cheap stand-in for equality): those are drawn by a full figure.
+    if not verdicts and vendor is None:
+        return 0
+    return hash((tuple(sorted((k, v) for k, v in verdicts.items() if v)), 0 if vendor is None else len(vendor)))
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:
@@ -218,7 +255,8 @@ def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, m
     }
 
 
-def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state=None) -> tuple:
+def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, total, marks, state=None,
+                  verdicts=None, vendor=None) -> tuple:
     # (full figure or in-place redraw, store); a placeholder while there are no bars.
     closed = series.closed[-keep_points:] if keep_points else []
     if not closed and series.current is None:
@@ -232,7 +270,7 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     decimals = figures.price_decimals(frame)
     figure = candles.candles_figure(
         frame, symbol=symbol, spec=spec, first_index=series.n_closed - len(closed), uirevision=view,
-        decimals=decimals, label=label, gap_marks=marks,
+        decimals=decimals, label=label, gap_marks=marks, verdicts=verdicts, vendor=vendor,
     )
     if spec.is_time:  # the zone the dates are written in (a display choice)
         figure.update_layout(title_text=f"{figure.layout.title.text} · times {DISPLAY_TZ.get()}")

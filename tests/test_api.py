@@ -87,7 +87,9 @@ def test_bars_when_valid_then_csv_of_every_held_bar(client_engine):
     r = client.get("/api/bars?symbol=btcusdt&bar=1m")
     assert r.status_code == 200
     assert r.mimetype == "text/csv"
-    assert r.get_data(as_text=True) == bars_to_csv(engine.df, price_decimals=1, size_decimals=3)
+    expected = bars_to_csv(engine.df, price_decimals=1, size_decimals=3).split("\n")
+    expected = [expected[0] + ",verified"] + [line + "," if line else line for line in expected[1:]]
+    assert r.get_data(as_text=True) == "\n".join(expected)  # the fake engine verifies nothing
     assert engine.asked == [("BTCUSDT", "1m")]
     assert "BTCUSDT_1m_20240808T235500Z_20240808T235600Z.csv" in r.headers["Content-Disposition"]
 
@@ -95,9 +97,9 @@ def test_bars_when_valid_then_csv_of_every_held_bar(client_engine):
 def test_bars_when_valid_then_header_is_bar_columns_ending_with_amplitude_and_change(client_engine):
     client, _ = client_engine
     lines = client.get("/api/bars?symbol=BTCUSDT&bar=1m").get_data(as_text=True).splitlines()
-    assert lines[0].split(",") == list(BAR_COLUMNS)
-    assert lines[0].endswith(",closed,amplitude,change")
-    assert lines[1].endswith(",true,,") and lines[2].endswith(",false,0.00100000,-0.00050000")
+    assert lines[0].split(",") == list(BAR_COLUMNS) + ["verified"]
+    assert lines[0].endswith(",closed,amplitude,change,verified")
+    assert lines[1].endswith(",true,,,") and lines[2].endswith(",false,0.00100000,-0.00050000,")
 
 
 @pytest.mark.parametrize(
@@ -176,8 +178,10 @@ def test_bars_when_real_engine_then_equals_export_of_its_frame(real):
     for spec in ("1m", "2t", "0.5v"):
         text = client.get(f"/api/bars?symbol=BTCUSDT&bar={spec}").get_data(as_text=True)
         df = engine.bars_frame("BTCUSDT", spec)
-        assert text == bars_to_csv(df, price_decimals=df.attrs["price_decimals"],
-                                   size_decimals=df.attrs["size_decimals"])
+        lines = bars_to_csv(df, price_decimals=df.attrs["price_decimals"],
+                            size_decimals=df.attrs["size_decimals"]).split("\n")
+        # The export plus an empty ``verified`` column (no vendor klines in this engine).
+        assert text == "\n".join([lines[0] + ",verified"] + [x + "," if x else x for x in lines[1:]])
 
 
 def test_health_when_real_engine_then_gap_of_missing_trades_counted(real):
@@ -215,7 +219,7 @@ def test_bars_when_itick_session_then_its_symbol_form_answers_csv(itick):
         r = client.get(f"/api/bars?{query}")
         assert r.status_code == 200, (query, r.get_data(as_text=True))
         assert r.mimetype == "text/csv"
-        assert r.get_data(as_text=True).splitlines()[0].split(",") == list(BAR_COLUMNS)
+        assert r.get_data(as_text=True).splitlines()[0].split(",") == list(BAR_COLUMNS) + ["verified"]
 
 
 @pytest.mark.parametrize(

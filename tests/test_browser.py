@@ -155,7 +155,7 @@ def wait_candles(dash_duo, text: str, min_closed: int = 1, timeout: float = 15.0
     """Wait until the candle chart's title contains ``text`` and it holds closed bars."""
     def ready():
         g = graph(dash_duo, ids.CANDLES)
-        if (g and text in (g["layout"]["title"] or "") and len(g["data"]) == 6
+        if (g and text in (g["layout"]["title"] or "") and len(g["data"]) == candles.TRACE_VENDOR + 1
                 and len(g["data"][candles.TRACE_CANDLES]["x"]) >= min_closed):
             return g
         return None
@@ -577,4 +577,25 @@ def test_export_when_not_zoomed_on_replay_tick_bars_then_csv_holds_every_bar(rep
     assert name == export_filename("BTCUSDT", "100t", frame)
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows[0]["change"] == "" and rows[-1]["closed"] == "false" and all(r["bar"] == "100t" for r in rows)
+    assert dash_duo.get_logs() == []
+
+
+def test_history_when_default_start_then_status_shows_backfill_and_candles_carry_exact_marks(runtime, dash_duo):
+    # The simulator with --backfill 10m: the backfilled minutes are verified against the
+    # exchange's REST klines and marked above their candles.
+    rt = runtime("--bar", "1m", "--symbols", "BTCUSDT", "--backfill", "10m")
+    dash_duo.start_server(rt.app)
+    wait_candles(dash_duo, "BTCUSDT")
+    status = wait_status(dash_duo, "trades since", timeout=30)
+    assert "history" in status
+
+    def marks():
+        g = graph(dash_duo, ids.CANDLES)
+        m = g["data"][candles.TRACE_VERIFY]
+        return m if len(m.get("x") or []) >= 5 else None
+
+    m = wait_until(marks, 30, message="verification marks on the candle chart")
+    assert m["name"] == "verified" and all(t == "vendor kline ✓ exact" for t in m["text"])
+    report = rt.engine.verify("BTCUSDT")
+    assert report["counts"]["differs"] == 0 and report["counts"]["exact"] >= 5
     assert dash_duo.get_logs() == []

@@ -54,7 +54,8 @@ def binance_aggtrades_csv(header: bool, unit: str, best_match: bool = True) -> s
 
 
 def assert_two_rows(df: pd.DataFrame, symbol: str = "", ids: bool = True) -> None:
-    assert list(df.columns) == list(TRADE_COLUMNS)
+    # aggTrades add ``count`` (l - f + 1 trades per aggregate) after the trade columns.
+    assert list(df.columns) in (list(TRADE_COLUMNS), list(TRADE_COLUMNS) + ["count"])
     assert df["ts_ns"].tolist() == [T0_MS * 1_000_000, (T0_MS + 275) * 1_000_000]
     assert df["price"].tolist() == [61837.63, 61838.10]
     assert df["size"].tolist() == [0.020, 0.048]
@@ -105,7 +106,9 @@ def test_read_trades_when_binance_trades_csv_any_header_and_unit_gives_the_trade
 def test_read_trades_when_binance_aggtrades_csv_any_header_and_unit_gives_the_trades(tmp_path, header, unit, best_match):
     path = write(tmp_path / "aggs.csv", binance_aggtrades_csv(header, unit, best_match))
     assert detect_format(path) == "binance-aggtrades"
-    assert_two_rows(read_trades(path))
+    df = read_trades(path)
+    assert_two_rows(df)
+    assert df["count"].tolist() == [2, 2]  # first_trade_id..last_trade_id = 2 trades each
 
 
 def test_read_trades_when_binance_zip_archive_reads_its_csv(tmp_path):
@@ -456,7 +459,9 @@ def test_main_when_freqtrade_aggtrades_converted_volumes_sum_to_file_total(tmp_p
     bars = pd.read_csv(out, dtype=str)
     # Exact decimal sums: the CSV's fixed-decimal volumes add up to the file's quantities.
     assert sum(map(Decimal, bars["volume"])) == sum(map(Decimal, raw["qty"]))
-    assert sum(map(int, bars["trade_count"])) == len(raw) == 12477
+    # trade_count counts the trades each aggregate holds (last - first + 1), not the rows.
+    held = sum(int(b) - int(a) + 1 for a, b in zip(raw["first_trade_id"], raw["last_trade_id"]))
+    assert sum(map(int, bars["trade_count"])) == held == 14672 and len(raw) == 12477
     assert len(bars) == 2469  # the minutes with trades (freqtrade's own 1m candles have as many)
     assert set(bars["symbol"]) == {"XRPETH"}
 

@@ -84,7 +84,8 @@ def test_candles_figure_when_bars_then_closed_live_and_volume_traces_in_fixed_or
     bars = make_bars(5)
     fig = fig_dict(candles.candles_figure(bars_to_frame(bars), symbol="BTCUSDT", spec="1m"))
     data = fig["data"]
-    assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar", "scatter", "candlestick"]
+    assert [t["type"] for t in data] == ["candlestick", "candlestick", "bar", "bar", "scatter", "candlestick",
+                                         "scatter", "candlestick"]  # verification marks, vendor candles
     closed, live = data[candles.TRACE_CANDLES], data[candles.TRACE_LIVE]
     assert closed["open"] == [b.open for b in bars[:4]]
     assert closed["close"] == [b.close for b in bars[:4]]

@@ -159,8 +159,9 @@ class BarAggregator:
         return bar
 
 
-def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
+def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int, count: int = 1) -> None:
     # Accumulate a (part of a) trade into a bar. Hot path: plain attribute updates.
+    # ``count``: the exchange trades it stands for (an aggregate trade a..l holds l - f + 1).
     # open/close follow exchange time: the earliest trade opens (ties: first to arrive),
     # the latest closes (ties: last to arrive).
     if price > bar.high:
@@ -175,7 +176,7 @@ def _add(bar: Bar, price: float, size: float, side: int, ts_ns: int) -> None:
         bar.first_trade_ns = ts_ns
     bar.volume += size
     bar.turnover += price * size
-    bar.trade_count += 1
+    bar.trade_count += count
     if side == BUY:
         bar.buy_volume += size
     elif side == SELL:
@@ -249,7 +250,7 @@ class TimeBarAggregator(BarAggregator):
             self.last_ts_ns = ts
         cur = self.current
         if cur is not None and cur.start_ns <= ts < cur.end_ns:
-            _add(cur, trade.price, trade.size, trade.side, ts)
+            _add(cur, trade.price, trade.size, trade.side, ts, trade.count)
             return []
         start, end = self.grid.bucket(ts)
         closed: list[Bar] = []
@@ -264,7 +265,7 @@ class TimeBarAggregator(BarAggregator):
             return []
         closed.extend(self._fill_empty(start))
         bar = self.current = self._new_bar(start, end, trade.price, ts)
-        _add(bar, trade.price, trade.size, trade.side, ts)
+        _add(bar, trade.price, trade.size, trade.side, ts, trade.count)
         return closed
 
     def on_clock(self, now_ns: int) -> list[Bar]:
@@ -305,7 +306,7 @@ class TimeBarAggregator(BarAggregator):
                 if bar.trade_count == 0:  # a flat bar: the trade makes it a real one
                     bar.open = bar.high = bar.low = bar.close = trade.price
                     bar.first_trade_ns = bar.last_trade_ns = trade.ts_ns
-                _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+                _add(bar, trade.price, trade.size, trade.side, trade.ts_ns, trade.count)
                 if bar.close != old_close:
                     self._propagate_close(i)
                 self.generation += 1
@@ -384,7 +385,7 @@ class TickBarAggregator(_ThresholdAggregator):
             return []
         closed = self._reset_if_new_session(trade.ts_ns) if self.sessions else []
         bar = self.current or self._open(trade)
-        _add(bar, trade.price, trade.size, trade.side, trade.ts_ns)
+        _add(bar, trade.price, trade.size, trade.side, trade.ts_ns, trade.count)
         bar.end_ns = trade.ts_ns
         if bar.trade_count >= self.spec.step:
             closed.append(self._close_current())
@@ -436,14 +437,14 @@ class VolumeBarAggregator(_ThresholdAggregator):
             need = self._measure(price, size)
             if need < room - eps:
                 # 2a. The whole (remaining) trade fits: add it and wait for more.
-                _add(bar, price, size, side, ts)
+                _add(bar, price, size, side, ts, trade.count)
                 break
             # 2b. Fill the bar to the threshold with part of the trade and close it; past
             #     MAX_BARS_PER_TRADE bars the rest of the trade goes into this last bar
             #     (it overshoots), so one huge trade costs bounded time and memory.
             splits += 1
             part = size if need <= room + eps or splits >= MAX_BARS_PER_TRADE else self._size_for(price, room)
-            _add(bar, price, part, side, ts)
+            _add(bar, price, part, side, ts, trade.count)
             closed.append(self._close_current())
             # 3. Carry the remainder into the next bar (loop), dropping float dust.
             size -= part

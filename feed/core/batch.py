@@ -66,6 +66,18 @@ def _trades_to_arrays(trades: Sequence[Trade] | pd.DataFrame) -> dict[str, np.nd
     }
 
 
+def _counted(trades) -> np.ndarray | None:
+    # The trades' counts when any differs from 1 (a DataFrame's ``count`` column), else None.
+    if isinstance(trades, pd.DataFrame):
+        if "count" not in trades:
+            return None
+        c = trades["count"].to_numpy(np.int64)
+        return c if len(c) and (c != 1).any() else None
+    if any(t.count != 1 for t in trades):
+        return np.fromiter((t.count for t in trades), np.int64, len(trades))
+    return None
+
+
 def aggregate(
     trades: Sequence[Trade] | pd.DataFrame,
     spec: BarSpec | str,
@@ -120,16 +132,21 @@ def aggregate(
         else:
             symbol = trades[0].symbol if len(trades) else ""
     align = dict(utc_offset=utc_offset, session_tz=session_tz, session_open=session_open)
-    if spec.kind in ("volume", "value"):
+    # Aggregate trades (``count`` > 1: Binance aggTrades, l - f + 1 trades each) take the
+    # streaming path, which counts them; the vectorised one counts rows.
+    counted = _counted(trades)
+    if spec.kind in ("volume", "value") or counted is not None:
         if isinstance(trades, pd.DataFrame):
             a = _trades_to_arrays(trades)
+            counts = counted.tolist() if counted is not None else [1] * len(trades)
             trades = [
-                Trade(symbol, int(ts), float(p), float(s), int(sd), None, 0, bool(ib))
-                for ts, p, s, sd, ib in zip(
+                Trade(symbol, int(ts), float(p), float(s), int(sd), None, 0, bool(ib), int(c))
+                for ts, p, s, sd, ib, c in zip(
                     a["ts"].tolist(), a["price"].tolist(), a["size"].tolist(),
-                    a["side"].tolist(), a["in_bars"].tolist())
+                    a["side"].tolist(), a["in_bars"].tolist(), counts)
             ]
-        agg = make_aggregator(symbol, spec, session_reset=session_reset, **align)
+        kind_options = {"empty": empty, "late_tolerance_ns": late_tolerance_ns} if spec.is_time else {}
+        agg = make_aggregator(symbol, spec, session_reset=session_reset, **align, **kind_options)
         agg.on_trades(trades)
         frame = bars_to_frame(agg.bars())
         frame.attrs["late"] = agg.late

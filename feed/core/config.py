@@ -69,6 +69,12 @@ class MarketConfig:
     time_window_s : float, default 86_400
         A trade stamped more than this many seconds away from its receive time (live) or
         ahead of its symbol's previous trade (replay) is refused as ``time_out_of_window``.
+    backfill_s : float, default 0
+        Seconds of trades before each symbol's first live trade to fetch from the vendor's
+        REST history (adapters with ``serves_history``); 0: no backfill.
+    repair_gaps : bool, default False
+        Fetch the trades missing across a trade-id jump from the vendor's REST history
+        and put them in place (adapters with ``serves_history``).
 
     Raises
     ------
@@ -87,8 +93,12 @@ class MarketConfig:
     max_series: int = 12
     max_rebuild_bars: int = 500_000
     time_window_s: float = 86_400.0
+    backfill_s: float = 0.0
+    repair_gaps: bool = False
 
     def __post_init__(self) -> None:
+        if not 0 <= self.backfill_s <= 30 * 86_400:
+            raise ValueError(f"backfill_s must be 0..30 days in seconds, not {self.backfill_s!r}")
         if self.max_series < 1 or self.max_rebuild_bars < 1 or not self.time_window_s > 0:
             raise ValueError("max_series, max_rebuild_bars and time_window_s must be > 0")
         if self.clock not in ("wall", "exchange"):

@@ -12,6 +12,11 @@ Queue items (producer threads -> engine queue)
     :class:`SnapshotBody`     a REST depth snapshot body
     :data:`ControlEvent`      connection life cycle: :class:`FeedOpened`, :class:`FeedClosed`,
                               :class:`FeedError`, :class:`SnapshotFailed`, :class:`SourceFinished`
+    :class:`HistoryPage`      aggregate trades fetched from REST history for a
+                              :class:`HistoryRequest` (backfill or gap repair)
+    :class:`HistoryFailed`    a history request given up, with the reason
+    :class:`HistoryKlines`    vendor 1m klines fetched over REST (verification)
+    :class:`VendorCandles`    vendor 1m candles (TickDB seed) drawn apart from own bars
 
 Market-state inputs (engine worker -> ``MarketState.apply``)
     :class:`Parsed`           the events of one raw message (``adapter.parse``)
@@ -27,12 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
-from feed.core.models import Event
+from feed.core.models import AggTrade, Event
 
 __all__ = [
     "RawMessage", "RejectedFrame", "SnapshotBody", "FeedOpened", "FeedClosed", "FeedError",
     "SnapshotFailed", "SourceFinished", "ControlEvent", "QueueItem", "Parsed", "Malformed",
     "PlannedDisconnect", "MarketInput", "Effects", "FeedStatus", "Sink", "FeedControl",
+    "HistoryRequest", "HistoryPage", "HistoryFailed", "HistoryKlines", "VendorCandles",
 ]
 
 
@@ -134,7 +140,82 @@ class SourceFinished:
     recv_ns: int
 
 
-ControlEvent = Union[FeedOpened, FeedClosed, FeedError, SnapshotFailed, SourceFinished]
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """Trades to fetch from the vendor's REST history (asked for by the market state).
+
+    Parameters
+    ----------
+    kind : {"backfill", "repair", "klines"}
+        Backfill before the first live trade, repair of a trade-id gap, or the vendor's
+        final 1m klines of ``[start_ns, end_ns)`` (for verification; ids unused).
+    symbol : str
+    lo_id : int or None
+        First trade id wanted; None for a backfill (bounded by ``start_ns`` instead).
+    hi_id : int
+        Last trade id wanted (the one before the first live trade, or before the gap's end).
+    start_ns : int
+        UTC ns: a backfill wants trades at or after it; a repair's missing trades are at
+        or after it (the time of the trade before the gap).
+    end_ns : int
+        UTC ns of the trade after the range (the first live trade, or the one after the gap).
+    """
+
+    kind: str
+    symbol: str
+    lo_id: int | None
+    hi_id: int
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of aggregate trades fetched for ``request`` (backfill pages come newest
+    first, repair pages oldest first); ``done`` marks the last page. ``calls`` and
+    ``weight`` are the REST calls made and the weight the vendor reported used
+    (``X-MBX-USED-WEIGHT-1M``, None when absent) for this page."""
+
+    recv_ns: int
+    request: HistoryRequest
+    rows: tuple[AggTrade, ...]
+    done: bool = False
+    calls: int = 1
+    weight: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryKlines:
+    """Final vendor 1m klines fetched over REST for ``symbol`` (closed minutes only)."""
+
+    recv_ns: int
+    symbol: str
+    klines: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class VendorCandles:
+    """The vendor's own 1m candles for ``symbol`` (e.g. TickDB's REST klines) where no
+    trade history exists; ``error`` in words when the seed failed (no candles then)."""
+
+    recv_ns: int
+    symbol: str
+    klines: tuple
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFailed:
+    """A history request given up (``error`` in words: endpoint down, history no longer
+    served, rate-limit ban...); what was fetched before stays applied."""
+
+    recv_ns: int
+    request: HistoryRequest
+    error: str
+
+
+ControlEvent = Union[FeedOpened, FeedClosed, FeedError, SnapshotFailed, SourceFinished,
+                     HistoryPage, HistoryFailed, HistoryKlines, VendorCandles]
 QueueItem = Union[RawMessage, RejectedFrame, SnapshotBody, ControlEvent]
 
 
@@ -194,6 +275,8 @@ class Effects:
     snapshot_outcomes : list of (symbol, bool)
         Snapshot bodies applied: True when the book synced, False when the body was
         refused or too old (the fetcher backs that symbol off).
+    history : list of HistoryRequest
+        Trades to fetch from the vendor's REST history (backfill, gap repair).
     """
 
     snapshots: list[tuple[str, str]] = field(default_factory=list)
@@ -203,6 +286,7 @@ class Effects:
     persist: list = field(default_factory=list)
     malformed_logs: list[tuple[str, str, str]] = field(default_factory=list)
     snapshot_outcomes: list[tuple[str, bool]] = field(default_factory=list)
+    history: list[HistoryRequest] = field(default_factory=list)
 
 
 # -- connection status and the two protocols --------------------------------------------

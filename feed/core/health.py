@@ -38,7 +38,10 @@ class Counters:
     ``malformed`` (all reasons), ``dropped`` (queue full), ``reconnects`` (connections
     re-opened), ``gaps`` (trades missing across trade-id jumps), ``late`` (trades too late
     for their time bar, worst series per symbol), ``duplicates`` (trade ids already seen,
-    skipped) and ``server_shutdowns`` (planned-disconnect notices).
+    skipped) and ``server_shutdowns`` (planned-disconnect notices). With REST history,
+    ``gaps`` counts the trades still missing, ``repaired`` those recovered into gaps and
+    ``backfilled`` those fetched at start (exchange trades: an aggregate trade a..l counts
+    l - f + 1).
     """
 
     messages: int = 0
@@ -50,6 +53,8 @@ class Counters:
     late: int = 0
     duplicates: int = 0
     server_shutdowns: int = 0
+    repaired: int = 0
+    backfilled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict (the ``counters`` object of the health JSON)."""
@@ -152,6 +157,8 @@ class Status:
     store : StoreStatus or None
     recorder : dict or None
         ``Recorder.stats()``.
+    history : dict or None
+        REST history progress (``feed.core.history.HistoryLedger.as_json``); None when off.
     """
 
     state: str
@@ -169,6 +176,7 @@ class Status:
     malformed_by_reason: Mapping[str, int] = field(default_factory=dict)
     store: StoreStatus | None = None
     recorder: dict | None = None
+    history: dict | None = None
 
 
 def health_state(status: Status) -> str:
@@ -204,13 +212,16 @@ def health_json(status: Status) -> dict[str, Any]:
 
         {"status": "ok" | "degraded" | "down",
          "counters": {"messages", "trades", "malformed", "dropped", "reconnects", "gaps",
-                      "late", "duplicates", "server_shutdowns"},
+                      "late", "duplicates", "server_shutdowns", "repaired", "backfilled"},
          "queue_depth": int,
          "symbols": {"BTCUSDT": {"trades": int, "last_trade_ts": ISO-8601 or null, ...}},
          "feed": {"state", "detail", "messages_per_s", "url", "generation", ...},
          "malformed_by_reason": {...}, "clock": ISO-8601, "store": {...} or null,
          "reasons": ["BTCUSDT: book unsynced for 42 s", ...],
          "recorder": {...} or null, "vendor": str, "errors": [...], "kline_check": ...}
+         "recorder": {...} or null, "vendor": str, "errors": [...], "kline_check": ...,
+         "history": {"backfilled", "repaired", "calls", "backfill": {symbol: progress},
+                     "repairs_fetching", "unrepaired": [...]} or null}
     """
     feed: dict[str, Any] = {"state": status.state, "detail": status.detail,
                             "messages_per_s": round(status.messages_per_s, 1)}
@@ -234,4 +245,5 @@ def health_json(status: Status) -> dict[str, Any]:
         "errors": list(status.errors),
         "kline_check": status.kline_check,
         "reasons": degraded_reasons(status),
+        "history": status.history,
     }

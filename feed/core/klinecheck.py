@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .bars import TimeBarAggregator

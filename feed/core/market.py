@@ -26,6 +26,11 @@ Rules it owns
   for the log at most every 5 s.
 * Kline cross-check (``kline_check``): vendor candles are compared with tickscope's own
   bars of that interval (``feed.core.klinecheck``).
+* REST history (adapters with ``serves_history`` and consecutive ids): the first live
+  trade of a symbol with an empty tape asks for ``backfill_s`` of trades before it; a
+  trade-id jump asks for the missing ids (``repair_gaps``). Pages of aggregate trades are
+  put in place (``feed.core.history``) and every series of the symbol is rebuilt; a
+  repaired gap's mark and ``gaps`` count drop by the trades recovered.
 """
 
 from __future__ import annotations
@@ -37,9 +42,12 @@ from dataclasses import replace
 from feed.core.bars import BarAggregator, make_aggregator
 from feed.core.config import MarketConfig
 from feed.core.events import (
-    Effects, FeedClosed, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
-    PlannedDisconnect, SnapshotBody, SnapshotFailed, SourceFinished,
+    Effects, FeedError, FeedOpened, Malformed, MarketInput, Parsed,
+    HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, VendorCandles, SnapshotBody, SnapshotFailed,
+    SourceFinished,
 )
+from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, trades_from_aggregates
+from feed.core.verify import MINUTE_NS, Verifier
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
@@ -94,6 +102,18 @@ class MarketState:
         self._fatal_sent = False  # a fatal reply was already handed out
         self.source_finished = False
         self.klines = KlineChecker(config.kline_check) if config.kline_check else None
+        # REST history: backfill and gap repair (progress and counters in the ledger).
+        self.history = HistoryLedger()
+        self._history_on = (bool(getattr(adapter, "serves_history", False)) and self._ids_consecutive
+                            and (config.backfill_s > 0 or config.repair_gaps))
+        # Per-bar verification against the vendor's 1m klines (live stream and REST).
+        self.verifier = Verifier() if (self._history_on or config.kline_check == "1m") else None
+        self._klines_asked: dict[str, int] = {}  # symbol -> minute start up to which REST klines were asked
+        # The vendor's own candles (TickDB seed), kept apart from tickscope's bars.
+        self._vendor_candles: dict[str, dict[int, Kline]] = {}
+        self._vendor_errors: dict[str, str] = {}
+        self._rebuild_due: dict[str, int] = {}  # symbol -> wall ns of the last history rebuild
+        self._rebuild_stale: set[str] = set()  # symbols with history applied but not yet rebuilt
 
     # -- subscriptions ----------------------------------------------------------------
 
@@ -121,6 +141,8 @@ class MarketState:
         self._symbols[symbol] = st
         if self.klines is not None:
             self.klines.add_symbol(symbol)
+        if self.verifier is not None:
+            self.verifier.add_symbol(symbol)
         if self.config.clock == "exchange" and st.last_trade_ts_ns:
             self._exchange_clock_ns = max(self._exchange_clock_ns, st.last_trade_ts_ns)
         return True
@@ -132,6 +154,9 @@ class MarketState:
             return False
         if self.klines is not None:
             self.klines.remove_symbol(symbol)
+        if self.verifier is not None:
+            self.verifier.remove_symbol(symbol)
+        self._klines_asked.pop(symbol, None)
         return True
 
     # -- clock --------------------------------------------------------------------------
@@ -170,9 +195,18 @@ class MarketState:
                 fx.reconnect = f"vendor notice: {item.detail}"
             elif kind is SnapshotBody:
                 self._apply_snapshot_body(item, fx, mono_ns)
+            elif kind is HistoryPage or kind is HistoryFailed:
+                self._apply_history(item, now_ns, fx)
+            elif kind is VendorCandles:
+                self._on_vendor_candles(item)
+            elif kind is HistoryKlines:
+                if self.verifier is not None:
+                    for k in item.klines:
+                        self.verifier.on_kline(k)
             else:
                 self._apply_control(item, fx, mono_ns)
         self._close_by_clock(now_ns)
+        self._ask_klines(now_ns, fx)
         return fx
 
     def on_clock(self, now_ns: int, mono_ns: int) -> Effects:
@@ -214,6 +248,8 @@ class MarketState:
         elif t is Kline:
             if self.klines is not None:
                 self.klines.on_kline(ev)
+            if self.verifier is not None:
+                self.verifier.on_kline(ev)
         # BookTicker: for verification tools, not for the market state.
 
     def _on_trade(self, trade: Trade, fx: Effects, mono_ns: int) -> None:
@@ -230,6 +266,9 @@ class MarketState:
             self._malformed("bad_trade_id", f"{trade.symbol} id {tid}", None, fx, mono_ns)
             return
         if tid is None or st.last_trade_id is None or not self._ids_consecutive:
+            if tid is not None and not st.trades and self._history_on and self.config.backfill_s > 0:
+                self._ask_history(fx, HistoryRequest("backfill", st.symbol, None, tid - 1,
+                                                     trade.ts_ns - int(self.config.backfill_s * _NS), trade.ts_ns))
             self._take(st, trade, fx)
             return
         if tid <= st.last_trade_id:
@@ -241,7 +280,7 @@ class MarketState:
             st.suspect = trade  # one bogus id must not become the baseline: wait for the next
             return
         if tid > st.last_trade_id + 1:
-            self._gap(st, trade)
+            self._gap(st, trade, fx)
         self._take(st, trade, fx)
 
     def _settle_suspect(self, st: SymbolState, trade: Trade, fx: Effects, mono_ns: int) -> None:
@@ -249,17 +288,122 @@ class MarketState:
         # gap), one that follows the old sequence shows the jumped id was bogus.
         suspect, st.suspect = st.suspect, None
         if trade.trade_id == suspect.trade_id + 1:
-            self._gap(st, suspect)
+            self._gap(st, suspect, fx)
             self._take(st, suspect, fx)
         else:
             self._malformed("suspect_trade_id", f"{suspect.symbol} id {suspect.trade_id} after "
                             f"{st.last_trade_id}", None, fx, mono_ns)
 
-    def _gap(self, st: SymbolState, trade: Trade) -> None:
+    def _gap(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
         before = st.last_trade_ts_ns
+        lo = st.last_trade_id + 1
         st.record_gap(trade)
         if self.klines is not None:
             self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
+        if self.verifier is not None:
+            self.verifier.note_gap(trade.symbol, before or trade.ts_ns, trade.ts_ns, trade.trade_id - lo)
+        if self._history_on and self.config.repair_gaps:
+            req = HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1, before or trade.ts_ns, trade.ts_ns)
+            span_s = (req.end_ns - req.start_ns) / _NS
+            too_big = trade.trade_id - lo >= MAX_REPAIR_IDS or (self.config.backfill_s and span_s > self.config.backfill_s)
+            if too_big:  # e.g. a restart after hours: more than --backfill would fetch
+                self.history.note_failed(self.history.open(req), HistoryFailed(
+                    0, req, f"not fetched: the gap spans {span_s:,.0f} s / {trade.trade_id - lo:,} ids, more "
+                            "than --backfill allows"))
+            else:
+                self._ask_history(fx, req)
+
+    def _ask_history(self, fx: Effects, request: HistoryRequest) -> None:
+        self.history.open(request)
+        fx.history.append(request)
+
+    def _apply_history(self, item: HistoryPage | HistoryFailed, now_ns: int, fx: Effects) -> None:
+        # A page of aggregate trades (or a request given up): put the trades in place,
+        # count them, and rebuild the symbol's series from the tape.
+        req = item.request
+        st = self._symbols.get(req.symbol)
+        progress = self.history.find(req)
+        if st is None or progress is None:
+            return
+        if type(item) is HistoryFailed:
+            self.history.note_failed(progress, item)
+            return
+        held = st.trades.snapshot().columns()
+        new, _ = trades_from_aggregates(
+            req.symbol, item.rows, req.lo_id, req.hi_id, req.start_ns if req.kind == "backfill" else None,
+            held["id"], held["size"], progress.last_agg_ids)
+        kept = st.insert_trades(new)
+        ids = sum(t.count for t in kept)
+        self.history.note_page(progress, item, kept, ids)
+        if req.kind == "repair" and ids:
+            st.note_repaired(req.end_ns, ids)
+            if self.verifier is not None:
+                self.verifier.note_repaired(req.symbol, req.end_ns, ids)
+        if kept:
+            self._rebuild_stale.add(req.symbol)
+        last = self._rebuild_due.get(req.symbol)
+        # Rebuilding every series per page would redraw the chart per page: while a
+        # backfill runs, at most once a second; always when a request is done.
+        if req.symbol in self._rebuild_stale and (item.done or req.kind == "repair" or last is None
+                                                  or now_ns - last >= _NS):
+            self._rebuild_stale.discard(req.symbol)
+            self._rebuild_due[req.symbol] = now_ns
+            self._rebuild_series(st, now_ns)
+        if item.done and self.verifier is not None and progress.oldest_ns is not None:
+            # The vendor's klines of the minutes the history filled, for verification.
+            fx.history.append(HistoryRequest("klines", req.symbol, None, 0, progress.oldest_ns - progress.oldest_ns
+                                             % MINUTE_NS, req.end_ns))
+
+    def _on_vendor_candles(self, item: VendorCandles) -> None:
+        # Hold the vendor's candles of a held symbol (newest 20,000), or why there are none.
+        if item.symbol not in self._symbols:
+            return
+        if item.error:
+            self._vendor_errors[item.symbol] = item.error
+            self._replies.append(VendorReply(False, f"{item.symbol}: vendor candles: {item.error}",
+                                             symbols=(item.symbol,)))
+            return
+        held = self._vendor_candles.setdefault(item.symbol, {})
+        for k in item.klines:
+            held[k.start_ns] = k
+        while len(held) > 20_000:
+            del held[min(held)]
+
+    def vendor_candles(self, symbol: str) -> list[Kline]:
+        """Return the vendor's own 1m candles held for ``symbol``, oldest first ([] if none)."""
+        held = self._vendor_candles.get(symbol) or {}
+        return [held[s] for s in sorted(held)]
+
+    def _ask_klines(self, now_ns: int, fx: Effects) -> None:
+        # Without a live kline stream, ask the vendor's REST klines of the minutes closed
+        # (5 s ago, so the vendor has finalised them), once per minute per symbol.
+        if self.verifier is None or not self._history_on or self.config.kline_check == "1m":
+            return
+        upto = self.clock_ns(now_ns) - 5 * _NS
+        upto -= upto % MINUTE_NS  # start of the minute in progress 5 s ago
+        for st in self._symbols.values():
+            if st.last_trade_ts_ns is None:
+                continue
+            asked = self._klines_asked.get(st.symbol)
+            if asked is None:
+                self._klines_asked[st.symbol] = upto  # live minutes from here on
+                continue
+            if upto > asked:
+                self._klines_asked[st.symbol] = upto
+                fx.history.append(HistoryRequest("klines", st.symbol, None, 0, asked, upto))
+
+    def _rebuild_series(self, st: SymbolState, now_ns: int) -> None:
+        # Trades were put in place inside the tape: every series is rebuilt from it (a
+        # new generation, so readers redraw); one that has grown too big is dropped.
+        trades = st.trades.snapshot()
+        for spec, old in list(st.series.items()):
+            try:
+                agg = self.build_series(SeriesSeed(st.symbol, spec, trades, st.n_trades, self.clock_ns(now_ns)))
+            except ValueError:
+                del st.series[spec]
+                continue
+            agg.generation = old.generation + 1
+            st.series[spec] = agg
 
     def _take(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
         # Apply a trade that passed every check: tape, series, kline check, store.
@@ -279,6 +423,8 @@ class MarketState:
             agg.on_trade(trade)
         if self.klines is not None:
             self.klines.on_trade(trade)
+        if self.verifier is not None:
+            self.verifier.on_trade(trade.symbol, trade.ts_ns, trade.in_bars)
         fx.persist.append(trade)
 
     def _on_reply(self, reply: VendorReply, fx: Effects) -> None:
@@ -455,6 +601,24 @@ class MarketState:
     def count(self, name: str) -> int:
         """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""
         return self._counts[name]
+
+    def verify_report(self, symbol: str, bars: list) -> dict | None:
+        """Return the per-bar verification of ``symbol``'s 1m ``bars`` (``Verifier.report``),
+        or None when verification is off or the symbol is not held. The first fully covered
+        minute is the one after the oldest trade held (that one was cut by the start)."""
+        st = self._symbols.get(symbol)
+        if self.verifier is None or st is None:
+            return None
+        covered = None
+        first, last = st.trades.oldest(), st.trades.newest()
+        if first is not None and last is not None:
+            oldest = min(first.ts_ns, last.ts_ns)
+            covered = oldest - oldest % MINUTE_NS + MINUTE_NS
+        return self.verifier.report(symbol, bars, covered)
+
+    def history_json(self) -> dict:
+        """Return REST history progress and counters (``HistoryLedger.as_json``)."""
+        return self.history.as_json()
 
     def missing_trades(self) -> int:
         """Return trades missing across trade-id jumps, over every symbol held."""

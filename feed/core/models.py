@@ -25,6 +25,7 @@ __all__ = [
     "UNKNOWN",
     "NS_PER_SECOND",
     "Trade",
+    "AggTrade",
     "BookSnapshot",
     "BookDelta",
     "BookTicker",
@@ -103,6 +104,11 @@ class Trade:
         False for trades shown on the tape but excluded from bars. Binance futures klines
         leave out trades whose ``X`` is not ``MARKET`` (e.g. ``INSURANCE_FUND``); see
         shared/data/binance-ws-captures-hftbacktest/PROVENANCE.md.
+    count : int
+        Exchange trades this one stands for (>= 1): 1 for a single trade; ``l - f + 1``
+        for a Binance aggregate trade (the fills of one taker order at one price and time),
+        so bars built from aggregates count the same ``trade_count`` as from the fills.
+        With ``count > 1``, ``trade_id`` is the last trade id it holds (Binance ``l``).
     """
 
     symbol: str
@@ -113,6 +119,37 @@ class Trade:
     trade_id: int | None = None
     recv_ns: int = 0
     in_bars: bool = True
+    count: int = 1
+
+
+@dataclass(slots=True, frozen=True)
+class AggTrade:
+    """One Binance aggregate trade (REST ``aggTrades`` row): the fills of one taker order
+    at one price and time, exchange trade ids ``first_id..last_id``.
+
+    Parameters
+    ----------
+    agg_id : int
+        Aggregate id (``a``), consecutive per symbol.
+    price : float
+        Quote currency (``p``).
+    size : float
+        Base units, the sum of the fills (``q``), > 0.
+    first_id, last_id : int
+        First and last trade id held (``f``, ``l``), ``first_id <= last_id``.
+    ts_ns : int
+        Trade time, UTC ns (``T`` ms).
+    side : int
+        Taker side: ``SELL`` when ``m`` (buyer is maker), else ``BUY``.
+    """
+
+    agg_id: int
+    price: float
+    size: float
+    first_id: int
+    last_id: int
+    ts_ns: int
+    side: int
 
 
 @dataclass(slots=True, frozen=True)

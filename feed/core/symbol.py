@@ -51,7 +51,7 @@ class SymbolState:
     __slots__ = (
         "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
         "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
-        "snapshot_due_ns", "gap_marks", "suspect",
+        "snapshot_due_ns", "gap_marks", "suspect", "repaired_trades",
     )
 
     def __init__(self, symbol: str, max_trades: int) -> None:
@@ -69,6 +69,7 @@ class SymbolState:
         self.snapshot_due_ns: int | None = None  # monotonic ns before which no new request
         self.gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS_KEPT)
         self.suspect: Trade | None = None  # a trade whose id jumped far ahead, unconfirmed
+        self.repaired_trades = 0  # missing trades recovered from the vendor's history
 
     def restore(self, restored: Sequence[Trade], meta: dict | None) -> None:
         """Load stored trades (oldest first) and stored decimals."""
@@ -103,6 +104,35 @@ class SymbolState:
         elif self.last_trade_ts_ns is not None and trade.ts_ns - self.last_trade_ts_ns > window_ns:
             return f"{self.symbol} trade at {trade.ts_ns} ns after one at {self.last_trade_ts_ns} ns"
         return ""
+
+    def insert_trades(self, new: list[Trade]) -> list[Trade]:
+        """Put ``new`` (trades of a vendor with consecutive ids, sorted by id) in place in
+        the tape, which is kept in id order; return the trades kept.
+
+        A full tape keeps its newest trades: the oldest of ``new`` that do not fit are
+        left out. Every bar series must be rebuilt afterwards (the caller's job).
+        """
+        if not new:
+            return []
+        room = self.trades.max_trades - len(self.trades)
+        oldest = self.trades.oldest()
+        if room < len(new) and (oldest is None or new[0].trade_id < oldest.trade_id):
+            new = new[len(new) - max(room, 0):]  # a backfill into a full tape: keep the newest
+        if new:
+            self.n_trades += self.trades.insert(new)
+        return new
+
+    def note_repaired(self, gap_end_ns: int, recovered: int) -> None:
+        """Count ``recovered`` trades of the gap marked at ``gap_end_ns`` as no longer missing
+        (its mark keeps its place and shows what is still missing: 0 = repaired)."""
+        self.missing_trades = max(0, self.missing_trades - recovered)
+        self.repaired_trades += recovered
+        marks = self.gap_marks
+        for i in range(len(marks) - 1, -1, -1):
+            ts, missing = marks[i]
+            if ts == gap_end_ns and missing > 0:
+                marks[i] = (ts, max(0, missing - recovered))
+                return
 
     def record_gap(self, trade: Trade) -> None:
         """Count the ids missing before ``trade`` and mark the gap at its time."""

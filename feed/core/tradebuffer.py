@@ -16,9 +16,11 @@ column      dtype    meaning
 ``recv``    int64    local receive time, UTC ns (0 unknown)
 ``side``    int8     taker side: 1 buy, -1 sell, 0 unknown
 ``flags``   int8     bit 0: has a trade id; bit 1: ``in_bars``
+``count``   int64    exchange trades the row holds (``Trade.count``: 1, or ``l - f + 1``
+                     for a Binance aggregate trade)
 ==========  =======  ============================================================
 
-42 bytes a trade, plus the unsealed tail (at most CHUNK objects). Sealed chunks are never
+50 bytes a trade, plus the unsealed tail (at most CHUNK objects). Sealed chunks are never
 written in place: dropping the oldest trades only advances an offset or lets a chunk go,
 and :meth:`TradeBuffer.insert` builds new arrays for the chunks it changes. So a
 :class:`TradeView` (what :meth:`TradeBuffer.snapshot` returns under the engine lock, in
@@ -45,14 +47,15 @@ __all__ = ["TradeBuffer", "TradeView", "CHUNK", "COLUMNS", "estimate_held"]
 CHUNK = 4096
 #: Column names and dtypes of a sealed chunk (see the module docstring).
 COLUMNS = (("ts", np.int64), ("price", np.float64), ("size", np.float64), ("id", np.int64),
-           ("recv", np.int64), ("side", np.int8), ("flags", np.int8))
+           ("recv", np.int64), ("side", np.int8), ("flags", np.int8), ("count", np.int64))
 _HAS_ID, _IN_BARS = 1, 2
 
 
 def _seal(trades: Sequence[Trade]) -> tuple[np.ndarray, ...]:
     # Trade objects -> one chunk of columns (one pass over the objects).
     rows = [(t.ts_ns, t.price, t.size, -1 if t.trade_id is None else t.trade_id, t.recv_ns, t.side,
-             (0 if t.trade_id is None else _HAS_ID) | (_IN_BARS if t.in_bars else 0)) for t in trades]
+             (0 if t.trade_id is None else _HAS_ID) | (_IN_BARS if t.in_bars else 0), t.count)
+            for t in trades]
     cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     return tuple(np.array(c, dtype=dt) for c, (_, dt) in zip(cols, COLUMNS))
 
@@ -63,9 +66,9 @@ def _slice(chunk: tuple[np.ndarray, ...], lo: int, hi: int | None = None) -> tup
 
 def _objects(symbol: str, chunk: tuple[np.ndarray, ...]) -> list[Trade]:
     # One chunk of columns -> Trade objects, oldest first.
-    ts, price, size, tid, recv, side, flags = (c.tolist() for c in chunk)
-    return [Trade(symbol, t, p, s, d, i if f & _HAS_ID else None, r, bool(f & _IN_BARS))
-            for t, p, s, i, r, d, f in zip(ts, price, size, tid, recv, side, flags)]
+    ts, price, size, tid, recv, side, flags, count = (c.tolist() for c in chunk)
+    return [Trade(symbol, t, p, s, d, i if f & _HAS_ID else None, r, bool(f & _IN_BARS), n)
+            for t, p, s, i, r, d, f, n in zip(ts, price, size, tid, recv, side, flags, count)]
 
 
 class TradeView:
@@ -249,6 +252,16 @@ class TradeBuffer:
             del self._tail[:excess]
 
     # -- reading --------------------------------------------------------------------
+
+    def oldest(self) -> Trade | None:
+        """Return the oldest trade held by position (None when empty)."""
+        if self._chunks:
+            return _objects(self.symbol, _slice(self._chunks[0], self._start, self._start + 1))[0]
+        return self._tail[0] if self._tail else None
+
+    def newest(self) -> Trade | None:
+        """Return the newest trade held by position (None when empty)."""
+        return self.last(1)[0] if len(self) else None
 
     def last(self, limit: int) -> list[Trade]:
         """Return the newest ``limit`` trades as Trade objects, oldest first."""

@@ -11,6 +11,11 @@ One ``websockets`` asyncio server, in its own daemon thread with its own event l
 * REST ``GET /api/v3/depth?symbol=X&limit=N`` (also ``/fapi/v1/depth``, ``/dapi/v1/depth``)
   through the server's ``process_request`` hook: the current book with its
   ``lastUpdateId``, prices and sizes as strings.
+* REST history ``GET /api/v3/aggTrades``, ``/fapi/v1/aggTrades``, ``/api/v3/klines``,
+  ``/fapi/v1/klines`` (``feed.exchange.rest_history``) from every trade played or
+  simulated so far (before fault injection: a trade a fault skipped is still served),
+  weighed with ``X-MBX-USED-WEIGHT-1M`` and refused with 429 + ``Retry-After`` past
+  ``history_weight_limit``.
 
 This module owns :class:`EmbeddedExchange`: the server thread, its connections (each
 routed through ``feed.exchange.fanout``), REST dispatch and the public surface. The
@@ -27,6 +32,7 @@ messages are fanned out, plus the handshake refusal (HTTP 503) here.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -63,6 +69,7 @@ from feed.exchange.fanout import Client, Fanout
 from feed.exchange.faults import Faults, FaultState
 from feed.exchange.loopback import ServerThread
 from feed.exchange.replay_source import ReplaySource
+from feed.exchange.rest_history import HISTORY_PATHS, History
 from feed.exchange.sim_source import SimSource, check_sim_symbols
 
 __all__ = ["EmbeddedExchange"]
@@ -76,6 +83,28 @@ CLOSE_TIMEOUT_S = 2.0
 async def _call(fn):
     # Run a plain function on the loop (EmbeddedExchange.fault_stats).
     return fn()
+
+
+class _HistoryTap:
+    # Sits between a source and the fanout: every trade the source plays or makes goes
+    # into the REST history (subscribed or not), then on to the fanout as before.
+
+    def __init__(self, fanout: Fanout, history: History) -> None:
+        self._fanout = fanout
+        self._history = history
+
+    def wanted(self, symbol: str, channel: str) -> bool:
+        return channel == "trade" or self._fanout.wanted(symbol, channel)
+
+    async def publish(self, symbol: str, channel: str, data: str, **kw) -> None:
+        if channel == "trade":
+            try:
+                body = json.loads(data)
+            except ValueError:
+                body = None
+            if isinstance(body, dict):
+                self._history.add_trade_event(symbol, body)
+        await self._fanout.publish(symbol, channel, data, **kw)
 
 
 class EmbeddedExchange(ServerThread):
@@ -110,6 +139,13 @@ class EmbeddedExchange(ServerThread):
     klines : bool
         Simulator: also serve ``@kline_1s`` and ``@kline_1m`` (for the kline cross-check).
         Replay serves whatever kline streams were recorded.
+    history_s : float
+        Simulator: each market starts this many seconds in the past, its trades until now
+        held for REST history only (so a client starting now can backfill); 0: none.
+    history_weight_limit : int
+        REST history weight allowed per ``history_window_s`` (Binance spot: 6000 a minute).
+    history_window_s : float
+        Length of the weight window, seconds.
 
     Attributes
     ----------
@@ -146,6 +182,9 @@ class EmbeddedExchange(ServerThread):
         sim_rate: float = 1.0,
         faults: Faults | str | None = None,
         klines: bool = False,
+        history_s: float = 0.0,
+        history_weight_limit: int = 6000,
+        history_window_s: float = 60.0,
     ) -> None:
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
             raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
@@ -168,6 +207,12 @@ class EmbeddedExchange(ServerThread):
             check_sim_symbols((symbols or []) + sim_symbols)
             allowed = None if symbols is None else {s.lower() for s in symbols}
             self._source = SimSource(sim_symbols, seed, allowed, sim_rate, klines)
+            if not (isinstance(history_s, (int, float)) and 0 <= history_s <= 7 * 86400):
+                raise ValueError(f"history_s must be 0..604800 seconds, not {history_s!r}")
+            self._source.history_s = float(history_s)
+            self._source.on_history_fill = self._history_fill
+        #: REST history (aggregate trades, klines) of every trade played or simulated.
+        self.history = History(history_weight_limit, history_window_s)
         self.finished = threading.Event()
         self.error: BaseException | None = None
         # Connections and the routing of market messages to them (event-loop thread only).
@@ -273,7 +318,7 @@ class EmbeddedExchange(ServerThread):
 
     async def _run_source(self) -> None:
         try:
-            await self._source.run(self._fanout)
+            await self._source.run(_HistoryTap(self._fanout, self.history))
         except Exception as exc:  # noqa: BLE001 - a bad file must not kill the server
             self.error = exc
             log.error("exchange source stopped: %s", exc)
@@ -289,6 +334,8 @@ class EmbeddedExchange(ServerThread):
             return await self._rest_depth(parse_qs(url.query))
         if url.path in REST_PING_PATHS:
             return json_response(200, {})
+        if url.path in HISTORY_PATHS:
+            return self.history.respond(url.path, parse_qs(url.query))
         route, streams = url_streams(request.path)
         if route not in (WS_COMBINED_PATH, WS_RAW_PATH):
             return rest_error(404, -1, f"no route {url.path!r}: use /stream, /ws or /api/v3/depth")
@@ -313,6 +360,11 @@ class EmbeddedExchange(ServerThread):
         if body is None:
             return dialect.BACKEND_TIMEOUT.response()
         return json_response(200, body)
+
+    def _history_fill(self, symbol: str, inst, fill) -> None:
+        # A simulated trade from before the start: held for REST history only.
+        self.history.add(symbol, fill.trade_id, fill.ts_ns // 1_000_000, inst.format_price(fill.price_ticks),
+                         inst.format_qty(fill.qty_lots), fill.buyer_is_maker)
 
     # -- private: connections ----------------------------------------------------------
 

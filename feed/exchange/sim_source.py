@@ -182,6 +182,10 @@ class SimSource:
         self._tops: dict[str, tuple[int, int, int, int]] = {}
         # Last wall-clock reading handed to a simulator (they refuse time going back).
         self._clock_ns = 0
+        # Seconds of past trades each market makes when it starts, handed to
+        # on_history_fill(symbol, instrument, fill) only (the exchange's REST history).
+        self.history_s = 0.0
+        self.on_history_fill = None
 
     def _now(self) -> int:
         # Wall clock, UTC ns, never earlier than a previous reading (NTP may step back).
@@ -230,7 +234,12 @@ class SimSource:
             inst = instrument_for(symbol)
             if self._rate != 1.0:
                 inst = dataclasses.replace(inst, trades_per_s=inst.trades_per_s * self._rate)
-            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed, instrument=inst)
+            now = self._now()
+            past_ns = int(self.history_s * 1e9) if self.on_history_fill is not None else 0
+            market = MarketSimulator(symbol, start_ns=now - past_ns, seed=self._seed, instrument=inst)
+            if past_ns:
+                for fill in market.advance(now):
+                    self.on_history_fill(symbol, inst, fill)
             log.info("simulating %s", market.symbol)
             self.markets[symbol] = market
         return market

@@ -142,6 +142,7 @@ class Engine:
         self._rate_mark = (time.monotonic(), 0)
         self._feed: FeedControl | None = None
         self._fetcher: Any = None  # SnapshotFetcher, when attached
+        self._history: Any = None  # feed.io.backfill.HistoryFetcher, when attached
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Exchange time -> applied, per trade (written by the worker, read by health()).
@@ -150,10 +151,12 @@ class Engine:
 
     # -- wiring ----------------------------------------------------------------------
 
-    def attach(self, feed: FeedControl | None = None, fetcher: Any = None) -> None:
-        """Attach the feed client (subscriptions go to it) and the snapshot fetcher."""
+    def attach(self, feed: FeedControl | None = None, fetcher: Any = None, history: Any = None) -> None:
+        """Attach the feed client (subscriptions go to it), the snapshot fetcher and the
+        REST history fetcher (backfill, gap repair)."""
         self._feed = feed
         self._fetcher = fetcher
+        self._history = history
 
     def start(self) -> "Engine":
         """Start the worker thread; return self."""
@@ -344,6 +347,26 @@ class Engine:
         frame.attrs["size_decimals"] = series.size_decimals
         return frame
 
+    def vendor_candles(self, symbol: str) -> list:
+        """Return the vendor's own 1m candles (``feed.core.models.Kline``) held for
+        ``symbol`` (a TickDB seed), oldest first; never part of tickscope's bars."""
+        with self._lock:
+            return self.market.vendor_candles(symbol)
+
+    def verify(self, symbol: str) -> dict | None:
+        """Return the per-bar verification of ``symbol``'s 1m bars against the vendor's
+        klines (``feed.core.verify.Verifier.report``; the 1m series is built if needed), or
+        None when verification is off.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not subscribed.
+        """
+        series = self.bar_series(symbol, "1m")
+        with self._lock:
+            return self.market.verify_report(symbol, series.closed)
+
     def depth(self, symbol: str, levels: int = 50) -> DepthView | None:
         """Return the top ``levels`` of ``symbol``'s book, or None if not subscribed."""
         with self._lock:
@@ -376,6 +399,7 @@ class Engine:
             malformed=sum(m.malformed.values()), dropped=self._dropped,
             reconnects=m.count("reconnects"), gaps=m.missing_trades(), late=m.late_trades(),
             duplicates=m.count("duplicates"), server_shutdowns=m.count("server_shutdowns"),
+            repaired=m.history.repaired, backfilled=m.history.backfilled,
         )
 
     def status(self) -> Status:
@@ -397,6 +421,7 @@ class Engine:
             counters = self._counters_locked()
             malformed = dict(m.malformed)
             clock_ns = m.clock_ns(time.time_ns())
+            history = m.history_json() if self._history is not None else None
         if finished:
             state, detail = "replay-finished", "the recorded session has played out"
         elif state == "reconnecting" and feed is not None and feed.next_retry_in_s is not None:
@@ -417,6 +442,7 @@ class Engine:
             vendor=self.adapter.name, kline_check=klines, malformed_by_reason=malformed,
             store=store,
             recorder=self.recorder.stats() if self.recorder is not None else None,
+            history=history,
         )
 
     def health(self) -> dict:
@@ -539,6 +565,9 @@ class Engine:
                 outcome(symbol, ok)
             for symbol, url in fx.snapshots:
                 self._fetcher.request(symbol, url)
+        if self._history is not None:
+            for request in fx.history:
+                self._history.request(request)
         if fx.fail is not None and self._feed is not None:
             log.error("vendor refused for good: %s", fx.fail)
             self._feed.fail(fx.fail)

@@ -160,6 +160,13 @@ def convert_chunk(chunk: pd.DataFrame, columns: dict, state: ChunkState,
         sym = label
     frame = trade_frame({"ts_ns": ts, "price": price, "size": size, "side": side,
                           "in_bars": in_bars, "trade_id": trade_id, "symbol": sym})
+    if "first_id" in col and "last_id" in col:
+        # An aggregate trade holds trades first_id..last_id: bars count l - f + 1 of them.
+        count = (_trade_ids(col["last_id"], rows, state) - _trade_ids(col["first_id"], rows, state) + 1)
+        count = count.to_numpy(np.int64, na_value=0)
+        if (count < 1).any():
+            state.fail(rows[np.flatnonzero(count < 1)[:1]], "last_trade_id is before first_trade_id")
+        frame["count"] = count
     if keep is not None:
         frame = frame[keep].reset_index(drop=True)
     return frame

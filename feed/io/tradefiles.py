@@ -44,7 +44,8 @@ _PROGRESS_LINES = 4096
 #              transact_time, is_buyer_maker[, is_best_match]
 _BINANCE_POSITIONS: dict[str, dict[str, int]] = {
     "binance-trades": {"trade_id": 0, "price": 1, "size": 2, "ts": 4, "buyer_maker": 5},
-    "binance-aggtrades": {"trade_id": 0, "price": 1, "size": 2, "ts": 5, "buyer_maker": 6},
+    "binance-aggtrades": {"trade_id": 0, "price": 1, "size": 2, "first_id": 3, "last_id": 4, "ts": 5,
+                          "buyer_maker": 6},
 }
 
 # Tardis.dev ``trades`` CSV: exchange,symbol,timestamp,local_timestamp,id,side,price,amount

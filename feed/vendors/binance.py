@@ -285,6 +285,17 @@ class BinanceAdapter(VendorBase):
         """Return the REST URL of a 1000-level depth snapshot for ``symbol``."""
         return f"{self._depth_url}?symbol={self.normalize_symbol(symbol)}&limit={SNAPSHOT_LIMIT}"
 
+    #: REST history (aggregate trades, klines) serves backfill and gap repair.
+    serves_history = True
+
+    def history_url(self, kind: str) -> str:
+        """Return the REST URL (no query) of ``kind`` ``"aggTrades"`` or ``"klines"`` on
+        the host serving depth snapshots (``/api/v3/...`` spot, ``/fapi/v1/...`` USD-M,
+        ``/dapi/v1/...`` COIN-M)."""
+        if kind not in ("aggTrades", "klines"):
+            raise ValueError(f"unknown history kind {kind!r}")
+        return self._depth_url.rsplit("/", 1)[0] + "/" + kind
+
     def stream_names(self, symbols: Iterable[str]) -> list[str]:
         """Return the stream names for ``symbols`` (``btcusdt@trade``, ``btcusdt@depth@100ms``).
 

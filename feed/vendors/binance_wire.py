@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from feed.core.models import (
     BUY,
+    AggTrade,
     SELL,
     BookDelta,
     BookSnapshot,
@@ -55,6 +56,8 @@ __all__ = [
     "parse_depth_snapshot",
     "BY_SUFFIX",
     "Parser",
+    "parse_agg_trades_body",
+    "parse_klines_body",
 ]
 
 _MS_TO_NS = 1_000_000
@@ -396,3 +399,99 @@ def parse_depth_snapshot(symbol: str, body: bytes) -> BookSnapshot:
         "depth snapshot", lambda: (levels(d["bids"], "bids"), levels(d["asks"], "asks")))
     ts = ev * _MS_TO_NS if type(ev) is int else 0
     return BookSnapshot(sym, ts, lid, bids, asks, is_partial=False)
+
+
+# ======================================================================================
+# REST history bodies (GET /api/v3/aggTrades, /fapi/v1/aggTrades; /api/v3/klines, ...)
+# ======================================================================================
+
+#: Rows accepted in one REST history body (Binance sends at most 1000 / 1500).
+MAX_HISTORY_ROWS = 1500
+
+
+def parse_agg_trades_body(body: bytes | str) -> tuple[AggTrade, ...]:
+    """Parse a REST ``aggTrades`` body into aggregate trades, in the order sent.
+
+    ::
+
+        [{"a": 26129,          # aggregate trade id
+          "p": "0.01633102",   # price
+          "q": "4.70443515",   # quantity, base units
+          "f": 27781,          # first trade id
+          "l": 27781,          # last trade id
+          "T": 1498793709153,  # trade time, ms
+          "m": true,           # buyer is maker: the taker SOLD
+          "M": true}]          # ignore
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_history`` naming the first bad row (the whole page is refused: a page is
+        applied all or nothing so no trade is half-counted).
+    """
+    try:
+        rows = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage("bad_history", f"aggTrades body is not JSON: {exc}") from None
+    if not isinstance(rows, list) or len(rows) > MAX_HISTORY_ROWS:
+        raise MalformedMessage("bad_history", "aggTrades body is not a list of at most "
+                               f"{MAX_HISTORY_ROWS} rows")
+    out = []
+    for i, d in enumerate(rows):
+        try:
+            a, f, last, ts, m = d["a"], d["f"], d["l"], d["T"], d["m"]
+            price = number(d["p"], "p")
+            size = number(d["q"], "q")
+            ok = (all(type(x) is int and 0 <= x < 1 << 63 for x in (a, f, last, ts)) and f <= last
+                  and type(m) is bool and 0 < price < MAX_PRICE and 0 < size < MAX_SIZE)
+        except (KeyError, TypeError, ValueError, MalformedMessage):
+            ok = False
+        if not ok:
+            raise MalformedMessage("bad_history", f"aggTrades row {i}: {str(d)[:120]}")
+        out.append(AggTrade(a, price, size, f, last, ts * _MS_TO_NS, SELL if m else BUY))
+    return tuple(out)
+
+
+def parse_klines_body(symbol: str, body: bytes | str, interval: str = "1m") -> tuple[Kline, ...]:
+    """Parse a REST ``klines`` body into final candles (``closed`` True), in the order sent.
+
+    ::
+
+        [[1499040000000,      # open time, ms
+          "0.01634790",       # open
+          "0.80000000",       # high
+          "0.01575800",       # low
+          "0.01577100",       # close
+          "148976.11427815",  # volume, base units
+          1499644799999,      # close time, ms (open time + interval - 1)
+          "2434.19055334",    # quote volume
+          308,                # number of trades
+          "1756.87402397",    # taker buy base volume
+          "28.46694368",      # taker buy quote volume
+          "0"]]               # ignore
+
+    The caller decides whether a candle is final (its close time has passed).
+
+    Raises
+    ------
+    MalformedMessage
+        ``bad_history`` naming the first bad row.
+    """
+    try:
+        rows = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedMessage("bad_history", f"klines body is not JSON: {exc}") from None
+    if not isinstance(rows, list) or len(rows) > MAX_HISTORY_ROWS:
+        raise MalformedMessage("bad_history", f"klines body is not a list of at most {MAX_HISTORY_ROWS} rows")
+    out = []
+    for i, r in enumerate(rows):
+        try:
+            t0, t1, n = r[0], r[6], r[8]
+            if not (type(t0) is int and type(t1) is int and type(n) is int and t0 <= t1 and n >= 0):
+                raise ValueError("bad times or count")
+            vals = [number(r[k], str(k)) for k in (1, 2, 3, 4, 5, 7, 9)]
+            out.append(Kline(symbol, interval, t0 * _MS_TO_NS, (t1 + 1) * _MS_TO_NS, vals[0], vals[1], vals[2],
+                             vals[3], vals[4], vals[5], vals[6], n, True))
+        except (IndexError, KeyError, TypeError, ValueError, MalformedMessage):
+            raise MalformedMessage("bad_history", f"klines row {i}: {str(r)[:120]}") from None
+    return tuple(out)
