@@ -110,6 +110,9 @@ class EmbeddedExchange(ServerThread):
     klines : bool
         Simulator: also serve ``@kline_1s`` and ``@kline_1m`` (for the kline cross-check).
         Replay serves whatever kline streams were recorded.
+    sim_resume : dict, optional
+        Simulator: symbol -> ``(last price, last trade id)`` of a previous run, continued
+        instead of re-seeded (``SimSource(resume=...)``). Ignored in replay mode.
 
     Attributes
     ----------
@@ -146,6 +149,7 @@ class EmbeddedExchange(ServerThread):
         sim_rate: float = 1.0,
         faults: Faults | str | None = None,
         klines: bool = False,
+        sim_resume: dict[str, tuple[float, int]] | None = None,
     ) -> None:
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
             raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
@@ -167,7 +171,7 @@ class EmbeddedExchange(ServerThread):
             sim_symbols = list(sim_symbols)
             check_sim_symbols((symbols or []) + sim_symbols)
             allowed = None if symbols is None else {s.lower() for s in symbols}
-            self._source = SimSource(sim_symbols, seed, allowed, sim_rate, klines)
+            self._source = SimSource(sim_symbols, seed, allowed, sim_rate, klines, resume=sim_resume)
         self.finished = threading.Event()
         self.error: BaseException | None = None
         # Connections and the routing of market messages to them (event-loop thread only).

@@ -158,13 +158,22 @@ class SimSource:
         Trade-rate multiplier applied to every instrument.
     klines : bool
         Also serve ``kline_1s`` and ``kline_1m``.
+    resume : dict, optional
+        Symbol (any case) -> ``(last price, last trade id)`` of a previous run (the trade
+        store's newest trade): that market continues from there
+        (``MarketSimulator(resume=...)``). A resumed market starts on its first
+        subscription or REST request, not with the source: trades made before anyone
+        subscribed would be ids nobody received, a gap the engine would rightly count.
     """
 
     #: The simulator never plays out: the exchange's ``finished`` stays unset.
     plays_out = False
 
     def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None,
-                 rate: float = 1.0, klines: bool = False) -> None:
+                 rate: float = 1.0, klines: bool = False,
+                 resume: dict[str, tuple[float, int]] | None = None) -> None:
+        # Where resumed markets continue from (lower-case symbol -> (price, trade id)).
+        self._resume = {str(k).lower(): v for k, v in (resume or {}).items()}
         # Channels served (klines only on request: Binance-shaped candles cost a little).
         self.channels = SIM_CHANNELS + (tuple(f"kline_{i}" for i in SIM_KLINES) if klines else ())
         # (symbol, interval) -> candle in progress, for every market once klines are on.
@@ -230,8 +239,11 @@ class SimSource:
             inst = instrument_for(symbol)
             if self._rate != 1.0:
                 inst = dataclasses.replace(inst, trades_per_s=inst.trades_per_s * self._rate)
-            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed, instrument=inst)
-            log.info("simulating %s", market.symbol)
+            resume = self._resume.get(symbol)
+            market = MarketSimulator(symbol, start_ns=self._now(), seed=self._seed, instrument=inst,
+                                     resume=resume)
+            log.info("simulating %s%s", market.symbol,
+                     f", continuing from price {resume[0]} and trade id {resume[1]}" if resume else "")
             self.markets[symbol] = market
         return market
 
@@ -248,7 +260,8 @@ class SimSource:
     async def run(self, out: Publisher) -> None:
         """Run the markets until cancelled, publishing what subscribers want."""
         for symbol in self._initial:
-            self.ensure(symbol)
+            if symbol not in self._resume:
+                self.ensure(symbol)
         next_flush = self._now() // SIM_DEPTH_INTERVAL_NS * SIM_DEPTH_INTERVAL_NS
         while True:
             now = self._now()
