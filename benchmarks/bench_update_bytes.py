@@ -78,6 +78,7 @@ class UpdateLog:
         self.driver = driver
         self._urls: dict[str, str] = {}  # requestId -> url
         self._encoding: dict[str, str] = {}  # requestId -> content-encoding
+        self._done: set[str] = set()  # requestIds counted
 
     def drain(self) -> list[dict]:
         """Return ``{"t", "wire", "decoded", "body"}`` per update response finished since
@@ -97,6 +98,9 @@ class UpdateLog:
                     body = self.driver.execute_cdp_cmd("Network.getResponseBody", {"requestId": rid})["body"]
                 except Exception:  # evicted from chromium's buffer: size unknown
                     body = None
+                if rid in self._done:  # chromium may repeat an event: count each response once
+                    continue
+                self._done.add(rid)
                 out.append({"t": params["timestamp"], "wire": int(params["encodedDataLength"]),
                             "decoded": None if body is None else len(body.encode()),
                             "encoding": self._encoding.get(rid, ""), "body": body})

@@ -12,8 +12,10 @@ figure went over the wire two or three times.
 The gate is a clientside callback between the timer and the live update: it passes a tick
 on (as the ``PULSE`` store's data) unless the chart drawn (the candle store's ``view``,
 ``SYMBOL|SPEC``) is not the one selected, i.e. a full draw of the new choice is on its
-way; then ticks are held for at most ``HOLD_MS``, so a lost answer (a server error) is
-redrawn by the next tick after that. The bar spec values of the controls are canonical
+way; then ticks are held, one let through every ``HOLD_MS``, so a lost answer (a server
+error) is redrawn, and a draw slower than the timer under load is no longer superseded
+by every tick (which could leave the chart redrawing the whole figure on every tick and
+never showing it). The bar spec values of the controls are canonical
 (``str(BarSpec)``), so the comparison is a string comparison.
 """
 
@@ -32,6 +34,7 @@ function(n, store, symbol, spec) {
     if (symbol && spec && drawn !== want) {
         if (gate.want !== want) { gate.want = want; gate.since = Date.now(); }
         if (Date.now() - gate.since < %d) { return window.dash_clientside.no_update; }
+        gate.since = Date.now();  // one tick through, then hold again: never a tick storm
     } else {
         gate.want = null;
     }
