@@ -84,10 +84,17 @@ class UpdateLog:
         """Return ``{"t", "wire", "decoded", "body"}`` per update response finished since
         the last call (``t``: chromium's monotonic timestamp, s)."""
         out = []
+        # Every response of the period (page, scripts, updates): wire and decoded bytes.
+        self.period = {"responses": 0, "wire": 0, "decoded": 0}
         for entry in self.driver.get_log("performance"):
             msg = json.loads(entry["message"])["message"]
             method, params = msg.get("method"), msg.get("params", {})
             rid = params.get("requestId")
+            if method == "Network.dataReceived":
+                self.period["decoded"] += int(params.get("dataLength", 0))
+            if method == "Network.loadingFinished":
+                self.period["responses"] += 1
+                self.period["wire"] += int(params.get("encodedDataLength", 0))
             if method == "Network.responseReceived":
                 resp = params["response"]
                 self._urls[rid] = resp.get("url", "")
@@ -141,6 +148,7 @@ def main(argv=None) -> int:
             log = UpdateLog(dc.driver)
             time.sleep(args.warmup)
             log.drain()
+            load = log.period
             time.sleep(args.seconds)
             steady = log.drain()
             dc.select_dcc_dropdown("#symbol", value=args.switch_to)
@@ -151,15 +159,19 @@ def main(argv=None) -> int:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     print(f"tickscope at {args.repo}: embedded simulator, default view (1m bars, 250 ms updates)")
+    print(f"page load and first {args.warmup:.0f} s: {load['responses']} responses, {load['wire']:,} B on the wire,"
+          f" {load['decoded']:,} B decoded")
     if not steady:
         print("no update responses seen")
         return 1
     wire = [r["wire"] for r in steady]
     decoded = [r["decoded"] for r in steady if r["decoded"] is not None]
     encodings = sorted({r["encoding"] or "identity" for r in steady})
-    print(f"steady: {len(steady)} updates in {args.seconds:.0f} s, content-encoding {', '.join(encodings)}")
+    empty = sum(1 for r in steady if not r["body"])
+    print(f"steady: {len(steady)} updates in {args.seconds:.0f} s ({empty} with nothing to send),"
+          f" content-encoding {', '.join(encodings)}")
     print(f"  on the wire : median {statistics.median(wire):8,.0f} B   mean {statistics.mean(wire):8,.0f} B"
-          f"   max {max(wire):8,} B")
+          f"   min {min(wire):8,} B   max {max(wire):8,} B")
     if decoded:
         med = statistics.median(decoded)
         print(f"  decoded body: median {med:8,.0f} B   mean {statistics.mean(decoded):8,.0f} B   (baseline: uncompressed)")
