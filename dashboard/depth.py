@@ -27,17 +27,10 @@ from dash import Patch
 from .figures import (ASK, BID, MID, MUTED, PANEL, axis_style, base_layout, format_price,
                       max_decimals, rgba)
 
-__all__ = ["depth_figure", "depth_signature", "depth_state", "depth_delta"]
+__all__ = ["depth_figure", "depth_state", "depth_delta"]
 
 #: Indexes of the bid and ask traces in the figure (``_depth_traces``).
 _SIDES = (0, 1)
-
-
-def depth_signature(
-    bids: Sequence[tuple[float, float]], asks: Sequence[tuple[float, float]], synced: bool
-) -> str:
-    """Return a short string that changes whenever the drawn depth would change."""
-    return f"{hash((tuple(bids), tuple(asks), synced)):x}"
 
 
 def depth_figure(

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from dashboard.runtime import _replay_store_name
+from feed.exchange.simulator import MarketSimulator
 from feed.io.store import TradeStore
 from tests.helpers import run, wait_for
 from tests.test_faults import spot_files
@@ -124,3 +125,17 @@ def test_store_subscribed_when_damaged_then_ignored_and_bounded(tmp_path):
         assert store.subscribed() == ["BTCUSDT"]
         store._cache.set("subscribed", b"\x80\x04pickle")
         assert store.subscribed() == []
+
+
+def test_market_simulator_when_resumed_then_ids_continue_and_price_starts_at_the_stored_one():
+    start = 1_700_000_000_000_000_000
+    fresh = MarketSimulator("BTCUSDT", start_ns=start)
+    resumed = MarketSimulator("BTCUSDT", start_ns=start, resume=(43_210.5, 123_456))
+    fills = resumed.advance(start + 5_000_000_000)
+    assert fills and [f.trade_id for f in fills] == list(range(123_457, 123_457 + len(fills)))
+    tick = resumed.instrument.tick
+    assert abs(fills[0].price_ticks * tick / 43_210.5 - 1) < 0.005
+    assert fresh.advance(start + 5_000_000_000)[0].trade_id > 100_000_000  # not resumed: time-based ids
+    for bad in ((0.0, 1), (float("nan"), 1), (100.0, -1)):
+        with pytest.raises(ValueError, match="resume"):
+            MarketSimulator("BTCUSDT", start_ns=start, resume=bad)

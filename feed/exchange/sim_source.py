@@ -161,9 +161,9 @@ class SimSource:
     resume : dict, optional
         Symbol (any case) -> ``(last price, last trade id)`` of a previous run (the trade
         store's newest trade): that market continues from there
-        (``MarketSimulator(resume=...)``). A resumed market starts on its first
-        subscription or REST request, not with the source: trades made before anyone
-        subscribed would be ids nobody received, a gap the engine would rightly count.
+        (``MarketSimulator(resume=...)``). A resumed market is held
+        (``MarketSimulator.hold``) until its trade stream has a subscriber: trades made
+        before would take ids nobody received, a gap the engine would rightly count.
     """
 
     #: The simulator never plays out: the exchange's ``finished`` stays unset.
@@ -174,6 +174,8 @@ class SimSource:
                  resume: dict[str, tuple[float, int]] | None = None) -> None:
         # Where resumed markets continue from (lower-case symbol -> (price, trade id)).
         self._resume = {str(k).lower(): v for k, v in (resume or {}).items()}
+        # Resumed markets that have not had a trade subscriber yet (held, not trading).
+        self._held = set(self._resume)
         # Channels served (klines only on request: Binance-shaped candles cost a little).
         self.channels = SIM_CHANNELS + (tuple(f"kline_{i}" for i in SIM_KLINES) if klines else ())
         # (symbol, interval) -> candle in progress, for every market once klines are on.
@@ -260,14 +262,18 @@ class SimSource:
     async def run(self, out: Publisher) -> None:
         """Run the markets until cancelled, publishing what subscribers want."""
         for symbol in self._initial:
-            if symbol not in self._resume:
-                self.ensure(symbol)
+            self.ensure(symbol)
         next_flush = self._now() // SIM_DEPTH_INTERVAL_NS * SIM_DEPTH_INTERVAL_NS
         while True:
             now = self._now()
             for symbol, market in list(self.markets.items()):
                 # A market created while this loop waited on backpressure started later.
                 now = max(now, self._clock_ns)
+                if symbol in self._held:
+                    if not out.wanted(symbol, "trade"):
+                        market.hold(now)
+                        continue
+                    self._held.discard(symbol)
                 await self._emit_trades(out, symbol, market, market.advance(now), now)
             if self._klines is not None:
                 await self._emit_klines(out, now)

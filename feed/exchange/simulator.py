@@ -263,6 +263,23 @@ class MarketSimulator:
         self._now_ns = now_ns
         return fills
 
+    def hold(self, now_ns: int) -> None:
+        """Move the market's clock to ``now_ns`` (UTC ns) without trading or moving the book.
+
+        For a market resumed from stored history that nobody receives yet: trades made
+        then would take trade ids nobody received (a gap), so time passes without them.
+
+        Raises
+        ------
+        ValueError
+            If ``now_ns`` is earlier than a previous call's.
+        """
+        if now_ns < self._now_ns:
+            raise ValueError(f"now_ns went back: {now_ns} < {self._now_ns}")
+        self._now_ns = self._fair_ns = now_ns
+        self._next_garch_ns = now_ns + _NS
+        self._next_event_ns = now_ns + self._draw_wait_ns()
+
     def flush_depth(self, now_ns: int) -> DepthDiff | None:
         """Return the levels changed since the previous flush, or None if none changed.
 
