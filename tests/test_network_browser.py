@@ -17,6 +17,7 @@ import pytest
 
 from dashboard import ids
 from tests.test_browser import chrome_options, wait_candles, wait_depth
+from tests.test_persistence_e2e import free_port
 
 pytestmark = pytest.mark.browser
 
@@ -97,7 +98,7 @@ def candle_figures(responses: list[dict], symbol: str) -> list[dict]:
 
 
 def test_symbol_switch_when_timer_ticks_during_the_draw_then_exactly_one_full_candle_figure(live, dash_duo):
-    dash_duo.start_server(live.app)
+    dash_duo.start_server(live.app, port=free_port())
     wait_candles(dash_duo, "BTCUSDT")
     log = Responses(dash_duo.driver)
     for symbol in ("ETHUSDT", "SOLUSDT", "BTCUSDT"):
@@ -116,7 +117,7 @@ def test_symbol_switch_when_timer_ticks_during_the_draw_then_exactly_one_full_ca
 
 
 def test_steady_updates_when_page_left_alone_then_compressed_small_and_depth_patched(live, dash_duo):
-    dash_duo.start_server(live.app)
+    dash_duo.start_server(live.app, port=free_port())
     wait_candles(dash_duo, "BTCUSDT")
     wait_depth(dash_duo, "BTCUSDT")
     log = Responses(dash_duo.driver)

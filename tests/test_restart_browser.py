@@ -10,6 +10,7 @@ import pytest
 
 from dashboard import ids
 from tests.helpers import run, wait_for
+from tests.test_persistence_e2e import free_port
 from tests.test_browser import dash_duo, set_input, wait_candles  # noqa: F401  (dash_duo: the fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
@@ -21,7 +22,7 @@ def test_restart_when_symbol_subscribed_from_the_page_then_back_in_the_dropdown(
     argv = ("--data-dir", str(tmp_path), "--bar", "1s", "--sim-rate", "4")
     first = run(argv, feed_options=FAST, interval_ms=250)
     try:
-        dash_duo.start_server(first.app)
+        dash_duo.start_server(first.app, port=free_port())
         wait_candles(dash_duo, "BTCUSDT")
         set_input(dash_duo, f"#{ids.SUBSCRIBE_INPUT}", "adausdt")
         dash_duo.find_element(f"#{ids.SUBSCRIBE_BUTTON}").click()
@@ -37,7 +38,7 @@ def test_restart_when_symbol_subscribed_from_the_page_then_back_in_the_dropdown(
     second = run(argv, feed_options=FAST, interval_ms=250)
     try:
         assert "ADAUSDT" in second.engine.symbols()
-        dash_duo.start_server(second.app)
+        dash_duo.start_server(second.app, port=free_port())
         wait_candles(dash_duo, "BTCUSDT")
         dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ADAUSDT")  # fails if it is not an option
         wait_candles(dash_duo, "ADAUSDT", min_closed=2)
