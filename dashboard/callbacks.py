@@ -22,7 +22,7 @@ from feed.core.batch import bars_to_frame
 from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from . import figures, ids, inputs, timezones, updates
+from . import figures, ids, inputs, tickgate, timezones, updates
 from .export import bars_in_view, export_filename
 from .layout import BAR_KINDS
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
@@ -155,7 +155,7 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         Output(ids.STATUS_STORE, "data"),
         Output(ids.SUBSCRIBE_MESSAGE, "children", allow_duplicate=True),
         Output(ids.SYMBOL, "options", allow_duplicate=True),
-        Input(ids.TICK, "n_intervals"),
+        Input(ids.PULSE, "data"),  # the timer, through the tick gate
         Input(ids.SYMBOL, "value"),
         Input(ids.BAR_SIZE, "value"),
         Input(ids.BAR_LABEL, "value"),
@@ -192,6 +192,16 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         if all(o is no_update for o in out):
             raise PreventUpdate
         return out
+
+    # One full figure per switch: ticks wait while it is drawn (dashboard.tickgate).
+    app.clientside_callback(
+        tickgate.GATE_JS,
+        Output(ids.PULSE, "data"),
+        Input(ids.TICK, "n_intervals"),
+        State(ids.CANDLES_STORE, "data"),
+        State(ids.SYMBOL, "value"),
+        State(ids.BAR_SIZE, "value"),
+    )
 
 
 def _register_subscribe(app: Any, engine: Any) -> None:

@@ -66,6 +66,7 @@ DEPTH = "depth"  # dcc.Graph: cumulative order-book depth
 
 # -- timers and state -----------------------------------------------------------------
 TICK = "tick"  # the one dcc.Interval driving every live update
+PULSE = "tick-pulse"  # the timer's ticks passed on to the live update (dashboard.tickgate)
 CANDLES_STORE = "candles-store"  # what the candle figure holds (see candles.plan_candles)
 DEPTH_STORE = "depth-store"  # signature of the depth view drawn last
 STATUS_STORE = "status-store"  # dropped-message count seen last (the "dropping" flag)

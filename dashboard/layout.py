@@ -255,6 +255,7 @@ def create_stores(interval_ms: int) -> html.Div:
     return html.Div(
         [
             dcc.Interval(id=ids.TICK, interval=interval_ms, n_intervals=0),
+            dcc.Store(id=ids.PULSE, storage_type="memory"),
             dcc.Store(id=ids.CANDLES_STORE, storage_type="memory"),
             dcc.Store(id=ids.DEPTH_STORE, storage_type="memory"),
             dcc.Store(id=ids.STATUS_STORE, storage_type="memory"),

@@ -4,9 +4,22 @@ fetcher and the Dash app), and :meth:`Runtime.stop` shuts it down.
 
 Persistence: trades are stored per source under ``data_dir`` (default: the platform's
 user data dir): ``embedded/`` for the simulator, the adapter's name (``binance/``,
-``binance-usdm/``, ...) for live vendors. A replay stores only when ``data_dir`` is given,
-under ``replay/<market>-<hash of the files>/``, so replaying the same files restores their
-own history and nothing else.
+``binance-usdm/``, ...) for live vendors -- the vendor and market, never the endpoint URL,
+so ``--url`` pointing at another address of the same market finds the same history. A
+replay stores only when ``data_dir`` is given, under ``replay/<market>-<hash of the files'
+names and sizes>/``, so replaying the same files (wherever they are) restores their own
+history and nothing else; simulated trades never mix with real ones.
+
+Each source directory has its own lock (``feed.io.dirlock``), not one per ``data_dir``:
+what must never be shared is one source's history, and a lock per source lets a live run,
+a replay and the simulator use the default data dir at the same time, while a second run
+of the same source is refused.
+
+A restart on the same source continues it: the symbols subscribed when it stopped
+(``TradeStore.subscribed``, those added from the page included) are subscribed again
+after the configured ones, and the simulator continues each stored market from its newest
+stored trade (price and trade id) instead of re-seeding it, so no trade-id gap is counted
+and the price does not jump.
 """
 
 from __future__ import annotations
@@ -111,8 +124,11 @@ def start_runtime(
 
     rt = Runtime(config)
     try:
-        adapter, symbols = _start_source(rt, config)
-        rt.store = _open_store(config, adapter)
+        probe = make_adapter(config, None, None)
+        # The store first: the simulator continues from what it holds.
+        rt.store = _open_store(config, probe)
+        saved = _saved_symbols(rt.store)
+        adapter, symbols = _start_source(rt, config, probe)
         rt.recorder = _open_recorder(config, adapter)
     except BaseException:
         rt.stop()
@@ -130,6 +146,7 @@ def start_runtime(
     for s in symbols:
         rt.engine.subscribe(s)
     rt.vendor_candles = _start_vendor_candles(rt, config, symbols)
+    _resubscribe(rt, [s for s in saved if s not in symbols])
     rt.feed.start()
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
@@ -166,9 +183,52 @@ def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) ->
 
 
 def _start_source(rt: Runtime, config: RunConfig) -> tuple[Any, list[str]]:
+def _saved_symbols(store: Any) -> list[str]:
+    # The symbols subscribed when this source last ran (empty without a store).
+    if store is None:
+        return []
+    try:
+        return store.subscribed()
+    except Exception:
+        log.exception("could not read the symbols subscribed before; starting without them")
+        return []
+
+
+def _resubscribe(rt: Runtime, saved: list[str]) -> None:
+    # Subscribe again what was subscribed before the restart; a symbol the source no longer
+    # takes (not in this replay, refused by the vendor's rules) is skipped with a log line.
+    for s in saved:
+        if rt.exchange is not None and not rt.exchange.serves(s, "trade"):
+            log.info("not resubscribing %s: this source does not serve it", s)
+            continue
+        try:
+            rt.engine.subscribe(s)
+        except ValueError as exc:
+            log.warning("not resubscribing %s: %s", s, exc)
+        else:
+            log.info("resubscribed %s (subscribed before the restart)", s)
+
+
+def _sim_resume(store: Any) -> dict[str, tuple[float, int]]:
+    # symbol -> (last price, last trade id) of every market the store holds: the simulator
+    # continues them. Unusable rows (no id, a non-positive price) are left to re-seed.
+    out: dict[str, tuple[float, int]] = {}
+    if store is None:
+        return out
+    for symbol in store.symbols():
+        try:
+            last = store.last_trade(symbol)
+        except Exception:
+            log.exception("could not read the last stored trade of %s; it starts afresh", symbol)
+            continue
+        if last is not None and last[2] is not None and last[1] > 0 and last[2] >= 0:
+            out[symbol] = (last[1], last[2])
+    return out
+
+
+def _start_source(rt: Runtime, config: RunConfig, probe: Any) -> tuple[Any, list[str]]:
     # The adapter and the checked symbols; starts the embedded exchange when there is one.
-    # Symbols are checked with the vendor's rules before anything starts.
-    probe = make_adapter(config, None, None)
+    # Symbols are checked with the vendor's rules (``probe``) before anything starts.
     symbols = normalize_symbols(config.symbols, probe)
     if config.embedded:
         symbols = _start_exchange(rt, config, symbols)
@@ -197,6 +257,7 @@ def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[
             replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,
             sim_rate=config.sim_rate, faults=config.faults, klines=kline is not None,
             history_s=0.0 if config.replay else min(config.backfill_s, 3600.0),
+            sim_resume=None if config.replay else _sim_resume(rt.store),
         ).start()
     except ValueError as exc:
         raise UsageError(f"--replay/--symbols: {exc}") from None
@@ -273,10 +334,20 @@ def _watch_replay(rt: Runtime) -> None:
 
 def _replay_store_name(files: tuple[Path, ...], market: str) -> str:
     # One store per set of recordings and market: a replay restores its own history only.
+    # Keyed by the files' names and sizes, not their paths: the same recordings moved or
+    # copied elsewhere find their history; another day's file (or a longer capture under
+    # the same name) gets its own.
     digest = hashlib.sha1()
-    for path in sorted(str(p.resolve()) for p in files):
-        digest.update(path.encode() + b"\0")
+    for name, size in sorted((p.name, _size(p)) for p in files):
+        digest.update(f"{name}\0{size}\0".encode())
     return str(Path("replay") / f"{market}-{digest.hexdigest()[:12]}")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
 
 
 def _default_data_dir() -> Path:

@@ -24,9 +24,12 @@ and the status line, each with its own store:
   redrawn with the newest ``keep_points``); otherwise a ``dash.Patch`` appending the bars
   closed and the gap marks seen since the last update and replacing the in-progress bar
   (``candles.plan_candles`` / ``candles.candles_patch``);
-* depth (:func:`depth_update`): a full (small) figure only when the book changed;
+* depth (:func:`depth_update`): nothing while the book is unchanged, a Patch of the
+  changed sides, mid/spread text and mid line while the frame is the same, else the
+  whole figure (``depth.depth_delta``);
 * status (:func:`status_update`): the status line and the failed-feed banner,
-  re-rendered only when their text changed; also the vendor's refusal of the symbol last
+  re-rendered only when their text changed, the line as a Patch of the items that changed
+  (``delta.children_delta``); also the vendor's refusal of the symbol last
   subscribed from the box (the inline message next to it, :func:`subscribe_errors`, when
   it arrives within ``SUBSCRIBE_ERRORS_FOR_S``) and the symbol options without the
   symbols the engine dropped (a vendor-refused symbol is unsubscribed; a clientside
@@ -49,7 +52,7 @@ from dash import no_update
 from feed.core.batch import bars_to_frame
 from feed.core.models import BarSpec
 
-from . import candles, depth, figures
+from . import candles, delta, depth, figures
 from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
 from .timezones import DISPLAY_TZ, display_tz
@@ -289,9 +292,10 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
     }
 
 
-def depth_update(engine: Any, symbol: str | None, store: str | None,
+def depth_update(engine: Any, symbol: str | None, store: Any,
                  state: str | None = None) -> tuple[Any, Any]:
-    """Return (depth figure, signature store), or no_update twice when the book is unchanged.
+    """Return (depth figure or patch, state store), or no_update twice when the book is
+    unchanged (``depth.depth_delta``: a Patch of what changed while the frame is the same).
 
     ``state`` is the feed's (``Engine.status().state``): the book is marked stale while the
     feed is not live or the book is not in sync (``wording.stale_reason``).
@@ -303,9 +307,8 @@ def depth_update(engine: Any, symbol: str | None, store: str | None,
             "no order book" if symbol else "subscribe a symbol to start")
     else:
         stale = stale_reason(state, view.synced) if state is not None else ""
-        signature = f"{symbol}|{depth.depth_signature(view.bids, view.asks, view.synced)}|{stale}"
-        figure = None if signature == store else depth.depth_figure(
-            view.bids, view.asks, symbol=symbol, mid=view.mid, spread=view.spread,
+        figure, signature = depth.depth_delta(
+            view.bids, view.asks, store, symbol=symbol, mid=view.mid, spread=view.spread,
             synced=view.synced, uirevision=symbol, stale=stale,
         )
     return (no_update, no_update) if figure is None else (figure, signature)
@@ -354,10 +357,17 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
         if found:
             message, new_store["sub_done"] = found[-1], pending.get("n")
     options_out = _symbol_options(options, status.symbols)
-    store_out = no_update if new_store == store else new_store
     if signature == store.get("sig"):
+        new_store["items"], new_store["banner"] = store.get("items"), store.get("banner")
+        store_out = no_update if new_store == store else new_store
         return no_update, no_update, store_out, message, options_out
-    return children, banner, store_out, message, options_out
+    # Only the items of the line that changed (delta.children_delta), the banner only when
+    # its text did.
+    line, new_store["items"] = delta.children_delta(children, store.get("items"))
+    new_store["banner"] = _crc(banner)
+    banner_out = no_update if new_store["banner"] == store.get("banner") else banner
+    store_out = no_update if new_store == store else new_store
+    return no_update if line is None else line, banner_out, store_out, message, options_out
 
 
 # -- controls -----------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_depth_tick_when_book_unchanged_then_no_update():
     assert updates.depth_update(eng, "BTCUSDT", sig) == (no_update, no_update)
     eng.book = DepthView("BTCUSDT", 2, BIDS[:2], ASKS, 100.0, 100.2, 100.1, 0.2, True)
     fig2, sig2 = updates.depth_update(eng, "BTCUSDT", sig)
-    assert isinstance(fig2, go.Figure) and sig2 != sig
+    assert isinstance(fig2, Patch) and sig2 != sig  # same frame: only what changed
 
 
 def test_status_tick_when_dropped_grows_then_dropping_for_a_while():
@@ -217,13 +217,27 @@ def test_status_tick_when_dropped_grows_then_dropping_for_a_while():
     assert message is no_update and options is no_update
     assert updates.status_update(eng, "BTCUSDT", store, now=now[0]) == (no_update,) * 5
     eng.status_value = replace(eng.status_value, counters=Counters(dropped=3))
-    children, _, store, *_ = updates.status_update(eng, "BTCUSDT", store, now=now[0])
+    line, _, store, *_ = updates.status_update(eng, "BTCUSDT", store, now=now[0])
+    children = applied(children, line)
     assert dot_class(children) == "dot dot-amber"
     now[0] += updates.DROPPING_FOR_S - 1
     assert updates.status_update(eng, "BTCUSDT", store, now=now[0])[0] is no_update  # still amber, same text
     now[0] += 2
-    children, _, store, *_ = updates.status_update(eng, "BTCUSDT", store, now=now[0])
+    line, _, store, *_ = updates.status_update(eng, "BTCUSDT", store, now=now[0])
+    children = applied(children, line)
     assert dot_class(children) == "dot dot-green"
+
+
+def applied(children: list, line):
+    """Return the status line the browser holds after receiving ``line`` (a whole list, or
+    a Patch assigning some of its items: only the items that changed are sent)."""
+    if not isinstance(line, Patch):
+        return line
+    items = list(children)
+    for op in line.to_plotly_json()["operations"]:
+        assert op["operation"] == "Assign" and len(op["location"]) == 1, op
+        items[op["location"][0]] = op["params"]["value"]
+    return items
 
 
 def gap_texts_extended(patch: Patch) -> list[str]:

@@ -146,6 +146,9 @@ class EmbeddedExchange(ServerThread):
         REST history weight allowed per ``history_window_s`` (Binance spot: 6000 a minute).
     history_window_s : float
         Length of the weight window, seconds.
+    sim_resume : dict, optional
+        Simulator: symbol -> ``(last price, last trade id)`` of a previous run, continued
+        instead of re-seeded (``SimSource(resume=...)``). Ignored in replay mode.
 
     Attributes
     ----------
@@ -185,6 +188,7 @@ class EmbeddedExchange(ServerThread):
         history_s: float = 0.0,
         history_weight_limit: int = 6000,
         history_window_s: float = 60.0,
+        sim_resume: dict[str, tuple[float, int]] | None = None,
     ) -> None:
         if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed >= 0):
             raise ValueError(f"speed must be a finite number >= 0, not {speed!r}")
@@ -206,7 +210,7 @@ class EmbeddedExchange(ServerThread):
             sim_symbols = list(sim_symbols)
             check_sim_symbols((symbols or []) + sim_symbols)
             allowed = None if symbols is None else {s.lower() for s in symbols}
-            self._source = SimSource(sim_symbols, seed, allowed, sim_rate, klines)
+            self._source = SimSource(sim_symbols, seed, allowed, sim_rate, klines, resume=sim_resume)
             if not (isinstance(history_s, (int, float)) and 0 <= history_s <= 7 * 86400):
                 raise ValueError(f"history_s must be 0..604800 seconds, not {history_s!r}")
             self._source.history_s = float(history_s)

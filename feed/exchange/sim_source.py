@@ -158,13 +158,24 @@ class SimSource:
         Trade-rate multiplier applied to every instrument.
     klines : bool
         Also serve ``kline_1s`` and ``kline_1m``.
+    resume : dict, optional
+        Symbol (any case) -> ``(last price, last trade id)`` of a previous run (the trade
+        store's newest trade): that market continues from there
+        (``MarketSimulator(resume=...)``). A resumed market is held
+        (``MarketSimulator.hold``) until its trade stream has a subscriber: trades made
+        before would take ids nobody received, a gap the engine would rightly count.
     """
 
     #: The simulator never plays out: the exchange's ``finished`` stays unset.
     plays_out = False
 
     def __init__(self, symbols: Iterable[str], seed: int, allowed: set[str] | None,
-                 rate: float = 1.0, klines: bool = False) -> None:
+                 rate: float = 1.0, klines: bool = False,
+                 resume: dict[str, tuple[float, int]] | None = None) -> None:
+        # Where resumed markets continue from (lower-case symbol -> (price, trade id)).
+        self._resume = {str(k).lower(): v for k, v in (resume or {}).items()}
+        # Resumed markets that have not had a trade subscriber yet (held, not trading).
+        self._held = set(self._resume)
         # Channels served (klines only on request: Binance-shaped candles cost a little).
         self.channels = SIM_CHANNELS + (tuple(f"kline_{i}" for i in SIM_KLINES) if klines else ())
         # (symbol, interval) -> candle in progress, for every market once klines are on.
@@ -235,12 +246,17 @@ class SimSource:
             if self._rate != 1.0:
                 inst = dataclasses.replace(inst, trades_per_s=inst.trades_per_s * self._rate)
             now = self._now()
-            past_ns = int(self.history_s * 1e9) if self.on_history_fill is not None else 0
-            market = MarketSimulator(symbol, start_ns=now - past_ns, seed=self._seed, instrument=inst)
+            resume = self._resume.get(symbol)
+            # A market continued from a previous run has its real history in the store: no
+            # made-up past for it.
+            past_ns = int(self.history_s * 1e9) if self.on_history_fill is not None and not resume else 0
+            market = MarketSimulator(symbol, start_ns=now - past_ns, seed=self._seed, instrument=inst,
+                                     resume=resume)
             if past_ns:
                 for fill in market.advance(now):
                     self.on_history_fill(symbol, inst, fill)
-            log.info("simulating %s", market.symbol)
+            log.info("simulating %s%s", market.symbol,
+                     f", continuing from price {resume[0]} and trade id {resume[1]}" if resume else "")
             self.markets[symbol] = market
         return market
 
@@ -264,6 +280,11 @@ class SimSource:
             for symbol, market in list(self.markets.items()):
                 # A market created while this loop waited on backpressure started later.
                 now = max(now, self._clock_ns)
+                if symbol in self._held:
+                    if not out.wanted(symbol, "trade"):
+                        market.hold(now)
+                        continue
+                    self._held.discard(symbol)
                 await self._emit_trades(out, symbol, market, market.advance(now), now)
             if self._klines is not None:
                 await self._emit_klines(out, now)

@@ -153,6 +153,12 @@ class MarketSimulator:
         Overrides ``instrument_for(symbol)``.
     levels : int
         Minimum levels per side (the book holds up to twice as many).
+    resume : tuple of (float, int), optional
+        ``(last price in quote currency, last trade id)`` of a previous run of this market
+        (from the trade store): the fair price starts there and trade ids continue at the
+        next id, so a restart continues the stored history instead of re-seeding it (no
+        price jump, no trade-id gap). The generator is seeded with the id as well, so the
+        continued path is not a replay of the first run's.
     """
 
     def __init__(
@@ -163,20 +169,24 @@ class MarketSimulator:
         seed: int = 7,
         instrument: Instrument | None = None,
         levels: int = 20,
+        resume: tuple[float, int] | None = None,
     ) -> None:
         if levels < 5:
             raise ValueError(f"levels must be >= 5, not {levels}")
+        if resume is not None and not (math.isfinite(resume[0]) and resume[0] > 0 and resume[1] >= 0):
+            raise ValueError(f"resume must be (price > 0, trade id >= 0), not {resume!r}")
         self.instrument = instrument or instrument_for(symbol)
         inst = self.instrument
         # One generator per (seed, symbol): symbols are independent of each other.
-        self._rng = random.Random(f"{seed}:{inst.symbol}")
+        self._rng = random.Random(f"{seed}:{inst.symbol}" + (f":{resume[1]}" if resume else ""))
         # Minimum levels per side.
         self._levels = levels
         # Tick and lot as floats, for sizing only.
         self._tick = inst.tick
         self._lot = inst.lot
         # Fair price in ticks (float) and the time it was last moved.
-        self._fair = max(10.0, round(inst.start_price / self._tick))
+        start_price = resume[0] if resume is not None else inst.start_price
+        self._fair = max(10.0, round(start_price / self._tick))
         self._fair_ns = start_ns
         # GARCH(1,1) on per-second log returns: long-run variance, current, intercept.
         self._var_bar = inst.daily_vol**2 / 86_400
@@ -185,7 +195,7 @@ class MarketSimulator:
         self._second_start_fair = self._fair
         self._next_garch_ns = start_ns + _NS
         # Mean gap between neighbouring levels, ticks.
-        self._gap = max(1.0, inst.start_price * _LEVEL_GAP_REL / self._tick)
+        self._gap = max(1.0, start_price * _LEVEL_GAP_REL / self._tick)
         # Event rates at long-run volatility, per second.
         self._trade_rate = inst.trades_per_s
         self._book_rate = inst.trades_per_s * _BOOK_EVENTS_PER_TRADE
@@ -200,7 +210,7 @@ class MarketSimulator:
         self._changed_asks: dict[int, int] = {}
         # Trade ids grow with the start time (1 per ms), so a restarted simulator never
         # reuses ids a previous run persisted (the engine drops ids it has seen).
-        self._trade_id = _START_TRADE_ID + start_ns // 1_000_000
+        self._trade_id = _START_TRADE_ID + start_ns // 1_000_000 if resume is None else int(resume[1])
         self._order_id = _START_TRADE_ID
         # Time of the last advance() (time never goes back).
         self._now_ns = start_ns
@@ -252,6 +262,23 @@ class MarketSimulator:
             self._next_event_ns = t + self._draw_wait_ns()
         self._now_ns = now_ns
         return fills
+
+    def hold(self, now_ns: int) -> None:
+        """Move the market's clock to ``now_ns`` (UTC ns) without trading or moving the book.
+
+        For a market resumed from stored history that nobody receives yet: trades made
+        then would take trade ids nobody received (a gap), so time passes without them.
+
+        Raises
+        ------
+        ValueError
+            If ``now_ns`` is earlier than a previous call's.
+        """
+        if now_ns < self._now_ns:
+            raise ValueError(f"now_ns went back: {now_ns} < {self._now_ns}")
+        self._now_ns = self._fair_ns = now_ns
+        self._next_garch_ns = now_ns + _NS
+        self._next_event_ns = now_ns + self._draw_wait_ns()
 
     def flush_depth(self, now_ns: int) -> DepthDiff | None:
         """Return the levels changed since the previous flush, or None if none changed.

@@ -273,6 +273,8 @@ class Engine:
                 with self._lock:
                     self.market.remove_symbol(symbol)
                 raise
+        if new and self._keeper is not None:
+            self._keeper.save_subscribed(self.symbols())  # a restart subscribes them again
         return symbol
 
     def unsubscribe(self, symbol: str) -> None:
@@ -281,6 +283,8 @@ class Engine:
             held = self.market.remove_symbol(symbol)
         if held and self._feed is not None:
             self._feed.unsubscribe([symbol])
+        if held and self._keeper is not None:
+            self._keeper.save_subscribed(self.symbols())
 
     def symbols(self) -> list[str]:
         """Return subscribed symbols in subscription order."""

@@ -63,6 +63,17 @@ class StoreKeeper:
             self._next_prune = mono + self.config.prune_every_s
             self._prune()
 
+    def save_subscribed(self, symbols: list[str]) -> None:
+        """Store the subscribed ``symbols`` for the next start on this store (a restart
+        subscribes them again); a failure is logged and counted, never raised."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_subscribed(symbols)
+        except Exception:
+            self.errors += 1
+            log.exception("could not save the subscribed symbols in the trade store")
+
     def close(self) -> None:
         """Flush what is buffered (on engine stop)."""
         if self.store is not None:

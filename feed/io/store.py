@@ -17,6 +17,8 @@ key                        value
                            ``first <= seq < next``, in arrival order
 ``meta/<symbol>``          JSON object (price/size decimals, ...)
 ``bars/<symbol>/<spec>``   JSON list of closed-bar dicts
+``subscribed``             JSON list of the symbols subscribed when last saved (restored
+                           on the next start of the same source)
 =========================  ==============================================================
 
 Plus ``tickscope.lock`` (``feed.io.dirlock``): one process owns a directory at a time; a
@@ -75,6 +77,8 @@ __all__ = ["TRADE_DTYPE", "NO_TRADE_ID", "TradeStore", "StoreError", "StoreLocke
 log = logging.getLogger("tickscope.store")
 
 _MAX_BATCH_TRADES = 100_000  # ~4 MB; a flush splits anything larger
+_SUBSCRIBED_KEY = "subscribed"
+_MAX_SUBSCRIBED = 1000  # symbols restored at most (a damaged list cannot flood the vendor)
 
 
 class TradeStore:
@@ -111,6 +115,7 @@ class TradeStore:
         self._lock = threading.RLock()  # guards everything below
         self._pending = WriteBuffer(max_pending_trades, self.directory)  # appended, not yet flushed
         self._closed = False
+        self._subscribed: list[str] | None = None  # last list written by set_subscribed
         os.makedirs(self.directory, exist_ok=True)
         self._dirlock = DirLock(self.directory)
         self._cache: diskcache.Cache | None = None
@@ -350,6 +355,44 @@ class TradeStore:
         """Return the bars saved for ``symbol`` and ``spec``; empty when none or unreadable."""
         bars = self._rows.read_json(f"bars/{symbol}/{spec}", list)
         return bars if bars is not None and all(type(b) is dict for b in bars) else []
+
+    # -- what a restart continues from ----------------------------------------------------
+
+    def set_subscribed(self, symbols: Iterable[str]) -> None:
+        """Store the symbols subscribed now (normalised, in subscription order), so that the
+        next start on this directory subscribes them again. Writes only when they changed.
+
+        Raises
+        ------
+        diskcache.Timeout, sqlite3.Error, OSError
+            If the write failed.
+        """
+        names = [str(s) for s in symbols]
+        with self._lock:
+            if self._closed or names == self._subscribed:
+                return
+            self._cache.set(_SUBSCRIBED_KEY, json.dumps(names))
+            self._subscribed = names
+
+    def subscribed(self) -> list[str]:
+        """Return the symbols stored by :meth:`set_subscribed` (empty when none or
+        unreadable; a damaged value is logged and ignored, never trusted)."""
+        names = self._rows.read_json(_SUBSCRIBED_KEY, list)
+        if names is None:
+            return []
+        # Bounded and typed: the caller still checks each symbol with the vendor's rules.
+        return [s for s in names[:_MAX_SUBSCRIBED] if type(s) is str and 0 < len(s) <= 64]
+
+    def last_trade(self, symbol: str) -> tuple[int, float, int | None] | None:
+        """Return ``(ts_ns, price, trade_id)`` of the newest stored or buffered trade of
+        ``symbol`` (exchange time UTC ns, quote currency, vendor id or None), or None when
+        there is none. Reads one batch at most."""
+        arr = self.load_arrays(symbol, limit=1)
+        if not len(arr):
+            return None
+        row = arr[-1]
+        tid = int(row["trade_id"])
+        return int(row["ts_ns"]), float(row["price"]), None if tid == NO_TRADE_ID else tid
 
     # -- life cycle ----------------------------------------------------------------------
 
