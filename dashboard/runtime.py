@@ -182,7 +182,6 @@ def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) ->
     return seeder
 
 
-def _start_source(rt: Runtime, config: RunConfig) -> tuple[Any, list[str]]:
 def _saved_symbols(store: Any) -> list[str]:
     # The symbols subscribed when this source last ran (empty without a store).
     if store is None:
