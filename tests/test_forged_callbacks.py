@@ -100,14 +100,14 @@ def with_value(body: dict, cid: str, prop: str, value, changed: bool = False) ->
 def forged(client) -> dict[str, object]:
     """Return the forged variants: name -> body (a dict, or raw text to post as is)."""
     b = bodies(client)
-    tick, sub, bars, export = b[ids.TICK], b[ids.SUBSCRIBE_BUTTON], b[ids.BAR_KIND], b[ids.EXPORT_REQUEST]
+    tick, sub, bars, export = b[ids.PULSE], b[ids.SUBSCRIBE_BUTTON], b[ids.BAR_KIND], b[ids.EXPORT_REQUEST]
     unsub = b[ids.UNSUBSCRIBE_BUTTON]
     t = lambda cid, prop, v: with_value(tick, cid, prop, v)  # noqa: E731
     good_request = {"n": 1, "range": None, "type": "date"}
     variants: dict[str, object] = {
-        "tick n_intervals negative": t(ids.TICK, "n_intervals", -5),
-        "tick n_intervals NaN": json.dumps(t(ids.TICK, "n_intervals", float("nan"))),
-        "tick n_intervals string": t(ids.TICK, "n_intervals", "many"),
+        "tick n_intervals negative": t(ids.PULSE, "data", -5),
+        "tick n_intervals NaN": json.dumps(t(ids.PULSE, "data", float("nan"))),
+        "tick n_intervals string": t(ids.PULSE, "data", "many"),
         "tick symbol list": t(ids.SYMBOL, "value", ["BTCUSDT"]),
         "tick symbol dict": t(ids.SYMBOL, "value", {"a": 1}),
         "tick symbol number": t(ids.SYMBOL, "value", 12345),
@@ -185,7 +185,7 @@ def test_forged_callback_bodies_never_answer_500_nor_log_a_traceback(app_client,
     tracebacks = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert tracebacks == [], [r.getMessage()[:200] for r in tracebacks]
     # the app is unharmed: a good tick still draws
-    good = bodies(client)[ids.TICK]
+    good = bodies(client)[ids.PULSE]
     assert client.post(DISPATCH, json=good).status_code == 200
 
 
@@ -197,7 +197,7 @@ def response_outputs(resp) -> dict:
 def test_forged_bar_spec_too_fine_answers_inline_messages(app_client):
     rt, client = app_client
     b = bodies(client)
-    tick = with_value(b[ids.TICK], ids.BAR_SIZE, "value", "0.00000001v")
+    tick = with_value(b[ids.PULSE], ids.BAR_SIZE, "value", "0.00000001v")
     resp = client.post(DISPATCH, json=tick)
     assert resp.status_code == 200
     figure = response_outputs(resp)[ids.CANDLES]["figure"]
@@ -217,7 +217,7 @@ def test_forged_typed_values_answer_inline_messages(app_client):
     resp = client.post(DISPATCH, json=with_value(b[ids.SUBSCRIBE_BUTTON], ids.SUBSCRIBE_INPUT, "value", HUGE))
     assert resp.status_code == 200
     assert "symbol" in response_outputs(resp)[ids.SUBSCRIBE_MESSAGE]["children"]
-    resp = client.post(DISPATCH, json=with_value(b[ids.TICK], ids.SYMBOL, "value", "ZZZZUSDT"))
+    resp = client.post(DISPATCH, json=with_value(b[ids.PULSE], ids.SYMBOL, "value", "ZZZZUSDT"))
     assert "ZZZZUSDT is not subscribed" in json.dumps(response_outputs(resp)[ids.CANDLES]["figure"])
     assert rt.engine.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
