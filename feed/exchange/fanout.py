@@ -41,7 +41,11 @@ class Publisher(Protocol):
     """What a source publishes through (implemented by :class:`Fanout`)."""
 
     def wanted(self, symbol: str, channel: str) -> bool:
-        """Return True if any connection is subscribed to (symbol, channel)."""
+        """Return True if the source should make (symbol, channel) events: a connection
+        is subscribed, or something else records them (the REST history)."""
+
+    def subscribed(self, symbol: str, channel: str) -> bool:
+        """Return True if a connection is subscribed to (symbol, channel)."""
 
     async def publish(self, symbol: str, channel: str, data: str, *,
                       recorded_name: str | None = None, recorded_text: str | None = None) -> None:
@@ -121,6 +125,8 @@ class Fanout:
     def wanted(self, symbol: str, channel: str) -> bool:
         """Return True if any connection is subscribed to (symbol, channel)."""
         return self._wanted_count.get((symbol, channel), 0) > 0
+
+    subscribed = wanted
 
     def subscribe(self, client: Client, names: list[str]) -> list[str]:
         """Subscribe ``client`` to ``names``; return the names that are new to it."""

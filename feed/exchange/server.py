@@ -96,6 +96,9 @@ class _HistoryTap:
     def wanted(self, symbol: str, channel: str) -> bool:
         return channel == "trade" or self._fanout.wanted(symbol, channel)
 
+    def subscribed(self, symbol: str, channel: str) -> bool:
+        return self._fanout.wanted(symbol, channel)
+
     async def publish(self, symbol: str, channel: str, data: str, **kw) -> None:
         if channel == "trade":
             try:

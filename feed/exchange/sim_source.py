@@ -281,7 +281,9 @@ class SimSource:
                 # A market created while this loop waited on backpressure started later.
                 now = max(now, self._clock_ns)
                 if symbol in self._held:
-                    if not out.wanted(symbol, "trade"):
+                    # A connection, not the REST history's tap: trades made before one
+                    # subscribes would be ids its client never receives.
+                    if not out.subscribed(symbol, "trade"):
                         market.hold(now)
                         continue
                     self._held.discard(symbol)
