@@ -9,6 +9,16 @@
     works (``BTCUSDT``, ``AAPL.US``, ``AAPL$US``). Errors are one line of JSON,
     ``{"error": "..."}``: 400 for a missing or malformed symbol or spec, 404 for a
     well-formed symbol that is not subscribed.
+``GET /api/trades?symbol=BTCUSDT&limit=100``
+    The latest ``limit`` trades held (default 100, at most 100,000), oldest first, as
+    ``text/csv`` with columns ``symbol,trade_id,time,price,size,side`` (``feed.core.flowcsv``):
+    ``time`` ISO-8601 UTC with ms and ``Z``, ``side`` the taker side ``buy``/``sell``.
+``GET /api/footprint?symbol=BTCUSDT&bar=1m[&step=0.5]``
+    One row per bar and price level for every bar of the trades held, as ``text/csv`` with
+    columns ``symbol,bar,start,price,buy_volume,sell_volume,trade_count``; ``price`` is the
+    traded price, or the lower edge of its ``step``-wide bin. Time and tick specs only.
+    Errors as for ``/api/bars`` (400 for a bad limit, step or spec, 404 for a symbol not
+    subscribed).
 """
 
 from __future__ import annotations
@@ -21,8 +31,10 @@ from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
 from .export import export_filename
+from .orderflow_data import FlowError, decimals, parse_limit, parse_spec, parse_step, read_footprint, read_tape
+from feed.core.flowcsv import footprint_to_csv, trades_to_csv
 
-__all__ = ["register_routes", "MAX_SYMBOL_CHARS"]
+__all__ = ["register_routes", "register_orderflow_routes", "MAX_SYMBOL_CHARS"]
 
 #: Longest symbol text handed to the adapter (a bound on the cost of one request).
 MAX_SYMBOL_CHARS = 64
@@ -44,6 +56,8 @@ def register_routes(server: Flask, engine: Any) -> None:
         Read API of ``feed.io.engine.Engine`` (``health``, ``normalize_symbol``,
         ``symbols``, ``bars_frame``).
     """
+
+    register_orderflow_routes(server, engine)
 
     @server.get("/api/health")
     def health() -> Response:
@@ -85,3 +99,56 @@ def register_routes(server: Flask, engine: Any) -> None:
             mimetype="text/csv",
             headers={"Content-Disposition": f'inline; filename="{export_filename(symbol, spec, frame)}"'},
         )
+
+
+def _subscribed_symbol(engine: Any) -> str | Response:
+    # The symbol of the query, checked as /api/bars checks it, or the error response.
+    text = (request.args.get("symbol") or "").strip()
+    if not text:
+        return _error(400, "missing query parameter 'symbol', e.g. ?symbol=BTCUSDT")
+    if len(text) > MAX_SYMBOL_CHARS:
+        return _error(400, f"invalid symbol {text[:40]!r}...: longer than {MAX_SYMBOL_CHARS} characters")
+    try:
+        symbol = engine.normalize_symbol(text)
+    except ValueError as exc:
+        return _error(400, f"invalid symbol: {exc}")
+    if symbol not in engine.symbols():
+        return _error(404, f"unknown symbol {symbol}: not subscribed")
+    return symbol
+
+
+def register_orderflow_routes(server: Flask, engine: Any) -> None:
+    """Add ``/api/trades`` and ``/api/footprint`` (see the module docstring) to ``server``."""
+
+    @server.get("/api/trades")
+    def trades() -> Response:
+        symbol = _subscribed_symbol(engine)
+        if isinstance(symbol, Response):
+            return symbol
+        try:
+            limit = parse_limit(request.args.get("limit"))
+            frame, held = read_tape(engine, symbol, limit)
+        except FlowError as exc:
+            return _error(400, str(exc))
+        except KeyError:  # unsubscribed between the check and the read
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        price_dp, size_dp = decimals(held)
+        return Response(trades_to_csv(symbol, frame, price_decimals=price_dp, size_decimals=size_dp),
+                        mimetype="text/csv")
+
+    @server.get("/api/footprint")
+    def footprint() -> Response:
+        symbol = _subscribed_symbol(engine)
+        if isinstance(symbol, Response):
+            return symbol
+        try:
+            spec = parse_spec(request.args.get("bar"))
+            step = parse_step(request.args.get("step"))
+            frame, held = read_footprint(engine, symbol, spec, step)
+        except FlowError as exc:
+            return _error(400, str(exc))
+        except KeyError:
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        price_dp, size_dp = decimals(held, step)
+        return Response(footprint_to_csv(symbol, str(spec), frame, price_decimals=price_dp,
+                                         size_decimals=size_dp), mimetype="text/csv")
