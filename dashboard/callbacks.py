@@ -23,6 +23,7 @@ from feed.core.models import BarSpec
 
 from . import figures, ids, updates
 from .export import bars_in_view, export_filename
+from .orderflow_callbacks import register_orderflow
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
 
 __all__ = ["register", "export_download", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS"]
@@ -123,6 +124,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
     _register_subscribe(app, engine)
     _register_bars(app)
     _register_export(app, engine)
+    register_orderflow(app, engine)  # the order-flow block: dashboard/orderflow_callbacks.py
 
 
 def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int) -> None:

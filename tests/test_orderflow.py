@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 from pathlib import Path
 
 import numpy as np
@@ -297,3 +298,32 @@ def test_dom_ladder_when_replayed_book_rows_equal_book_and_traded_volume(hft_dat
             assert ladder["volume"].round(DP).tolist() == expect
             checked += 1
     assert checked >= 5
+
+
+# -- streaming CVD / VWAP / EMA ----------------------------------------------------------------
+
+
+def test_flow_series_when_fed_recorded_bars_one_by_one_equals_batch_functions(hft_data):
+    from feed.core.orderflow import FlowSeries
+
+    trades = load(hft_data, SESSIONS[2])  # two UTC sessions
+    bars = aggregate(trades, "15s")
+    fs = FlowSeries((5, 20), keep=10_000)
+    for b in bars.itertuples():
+        fs.on_bar(b.start, b.close, b.turnover, b.volume, b.buy_volume, b.sell_volume)
+    rows = list(fs.rows)
+    session = FlowSeries.values(rows, cvd_session=True, anchor=None)
+    view = FlowSeries.values(rows, cvd_session=False, anchor=None)
+    assert view["cvd"] == cumulative_delta(bars).tolist()  # bit for bit: the same running sums
+    assert session["cvd"] == cumulative_delta(bars, per_session=True).tolist()
+    assert np.array_equal(np.array(session["vwap"]), vwap(bars), equal_nan=True)
+    for n in (5, 20):
+        assert view[f"ema{n}"] == ema(bars["close"].to_numpy(), n).tolist()
+    # anchored at a bar: a difference of running sums, equal to a fresh sum to rounding
+    anchored = FlowSeries.values(rows, cvd_session=False, anchor=7)
+    assert all(math.isnan(v) for v in anchored["vwap"][:7])
+    np.testing.assert_allclose(anchored["vwap"][7:], vwap(bars, anchor=7)[7:], rtol=1e-12)
+    # the bar in progress is one more step, without taking it
+    last = bars.iloc[-1]
+    peek = fs.peek(int(last["start"]) + 15 * S, 100.0, 1000.0, 10.0, 6.0, 4.0)
+    assert peek["g_delta"] == rows[-1]["g_delta"] + 2.0 and len(fs.rows) == len(bars)

@@ -51,6 +51,9 @@ __all__ = [
     "ema",
     "footprint",
     "level_of",
+    "nice_step",
+    "trade_profile",
+    "bar_delta",
     "levels_of",
     "tape",
     "value_area",
@@ -225,38 +228,32 @@ def footprint(
         return out
     if spec.kind == "tick":
         n_step = int(spec.step)
-        bar = np.arange(len(ts)) // n_step
-        start = ts[bar * n_step]
-        use = np.ones(len(ts), bool)
+        bar = np.arange(len(ts), dtype=np.int64) // n_step
+        bar_start = ts[::n_step]  # bar k starts at trade k * n_step
     else:
         grid = make_grid(spec.interval_ns, utc_offset=utc_offset, session_tz=session_tz,
                          session_open=session_open)
         start = grid.buckets(ts)[0]
         use = _time_bar_members(ts, start, late_tolerance_ns)
-        bar = None
-    ts, price, size, side, start = ts[use], price[use], size[use], side[use], start[use]
+        if not use.all():
+            ts, price, size, side, start = ts[use], price[use], size[use], side[use], start[use]
+        bar_start, bar = np.unique(start, return_inverse=True)
     level = levels_of(price, step)
-    if bar is None:
-        starts_u, bar = np.unique(start, return_inverse=True)
-    else:
-        bar = bar[use]
-    # One group per (bar, level); codes in first-seen order keep arrival order within a group.
-    key = pd.MultiIndex.from_arrays([bar, level])
-    codes, uniques = pd.factorize(key)
-    n = len(uniques)
-    buy = np.bincount(codes, weights=np.where(side == BUY, size, 0.0), minlength=n)
-    sell = np.bincount(codes, weights=np.where(side == SELL, size, 0.0), minlength=n)
-    vol = np.bincount(codes, weights=size, minlength=n)
-    cnt = np.bincount(codes, minlength=n).astype(np.int64)
-    first = np.full(n, len(codes), np.int64)
-    np.minimum.at(first, codes, np.arange(len(codes)))
+    # One group per (bar, level), numbered in (bar, level) order; np.bincount then sums each
+    # group's trades in arrival order, as the streaming form adds them.
+    levels_u, level_idx = np.unique(level, return_inverse=True)
+    keys, codes = np.unique(bar.astype(np.int64) * len(levels_u) + level_idx, return_inverse=True)
+    n = len(keys)
     out = pd.DataFrame({
-        "bar": uniques.get_level_values(0).to_numpy(np.int64),
-        "start": start[first],
-        "price": uniques.get_level_values(1).to_numpy(np.float64),
-        "buy_volume": buy, "sell_volume": sell, "volume": vol, "trade_count": cnt,
+        "bar": keys // len(levels_u),
+        "start": bar_start[keys // len(levels_u)],
+        "price": levels_u[keys % len(levels_u)],
+        "buy_volume": np.bincount(codes, weights=np.where(side == BUY, size, 0.0), minlength=n),
+        "sell_volume": np.bincount(codes, weights=np.where(side == SELL, size, 0.0), minlength=n),
+        "volume": np.bincount(codes, weights=size, minlength=n),
+        "trade_count": np.bincount(codes, minlength=n).astype(np.int64),
     })
-    return out.sort_values(["bar", "price"], kind="stable").reset_index(drop=True)
+    return out
 
 
 def _time_bar_members(ts: np.ndarray, start: np.ndarray, tolerance: int) -> np.ndarray:
@@ -512,7 +509,19 @@ def cumulative_delta(bars: pd.DataFrame, *, per_session: bool = False,
     if not per_session or len(delta) == 0:
         return np.cumsum(delta)
     session = _sessions(bars, utc_offset, session_tz, session_open)
-    return pd.Series(delta).groupby(session).cumsum().to_numpy(np.float64)
+    return _cumsum_by(delta, session)
+
+
+def _cumsum_by(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    # Running sum restarting where ``groups`` changes, added left to right from 0.0 as the
+    # streaming FlowSeries adds (pandas' groupby cumsum is compensated: other last bits).
+    out = np.empty(len(values), np.float64)
+    acc, prev = 0.0, None
+    for i, (v, g) in enumerate(zip(values.tolist(), groups.tolist())):
+        acc = v if g != prev else acc + v
+        prev = g
+        out[i] = acc
+    return out
 
 
 def _sessions(bars: pd.DataFrame, utc_offset, session_tz, session_open) -> np.ndarray:
@@ -542,8 +551,8 @@ def vwap(bars: pd.DataFrame, *, anchor: int | None = None, utc_offset: str | int
     volume = bars["volume"].to_numpy(np.float64)
     if anchor is None:
         session = _sessions(bars, utc_offset, session_tz, session_open) if len(bars) else np.array([])
-        cum_t = pd.Series(turnover).groupby(session).cumsum().to_numpy(np.float64)
-        cum_v = pd.Series(volume).groupby(session).cumsum().to_numpy(np.float64)
+        cum_t = _cumsum_by(turnover, session)
+        cum_v = _cumsum_by(volume, session)
     else:
         k = max(int(anchor), 0)
         cum_t = np.full(len(turnover), np.nan)
@@ -623,3 +632,124 @@ def dom_ladder(depth: DepthView, levels: int, traded: dict[float, list] | None =
         "ask_size": np.array([rows[p][1] for p in prices], np.float64),
         "volume": np.array(vol, np.float64),
     })
+
+
+def trade_profile(trades: Sequence[Trade], step: float | None = None) -> pd.DataFrame:
+    """Return the volume profile (volume at price) of ``trades`` (``in_bars`` trades only),
+    as :func:`volume_profile` returns it, levels by :func:`level_of` with ``step``."""
+    kept = [t for t in trades if t.in_bars]
+    if not kept:
+        return volume_profile(_empty_footprint())
+    return volume_profile(footprint(kept, f"{len(kept)}t", step))  # one run holding every trade
+
+
+def nice_step(span: float, levels: int) -> float:
+    """Return a round price step (1, 2 or 5 times a power of ten) that cuts ``span``
+    (quote currency) into at most about ``levels`` levels; 1.0 for an empty span."""
+    if not (span > 0 and math.isfinite(span)) or levels < 1:
+        return 1.0
+    raw = span / levels
+    power = 10.0 ** math.floor(math.log10(raw))
+    for m in (1.0, 2.0, 5.0, 10.0):
+        if m * power >= raw:
+            return float(f"{m * power:.12g}")
+    return float(f"{10 * power:.12g}")
+
+
+class FlowSeries:
+    """Streaming CVD, VWAP and EMAs over closed bars: the same values as
+    :func:`cumulative_delta`, :func:`vwap` and :func:`ema` over the same bars, one bar at a
+    time, keeping only the latest ``keep`` bars' values.
+
+    Per bar it keeps running sums from the first bar taken (global) and from the bar's
+    session open (the day grid of the alignment options), so any anchor among the bars
+    kept is a difference of two sums, and the bar in progress is one more step
+    (:meth:`peek`).
+
+    Parameters
+    ----------
+    emas : sequence of int
+        EMA lengths (bars).
+    keep : int
+        Bars whose values are kept (oldest dropped first).
+    utc_offset, session_tz, session_open
+        Session alignment, as for ``feed.core.bars``.
+    """
+
+    _FIELDS = ("start", "turnover", "volume", "delta", "g_turnover", "g_volume", "g_delta",
+               "s_turnover", "s_volume", "s_delta", "close")
+
+    def __init__(self, emas: Sequence[int] = (), keep: int = 1000, *, utc_offset=None,
+                 session_tz=None, session_open: str = "00:00") -> None:
+        for n in emas:
+            ema([0.0], n)  # validates the length
+        self.emas = tuple(sorted(set(int(n) for n in emas)))
+        self.rows: deque[dict] = deque(maxlen=max(int(keep), 1))
+        self._grid = make_grid(86_400_000_000_000, utc_offset=utc_offset, session_tz=session_tz,
+                               session_open=session_open)
+        self._last: dict | None = None
+        self._session: tuple[int, int] | None = None
+
+    def _step(self, start: int, close: float, turnover: float, volume: float, buy: float,
+              sell: float) -> dict:
+        prev = self._last
+        delta = buy - sell
+        session = self._grid.bucket(start)
+        same = prev is not None and session == self._session
+        row = {
+            "start": start, "close": close, "turnover": turnover, "volume": volume, "delta": delta,
+            "g_turnover": (prev["g_turnover"] if prev else 0.0) + turnover,
+            "g_volume": (prev["g_volume"] if prev else 0.0) + volume,
+            "g_delta": (prev["g_delta"] if prev else 0.0) + delta,
+            "s_turnover": (prev["s_turnover"] if same else 0.0) + turnover,
+            "s_volume": (prev["s_volume"] if same else 0.0) + volume,
+            "s_delta": (prev["s_delta"] if same else 0.0) + delta,
+            "session": session,
+        }
+        for n in self.emas:
+            key = f"ema{n}"
+            row[key] = close if prev is None else prev[key] + 2.0 / (n + 1.0) * (close - prev[key])
+        return row
+
+    def on_bar(self, start: int, close: float, turnover: float, volume: float, buy_volume: float,
+               sell_volume: float) -> None:
+        """Take the next closed bar (start UTC ns, quote-currency turnover, base-unit volumes)."""
+        row = self._step(start, close, turnover, volume, buy_volume, sell_volume)
+        self._last = row
+        self._session = row["session"]
+        self.rows.append(row)
+
+    def peek(self, start: int, close: float, turnover: float, volume: float, buy_volume: float,
+             sell_volume: float) -> dict:
+        """Return the values a bar in progress would have, without taking it."""
+        return self._step(start, close, turnover, volume, buy_volume, sell_volume)
+
+    @staticmethod
+    def values(rows: Sequence[dict], *, cvd_session: bool, anchor: int | None) -> dict:
+        """Return ``{"cvd", "vwap", "ema<n>"...}`` lists for ``rows`` (kept rows, possibly a
+        peeked one after them).
+
+        ``cvd_session`` restarts CVD at each session, else it runs from ``rows[0]``;
+        ``anchor`` is the row the VWAP starts at (NaN before it), None for the session.
+        """
+        out: dict[str, list] = {"cvd": [], "vwap": []}
+        if not rows:
+            return out
+        base = rows[0]
+        d0 = base["g_delta"] - base["delta"]
+        if anchor is not None:
+            a = rows[anchor]
+            t0, v0 = a["g_turnover"] - a["turnover"], a["g_volume"] - a["volume"]
+        for i, r in enumerate(rows):
+            out["cvd"].append(r["s_delta"] if cvd_session else r["g_delta"] - d0)
+            if anchor is None:
+                t, v = r["s_turnover"], r["s_volume"]
+            elif i < anchor:
+                out["vwap"].append(math.nan)
+                continue
+            else:
+                t, v = r["g_turnover"] - t0, r["g_volume"] - v0
+            out["vwap"].append(t / v if v > 0 else math.nan)
+        for key in (k for k in rows[0] if k.startswith("ema")):
+            out[key] = [r[key] for r in rows]
+        return out
