@@ -17,7 +17,7 @@ from dash import html
 
 from feed.core.orderflow import ValueArea
 
-from .figures import ASK, BID, DOWN, MID, MUTED, TEXT, UP, axis_style, base_layout, plotly_dates, rgba
+from .figures import DOWN, MID, MUTED, TEXT, UP, axis_style, base_layout, plotly_dates, rgba
 
 __all__ = [
     "EMA_COLOURS", "VWAP_COLOUR", "tape_row", "tape_rows", "tape_header", "ladder_table",
@@ -33,6 +33,12 @@ def _time_ms(ts_ns: int) -> str:
     # HH:MM:SS.mmm UTC, the tape's time column.
     s = (ts_ns // 1_000_000_000) % 86_400
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}.{(ts_ns // 1_000_000) % 1000:03d}"
+
+
+def _short(x: float, dp: int) -> str:
+    # A cell size without trailing zeros ("0.25", "0"): footprint cells are narrow.
+    t = f"{x:.{dp}f}"
+    return t.rstrip("0").rstrip(".") if "." in t else t
 
 
 # -- tape -------------------------------------------------------------------------------------
@@ -79,12 +85,12 @@ def ladder_table(ladder: pd.DataFrame, *, best_bid: float | None, best_ask: floa
         if price == best_bid or price == best_ask:
             cls += " ladder-best"
         rows.append(html.Tr([
-            html.Td(f"{bid:,.{size_dp}f}" if bid else "",
-                    style={"background": f"linear-gradient(to left, {rgba(BID, 0.28)} {100 * bid / top:.0f}%, transparent 0)"}),
-            html.Td(f"{price:,.{price_dp}f}", className="ladder-price"),
-            html.Td(f"{ask:,.{size_dp}f}" if ask else "",
-                    style={"background": f"linear-gradient(to right, {rgba(ASK, 0.28)} {100 * ask / top:.0f}%, transparent 0)"}),
-            html.Td(f"{vol:,.{size_dp}f}" if vol else "", className="ladder-traded"),
+            # the size bar's width as a CSS variable (assets/orderflow.css draws it): a few
+            # bytes per cell instead of a gradient string on every update
+            html.Td(f"{bid:,.{size_dp}f}" if bid else "", style={"--w": f"{100 * bid / top:.0f}%"}),
+            html.Td(f"{price:,.{price_dp}f}"),
+            html.Td(f"{ask:,.{size_dp}f}" if ask else "", style={"--w": f"{100 * ask / top:.0f}%"}),
+            html.Td(f"{vol:,.{size_dp}f}" if vol else ""),
         ], className=cls))
     return rows
 
@@ -93,7 +99,7 @@ def ladder_table(ladder: pd.DataFrame, *, best_bid: float | None, best_ask: floa
 
 
 def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int, size_dp: int,
-                     uirevision: str | None = None) -> dict:
+                     step: float | None = None, uirevision: str | None = None) -> dict:
     """Return the footprint heatmap (a plotly figure dict): one column per bar, one row
     per price level; each cell reads ``sell x buy`` (bid x ask: taker sells hit the bid,
     taker buys lift the ask) and is coloured by its delta (green buy, red sell); each bar's
@@ -108,7 +114,8 @@ def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int,
         ``feed.core.orderflow.footprint`` rows (``bar``, ``start``, ``price``, volumes).
     """
     layout = base_layout(uirevision if uirevision is not None else f"{symbol}|{spec}")
-    layout["title"]["text"] = f"<b>{symbol}</b> footprint · {spec}"
+    layout["title"]["text"] = (f"<b>{symbol}</b> footprint · {spec} · "
+                               + (f"step {step:g}" if step is not None else "each price") + " · bid x ask")
     if fp.empty:
         return {"data": [], "layout": layout}
     bar_ids, bar_pos = np.unique(fp["bar"].to_numpy(), return_inverse=True)
@@ -117,7 +124,7 @@ def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int,
     buy_v = fp["buy_volume"].to_numpy(np.float64)
     sell_v = fp["sell_volume"].to_numpy(np.float64)
     deltas = np.bincount(bar_pos, weights=buy_v - sell_v, minlength=len(bar_ids))
-    x_labels = plotly_dates(pd.Series(starts)).str[11:].tolist()
+    x_labels = plotly_dates(pd.Series(starts)).str[11:19].tolist()
     levels, y_pos = np.unique(fp["price"].to_numpy(np.float64), return_inverse=True)
     z: list[list] = [[None] * len(bar_ids) for _ in levels]
     text: list[list] = [[""] * len(bar_ids) for _ in levels]
@@ -126,7 +133,7 @@ def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int,
         d = buy - sell
         z[i][j] = round(d, 12)
         lim = max(lim, abs(d))
-        text[i][j] = f"{sell:.{size_dp}f} x {buy:.{size_dp}f}"
+        text[i][j] = f"{_short(sell, size_dp)} x {_short(buy, size_dp)}"
     lim = lim or 1.0
     heat = dict(
         type="heatmap", x=list(range(len(bar_ids))), y=[f"{p:.{price_dp}f}" for p in levels], z=z, text=text,
@@ -141,7 +148,7 @@ def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int,
     layout.update(
         annotations=annotations, margin=dict(l=8, r=8, t=48, b=28),
         xaxis=axis_style(tickmode="array", tickvals=list(range(len(bar_ids))), ticktext=x_labels,
-                         side="top", showspikes=False),
+                         side="top", tickangle=0, showspikes=False),
         yaxis=axis_style(type="category", side="right", showspikes=False),
     )
     return {"data": [heat], "layout": layout}

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,9 @@ TAPE_ROWS = 40
 #: Latest trades searched for the tape when a minimum size filters them.
 TAPE_SEARCH = 20_000
 #: Bars in the footprint view.
-FOOTPRINT_BARS = 12
+FOOTPRINT_BARS = 10
+#: Price rows the footprint shows at most before grouping prices by a round step.
+FOOTPRINT_ROWS = 24
 #: Bars in the flow chart.
 FLOW_BARS = 120
 #: Bars read before the flow chart's first bar for a session-anchored VWAP or CVD.
@@ -262,32 +265,68 @@ def _dp(x: float) -> int:
 # -- footprint --------------------------------------------------------------------------------
 
 
-def footprint_update(engine: Any, symbol: str, spec: BarSpec, s: Settings, sig: str | None) -> tuple[Any, str]:
-    """Return (footprint figure or no_update, signature)."""
+def footprint_update(engine: Any, symbol: str, spec: BarSpec, s: Settings, state: dict | None) -> tuple[Any, dict]:
+    """Return (footprint figure, a Patch of its last column, or no_update; footprint state).
+
+    While the bars, their price rows and the closed bars' cells stay the same, only the bar
+    in progress changes: its column (cells, delta, colour range) is sent as a ``dash.Patch``.
+    """
+    state = state if isinstance(state, dict) else {}
+    sig, drawn = state.get("sig"), state.get("full")
     if spec.kind not in ("time", "tick"):
         new = f"kind|{symbol}|{spec}"
         return (no_update if new == sig else placeholder_figure(
-            f"footprint needs time or tick bars, not {spec}"), new)
+            f"footprint needs time or tick bars, not {spec}"), {"sig": new})
     head = engine.bar_series(symbol, spec, 2**62)
     cur = head.current
     # The cells change only with the bars: skip the read while no trade reached them.
     new = (f"{symbol}|{spec}|{s.fp_step}|{head.generation}|{head.n_closed}|"
            f"{cur.trade_count if cur is not None else -1}|{cur.volume if cur is not None else -1}")
     if new == sig:
-        return no_update, sig
+        return no_update, state
     _, bars = _recent_bars(engine, symbol, spec, FOOTPRINT_BARS - 1)
     trades = _trades_of(engine, symbol, spec, bars)
     if s.fp_step is not None and trades:
         span = max(t.price for t in trades) - min(t.price for t in trades)
         if span / s.fp_step + 1 > MAX_LEVELS:
             return placeholder_figure(f"step {s.fp_step:g} would make more than {MAX_LEVELS:,} "
-                                      "price levels: choose a larger step"), new
-    fp = footprint(trades, spec, s.fp_step, **bar_options(engine))
+                                      "price levels: choose a larger step"), {"sig": new}
+    step = s.fp_step
+    if step is None and trades:
+        # Each traded price its own row is unreadable in a panel once there are more rows
+        # than fit: group them by a round step (shown in the title) instead.
+        prices = {t.price for t in trades}
+        if len(prices) > FOOTPRINT_ROWS:
+            step = nice_step(max(prices) - min(prices), FOOTPRINT_ROWS)
+    fp = footprint(trades, spec, step, **bar_options(engine))
     if spec.kind == "tick" and not fp.empty:
         fp = fp[fp["bar"] >= fp["bar"].max() - (FOOTPRINT_BARS - 1)]
-    price_dp, size_dp = decimals(trades, s.fp_step)
-    return off.footprint_figure(fp, symbol=symbol, spec=str(spec), price_dp=price_dp,
-                                size_dp=min(size_dp, 4)), new
+    price_dp, size_dp = decimals(trades, step)
+    fig = off.footprint_figure(fp, symbol=symbol, spec=str(spec), price_dp=price_dp,
+                               size_dp=min(size_dp, 4), step=step)
+    if fp.empty:
+        return fig, {"sig": new}
+    # Everything but the last column must be as drawn for a patch of that column.
+    heat = fig["data"][0]
+    last = len(heat["x"]) - 1
+    full = _crc((symbol, str(spec), step, head.generation, head.n_closed, heat["y"],
+                 fig["layout"]["xaxis"]["ticktext"], [row[:last] for row in heat["text"]]))
+    new_state = {"sig": new, "full": full}
+    if full != drawn:
+        return fig, new_state
+    patch = Patch()
+    for i, (zrow, trow) in enumerate(zip(heat["z"], heat["text"])):
+        patch["data"][0]["z"][i][last] = zrow[last]
+        patch["data"][0]["text"][i][last] = trow[last]
+    patch["data"][0]["zmin"] = heat["zmin"]
+    patch["data"][0]["zmax"] = heat["zmax"]
+    patch["layout"]["annotations"][last] = fig["layout"]["annotations"][last]
+    return patch, new_state
+
+
+def _crc(value: Any) -> str:
+    # Short stable signature of what a figure holds (the state round-trips the browser).
+    return f"{zlib.crc32(repr(value).encode()):08x}"
 
 
 # -- flow chart -------------------------------------------------------------------------------
