@@ -50,6 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rt = start_runtime(config_from_argv(["--data-dir", tmp, "--bar", "5s"]), interval_ms=250)
         records: list[tuple[float, str, int, float]] = []
+        parts: dict[str, list[tuple[float, int]]] = {}  # order-flow output id -> (when, bytes)
         server = rt.app.server
 
         @server.before_request
@@ -62,8 +63,15 @@ def main() -> None:
                 body = request.get_json(silent=True) or {}
                 output = str(body.get("output", ""))
                 kind = "orderflow" if "of-tape" in output else "live" if "candles" in output else "other"
-                size = len(response.get_data()) if not response.direct_passthrough else 0
-                records.append((time.monotonic(), kind, size, (time.perf_counter() - g.t0) * 1000))
+                data = response.get_data() if not response.direct_passthrough else b""
+                records.append((time.monotonic(), kind, len(data), (time.perf_counter() - g.t0) * 1000))
+                if kind == "orderflow" and data:
+                    try:
+                        outputs = json.loads(data).get("response", {})
+                    except ValueError:
+                        outputs = {}
+                    for cid, props in outputs.items():
+                        parts.setdefault(cid, []).append((time.monotonic(), len(json.dumps(props))))
             return response
 
         threading.Thread(target=lambda: rt.app.run(host="127.0.0.1", port=args.port, debug=False),
@@ -98,6 +106,9 @@ def main() -> None:
             "ms_median": round(statistics.median(r[3] for r in rows), 1),
             "ms_p90": round(sorted(r[3] for r in rows)[int(0.9 * (len(rows) - 1))], 1),
         }
+    out["orderflow_outputs_bytes_median_when_sent"] = {
+        cid: int(statistics.median(n for t, n in rows if t - start >= args.warmup) or 0)
+        for cid, rows in sorted(parts.items()) if any(t - start >= args.warmup for t, _ in rows)}
     print(json.dumps(out, indent=2))
     if "orderflow" in out and "live" in out:
         o, b = out["orderflow"], out["live"]

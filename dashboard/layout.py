@@ -270,7 +270,7 @@ def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int
             create_banner(),
             create_controls(symbols, default_spec),
             create_charts(),
-            create_orderflow(),  # the order-flow block: dashboard/orderflow_layout.py
+            create_orderflow(symbols, default_spec),  # the order-flow block: dashboard/orderflow_layout.py
             create_stores(interval_ms),
         ],
         className="app",

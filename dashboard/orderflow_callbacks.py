@@ -56,6 +56,38 @@ DONE_JS = """
 function(state) { window._tickscopeFlowBusy = 0; return window.dash_clientside.no_update; }
 """
 
+# The charts' gate: GATE_JS with its own flag.
+CHARTS_GATE_JS = GATE_JS.replace("_tickscopeFlowBusy", "_tickscopeChartsBusy")
+CHARTS_DONE_JS = DONE_JS.replace("_tickscopeFlowBusy", "_tickscopeChartsBusy")
+
+# Shared crosshair: the time hovered on one chart is hovered on the other charts shown
+# (plotly spikes draw the line). Hovering them fires their own hoverData: the same x is
+# not passed on again, so it stops there.
+CROSSHAIR_JS = """
+function() {
+    var ctx = window.dash_clientside.callback_context;
+    if (!ctx.triggered.length || !window.Plotly) { return window.dash_clientside.no_update; }
+    var id = ctx.triggered[0].prop_id.split('.')[0];
+    var hd = ctx.triggered[0].value;
+    if (!hd || !hd.points || !hd.points.length) { return window.dash_clientside.no_update; }
+    var x = hd.points[0].x;
+    if (window._tickscopeCrosshair === x) { return window.dash_clientside.no_update; }
+    window._tickscopeCrosshair = x;
+    // plotly's Fx.hover takes a date axis position in ms since the epoch
+    var xval = (typeof x === 'string') ? Date.parse(x.replace(' ', 'T') + 'Z') : x;
+    document.querySelectorAll('.of-chart .js-plotly-plot').forEach(function (gd) {
+        var box = gd.closest('.of-chart');
+        if (!box || gd.closest('#' + id) || box.offsetParent === null) { return; }
+        try { window.Plotly.Fx.hover(gd, {xval: xval}, ['xy']); } catch (e) {}
+    });
+    return x;
+}
+"""
+
+LAYOUT_CLASS_JS = """
+function(n) { return 'of-charts of-charts-' + (n === 2 || n === 4 ? n : 1); }
+"""
+
 PERMISSION_JS = """
 function(n) {
     if (!n) { return window.dash_clientside.no_update; }
@@ -121,6 +153,8 @@ def register_orderflow(app: Any, engine: Any) -> None:
         state["ms"] = round((time.perf_counter() - t0) * 1000, 2)  # server time of this update
         return tape, ladder, fp, flow, alerts, state
 
+    _register_charts(app, engine, settings_inputs)
+
     @app.callback(Output(ol.FLOW_MESSAGE, "children"), *settings_inputs)
     def settings_message(*values):
         return ou.parse_settings(*values)[1]
@@ -146,3 +180,44 @@ def register_orderflow(app: Any, engine: Any) -> None:
                             prevent_initial_call=True)
     app.clientside_callback(PERMISSION_JS, Output(ol.FLOW_MESSAGE, "children", allow_duplicate=True),
                             Input(ol.NOTIFY_BUTTON, "n_clicks"), prevent_initial_call=True)
+
+
+def _register_charts(app: Any, engine: Any, settings_inputs: list) -> None:
+    # The chart layouts: 1, 2 or 4 order-flow charts, each with its own symbol and bar type.
+    cache = ou.FlowCache()
+    app.clientside_callback(LAYOUT_CLASS_JS, Output(ol.CHARTS, "className"), Input(ol.LAYOUT, "value"))
+    app.clientside_callback(CHARTS_GATE_JS, Output(ol.CHARTS_TRIGGER, "data"), Input(ids.TICK, "n_intervals"))
+    app.clientside_callback(CHARTS_DONE_JS, Output(ol.NOTIFY_SINK, "data", allow_duplicate=True),
+                            Input(ol.CHARTS_STATE, "data"), prevent_initial_call=True)
+    app.clientside_callback(CROSSHAIR_JS, Output(ol.CROSSHAIR, "data"),
+                            *[Input(c, "hoverData") for c in ol.CHART], prevent_initial_call=True)
+
+    @app.callback(
+        *[Output(c, "figure") for c in ol.CHART], Output(ol.CHARTS_STATE, "data"),
+        Input(ol.CHARTS_TRIGGER, "data"), Input(ol.LAYOUT, "value"),
+        *[Input(c, "value") for c in ol.CHART_SYMBOL], *[Input(c, "value") for c in ol.CHART_BAR],
+        *settings_inputs, State(ol.CHARTS_STATE, "data"),
+    )
+    def charts_tick(_trigger, layout, *args):
+        n = ol.CHART_SLOTS
+        symbols, specs, settings_values, state = args[:n], args[n:2 * n], args[2 * n:-1], args[-1]
+        state = dict(state or {})
+        state["seq"] = int(state.get("seq", 0)) + 1  # the gate waits for this store to change
+        s, _ = ou.parse_settings(*settings_values)
+        shown = layout if layout in (1, 2, 4) else 1
+        figures = []
+        held = set(engine.symbols())
+        t0 = time.perf_counter()
+        for i in range(n):
+            key = str(i)
+            if i >= shown or symbols[i] not in held:
+                figures.append(no_update)
+                continue
+            try:
+                spec = BarSpec.from_str(specs[i])
+                fig, state[key] = ou.flow_update(engine, symbols[i], spec, s, None, state.get(key), cache)
+            except (KeyError, ValueError, TypeError):
+                fig = no_update
+            figures.append(fig)
+        state["ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        return (*figures, state)

@@ -137,7 +137,7 @@ def footprint_figure(fp: pd.DataFrame, *, symbol: str, spec: str, price_dp: int,
     lim = lim or 1.0
     heat = dict(
         type="heatmap", x=list(range(len(bar_ids))), y=[f"{p:.{price_dp}f}" for p in levels], z=z, text=text,
-        texttemplate="%{text}", textfont=dict(size=9), zmin=-lim, zmax=lim, zmid=0,
+        texttemplate="%{text}", textfont=dict(size=9, color="#c9d1d9"), zmin=-lim, zmax=lim, zmid=0,
         colorscale=[[0, rgba(DOWN, 0.85)], [0.5, rgba(MUTED, 0.15)], [1, rgba(UP, 0.85)]],
         showscale=False, xgap=2, ygap=1, name="footprint",
         hovertemplate="%{y}<br>bid x ask %{text}<br>delta %{z}<extra></extra>",

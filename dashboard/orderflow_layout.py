@@ -11,6 +11,8 @@ log. Settings persist in the browser (``persistence_type="local"``); the alert l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dash import dcc, html
 
 from .figures import placeholder_figure
@@ -19,7 +21,8 @@ __all__ = [
     "TAPE", "TAPE_MIN", "TAPE_LARGE", "LADDER", "LADDER_LEVELS", "FOOTPRINT", "FP_STEP", "FLOW",
     "EMA_LENGTHS", "CVD_MODE", "VWAP_MODE", "VWAP_ANCHOR", "ALERT_PRICE", "ALERT_SIZE",
     "ALERT_SURGE", "ALERT_WINDOW", "ALERT_LOG", "ALERT_STORE", "ALERT_CLEAR", "NOTIFY_BUTTON",
-    "NOTIFY_SINK", "STATE", "TRIGGER", "FLOW_MESSAGE", "create_orderflow",
+    "NOTIFY_SINK", "STATE", "TRIGGER", "FLOW_MESSAGE", "LAYOUT", "CHARTS", "CHART", "CHART_SYMBOL",
+    "CHART_BAR", "CHARTS_STATE", "CHARTS_TRIGGER", "CROSSHAIR", "CHART_BARS", "create_orderflow",
 ]
 
 # -- component ids (the "of-" prefix keeps them apart from dashboard.ids) ----------------------
@@ -47,6 +50,18 @@ NOTIFY_SINK = "of-notify-sink"  # store written by the clientside notification c
 STATE = "of-state"  # dcc.Store(memory): what each view drew last (see orderflow_callbacks)
 TRIGGER = "of-trigger"  # dcc.Store(memory): the update timer's ticks, let through one at a time
 FLOW_MESSAGE = "of-flow-message"  # inline note for a bad order-flow input
+
+# -- chart layouts: one, two side by side or four charts, each its own symbol and bar type
+LAYOUT = "of-layout"  # RadioItems: 1, 2 or 4 charts
+CHARTS = "of-charts"  # the charts' container (its class says how many show)
+CHART_SLOTS = 4
+CHART = [f"of-chart-{i}" for i in range(CHART_SLOTS)]  # dcc.Graph per chart
+CHART_SYMBOL = [f"of-chart-symbol-{i}" for i in range(CHART_SLOTS)]  # dcc.Dropdown per chart
+CHART_BAR = [f"of-chart-bar-{i}" for i in range(CHART_SLOTS)]  # dcc.Dropdown of bar specs per chart
+CHARTS_STATE = "of-charts-state"  # dcc.Store(memory): what each chart drew last
+CHARTS_TRIGGER = "of-charts-trigger"  # the update timer's ticks, let through one at a time
+CROSSHAIR = "of-crosshair"  # dcc.Store(memory): the x hovered last (shared crosshair)
+CHART_BARS = ("1s", "5s", "15s", "1m", "5m", "15m", "1h", "100t", "1000t", "10v", "1000000q")
 
 _GRAPH_CONFIG = {"displaylogo": False, "scrollZoom": True, "displayModeBar": "hover",
                  "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
@@ -106,8 +121,46 @@ def _alerts() -> html.Div:
     ], className="of-panel of-alerts")
 
 
-def create_orderflow() -> html.Section:
-    """Return the order-flow block (self-contained: its own ids, stores and CSS classes)."""
+def _charts(symbols: Sequence[str], default_spec: str) -> html.Div:
+    # The chart layout chooser and four chart slots (the ones beyond the layout are hidden);
+    # every choice persists in localStorage.
+    first = list(symbols[:1]) or [None]
+    bars = list(CHART_BARS) if default_spec in CHART_BARS else [default_spec, *CHART_BARS]
+    slots = []
+    for i in range(CHART_SLOTS):
+        slots.append(html.Div([
+            html.Div([
+                dcc.Dropdown(id=CHART_SYMBOL[i], options=list(symbols),
+                             value=symbols[i % len(symbols)] if symbols else first[0], clearable=False,
+                             persistence=True, persistence_type="local", className="ctl-dropdown ctl-symbol"),
+                dcc.Dropdown(id=CHART_BAR[i], options=bars, value=default_spec, clearable=False, searchable=False,
+                             persistence=True, persistence_type="local", className="ctl-dropdown ctl-size"),
+            ], className="of-chart-controls"),
+            dcc.Graph(id=CHART[i], figure=placeholder_figure("loading…"), config=_GRAPH_CONFIG, className="graph"),
+        ], className=f"of-panel of-chart of-chart-{i}"))
+    return html.Div([
+        html.Div([html.Span("Charts", className="of-title"),
+                  dcc.RadioItems(id=LAYOUT, options=[{"label": "one", "value": 1}, {"label": "two", "value": 2},
+                                                     {"label": "four", "value": 4}],
+                                 value=1, inline=True, persistence=True, persistence_type="local",
+                                 className="ctl-toggle")], className="of-controls"),
+        html.Div(slots, id=CHARTS, className="of-charts of-charts-1"),
+        dcc.Store(id=CHARTS_STATE, storage_type="memory"),
+        dcc.Store(id=CHARTS_TRIGGER, storage_type="memory"),
+        dcc.Store(id=CROSSHAIR, storage_type="memory"),
+    ], className="of-layouts")
+
+
+def create_orderflow(symbols: Sequence[str] = (), default_spec: str = "1m") -> html.Section:
+    """Return the order-flow block (self-contained: its own ids, stores and CSS classes).
+
+    Parameters
+    ----------
+    symbols : sequence of str
+        Subscribed symbols at page load (the layout charts' symbol choices).
+    default_spec : str
+        Bar spec the layout charts start with.
+    """
     return html.Section([
         _controls(),
         html.Div([
@@ -123,6 +176,7 @@ def create_orderflow() -> html.Section:
                                className="graph"), className="of-panel of-flow-panel"),
         ], className="of-grid"),
         _alerts(),
+        _charts(symbols, default_spec),
         dcc.Store(id=STATE, storage_type="memory"),
         dcc.Store(id=TRIGGER, storage_type="memory"),
         dcc.Store(id=ALERT_STORE, storage_type="local"),

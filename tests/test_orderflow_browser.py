@@ -122,3 +122,55 @@ def test_alert_when_trade_size_rule_fires_then_logged_and_log_survives_reload(li
     assert set(items) <= set(again)
     # the rule itself persisted too
     assert dash_duo.find_element(f"#{ol.ALERT_SIZE}").get_attribute("value") == "0"
+
+
+def test_layout_when_four_charts_with_symbols_chosen_then_the_same_four_come_back_after_reload(live, dash_duo):
+    from selenium.webdriver.common.keys import Keys
+
+    dash_duo.start_server(live.app)
+    tape_ready(dash_duo)
+    four = dash_duo.find_element(f"#{ol.LAYOUT} input[value='4']")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", four)
+    wait_until(lambda: "of-charts-4" in dash_duo.find_element(f"#{ol.CHARTS}").get_attribute("class"),
+               message="the four-chart layout")
+    wanted = ["ETHUSDT", "SOLUSDT", "BTCUSDT", "ETHUSDT"]
+    for i, symbol in enumerate(wanted):
+        box = dash_duo.find_element(f"#{ol.CHART_SYMBOL[i]}")
+        dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", box)
+        box.click()
+        menu = dash_duo.find_element(".dash-dropdown-options")
+        option = next(o for o in menu.find_elements("css selector", ".dash-dropdown-option") if o.text == symbol)
+        option.click()
+        wait_until(lambda: not dash_duo.driver.find_elements("css selector", ".dash-dropdown-options")
+                   or dash_duo.driver.switch_to.active_element.send_keys(Keys.ESCAPE),
+                   message="the dropdown to close")
+
+    def titles():
+        out = []
+        for c in ol.CHART:
+            g = graph(dash_duo, c)
+            out.append((g or {}).get("layout", {}).get("title") or "")
+        return out
+
+    def showing_wanted():
+        t = titles()
+        return t if all(f"<b>{s}</b>" in x for s, x in zip(wanted, t)) else None
+
+    wait_until(showing_wanted, timeout=30, message="four charts showing the symbols chosen")
+    dash_duo.driver.refresh()
+    wait_until(lambda: "of-charts-4" in dash_duo.find_element(f"#{ol.CHARTS}").get_attribute("class"),
+               message="the four-chart layout after a reload")
+    back = wait_until(showing_wanted, timeout=30, message="the same four charts after a reload")
+    assert len(back) == 4
+    # the shared crosshair: hovering one chart hovers the others at the same time
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    area = dash_duo.find_element(f"#{ol.CHART[0]} .draglayer .xy .nsewdrag")
+    dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", area)
+    ActionChains(dash_duo.driver).move_to_element(area).move_by_offset(5, 0).perform()
+    hovered = wait_until(lambda: dash_duo.driver.execute_script(
+        "return [1, 2, 3].map(function (i) { var h = document.querySelector('#of-chart-' + i + ' .hoverlayer');"
+        " return h ? h.childElementCount : 0; });") if dash_duo.driver.execute_script(
+        "return [1, 2, 3].every(function (i) { var h = document.querySelector('#of-chart-' + i + ' .hoverlayer');"
+        " return h && h.childElementCount > 0; });") else None, message="the other charts hovered at the same time")
+    assert all(n > 0 for n in hovered)
