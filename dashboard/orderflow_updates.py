@@ -130,7 +130,9 @@ def parse_settings(tape_min=None, tape_large=None, levels=None, step=None, emas=
     take("fp_step", lambda: parse_step(None if step in (None, "") else str(step)))
 
     def _emas():
-        text = str(emas or "").strip()
+        if emas is None:  # not given: the default lengths (an emptied box means none)
+            return None
+        text = str(emas).strip()
         if not text:
             return ()
         parts = [p.strip() for p in text[:100].split(",") if p.strip()]
