@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from dash import Input, Output, State, html, no_update
-from dash.exceptions import PreventUpdate
 
 from feed.core.models import BarSpec
 

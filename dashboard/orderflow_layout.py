@@ -3,8 +3,9 @@
 A self-contained block placed under the charts (``create_orderflow``): a controls row
 (tape filter, ladder depth, footprint step, EMA lengths, CVD and VWAP anchoring, alert
 rules), the time & sales tape, the DOM ladder, the footprint, the flow chart (candles with
-VWAP/EMA, the volume profile beside the price axis, CVD under the candles) and the alert
-log. Settings persist in the browser (``persistence_type="local"``); the alert log is a
+VWAP/EMA, the volume profile beside the price axis, CVD under the candles), the alert
+log, and the chart layouts (one, two or four order-flow charts, each with its own symbol
+and bar type, sharing the crosshair). Settings persist in the browser (``persistence_type="local"``); the alert log is a
 ``dcc.Store(storage_type="local")``, so both survive a reload. Styling is
 ``assets/orderflow.css``.
 """

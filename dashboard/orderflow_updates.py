@@ -12,11 +12,13 @@ Updates, per view (the page's ``STATE`` store says what the browser holds):
   many at the bottom; a full table when the symbol or a filter changed.
 * DOM ladder: the book's top ``levels`` per side around the mid, with the volume traded at
   each price in the bar in progress; re-sent only when its rows changed.
-* footprint: the latest ``FOOTPRINT_BARS`` bars; re-sent only when its cells changed.
+* footprint: the latest ``FOOTPRINT_BARS`` bars; while the bars and price rows stay, a
+  ``dash.Patch`` of the bar in progress's column, else the whole figure.
 * flow chart: the latest ``FLOW_BARS`` bars. A full figure when a bar closed or a setting
   changed; between closes a ``dash.Patch`` replaces only the in-progress bar's candle, its
   VWAP, EMA and CVD points and the volume profile. What the closed bars contribute (sums,
-  EMA state, profile) is computed once per close and kept in a small server-side cache.
+  EMA state, profile) is computed once per close and kept in a small server-side cache
+  (``FlowModel`` per symbol, spec and EMA lengths; the layout charts use the same).
 * alerts: rules checked against the trades and closed bars since the last tick.
 """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 
-import pytest
 
 from feed.core.alerts import AlertRules, AlertState, check_alerts, volume_surge
 from feed.core.batch import aggregate
