@@ -14,7 +14,8 @@
     ``text/csv`` with columns ``symbol,trade_id,time,price,size,side`` (``feed.core.flowcsv``):
     ``time`` ISO-8601 UTC with ms and ``Z``, ``side`` the taker side ``buy``/``sell``.
 ``GET /api/footprint?symbol=BTCUSDT&bar=1m[&step=0.5]``
-    One row per bar and price level for every bar of the trades held, as ``text/csv`` with
+    One row per bar and price level for every bar of the trades held (the latest 100,000
+    at most, ``orderflow_data.MAX_FOOTPRINT_TRADES``), as ``text/csv`` with
     columns ``symbol,bar,start,price,buy_volume,sell_volume,trade_count``; ``price`` is the
     traded price, or the lower edge of its ``step``-wide bin. Time and tick specs only.
     Errors as for ``/api/bars`` (400 for a bad limit, step or spec, 404 for a symbol not

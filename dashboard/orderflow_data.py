@@ -19,7 +19,7 @@ from feed.core.models import BarSpec, Trade, decimals_of
 from feed.core.orderflow import footprint, tape
 
 __all__ = [
-    "FlowError", "MAX_TAPE_LIMIT", "MAX_LEVELS", "MAX_FOOTPRINT_BARS",
+    "FlowError", "MAX_TAPE_LIMIT", "MAX_LEVELS", "MAX_FOOTPRINT_BARS", "MAX_FOOTPRINT_TRADES",
     "parse_limit", "parse_step", "parse_spec", "read_tape", "read_footprint", "decimals",
     "bar_options",
 ]
@@ -31,6 +31,10 @@ MAX_TAPE_LIMIT = 100_000
 MAX_LEVELS = 20_000
 #: Most bars a footprint is computed for (the same bound as a bar rebuild).
 MAX_FOOTPRINT_BARS = 500_000
+#: Most trades a footprint read takes (the latest held). The engine's tape read costs more
+#: than linear time in the count today (a deque indexed from its end), about 3 s for
+#: 100,000 on the development machine; raise it when the trade storage reads in linear time.
+MAX_FOOTPRINT_TRADES = 100_000
 #: Trades whose prices and sizes set the decimals printed (as the symbol state restores them).
 _DECIMALS_SAMPLE = 2000
 
@@ -144,8 +148,8 @@ def read_tape(engine: Any, symbol: str, limit: int, min_size: float = 0.0) -> tu
 
 def read_footprint(engine: Any, symbol: str, spec: BarSpec, step: float | None,
                    trades: list[Trade] | None = None) -> tuple[pd.DataFrame, list[Trade]]:
-    """Return the footprint of every bar of the trades held (or of ``trades``) and the
-    trades read.
+    """Return the footprint of every bar of the trades held (at most the latest
+    ``MAX_FOOTPRINT_TRADES``; or of ``trades``) and the trades read.
 
     Raises
     ------
@@ -154,7 +158,7 @@ def read_footprint(engine: Any, symbol: str, spec: BarSpec, step: float | None,
         than ``MAX_LEVELS`` price levels from the trades read.
     """
     if trades is None:
-        trades = engine.trades(symbol, _max_trades(engine))
+        trades = engine.trades(symbol, min(_max_trades(engine), MAX_FOOTPRINT_TRADES))
     if trades:
         est = estimate_bars(spec, trades)
         if est > MAX_FOOTPRINT_BARS:

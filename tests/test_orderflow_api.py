@@ -144,3 +144,11 @@ def test_footprint_when_spec_makes_too_many_bars_then_400_naming_the_bound(recor
     assert r.status_code == 400
     assert f"about {len(ref):,} bars" in r.get_json()["error"]
     assert client.get("/api/footprint?symbol=ETHUSDT&bar=100t").status_code == 200
+
+
+def test_footprint_when_more_trades_held_than_the_read_cap_then_the_latest_only(recorded, monkeypatch):
+    client, _, ref = recorded
+    monkeypatch.setattr("dashboard.orderflow_data.MAX_FOOTPRINT_TRADES", 1000)
+    got = rows(client.get("/api/footprint?symbol=ETHUSDT&bar=1m"))
+    assert sum(int(g["trade_count"]) for g in got) == 1000
+    assert got[-1]["start"] == iso(ref["ts_ns"].tail(1) // (60 * 10**9) * (60 * 10**9))[0]
