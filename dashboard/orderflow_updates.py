@@ -68,8 +68,10 @@ MAX_EMAS = 4
 MAX_EMA_LENGTH = 1000
 #: Alerts kept in the log (newest first).
 MAX_ALERTS_KEPT = 200
-#: Most trades read to draw one view (footprint, profile).
-MAX_VIEW_TRADES = 300_000
+#: Most trades read to draw one view (footprint, profile): the latest; older bars of a view
+#: holding more get no cells or profile. Bounds the cost of one update (the engine's tape
+#: read is slower than linear in the count today, see orderflow_data.MAX_FOOTPRINT_TRADES).
+MAX_VIEW_TRADES = 50_000
 #: Levels of the flow chart's volume profile (its step is rounded to 1-2-5).
 PROFILE_LEVELS = 60
 
