@@ -16,6 +16,17 @@
     "interval", "counts": {"exact", "differs", "unverified"}, "reasons": {code: n},
     "differs": [{"minute", "verdict", "fields": {name: {"vendor", "ours", "diff"}},
     "reason"}]}``; 404 when verification is off or the symbol is not subscribed.
+``GET /api/trades?symbol=BTCUSDT&limit=100``
+    The latest ``limit`` trades held (default 100, at most 100,000), oldest first, as
+    ``text/csv`` with columns ``symbol,trade_id,time,price,size,side`` (``feed.core.flowcsv``):
+    ``time`` ISO-8601 UTC with ms and ``Z``, ``side`` the taker side ``buy``/``sell``.
+``GET /api/footprint?symbol=BTCUSDT&bar=1m[&step=0.5]``
+    One row per bar and price level for every bar of the trades held (the latest 100,000
+    at most, ``orderflow_data.MAX_FOOTPRINT_TRADES``), as ``text/csv`` with
+    columns ``symbol,bar,start,price,buy_volume,sell_volume,trade_count``; ``price`` is the
+    traded price, or the lower edge of its ``step``-wide bin. Time and tick specs only.
+    Errors as for ``/api/bars`` (400 for a bad limit, step or spec, 404 for a symbol not
+    subscribed).
 """
 
 from __future__ import annotations
@@ -28,8 +39,10 @@ from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
 from .export import export_filename
+from .orderflow_data import FlowError, decimals, parse_limit, parse_spec, parse_step, read_footprint, read_tape
+from feed.core.flowcsv import footprint_to_csv, trades_to_csv
 
-__all__ = ["register_routes", "MAX_SYMBOL_CHARS"]
+__all__ = ["register_routes", "register_orderflow_routes", "MAX_SYMBOL_CHARS"]
 
 #: Longest symbol text handed to the adapter (a bound on the cost of one request).
 MAX_SYMBOL_CHARS = 64
@@ -51,6 +64,8 @@ def register_routes(server: Flask, engine: Any) -> None:
         Read API of ``feed.io.engine.Engine`` (``health``, ``normalize_symbol``,
         ``symbols``, ``bars_frame``).
     """
+
+    register_orderflow_routes(server, engine)
 
     @server.get("/api/health")
     def health() -> Response:
@@ -141,3 +156,49 @@ def _with_verified(body: str, starts: list, verdicts: dict) -> str:
         out.append(line + "," + (verdicts.get(int(starts[i]), "") if i < len(starts) else ""))
     return "\n".join(out)
 
+
+def _subscribed_symbol(engine: Any) -> str | Response:
+    # The symbol of the query, checked as /api/bars checks it, or the error response.
+    symbol = _symbol_arg(engine)
+    if isinstance(symbol, Response):
+        return symbol
+    if symbol not in engine.symbols():
+        return _error(404, f"unknown symbol {symbol}: not subscribed")
+    return symbol
+
+
+def register_orderflow_routes(server: Flask, engine: Any) -> None:
+    """Add ``/api/trades`` and ``/api/footprint`` (see the module docstring) to ``server``."""
+
+    @server.get("/api/trades")
+    def trades() -> Response:
+        symbol = _subscribed_symbol(engine)
+        if isinstance(symbol, Response):
+            return symbol
+        try:
+            limit = parse_limit(request.args.get("limit"))
+            frame, held = read_tape(engine, symbol, limit)
+        except FlowError as exc:
+            return _error(400, str(exc))
+        except KeyError:  # unsubscribed between the check and the read
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        price_dp, size_dp = decimals(held)
+        return Response(trades_to_csv(symbol, frame, price_decimals=price_dp, size_decimals=size_dp),
+                        mimetype="text/csv")
+
+    @server.get("/api/footprint")
+    def footprint() -> Response:
+        symbol = _subscribed_symbol(engine)
+        if isinstance(symbol, Response):
+            return symbol
+        try:
+            spec = parse_spec(request.args.get("bar"))
+            step = parse_step(request.args.get("step"))
+            frame, held = read_footprint(engine, symbol, spec, step)
+        except FlowError as exc:
+            return _error(400, str(exc))
+        except KeyError:
+            return _error(404, f"unknown symbol {symbol}: not subscribed")
+        price_dp, size_dp = decimals(held, step)
+        return Response(footprint_to_csv(symbol, str(spec), frame, price_decimals=price_dp,
+                                         size_decimals=size_dp), mimetype="text/csv")

@@ -25,6 +25,7 @@ from feed.core.models import BarSpec
 from . import figures, ids, inputs, tickgate, timezones, updates
 from .export import bars_in_view, export_filename
 from .layout import BAR_KINDS
+from .orderflow_callbacks import register_orderflow
 from .updates import DEPTH_LEVELS, KEEP_POINTS, MAX_POINTS
 
 __all__ = ["register", "export_download", "MAX_POINTS", "KEEP_POINTS", "DEPTH_LEVELS"]
@@ -142,6 +143,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
         Output(ids.BROWSER_TZ, "data"),
         Input(ids.TIMEZONE, "id"),
     )
+    register_orderflow(app, engine)  # the order-flow block: dashboard/orderflow_callbacks.py
 
 
 def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, source: dict | None) -> None:

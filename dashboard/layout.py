@@ -19,6 +19,7 @@ from feed.core.models import BarSpec
 from . import ids
 from .figures import LABELS, placeholder_figure
 from .timezones import zone_options
+from .orderflow_layout import create_orderflow
 
 __all__ = [
     "BAR_KINDS",
@@ -289,6 +290,7 @@ def create_layout(*, symbols: Sequence[str], default_spec: str, interval_ms: int
             create_banner(),
             create_controls(symbols, default_spec, session_tz),
             create_charts(),
+            create_orderflow(symbols, default_spec),  # the order-flow block: dashboard/orderflow_layout.py
             create_stores(interval_ms),
         ],
         className="app",
