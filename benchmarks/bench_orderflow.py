@@ -85,6 +85,11 @@ def main() -> None:
         try:
             time.sleep(2)
             driver.get(f"http://127.0.0.1:{args.port}/")
+            time.sleep(3)
+            # The order-flow block is closed by default: open it, as a trader using it would.
+            from selenium.webdriver.common.by import By
+
+            driver.find_element(By.CSS_SELECTOR, "#of-show input").click()
             start = time.monotonic()
             time.sleep(args.seconds)
         finally:

@@ -39,7 +39,8 @@ function(log) {
 """
 
 GATE_JS = """
-function(n) {
+function(n, show) {
+    if (!show || show.indexOf('on') < 0) { return window.dash_clientside.no_update; }  // block closed
     var now = Date.now();
     if (window._tickscopeFlowBusy && now - window._tickscopeFlowBusy < 5000) {
         return window.dash_clientside.no_update;
@@ -53,6 +54,11 @@ function(n) {
 # depend on its own output, which Dash refuses as a cycle).
 DONE_JS = """
 function(state) { window._tickscopeFlowBusy = 0; return window.dash_clientside.no_update; }
+"""
+
+# The block opened or closed: its views shown or hidden (closed, the gates hold every tick).
+SHOW_JS = """
+function(show) { return (show && show.indexOf('on') >= 0) ? {} : {display: 'none'}; }
 """
 
 # The charts' gate: GATE_JS with its own flag.
@@ -117,7 +123,9 @@ def register_orderflow(app: Any, engine: Any) -> None:
     # Dash drops the answer of a callback whose inputs fired again before it came back, so
     # an update slower than the timer (a busy machine) would never land: the timer's ticks
     # are let through only while no order-flow update is in flight (or one is 5 s overdue).
-    app.clientside_callback(GATE_JS, Output(ol.TRIGGER, "data"), Input(ids.TICK, "n_intervals"))
+    app.clientside_callback(GATE_JS, Output(ol.TRIGGER, "data"), Input(ids.TICK, "n_intervals"),
+                            State(ol.SHOW, "value"))
+    app.clientside_callback(SHOW_JS, Output(ol.BODY, "style"), Input(ol.SHOW, "value"))
     app.clientside_callback(DONE_JS, Output(ol.NOTIFY_SINK, "data", allow_duplicate=True), Input(ol.STATE, "data"),
                             prevent_initial_call=True)
 
@@ -185,7 +193,8 @@ def _register_charts(app: Any, engine: Any, settings_inputs: list) -> None:
     # The chart layouts: 1, 2 or 4 order-flow charts, each with its own symbol and bar type.
     cache = ou.FlowCache()
     app.clientside_callback(LAYOUT_CLASS_JS, Output(ol.CHARTS, "className"), Input(ol.LAYOUT, "value"))
-    app.clientside_callback(CHARTS_GATE_JS, Output(ol.CHARTS_TRIGGER, "data"), Input(ids.TICK, "n_intervals"))
+    app.clientside_callback(CHARTS_GATE_JS, Output(ol.CHARTS_TRIGGER, "data"), Input(ids.TICK, "n_intervals"),
+                            State(ol.SHOW, "value"))
     app.clientside_callback(CHARTS_DONE_JS, Output(ol.NOTIFY_SINK, "data", allow_duplicate=True),
                             Input(ol.CHARTS_STATE, "data"), prevent_initial_call=True)
     app.clientside_callback(CROSSHAIR_JS, Output(ol.CROSSHAIR, "data"),

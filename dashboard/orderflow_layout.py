@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 # -- component ids (the "of-" prefix keeps them apart from dashboard.ids) ----------------------
+SHOW = "of-show"  # Checklist: the order-flow block open ("on") or closed (persisted)
+BODY = "of-body"  # the block's views, hidden while closed
 TAPE = "of-tape"  # html.Table: time & sales, newest on top
 TAPE_MIN = "of-tape-min"  # smallest size shown on the tape (base units)
 TAPE_LARGE = "of-tape-large"  # trades of at least this size are emphasised
@@ -162,25 +164,33 @@ def create_orderflow(symbols: Sequence[str] = (), default_spec: str = "1m") -> h
     default_spec : str
         Bar spec the layout charts start with.
     """
+    # Closed by default: its views cost tens of KB per update, which a trader who only
+    # watches the candles should not pay; open, it stays open (local persistence).
+    toggle = dcc.Checklist(id=SHOW, options=[{"label": " Order flow: tape, DOM ladder, footprint, profile, CVD, "
+                                                       "VWAP/EMA, alerts, layouts", "value": "on"}],
+                           value=[], persistence=True, persistence_type="local", className="of-show")
     return html.Section([
-        _controls(),
+        toggle,
         html.Div([
-            html.Div([html.Div("Time & sales", className="of-title"),
-                      html.Div(html.Table(id=TAPE, className="of-table of-tape"), className="of-scroll")],
-                     className="of-panel of-tape-panel"),
-            html.Div([html.Div("DOM ladder", className="of-title"),
-                      html.Div(html.Table(id=LADDER, className="of-table of-ladder"), className="of-scroll")],
-                     className="of-panel of-ladder-panel"),
-            html.Div(dcc.Graph(id=FOOTPRINT, figure=placeholder_figure("loading…"), config=_GRAPH_CONFIG,
-                               className="graph"), className="of-panel of-footprint-panel"),
-            html.Div(dcc.Graph(id=FLOW, figure=placeholder_figure("loading…"), config=_GRAPH_CONFIG,
-                               className="graph"), className="of-panel of-flow-panel"),
-        ], className="of-grid"),
-        _alerts(),
-        _charts(symbols, default_spec),
-        dcc.Store(id=STATE, storage_type="memory"),
-        dcc.Store(id=TRIGGER, storage_type="memory"),
-        dcc.Store(id=ALERT_STORE, storage_type="local"),
-        dcc.Store(id=VWAP_ANCHOR, storage_type="local"),
-        dcc.Store(id=NOTIFY_SINK, storage_type="memory"),
+            _controls(),
+            html.Div([
+                html.Div([html.Div("Time & sales", className="of-title"),
+                          html.Div(html.Table(id=TAPE, className="of-table of-tape"), className="of-scroll")],
+                         className="of-panel of-tape-panel"),
+                html.Div([html.Div("DOM ladder", className="of-title"),
+                          html.Div(html.Table(id=LADDER, className="of-table of-ladder"), className="of-scroll")],
+                         className="of-panel of-ladder-panel"),
+                html.Div(dcc.Graph(id=FOOTPRINT, figure=placeholder_figure("loading…"), config=_GRAPH_CONFIG,
+                                   className="graph"), className="of-panel of-footprint-panel"),
+                html.Div(dcc.Graph(id=FLOW, figure=placeholder_figure("loading…"), config=_GRAPH_CONFIG,
+                                   className="graph"), className="of-panel of-flow-panel"),
+            ], className="of-grid"),
+            _alerts(),
+            _charts(symbols, default_spec),
+            dcc.Store(id=STATE, storage_type="memory"),
+            dcc.Store(id=TRIGGER, storage_type="memory"),
+            dcc.Store(id=ALERT_STORE, storage_type="local"),
+            dcc.Store(id=VWAP_ANCHOR, storage_type="local"),
+            dcc.Store(id=NOTIFY_SINK, storage_type="memory"),
+        ], id=BODY, style={"display": "none"}),
     ], className="orderflow")

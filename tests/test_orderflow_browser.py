@@ -29,6 +29,12 @@ def _hms(ts_ns: int) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}.{(ts_ns // 10**6) % 1000:03d}"
 
 
+def open_block(dash_duo) -> None:
+    """Open the order-flow block (closed by default; it stays open across reloads)."""
+    dash_duo.wait_for_element(f"#{ol.SHOW} input").click()
+    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the order-flow block open")
+
+
 def tape_ready(dash_duo, n=3):
     return wait_until(lambda: (lambda r: r if len(r) >= n else None)(rows(dash_duo, ol.TAPE)),
                       message=f"{n}+ tape rows")
@@ -36,6 +42,7 @@ def tape_ready(dash_duo, n=3):
 
 def test_orderflow_views_when_live_simulator_then_each_renders_and_updates(live, dash_duo):
     dash_duo.start_server(live.app)
+    open_block(dash_duo)
     tape = tape_ready(dash_duo)
     # newest on top: times descend; side words and colours agree; every row is a trade held
     times = [r[0] for r in tape]
@@ -86,6 +93,7 @@ def test_orderflow_views_when_live_simulator_then_each_renders_and_updates(live,
 
 def test_tape_when_min_size_set_then_only_trades_at_least_that_size_and_large_emphasised(live, dash_duo):
     dash_duo.start_server(live.app)
+    open_block(dash_duo)
     tape_ready(dash_duo, 5)
     sizes = sorted(t.size for t in live.engine.trades("BTCUSDT", 2000))
     cut = sizes[len(sizes) // 2]  # the median: about half the trades pass
@@ -108,6 +116,7 @@ def test_tape_when_min_size_set_then_only_trades_at_least_that_size_and_large_em
 
 def test_alert_when_trade_size_rule_fires_then_logged_and_log_survives_reload(live, dash_duo):
     dash_duo.start_server(live.app)
+    open_block(dash_duo)
     tape_ready(dash_duo)
     set_input(dash_duo, f"#{ol.ALERT_SIZE}", "0")  # every trade is at least 0: fires on the next
     dash_duo.find_element(f"#{ol.ALERT_SIZE}").send_keys("\n")
@@ -116,6 +125,7 @@ def test_alert_when_trade_size_rule_fires_then_logged_and_log_survives_reload(li
         f"#{ol.ALERT_LOG} li") or None, message="an alert in the log")
     assert any("BTCUSDT large" in t for t in items)
     dash_duo.driver.refresh()
+    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the block still open")
     again = wait_until(lambda: dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(function (e) { return e.textContent; });",
         f"#{ol.ALERT_LOG} li") or None, message="the alert log after a reload")
@@ -128,6 +138,7 @@ def test_layout_when_four_charts_with_symbols_chosen_then_the_same_four_come_bac
     from selenium.webdriver.common.keys import Keys
 
     dash_duo.start_server(live.app)
+    open_block(dash_duo)
     tape_ready(dash_duo)
     four = dash_duo.find_element(f"#{ol.LAYOUT} input[value='4']")
     dash_duo.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", four)
@@ -158,6 +169,7 @@ def test_layout_when_four_charts_with_symbols_chosen_then_the_same_four_come_bac
 
     wait_until(showing_wanted, timeout=30, message="four charts showing the symbols chosen")
     dash_duo.driver.refresh()
+    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the block still open")
     wait_until(lambda: "of-charts-4" in dash_duo.find_element(f"#{ol.CHARTS}").get_attribute("class"),
                message="the four-chart layout after a reload")
     back = wait_until(showing_wanted, timeout=30, message="the same four charts after a reload")
