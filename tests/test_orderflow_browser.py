@@ -29,10 +29,15 @@ def _hms(ts_ns: int) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}.{(ts_ns // 10**6) % 1000:03d}"
 
 
+def block_open(dash_duo) -> bool:
+    """True when the block's views are not hidden (its style has no display: none)."""
+    return "none" not in (dash_duo.find_element(f"#{ol.BODY}").get_attribute("style") or "")
+
+
 def open_block(dash_duo) -> None:
     """Open the order-flow block (closed by default; it stays open across reloads)."""
     dash_duo.wait_for_element(f"#{ol.SHOW} input").click()
-    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the order-flow block open")
+    wait_until(lambda: block_open(dash_duo), message="the order-flow block open")
 
 
 def tape_ready(dash_duo, n=3):
@@ -125,7 +130,7 @@ def test_alert_when_trade_size_rule_fires_then_logged_and_log_survives_reload(li
         f"#{ol.ALERT_LOG} li") or None, message="an alert in the log")
     assert any("BTCUSDT large" in t for t in items)
     dash_duo.driver.refresh()
-    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the block still open")
+    wait_until(lambda: block_open(dash_duo), message="the block still open")
     again = wait_until(lambda: dash_duo.driver.execute_script(
         "return Array.from(document.querySelectorAll(arguments[0])).map(function (e) { return e.textContent; });",
         f"#{ol.ALERT_LOG} li") or None, message="the alert log after a reload")
@@ -169,7 +174,7 @@ def test_layout_when_four_charts_with_symbols_chosen_then_the_same_four_come_bac
 
     wait_until(showing_wanted, timeout=30, message="four charts showing the symbols chosen")
     dash_duo.driver.refresh()
-    wait_until(lambda: dash_duo.find_element(f"#{ol.BODY}").is_displayed(), message="the block still open")
+    wait_until(lambda: block_open(dash_duo), message="the block still open")
     wait_until(lambda: "of-charts-4" in dash_duo.find_element(f"#{ol.CHARTS}").get_attribute("class"),
                message="the four-chart layout after a reload")
     back = wait_until(showing_wanted, timeout=30, message="the same four charts after a reload")
