@@ -1,0 +1,116 @@
+"""Older bars (panning left): chunks of time bars before the oldest bar drawn, built from
+the trades held and the store's, join exactly; a hostile relayout is answered no_update."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feed.core import history
+from feed.core.batch import aggregate, bars_to_frame
+from feed.core.config import EngineConfig, MarketConfig
+from feed.core.models import BarSpec, Trade
+from feed.io.engine import Engine
+from feed.io.store import TradeStore
+from feed.vendors.binance import BinanceAdapter
+
+COMPARED = ["start", "end", "open", "high", "low", "close", "volume", "turnover", "trade_count",
+            "buy_volume", "sell_volume", "closed"]
+
+
+def _trades(n: int, seed: int = 1, t0: int = 1_700_000_000_000_000_000) -> list[Trade]:
+    rng = np.random.default_rng(seed)
+    ts = t0 + np.cumsum(rng.integers(1, 400_000_000, n))
+    price = 100 + np.cumsum(rng.normal(0, 0.05, n)).round(2)
+    return [Trade("BTCUSDT", int(t), float(p), float(1 + i % 3), 1 if i % 2 else -1, i)
+            for i, (t, p) in enumerate(zip(ts, price))]
+
+
+def _walk_back(older, before_ns: int, chunk: int) -> list[pd.DataFrame]:
+    # Ask chunk after chunk, each before the first bar of the previous one, until none is left.
+    chunks = []
+    while True:
+        got = older(before_ns, chunk)
+        if got.empty:
+            return chunks[::-1]
+        assert len(got) <= chunk
+        chunks.append(got)
+        before_ns = int(got["start"].iloc[0])
+
+
+def _assert_joined(parts: list[pd.DataFrame], expected: pd.DataFrame) -> None:
+    joined = pd.concat(parts, ignore_index=True)[COMPARED].reset_index(drop=True)
+    expected = expected[COMPARED].reset_index(drop=True).copy()
+    expected["closed"] = True
+    pd.testing.assert_frame_equal(joined, expected, check_dtype=False)
+
+
+@pytest.mark.parametrize("spec_text", ["1s", "5s", "1m"])
+def test_older_bars_when_walked_back_in_chunks_join_the_batch_bars_exactly(spec_text):
+    trades = _trades(30_000)
+    spec = BarSpec.from_str(spec_text)
+    full = aggregate(trades, spec)
+    full = full[full["closed"]]
+    current = full.iloc[-120:]  # the bars a series holds
+    every = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+                                             columns=["ts_ns", "price", "size", "side", "in_bars"]))
+    held = every.iloc[-9_000:]  # the tape holds the newest trades; the store holds all
+    loads = []
+
+    def load(n):
+        loads.append(n)
+        return every.iloc[-n:], n >= len(every)
+
+    chunks = _walk_back(lambda b, k: history.older_bars(held, load, spec, b, k), int(current["start"].iloc[0]), 500)
+    _assert_joined(chunks + [current], full)
+    assert loads and max(loads) <= 4_000_000
+
+
+def test_older_bars_without_a_store_stop_at_the_first_trade_held():
+    trades = _trades(5_000, seed=2)
+    spec = BarSpec.from_str("1s")
+    full = aggregate(trades, spec)
+    held = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+                                            columns=["ts_ns", "price", "size", "side", "in_bars"]))
+    current = full.iloc[-50:]
+    chunks = _walk_back(lambda b, k: history.older_bars(held, None, spec, b, k), int(current["start"].iloc[0]), 300)
+    _assert_joined(chunks + [current.iloc[:-1]], full.iloc[:-1])  # the last bar is in progress
+
+
+def test_older_bars_when_not_time_bars_or_beyond_the_read_cap():
+    trades = _trades(3_000, seed=3)
+    frame = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+                                             columns=["ts_ns", "price", "size", "side", "in_bars"]))
+    with pytest.raises(ValueError, match="time bars only"):
+        history.older_bars(frame, None, BarSpec.from_str("100t"), trades[-1].ts_ns, 10)
+    # The store read is capped: with a cap of 1,000 trades only the whole bars in them come back.
+    spec = BarSpec.from_str("1s")
+    got = history.older_bars(frame.iloc[-10:], lambda n: (frame.iloc[-n:], n >= len(frame)), spec,
+                             trades[-1].ts_ns, 5_000, max_trades=1_000)
+    assert 0 < len(got) < 5_000 and got.attrs["exhausted"] is False
+    assert int(got["start"].iloc[0]) >= trades[-1_000].ts_ns  # none built from beyond the cap
+
+
+def test_engine_older_bars_when_store_holds_more_than_the_tape_join_the_series(tmp_path):
+    trades = _trades(40_000, seed=4, t0=1_700_000_000_000_000_000)
+    store = TradeStore(tmp_path / "store")
+    store.extend(trades)
+    store.flush()
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(market=MarketConfig(max_trades=12_000, max_bars=300)),
+                    store=store)
+    try:
+        engine.subscribe("BTCUSDT")  # restores the newest 12,000 trades only (reads up to 48,000)
+        series = engine.bar_series("BTCUSDT", "1s")
+        held = bars_to_frame(series.closed)
+        # The series' first bar is built from the tape's first trades (maybe partial): join at the second.
+        chunks = _walk_back(lambda b, k: engine.older_bars("BTCUSDT", "1s", b, k), int(held["start"].iloc[1]), 500)
+        full = aggregate(trades, "1s")
+        full = full[full["start"] <= held["start"].iloc[-1]]
+        _assert_joined(chunks + [held.iloc[1:]], full)
+        assert sum(map(len, chunks)) > 2_000  # far more than the 300 bars the series holds
+        with pytest.raises(KeyError):
+            engine.older_bars("ETHUSDT", "1s", trades[-1].ts_ns)
+    finally:
+        engine.stop()
+        store.close()
