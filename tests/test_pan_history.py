@@ -114,3 +114,99 @@ def test_engine_older_bars_when_store_holds_more_than_the_tape_join_the_series(t
     finally:
         engine.stop()
         store.close()
+
+
+# -- the page side: a relayout left of the first bar drawn ---------------------------------
+
+
+@pytest.fixture
+def stored_engine(tmp_path):
+    """An engine holding the newest 12,000 of 40,000 stored BTCUSDT trades (1 s bars)."""
+    trades = _trades(40_000, seed=5)
+    store = TradeStore(tmp_path / "store")
+    store.extend(trades)
+    store.flush()
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(market=MarketConfig(max_trades=12_000)), store=store)
+    engine.subscribe("BTCUSDT")
+    yield engine
+    engine.stop()
+    store.close()
+
+
+def _drawn_store(engine, keep: int = 100) -> dict:
+    # The candle store the live update writes after a full draw of the newest ``keep`` bars.
+    from dashboard import updates
+
+    series = engine.bar_series("BTCUSDT", "1s")
+    return {"key": "BTCUSDT|1s", "view": updates.chart_view("BTCUSDT", BarSpec.from_str("1s")),
+            "generation": series.generation, "first_index": series.first_index,
+            "n_closed": series.n_closed, "n_points": keep, "current": None, "decimals": 2, "gap_total": 0}
+
+
+def test_history_update_when_panned_left_of_the_first_bar_loads_a_chunk_then_the_next(stored_engine):
+    from dash import Patch, no_update
+
+    from dashboard import history
+    from dashboard.figures import plotly_date
+
+    cs = _drawn_store(stored_engine)
+    first = stored_engine.bar_series("BTCUSDT", "1s", cs["n_closed"] - cs["n_points"]).closed[0]
+    left = plotly_date(first.start_ns - 60 * 10**9)
+    patch, store = history.history_update(stored_engine, "relayout", {"xaxis.range[0]": left, "xaxis.range[1]": "x"},
+                                          cs, "BTCUSDT", "1s", "start", "UTC", None)
+    assert isinstance(patch, Patch) and store["n"] == history.CHUNK and store["drawn"] and store["ranged"]
+    traces = patch.to_plotly_json()["operations"][0]["params"]["value"]
+    assert [t["name"] for t in traces] == ["history", "history volume"]
+    assert len(traces[0]["x"]) == history.CHUNK and traces[0]["x"][-1] < plotly_date(first.start_ns)
+    # inside the history already loaded: nothing; past its first bar: the next chunk, in place
+    inside = plotly_date(int(store["first_ns"]) + 10**9)
+    assert history.history_update(stored_engine, "relayout", {"xaxis.range[0]": inside}, cs, "BTCUSDT", "1s",
+                                  "start", "UTC", store) == (no_update, no_update)
+    further = plotly_date(int(store["first_ns"]) - 10**9)
+    patch2, store2 = history.history_update(stored_engine, "relayout", {"xaxis.range": [further, left]}, cs,
+                                            "BTCUSDT", "1s", "start", "UTC", store)
+    assert store2["n"] == 2 * history.CHUNK and int(store2["first_ns"]) < int(store["first_ns"])
+    ops = patch2.to_plotly_json()["operations"]
+    assert [op["operation"] for op in ops] == ["Assign", "Assign"]  # the history traces replaced, not added
+    # a redraw that dropped 40 bars: they join the history, which is drawn again
+    redrawn = {**cs, "n_closed": cs["n_closed"], "n_points": cs["n_points"] - 40}
+    patch3, store3 = history.history_update(stored_engine, "base", None, redrawn, "BTCUSDT", "1s", "start", "UTC",
+                                            store2)
+    assert store3["n"] == 2 * history.CHUNK + 40 and store3["first_ns"] == store2["first_ns"]
+    assert patch3.to_plotly_json()["operations"][0]["operation"] == "Extend"
+
+
+@pytest.mark.parametrize("relayout", [
+    None, "xaxis.range[0]", [1, 2], {"xaxis.range[0]": 5}, {"xaxis.range[0]": "x" * 1000},
+    {"xaxis.range[0]": "not a date"}, {"xaxis.range": [1]}, {"xaxis.range": "2020-01-01"},
+    {"xaxis.range[0]": "2020-01-01T00:00:00+05:00"}, {f"k{i}": i for i in range(10_000)},
+    {"xaxis.range[0]": ["2020-01-01"]}, {"yaxis.range[0]": "2020-01-01"}, {"xaxis.autorange": True},
+])
+def test_history_update_when_relayout_is_hostile_answers_no_update(stored_engine, relayout):
+    from dash import no_update
+
+    from dashboard import history
+
+    cs = _drawn_store(stored_engine)
+    assert history.history_update(stored_engine, "relayout", relayout, cs, "BTCUSDT", "1s", "start", "UTC",
+                                  None) == (no_update, no_update)
+
+
+@pytest.mark.parametrize("case", ["store", "candles", "symbol", "spec", "tick bars", "trigger", "other chart"])
+def test_history_update_when_state_is_forged_or_not_time_bars_answers_no_update(stored_engine, case):
+    from dash import no_update
+
+    from dashboard import history
+
+    cs = _drawn_store(stored_engine)
+    args = dict(trigger="relayout", relayout={"xaxis.range[0]": "2000-01-01 00:00:00"}, candles_store=cs,
+                symbol="BTCUSDT", spec_text="1s", label="start", tz="UTC", store=None)
+    forged = {"store": dict(store={"view": cs["view"], "base": "x", "first_ns": "1", "n": 10**12, "ranged": True,
+                                   "done": False, "drawn": True}, trigger="base"),
+              "candles": dict(candles_store={**cs, "n_closed": "many"}),
+              "symbol": dict(symbol="ETHUSDT" * 100),
+              "spec": dict(spec_text="-5s"),
+              "tick bars": dict(spec_text="100t"),
+              "trigger": dict(trigger="zzz"),
+              "other chart": dict(symbol="ETHUSDT")}[case]
+    assert history.history_update(stored_engine, **{**args, **forged}) == (no_update, no_update)
