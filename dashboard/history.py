@@ -27,6 +27,7 @@ import pandas as pd
 from dash import Input, Output, Patch, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
+from feed.core.history import MAX_CHUNK
 from feed.core.models import BarSpec
 
 from . import figures, ids, inputs, timezones
@@ -40,7 +41,8 @@ __all__ = ["CHUNK", "MAX_HISTORY_BARS", "TRACE_HISTORY", "TRACE_HISTORY_VOLUME",
 
 #: Bars one pan past the first bar drawn loads.
 CHUNK = 500
-#: Most history bars loaded by panning (a redraw may add the bars it dropped beyond this).
+#: Most history bars loaded by panning (a redraw may add the bars it dropped beyond this,
+#: up to ``feed.core.history.MAX_CHUNK``).
 MAX_HISTORY_BARS = 5_000
 #: Positions of the history traces, after ``dashboard.candles.TRACE_FRAME``.
 TRACE_HISTORY = 6
@@ -182,7 +184,10 @@ def history_update(engine: Any, trigger: str | None, relayout: Any, candles_stor
         if same or hs is None or not (hs["n"] or hs["ranged"]):
             return no_update, no_update
         old_first = int(hs["base"].rsplit("|", 1)[1])
-        want = n_prev + max(first_drawn - old_first, 0)  # bars the redraw dropped join the history
+        # Bars the redraw dropped join the history while the user looks at a range they
+        # chose; on autorange the history keeps its size (the view follows the data).
+        dropped = max(first_drawn - old_first, 0) if hs["ranged"] else 0
+        want = min(n_prev + dropped, MAX_CHUNK)
         first_ns, left = None, None
     else:
         return no_update, no_update
@@ -197,9 +202,11 @@ def history_update(engine: Any, trigger: str | None, relayout: Any, candles_stor
             if left is not None:
                 edge = first_ns if first_ns is not None else bar.start_ns
                 shown = edge + (spec.interval_ns if label == "end" else 0)
-                if left >= pd.Timestamp(figures.plotly_date(shown)):
-                    new = {**hs, "ranged": True} if same and not hs["ranged"] else no_update
-                    return no_update, new
+                if left >= pd.Timestamp(figures.plotly_date(shown)):  # nothing to load: note the zoom
+                    if hs is None:
+                        return no_update, {"view": view, "base": base, "n": 0, "first_ns": str(bar.start_ns),
+                                           "ranged": True, "done": False, "drawn": False}
+                    return no_update, {**hs, "ranged": True} if same and not hs["ranged"] else no_update
             older = engine.older_bars(symbol, spec, bar.start_ns, want) if want else None
             traces = history_traces(older, spec, label) if older is not None and len(older) else None
     except (KeyError, ValueError):

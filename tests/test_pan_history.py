@@ -97,10 +97,10 @@ def test_engine_older_bars_when_store_holds_more_than_the_tape_join_the_series(t
     store = TradeStore(tmp_path / "store")
     store.extend(trades)
     store.flush()
-    engine = Engine(BinanceAdapter("spot"), EngineConfig(market=MarketConfig(max_trades=12_000, max_bars=300)),
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(market=MarketConfig(max_trades=20_000, max_bars=300)),
                     store=store)
     try:
-        engine.subscribe("BTCUSDT")  # restores the newest 12,000 trades only (reads up to 48,000)
+        engine.subscribe("BTCUSDT")  # restores the newest 20,000 trades only (reads up to 40,000)
         series = engine.bar_series("BTCUSDT", "1s")
         held = bars_to_frame(series.closed)
         # The series' first bar is built from the tape's first trades (maybe partial): join at the second.
@@ -210,3 +210,25 @@ def test_history_update_when_state_is_forged_or_not_time_bars_answers_no_update(
               "trigger": dict(trigger="zzz"),
               "other chart": dict(symbol="ETHUSDT")}[case]
     assert history.history_update(stored_engine, **{**args, **forged}) == (no_update, no_update)
+
+
+def test_history_update_when_zoomed_inside_the_bars_a_cap_redraw_keeps_the_dropped_bars(stored_engine):
+    from dash import Patch, no_update
+
+    from dashboard import history
+    from dashboard.figures import plotly_date
+
+    cs = _drawn_store(stored_engine)
+    first = stored_engine.bar_series("BTCUSDT", "1s", cs["n_closed"] - cs["n_points"]).closed[0]
+    inside = {"xaxis.range": [plotly_date(first.start_ns + 5 * 10**9), plotly_date(first.start_ns + 30 * 10**9)]}
+    patch, store = history.history_update(stored_engine, "relayout", inside, cs, "BTCUSDT", "1s", "start", "UTC", None)
+    assert patch is no_update and store["ranged"] and store["n"] == 0 and not store["drawn"]
+    # the live cap redraws with 60 fewer bars on the left: they come back as history
+    redrawn = {**cs, "n_points": cs["n_points"] - 60}
+    patch, store = history.history_update(stored_engine, "base", None, redrawn, "BTCUSDT", "1s", "start", "UTC", store)
+    assert isinstance(patch, Patch) and store["n"] == 60 and store["drawn"]
+    assert store["first_ns"] == str(first.start_ns)
+    # back to autorange: a later redraw drops bars as before
+    _, store = history.history_update(stored_engine, "relayout", {"xaxis.autorange": True}, redrawn, "BTCUSDT",
+                                      "1s", "start", "UTC", store)
+    assert store["ranged"] is False

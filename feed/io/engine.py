@@ -332,7 +332,8 @@ class Engine:
         bars the series holds, a chunk at a time (``feed.core.history.older_bars``).
 
         Built outside the lock from the trades held and, past those, the store's (at
-        most ``4 * max_trades`` trades read per call). Columns ``BAR_COLUMNS``;
+        most ``2 * max_trades`` trades read per call: the store is read newest first, so
+        history further back than that is out of reach). Columns ``BAR_COLUMNS``;
         ``attrs["exhausted"]`` is True when no older trade exists.
 
         Raises
@@ -345,7 +346,7 @@ class Engine:
         spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
         with self._lock:
             view = self.market.trade_view(symbol)
-        store, cap = self.store, 4 * self.config.market.max_trades
+        store, cap = self.store, 2 * self.config.market.max_trades
 
         def load(n: int) -> tuple[pd.DataFrame, bool]:
             arr = store.load_arrays(symbol, limit=n + 1)
