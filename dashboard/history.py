@@ -7,7 +7,7 @@ traces of its own appended after the six ``TRACE_*`` ones, ``TRACE_HISTORY`` (ca
 and ``TRACE_HISTORY_VOLUME``, so the live update's patches (which extend traces 0..5 by
 position) never touch it and the live end keeps updating while history loads. A live
 redraw (new label, revised bars, the ``max_points`` cap) replaces every trace; the
-history store ``{view, base, n, first_ns, ranged, done}`` notices (``base``, written
+history store ``{view, base, n, first_ns, ranged, done, drawn}`` notices (``base``, written
 clientside from the candle store, changes only with a redraw) and draws the history
 again -- with the bars the redraw dropped added to it once the user has panned or
 zoomed, so no bar vanishes from the range being looked at. ``uirevision`` and the
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from dash import Input, Output, Patch, State, ctx, no_update
+from dash import Input, Output, Patch, State, no_update
 from dash.exceptions import PreventUpdate
 
 from feed.core.history import MAX_CHUNK
@@ -129,16 +129,19 @@ def _history_store(value: Any) -> dict | None:
     return value
 
 
-def history_update(engine: Any, trigger: str | None, relayout: Any, candles_store: Any,
-                   symbol: Any, spec_text: Any, label: Any, tz: str, store: Any) -> tuple[Any, Any]:
+def history_update(engine: Any, relayout: Any, candles_store: Any, symbol: Any, spec_text: Any,
+                   label: Any, tz: str, store: Any) -> tuple[Any, Any]:
     """Return (figure patch or no_update, history store or no_update).
+
+    Called whenever the x-range or the live update's redraw base changed. Both are read
+    each time, whichever fired: the browser keeps only the newest answer of a callback
+    asked again while a request is in flight, so a pan and a redraw close together
+    arrive as one call.
 
     Parameters
     ----------
     engine
         Engine read API (``bar_series``, ``older_bars``).
-    trigger : {"relayout", "base"} or None
-        What fired: the user moved the x-range, or the live update redrew the chart.
     relayout
         The candle graph's x-range in ``relayoutData`` form (``{"xaxis.range": [a, b]}``
         or ``{"xaxis.autorange": true}``, read in the browser; checked: forged bodies are
@@ -169,28 +172,15 @@ def history_update(engine: Any, trigger: str | None, relayout: Any, candles_stor
     if hs is not None and hs["view"] != view:
         hs = None  # another chart: its traces went with its figure
     same = hs is not None and hs["base"] == base
+    left = left_edge(relayout)
+    ranged = left is not None if _is_range(relayout) else bool(hs and hs["ranged"])
     n_prev = hs["n"] if hs else 0
-    if trigger == "relayout":
-        left = left_edge(relayout)
-        if left is None:
-            if isinstance(relayout, dict) and relayout.get("xaxis.autorange") is True and hs and hs["ranged"]:
-                return no_update, {**hs, "ranged": False}
-            return no_update, no_update
-        first_ns = int(hs["first_ns"]) if same and hs["n"] else None
-        want = min(n_prev + CHUNK, MAX_HISTORY_BARS) if same else CHUNK
-        if same and (hs["done"] or want <= n_prev):
-            return no_update, no_update if hs["ranged"] else {**hs, "ranged": True}
-    elif trigger == "base":
-        if same or hs is None or not (hs["n"] or hs["ranged"]):
-            return no_update, no_update
-        old_first = int(hs["base"].rsplit("|", 1)[1])
-        # Bars the redraw dropped join the history while the user looks at a range they
-        # chose; on autorange the history keeps its size (the view follows the data).
-        dropped = max(first_drawn - old_first, 0) if hs["ranged"] else 0
+    want = n_prev if same else 0
+    if hs is not None and not same and (hs["n"] or hs["ranged"]):
+        # A live redraw replaced every trace. Bars it dropped join the history while the
+        # user looks at a range they chose; on autorange the history keeps its size.
+        dropped = max(first_drawn - int(hs["base"].rsplit("|", 1)[1]), 0) if ranged else 0
         want = min(n_prev + dropped, MAX_CHUNK)
-        first_ns, left = None, None
-    else:
-        return no_update, no_update
     try:
         series = engine.bar_series(symbol, spec, first_drawn)
         if first_drawn < series.first_index:
@@ -198,19 +188,28 @@ def history_update(engine: Any, trigger: str | None, relayout: Any, candles_stor
         bar = series.closed[0] if series.closed else series.current
         if bar is None:
             return no_update, no_update
+        older = engine.older_bars(symbol, spec, bar.start_ns, want) if want and not same else None
         with display_tz(tz):
-            if left is not None:
-                edge = first_ns if first_ns is not None else bar.start_ns
+            if left is not None and not (same and hs["done"]):
+                # the first bar shown once the history above is drawn
+                edge = (int(older["start"].iloc[0]) if older is not None and len(older)
+                        else int(hs["first_ns"]) if same and hs["n"] else bar.start_ns)
                 shown = edge + (spec.interval_ns if label == "end" else 0)
-                if left >= pd.Timestamp(figures.plotly_date(shown)):  # nothing to load: note the zoom
-                    if hs is None:
-                        return no_update, {"view": view, "base": base, "n": 0, "first_ns": str(bar.start_ns),
-                                           "ranged": True, "done": False, "drawn": False}
-                    return no_update, {**hs, "ranged": True} if same and not hs["ranged"] else no_update
-            older = engine.older_bars(symbol, spec, bar.start_ns, want) if want else None
+                more = min(max(want, n_prev) + CHUNK, max(MAX_HISTORY_BARS, want))
+                if left < pd.Timestamp(figures.plotly_date(shown)) and more > want:  # panned past it
+                    older = engine.older_bars(symbol, spec, bar.start_ns, more)
+                    want = more
             traces = history_traces(older, spec, label) if older is not None and len(older) else None
     except (KeyError, ValueError):
         return no_update, no_update
+    if older is None:  # nothing to draw: keep the store in step with the base and the zoom
+        if same and hs["ranged"] == ranged:
+            return no_update, no_update
+        if hs is None and not ranged:
+            return no_update, no_update
+        return no_update, {"view": view, "base": base, "n": n_prev if same else 0,
+                           "first_ns": hs["first_ns"] if same else str(bar.start_ns), "ranged": ranged,
+                           "done": bool(same and hs["done"]), "drawn": bool(same and hs["drawn"])}
     drawn = bool(same and hs["drawn"])
     patch = no_update
     if traces is not None:
@@ -221,14 +220,18 @@ def history_update(engine: Any, trigger: str | None, relayout: Any, candles_stor
         else:
             patch["data"].extend(traces)
         drawn = True
-    n = len(older) if older is not None else 0
+    n = len(older)
     return patch, {
         "view": view, "base": base, "n": n,
         "first_ns": str(int(older["start"].iloc[0]) if n else bar.start_ns),
-        "ranged": True if trigger == "relayout" else bool(hs and hs["ranged"]),
-        "done": bool(older is not None and older.attrs.get("exhausted", False)) or (n < want and trigger == "relayout"),
+        "ranged": ranged, "done": bool(older.attrs.get("exhausted", False)) or n < want,
         "drawn": drawn,
     }
+
+
+def _is_range(relayout: Any) -> bool:
+    # True when the body says where x is (a range or autorange); else the zoom flag stands.
+    return isinstance(relayout, dict) and ("xaxis.autorange" in relayout or left_edge(relayout) is not None)
 
 
 def register(app: Any, engine: Any) -> None:
@@ -261,8 +264,7 @@ def register(app: Any, engine: Any) -> None:
         prevent_initial_call=True,
     )
     def load_history(relayout, _base, candles_store, symbol, spec_text, label, zone, browser_zone, store):
-        trigger = {ids.HISTORY_RANGE: "relayout", ids.HISTORY_BASE: "base"}.get(ctx.triggered_id)
-        out = history_update(engine, trigger, relayout, candles_store, symbol, spec_text, label,
+        out = history_update(engine, relayout, candles_store, symbol, spec_text, label,
                              timezones.resolve(zone, browser_zone), store)
         if out[0] is no_update and out[1] is no_update:
             raise PreventUpdate

@@ -152,7 +152,7 @@ def test_history_update_when_panned_left_of_the_first_bar_loads_a_chunk_then_the
     cs = _drawn_store(stored_engine)
     first = stored_engine.bar_series("BTCUSDT", "1s", cs["n_closed"] - cs["n_points"]).closed[0]
     left = plotly_date(first.start_ns - 60 * 10**9)
-    patch, store = history.history_update(stored_engine, "relayout", {"xaxis.range[0]": left, "xaxis.range[1]": "x"},
+    patch, store = history.history_update(stored_engine, {"xaxis.range[0]": left, "xaxis.range[1]": "x"},
                                           cs, "BTCUSDT", "1s", "start", "UTC", None)
     assert isinstance(patch, Patch) and store["n"] == history.CHUNK and store["drawn"] and store["ranged"]
     traces = patch.to_plotly_json()["operations"][0]["params"]["value"]
@@ -160,17 +160,17 @@ def test_history_update_when_panned_left_of_the_first_bar_loads_a_chunk_then_the
     assert len(traces[0]["x"]) == history.CHUNK and traces[0]["x"][-1] < plotly_date(first.start_ns)
     # inside the history already loaded: nothing; past its first bar: the next chunk, in place
     inside = plotly_date(int(store["first_ns"]) + 10**9)
-    assert history.history_update(stored_engine, "relayout", {"xaxis.range[0]": inside}, cs, "BTCUSDT", "1s",
+    assert history.history_update(stored_engine, {"xaxis.range[0]": inside}, cs, "BTCUSDT", "1s",
                                   "start", "UTC", store) == (no_update, no_update)
     further = plotly_date(int(store["first_ns"]) - 10**9)
-    patch2, store2 = history.history_update(stored_engine, "relayout", {"xaxis.range": [further, left]}, cs,
+    patch2, store2 = history.history_update(stored_engine, {"xaxis.range": [further, left]}, cs,
                                             "BTCUSDT", "1s", "start", "UTC", store)
     assert store2["n"] == 2 * history.CHUNK and int(store2["first_ns"]) < int(store["first_ns"])
     ops = patch2.to_plotly_json()["operations"]
     assert [op["operation"] for op in ops] == ["Assign", "Assign"]  # the history traces replaced, not added
     # a redraw that dropped 40 bars: they join the history, which is drawn again
     redrawn = {**cs, "n_closed": cs["n_closed"], "n_points": cs["n_points"] - 40}
-    patch3, store3 = history.history_update(stored_engine, "base", None, redrawn, "BTCUSDT", "1s", "start", "UTC",
+    patch3, store3 = history.history_update(stored_engine, {"xaxis.range": [further, left]}, redrawn, "BTCUSDT", "1s", "start", "UTC",
                                             store2)
     assert store3["n"] == 2 * history.CHUNK + 40 and store3["first_ns"] == store2["first_ns"]
     assert patch3.to_plotly_json()["operations"][0]["operation"] == "Extend"
@@ -188,26 +188,25 @@ def test_history_update_when_relayout_is_hostile_answers_no_update(stored_engine
     from dashboard import history
 
     cs = _drawn_store(stored_engine)
-    assert history.history_update(stored_engine, "relayout", relayout, cs, "BTCUSDT", "1s", "start", "UTC",
+    assert history.history_update(stored_engine, relayout, cs, "BTCUSDT", "1s", "start", "UTC",
                                   None) == (no_update, no_update)
 
 
-@pytest.mark.parametrize("case", ["store", "candles", "symbol", "spec", "tick bars", "trigger", "other chart"])
+@pytest.mark.parametrize("case", ["store", "candles", "symbol", "spec", "tick bars", "other chart"])
 def test_history_update_when_state_is_forged_or_not_time_bars_answers_no_update(stored_engine, case):
     from dash import no_update
 
     from dashboard import history
 
     cs = _drawn_store(stored_engine)
-    args = dict(trigger="relayout", relayout={"xaxis.range[0]": "2000-01-01 00:00:00"}, candles_store=cs,
+    args = dict(relayout={"xaxis.range[0]": "2000-01-01 00:00:00"}, candles_store=cs,
                 symbol="BTCUSDT", spec_text="1s", label="start", tz="UTC", store=None)
     forged = {"store": dict(store={"view": cs["view"], "base": "x", "first_ns": "1", "n": 10**12, "ranged": True,
-                                   "done": False, "drawn": True}, trigger="base"),
+                                   "done": False, "drawn": True}, relayout=None),
               "candles": dict(candles_store={**cs, "n_closed": "many"}),
               "symbol": dict(symbol="ETHUSDT" * 100),
               "spec": dict(spec_text="-5s"),
               "tick bars": dict(spec_text="100t"),
-              "trigger": dict(trigger="zzz"),
               "other chart": dict(symbol="ETHUSDT")}[case]
     assert history.history_update(stored_engine, **{**args, **forged}) == (no_update, no_update)
 
@@ -221,14 +220,14 @@ def test_history_update_when_zoomed_inside_the_bars_a_cap_redraw_keeps_the_dropp
     cs = _drawn_store(stored_engine)
     first = stored_engine.bar_series("BTCUSDT", "1s", cs["n_closed"] - cs["n_points"]).closed[0]
     inside = {"xaxis.range": [plotly_date(first.start_ns + 5 * 10**9), plotly_date(first.start_ns + 30 * 10**9)]}
-    patch, store = history.history_update(stored_engine, "relayout", inside, cs, "BTCUSDT", "1s", "start", "UTC", None)
+    patch, store = history.history_update(stored_engine, inside, cs, "BTCUSDT", "1s", "start", "UTC", None)
     assert patch is no_update and store["ranged"] and store["n"] == 0 and not store["drawn"]
     # the live cap redraws with 60 fewer bars on the left: they come back as history
     redrawn = {**cs, "n_points": cs["n_points"] - 60}
-    patch, store = history.history_update(stored_engine, "base", None, redrawn, "BTCUSDT", "1s", "start", "UTC", store)
+    patch, store = history.history_update(stored_engine, inside, redrawn, "BTCUSDT", "1s", "start", "UTC", store)
     assert isinstance(patch, Patch) and store["n"] == 60 and store["drawn"]
     assert store["first_ns"] == str(first.start_ns)
     # back to autorange: a later redraw drops bars as before
-    _, store = history.history_update(stored_engine, "relayout", {"xaxis.autorange": True}, redrawn, "BTCUSDT",
+    _, store = history.history_update(stored_engine, {"xaxis.autorange": True}, redrawn, "BTCUSDT",
                                       "1s", "start", "UTC", store)
     assert store["ranged"] is False

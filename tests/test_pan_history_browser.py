@@ -3,7 +3,7 @@
 
 The stack is ``tickscope``'s (``dashboard.runtime.start_runtime``, embedded simulator)
 over a data dir whose store already holds 25 minutes of BTCUSDT trades; the engine holds
-only the newest 2,000 of them, and the page draws only 20-30 bars, so what panning loads
+only the newest 1,000 trades (and reads at most 2,000 per load), and the page draws only 20-30 bars, so what panning loads
 comes past the engine's tape, from the store.
 """
 
@@ -24,7 +24,7 @@ from tests.test_browser import dash_duo, graph, runtime, wait_candles, wait_unti
 pytestmark = pytest.mark.browser
 
 STORED_S = 25 * 60  # seconds of stored trades before the run
-RATE = 4  # stored trades per second
+RATE = 1  # stored trades per second
 
 
 def _fill_store(directory) -> int:
@@ -52,8 +52,8 @@ def _shift(x: str, seconds: float) -> str:
 
 def test_pan_left_loads_older_stored_bars_and_the_live_end_keeps_updating(runtime, dash_duo, tmp_path):
     t0 = _fill_store(tmp_path / "data" / "embedded")
-    rt = runtime("--bar", "1s", "--symbols", "BTCUSDT", engine_options={"max_trades": 2_000})
-    held_from = rt.engine.trades("BTCUSDT", 2_000)[0].ts_ns  # the oldest trade the engine holds
+    rt = runtime("--bar", "1s", "--symbols", "BTCUSDT", engine_options={"max_trades": 1_000})
+    held_from = rt.engine.trades("BTCUSDT", 1_000)[0].ts_ns  # the oldest trade the engine holds
     app = create_app(rt.engine, interval_ms=250, max_points=30, keep_points=20)
     dash_duo.start_server(app)
     g = wait_candles(dash_duo, "1s", min_closed=10, timeout=30)
