@@ -126,7 +126,14 @@ def _history_store(value: Any) -> dict | None:
         return None
     if not all(isinstance(value.get(k), bool) for k in ("ranged", "done", "drawn")):
         return None
+    if not all(_is_int_text(t) for t in (value["first_ns"], value["base"].rsplit("|", 1)[-1])):
+        return None
     return value
+
+
+def _is_int_text(text: str) -> bool:
+    # A decimal integer as written here (ns times are strings: JavaScript numbers lose them).
+    return 0 < len(text) <= 24 and text.lstrip("-").isdigit()
 
 
 def history_update(engine: Any, relayout: Any, candles_store: Any, symbol: Any, spec_text: Any,

@@ -192,7 +192,8 @@ def test_history_update_when_relayout_is_hostile_answers_no_update(stored_engine
                                   None) == (no_update, no_update)
 
 
-@pytest.mark.parametrize("case", ["store", "candles", "symbol", "spec", "tick bars", "other chart"])
+@pytest.mark.parametrize("case", ["store", "store base", "store time", "candles", "symbol", "spec", "tick bars",
+                                  "other chart"])
 def test_history_update_when_state_is_forged_or_not_time_bars_answers_no_update(stored_engine, case):
     from dash import no_update
 
@@ -203,6 +204,10 @@ def test_history_update_when_state_is_forged_or_not_time_bars_answers_no_update(
                 symbol="BTCUSDT", spec_text="1s", label="start", tz="UTC", store=None)
     forged = {"store": dict(store={"view": cs["view"], "base": "x", "first_ns": "1", "n": 10**12, "ranged": True,
                                    "done": False, "drawn": True}, relayout=None),
+              "store base": dict(store={"view": cs["view"], "base": "x", "first_ns": "1", "n": 5, "ranged": True,
+                                        "done": False, "drawn": True}, relayout=None),
+              "store time": dict(store={"view": cs["view"], "base": "a|0|3", "first_ns": "1e5", "n": 5,
+                                        "ranged": True, "done": False, "drawn": True}, relayout=None),
               "candles": dict(candles_store={**cs, "n_closed": "many"}),
               "symbol": dict(symbol="ETHUSDT" * 100),
               "spec": dict(spec_text="-5s"),
