@@ -3,8 +3,8 @@ older time bars are loaded from the engine (``Engine.older_bars``: the trades it
 and, past those, the store's) a chunk at a time and drawn left of the live bars.
 
 How it fits the live update (``dashboard.updates``): the loaded history lives in two
-traces of its own appended after the six ``TRACE_*`` ones, ``TRACE_HISTORY`` (candles)
-and ``TRACE_HISTORY_VOLUME``, so the live update's patches (which extend traces 0..5 by
+traces of its own appended after the candle figure's eight, ``TRACE_HISTORY`` (candles)
+and ``TRACE_HISTORY_VOLUME``, so the live update's patches (which extend traces 0..7 by
 position) never touch it and the live end keeps updating while history loads. A live
 redraw (new label, revised bars, the ``max_points`` cap) replaces every trace; the
 history store ``{view, base, n, first_ns, ranged, done, drawn}`` notices (``base``, written
@@ -27,7 +27,7 @@ import pandas as pd
 from dash import Input, Output, Patch, State, no_update
 from dash.exceptions import PreventUpdate
 
-from feed.core.history import MAX_CHUNK
+from feed.core.olderbars import MAX_CHUNK
 from feed.core.models import BarSpec
 
 from . import figures, ids, inputs, timezones
@@ -42,11 +42,11 @@ __all__ = ["CHUNK", "MAX_HISTORY_BARS", "TRACE_HISTORY", "TRACE_HISTORY_VOLUME",
 #: Bars one pan past the first bar drawn loads.
 CHUNK = 500
 #: Most history bars loaded by panning (a redraw may add the bars it dropped beyond this,
-#: up to ``feed.core.history.MAX_CHUNK``).
+#: up to ``feed.core.olderbars.MAX_CHUNK``).
 MAX_HISTORY_BARS = 5_000
-#: Positions of the history traces, after ``dashboard.candles.TRACE_FRAME``.
-TRACE_HISTORY = 6
-TRACE_HISTORY_VOLUME = 7
+#: Positions of the history traces, after the candle figure's own (``dashboard.candles``).
+TRACE_HISTORY = 8
+TRACE_HISTORY_VOLUME = 9
 
 _MAX_KEYS = 64
 _MAX_TEXT = 40

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feed.core import history
+from feed.core import olderbars
 from feed.core.batch import aggregate, bars_to_frame
 from feed.core.config import EngineConfig, MarketConfig
 from feed.core.models import BarSpec, Trade
@@ -53,7 +53,7 @@ def test_older_bars_when_walked_back_in_chunks_join_the_batch_bars_exactly(spec_
     full = aggregate(trades, spec)
     full = full[full["closed"]]
     current = full.iloc[-120:]  # the bars a series holds
-    every = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+    every = olderbars.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
                                              columns=["ts_ns", "price", "size", "side", "in_bars"]))
     held = every.iloc[-9_000:]  # the tape holds the newest trades; the store holds all
     loads = []
@@ -62,7 +62,7 @@ def test_older_bars_when_walked_back_in_chunks_join_the_batch_bars_exactly(spec_
         loads.append(n)
         return every.iloc[-n:], n >= len(every)
 
-    chunks = _walk_back(lambda b, k: history.older_bars(held, load, spec, b, k), int(current["start"].iloc[0]), 500)
+    chunks = _walk_back(lambda b, k: olderbars.older_bars(held, load, spec, b, k), int(current["start"].iloc[0]), 500)
     _assert_joined(chunks + [current], full)
     assert loads and max(loads) <= 4_000_000
 
@@ -71,22 +71,22 @@ def test_older_bars_without_a_store_stop_at_the_first_trade_held():
     trades = _trades(5_000, seed=2)
     spec = BarSpec.from_str("1s")
     full = aggregate(trades, spec)
-    held = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+    held = olderbars.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
                                             columns=["ts_ns", "price", "size", "side", "in_bars"]))
     current = full.iloc[-50:]
-    chunks = _walk_back(lambda b, k: history.older_bars(held, None, spec, b, k), int(current["start"].iloc[0]), 300)
+    chunks = _walk_back(lambda b, k: olderbars.older_bars(held, None, spec, b, k), int(current["start"].iloc[0]), 300)
     _assert_joined(chunks + [current.iloc[:-1]], full.iloc[:-1])  # the last bar is in progress
 
 
 def test_older_bars_when_not_time_bars_or_beyond_the_read_cap():
     trades = _trades(3_000, seed=3)
-    frame = history.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
+    frame = olderbars.trade_frame(pd.DataFrame([(t.ts_ns, t.price, t.size, t.side, True) for t in trades],
                                              columns=["ts_ns", "price", "size", "side", "in_bars"]))
     with pytest.raises(ValueError, match="time bars only"):
-        history.older_bars(frame, None, BarSpec.from_str("100t"), trades[-1].ts_ns, 10)
+        olderbars.older_bars(frame, None, BarSpec.from_str("100t"), trades[-1].ts_ns, 10)
     # The store read is capped: with a cap of 1,000 trades only the whole bars in them come back.
     spec = BarSpec.from_str("1s")
-    got = history.older_bars(frame.iloc[-10:], lambda n: (frame.iloc[-n:], n >= len(frame)), spec,
+    got = olderbars.older_bars(frame.iloc[-10:], lambda n: (frame.iloc[-n:], n >= len(frame)), spec,
                              trades[-1].ts_ns, 5_000, max_trades=1_000)
     assert 0 < len(got) < 5_000 and got.attrs["exhausted"] is False
     assert int(got["start"].iloc[0]) >= trades[-1_000].ts_ns  # none built from beyond the cap

@@ -16,7 +16,7 @@ import pytest
 
 from dashboard import ids
 from dashboard.app import create_app
-from dashboard.history import CHUNK, TRACE_HISTORY
+from dashboard.history import CHUNK, TRACE_HISTORY, TRACE_HISTORY_VOLUME
 from feed.core.models import Trade
 from feed.io.store import TradeStore
 from tests.test_browser import dash_duo, graph, runtime, wait_candles, wait_until  # noqa: F401
@@ -66,7 +66,7 @@ def test_pan_left_loads_older_stored_bars_and_the_live_end_keeps_updating(runtim
 
     def loaded(min_bars, before):
         g = graph(dash_duo, ids.CANDLES)
-        if g and len(g["data"]) == 8 and len(g["data"][TRACE_HISTORY]["x"] or []) >= min_bars \
+        if g and len(g["data"]) == TRACE_HISTORY_VOLUME + 1 and len(g["data"][TRACE_HISTORY]["x"] or []) >= min_bars \
                 and g["data"][TRACE_HISTORY]["x"][0] < before:
             return g
         return None
@@ -99,6 +99,6 @@ def test_pan_left_loads_older_stored_bars_and_the_live_end_keeps_updating(runtim
 
     g3 = wait_until(advanced, timeout=20, message="new closed bars at the live end")
     assert g3["data"][TRACE_HISTORY]["x"][0] == hist2[0]
-    wait_until(lambda: (lambda g: g and len(g["data"]) == 8 and g["data"][TRACE_HISTORY]["x"][0] == hist2[0]
+    wait_until(lambda: (lambda g: g and len(g["data"]) == TRACE_HISTORY_VOLUME + 1 and g["data"][TRACE_HISTORY]["x"][0] == hist2[0]
                         and g["data"][0]["x"][-1] > _shift(last_live[1], 12))(graph(dash_duo, ids.CANDLES)),
                timeout=30, message="history kept after a live redraw")

@@ -29,7 +29,7 @@ from typing import Any
 
 import pandas as pd
 
-from feed.core import history
+from feed.core import olderbars
 from feed.core.batch import bars_to_frame
 from feed.core.config import EngineConfig
 from feed.core.events import (
@@ -329,7 +329,7 @@ class Engine:
     def older_bars(self, symbol: str, spec: BarSpec | str, before_ns: int, limit: int = 500) -> pd.DataFrame:
         """Return up to ``limit`` time bars of ``spec`` ending at or before ``before_ns``
         (UTC ns, the start of the oldest bar drawn), oldest first: history older than the
-        bars the series holds, a chunk at a time (``feed.core.history.older_bars``).
+        bars the series holds, a chunk at a time (``feed.core.olderbars.older_bars``).
 
         Built outside the lock from the trades held and, past those, the store's (at
         most ``2 * max_trades`` trades read per call: the store is read newest first, so
@@ -350,9 +350,9 @@ class Engine:
 
         def load(n: int) -> tuple[pd.DataFrame, bool]:
             arr = store.load_arrays(symbol, limit=n + 1)
-            return history.trade_frame(arr[-n:]), len(arr) <= n
+            return olderbars.trade_frame(arr[-n:]), len(arr) <= n
 
-        return history.older_bars(history.trade_frame(view.columns()), load if store is not None else None,
+        return olderbars.older_bars(olderbars.trade_frame(view.columns()), load if store is not None else None,
                                   spec, int(before_ns), limit, options=self.config.market.bar_options,
                                   max_trades=cap)
 
