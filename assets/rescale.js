@@ -5,8 +5,8 @@
    volume axis (yaxis2: 0..largest volume inside) are set; a reset of x (double click)
    gives both back to autorange. Traces by position: see dashboard/candles.py TRACE_*. */
 (function () {
-    var CANDLES = [0, 1];  // closed, in progress
-    var VOLUMES = [2, 3];
+    var CANDLES = [0, 1, 7, 8];  // closed, in progress, vendor candles, history (dashboard/history.py)
+    var VOLUMES = [2, 3, 9];
     var MARGIN = 0.05;
 
     function xKeys(ev) {

@@ -22,7 +22,7 @@ from feed.core.batch import bars_to_frame
 from feed.core.csvformat import bars_to_csv
 from feed.core.models import BarSpec
 
-from . import figures, ids, inputs, tickgate, timezones, updates
+from . import figures, history, ids, inputs, tickgate, timezones, updates
 from .export import bars_in_view, export_filename
 from .layout import BAR_KINDS
 from .orderflow_callbacks import register_orderflow
@@ -136,6 +136,7 @@ def register(app: Any, engine: Any, *, max_points: int = MAX_POINTS, keep_points
     _register_subscribe(app, engine)
     _register_bars(app, engine)
     _register_export(app, engine)
+    history.register(app, engine)  # panning left loads older bars
     # The browser's own zone, for the "browser's zone" time-zone choice.
     app.clientside_callback(
         "function(_) { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; }"

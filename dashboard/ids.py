@@ -34,6 +34,9 @@ __all__ = [
     "STATUS_STORE",
     "EXPORT_REQUEST",
     "SUBSCRIBE_STORE",
+    "HISTORY_STORE",
+    "HISTORY_BASE",
+    "HISTORY_RANGE",
 ]
 
 # -- header ---------------------------------------------------------------------------
@@ -73,3 +76,6 @@ STATUS_STORE = "status-store"  # dropped-message count seen last (the "dropping"
 EXPORT_REQUEST = "export-request"  # visible x-range read in the browser on Export
 SUBSCRIBE_STORE = "subscribe-store"  # the last subscribe from the box: symbol, when, vendor
 #                                      errors seen before it, symbol selected before it
+HISTORY_STORE = "history-store"  # older bars loaded by panning left (dashboard.history)
+HISTORY_BASE = "history-base"  # the candle store reduced to what changes with a full redraw
+HISTORY_RANGE = "history-range"  # the candle chart's x-range, read in the browser on relayout

@@ -263,6 +263,9 @@ def create_stores(interval_ms: int) -> html.Div:
             dcc.Store(id=ids.EXPORT_REQUEST, storage_type="memory"),
             dcc.Store(id=ids.SUBSCRIBE_STORE, storage_type="memory"),
             dcc.Store(id=ids.BROWSER_TZ, storage_type="memory"),
+            dcc.Store(id=ids.HISTORY_STORE, storage_type="memory"),
+            dcc.Store(id=ids.HISTORY_BASE, storage_type="memory"),
+            dcc.Store(id=ids.HISTORY_RANGE, storage_type="memory"),
         ],
         hidden=True,
     )

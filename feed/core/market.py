@@ -52,7 +52,7 @@ from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
 from feed.core.symbol import SymbolState
-from feed.core.tradebuffer import estimate_held
+from feed.core.tradebuffer import TradeView, estimate_held
 from feed.core.views import BarSeries, DepthView, SeriesSeed
 
 __all__ = ["MarketState", "MAX_ID_JUMP"]
@@ -566,6 +566,17 @@ class MarketState:
             If ``symbol`` is not held.
         """
         return self._symbols[symbol].series_copy(spec, since)
+
+    def trade_view(self, symbol: str) -> TradeView:
+        """Return a lock-free snapshot of ``symbol``'s held trades (older bars are built
+        from it outside the engine lock).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        return self._symbols[symbol].trades.snapshot()
 
     # -- readers (copies) -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from feed.core import olderbars
 from feed.core.batch import bars_to_frame
 from feed.core.config import EngineConfig
 from feed.core.events import (
@@ -331,6 +332,36 @@ class Engine:
             with self._lock:
                 if agg is not None and symbol in self.market:
                     self.market.install_series(seed, agg, time.time_ns())
+
+    def older_bars(self, symbol: str, spec: BarSpec | str, before_ns: int, limit: int = 500) -> pd.DataFrame:
+        """Return up to ``limit`` time bars of ``spec`` ending at or before ``before_ns``
+        (UTC ns, the start of the oldest bar drawn), oldest first: history older than the
+        bars the series holds, a chunk at a time (``feed.core.olderbars.older_bars``).
+
+        Built outside the lock from the trades held and, past those, the store's (at
+        most ``2 * max_trades`` trades read per call: the store is read newest first, so
+        history further back than that is out of reach). Columns ``BAR_COLUMNS``;
+        ``attrs["exhausted"]`` is True when no older trade exists.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not subscribed.
+        ValueError
+            If ``spec`` is not a valid time bar spec.
+        """
+        spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
+        with self._lock:
+            view = self.market.trade_view(symbol)
+        store, cap = self.store, 2 * self.config.market.max_trades
+
+        def load(n: int) -> tuple[pd.DataFrame, bool]:
+            arr = store.load_arrays(symbol, limit=n + 1)
+            return olderbars.trade_frame(arr[-n:]), len(arr) <= n
+
+        return olderbars.older_bars(olderbars.trade_frame(view.columns()), load if store is not None else None,
+                                  spec, int(before_ns), limit, options=self.config.market.bar_options,
+                                  max_trades=cap)
 
     def bars_frame(self, symbol: str, spec: BarSpec | str) -> pd.DataFrame:
         """Return every held bar (closed + in progress) as a DataFrame.
