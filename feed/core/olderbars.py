@@ -38,7 +38,7 @@ def trade_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
     ----------
     columns : mapping
         Either ``feed.core.tradebuffer`` columns (``ts``, ``price``, ``size``, ``side``,
-        ``flags``) or the store's ``TRADE_DTYPE`` fields (``ts_ns``, ``price``, ``size``,
+        ``flags``, ``count``) or the store's ``TRADE_DTYPE`` fields (``ts_ns``, ``price``, ``size``,
         ``side``, ``in_bars``); times UTC ns, prices quote currency, sizes base units.
     """
     names = columns.dtype.names if isinstance(columns, np.ndarray) else tuple(columns)
@@ -48,11 +48,14 @@ def trade_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
         from feed.core.tradebuffer import _IN_BARS
 
         ts, in_bars = columns["ts"], (columns["flags"] & _IN_BARS) != 0
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "ts_ns": np.asarray(ts, np.int64), "price": np.asarray(columns["price"], np.float64),
         "size": np.asarray(columns["size"], np.float64), "side": np.asarray(columns["side"], np.int8),
         "in_bars": np.asarray(in_bars, bool),
     })
+    if "count" in names:  # aggregate trades (backfill, repair) hold l - f + 1 trades each
+        frame["count"] = np.asarray(columns["count"], np.int64)
+    return frame
 
 
 def bars_before(trades: pd.DataFrame, spec: BarSpec, before_ns: int, limit: int, *,
