@@ -181,7 +181,7 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         symbol, spec_text = inputs.text(symbol), inputs.text(spec_text)
         label = inputs.choice(label, figures.LABELS, "start")
         candles_store = inputs.candles_store(candles_store)
-        depth_store = inputs.text(depth_store, 200)
+        depth_store = inputs.depth_store(depth_store)
         status_store, pending = inputs.status_store(status_store), inputs.subscribe_store(pending)
         options = inputs.symbol_options(options)
         status = engine.status()

@@ -73,6 +73,22 @@ def candles_store(value: Any) -> dict | None:
     return value
 
 
+def depth_store(value: Any) -> dict | str | None:
+    """Return the depth store if it is what ``depth.depth_state`` writes (``frame``,
+    ``bids``, ``asks``, ``note`` short strings or None, ``mid`` a number or None) or the
+    placeholder's short signature string; anything else: None (the chart is redrawn)."""
+    if isinstance(value, str):
+        return text(value, 200)
+    if not isinstance(value, dict) or len(value) > 8:
+        return None
+    for field in ("frame", "bids", "asks", "note"):
+        if value.get(field) is not None and not (isinstance(value[field], str) and len(value[field]) <= 64):
+            return None
+    if value.get("mid") is not None and number(value["mid"]) is None:
+        return None
+    return value
+
+
 def status_store(value: Any) -> dict | None:
     """Return the status store if ``dropped`` is an int and ``drop_seen`` a number or None."""
     if not isinstance(value, dict):

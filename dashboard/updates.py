@@ -28,8 +28,7 @@ and the status line, each with its own store:
   changed sides, mid/spread text and mid line while the frame is the same, else the
   whole figure (``depth.depth_delta``);
 * status (:func:`status_update`): the status line and the failed-feed banner,
-  re-rendered only when their text changed, the line as a Patch of the items that changed
-  (``delta.children_delta``); also the vendor's refusal of the symbol last
+  re-rendered only when their text changed; also the vendor's refusal of the symbol last
   subscribed from the box (the inline message next to it, :func:`subscribe_errors`, when
   it arrives within ``SUBSCRIBE_ERRORS_FOR_S``) and the symbol options without the
   symbols the engine dropped (a vendor-refused symbol is unsubscribed; a clientside
@@ -52,7 +51,7 @@ from dash import no_update
 from feed.core.batch import bars_to_frame
 from feed.core.models import BarSpec
 
-from . import candles, delta, depth, figures
+from . import candles, depth, figures
 from .layout import BAR_KINDS, kind_default, size_options
 from .statusline import status_banner, status_children
 from .timezones import DISPLAY_TZ, display_tz
@@ -358,16 +357,16 @@ def status_update(engine: Any, symbol: str | None, store: dict | None, pending: 
             message, new_store["sub_done"] = found[-1], pending.get("n")
     options_out = _symbol_options(options, status.symbols)
     if signature == store.get("sig"):
-        new_store["items"], new_store["banner"] = store.get("items"), store.get("banner")
+        new_store["banner"] = store.get("banner")
         store_out = no_update if new_store == store else new_store
         return no_update, no_update, store_out, message, options_out
-    # Only the items of the line that changed (delta.children_delta), the banner only when
-    # its text did.
-    line, new_store["items"] = delta.children_delta(children, store.get("items"))
+    # The whole line (a Patch of single items made the renderer fail on items holding
+    # component lists, React error #31; gzipped the line is a few hundred bytes), the banner
+    # only when its text changed.
     new_store["banner"] = _crc(banner)
     banner_out = no_update if new_store["banner"] == store.get("banner") else banner
     store_out = no_update if new_store == store else new_store
-    return no_update if line is None else line, banner_out, store_out, message, options_out
+    return children, banner_out, store_out, message, options_out
 
 
 # -- controls -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What a live update sends: the depth chart only when the book changed, as a Patch of what
 changed while the frame is the same (and that Patch turns the drawn figure into the new
-one exactly); the status line as a Patch of the items that changed; responses compressed
+one exactly); the status line only when its text changed; responses compressed
 when the client accepts it (flask-compress through ``dash.Dash(compress=True)``), read
 over a real socket.
 """
@@ -18,7 +18,7 @@ import pytest
 from dash import Patch, html, no_update
 from werkzeug.serving import make_server
 
-from dashboard import delta, depth, updates
+from dashboard import depth, updates
 from feed.core.views import DepthView
 from tests.helpers import wait_for
 
@@ -120,20 +120,6 @@ def test_depth_update_when_store_is_hostile_then_whole_figure():
 def test_depth_figure_cumulative_sizes_carry_no_float_noise():
     fig = figure_dict(depth.depth_figure([(1.0, 0.1), (0.9, 0.2)], [(1.1, 0.1), (1.2, 0.2)], symbol="X"))
     assert fig["data"][0]["y"] == [0.3, 0.1] and fig["data"][1]["y"] == [0.1, 0.3]  # not 0.30000000000000004
-
-
-def test_children_delta_when_one_item_changed_then_patch_of_that_item_only():
-    line = [html.Span("live", className="state"), html.Span("msg/s 12"), html.Span("queue 0")]
-    sent, sigs = delta.children_delta(line, None)
-    assert sent is line
-    assert delta.children_delta(list(line), sigs) == (None, sigs)
-    changed = [line[0], html.Span("msg/s 13"), line[2]]
-    patch, sigs2 = delta.children_delta(changed, sigs)
-    ops = patch.to_plotly_json()["operations"]
-    assert [op["location"] for op in ops] == [[1]] and sigs2 != sigs
-    longer = changed + [html.Span("gaps 3")]
-    assert delta.children_delta(longer, sigs2)[0] is longer  # another shape: the whole line
-    assert delta.children_delta("text", sigs2) == ("text", None)
 
 
 # -- compression on the wire ----------------------------------------------------------------------
