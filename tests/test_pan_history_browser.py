@@ -92,7 +92,7 @@ def test_pan_left_loads_older_stored_bars_and_the_live_end_keeps_updating(runtim
 
     def advanced():
         g = graph(dash_duo, ids.CANDLES)
-        if not g or len(g["data"]) != 8:
+        if not g or len(g["data"]) != TRACE_HISTORY_VOLUME + 1:
             return None
         now = (g["data"][1]["x"] or [None])[-1], g["data"][0]["x"][-1]
         return g if now[1] > last_live[1] else None
