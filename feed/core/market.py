@@ -515,7 +515,7 @@ class MarketState:
         st = self._symbols[symbol]
         if spec in st.series:
             return None
-        return SeriesSeed(symbol, spec, st.trades.snapshot(), st.n_trades, self.clock_ns(now_ns))
+        return SeriesSeed(symbol, spec, st.trades.snapshot(), st.n_trades, self.clock_ns(now_ns), st.inserts)
 
     def build_series(self, seed: SeriesSeed) -> BarAggregator:
         """Return a new aggregator fed with ``seed``'s trades (no state touched: lock-free).
@@ -546,7 +546,9 @@ class MarketState:
         if st is None or seed.spec in st.series:
             return
         behind = st.n_trades - seed.n_trades
-        if behind > len(st.trades):  # the tape rolled past the seed: rebuild from what is held
+        # Rebuilt from what is held when the tape rolled past the seed, or when history was
+        # put in place inside it since (catching up with the newest trades would miss it).
+        if behind > len(st.trades) or st.inserts != seed.inserts:
             agg = self.build_series(SeriesSeed(seed.symbol, seed.spec, st.trades.snapshot(), st.n_trades,
                                                self.clock_ns(now_ns)))
         elif behind > 0:

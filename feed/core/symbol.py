@@ -51,7 +51,7 @@ class SymbolState:
     __slots__ = (
         "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
         "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
-        "snapshot_due_ns", "gap_marks", "suspect", "repaired_trades",
+        "snapshot_due_ns", "gap_marks", "suspect", "repaired_trades", "inserts",
     )
 
     def __init__(self, symbol: str, max_trades: int) -> None:
@@ -70,6 +70,7 @@ class SymbolState:
         self.gap_marks: deque[tuple[int, int]] = deque(maxlen=GAP_MARKS_KEPT)
         self.suspect: Trade | None = None  # a trade whose id jumped far ahead, unconfirmed
         self.repaired_trades = 0  # missing trades recovered from the vendor's history
+        self.inserts = 0  # history inserts inside the tape (a series seeded before one is stale)
 
     def restore(self, restored: Sequence[Trade], meta: dict | None) -> None:
         """Load stored trades (oldest first) and stored decimals."""
@@ -120,6 +121,7 @@ class SymbolState:
             new = new[len(new) - max(room, 0):]  # a backfill into a full tape: keep the newest
         if new:
             self.n_trades += self.trades.insert(new)
+            self.inserts += 1
         return new
 
     def note_repaired(self, gap_end_ns: int, recovered: int) -> None:

@@ -77,9 +77,10 @@ class DepthView:
 class SeriesSeed:
     """What a new bar series is built from outside the engine lock.
 
-    ``trades`` is a copy of the symbol's tape when ``n_trades`` trades had been applied;
-    :meth:`MarketState.install_series` catches the built series up with the trades
-    applied since.
+    ``trades`` is a view of the symbol's tape (``TradeView``) when ``n_trades`` trades had
+    been applied; :meth:`MarketState.install_series` catches the built series up with the
+    trades applied since, or rebuilds it when trades were put in place inside the tape
+    meanwhile (``inserts``: the symbol's count of history inserts then).
     """
 
     symbol: str
@@ -87,3 +88,4 @@ class SeriesSeed:
     trades: list[Trade]
     n_trades: int
     clock_ns: int
+    inserts: int = 0
