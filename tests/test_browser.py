@@ -501,7 +501,10 @@ def test_kline_check_when_exchange_sends_a_wrong_candle_then_red_badge_names_the
 def test_status_when_feed_fails_then_red_vendor_named_and_whole_reason_in_banner(live, dash_duo):
     dash_duo.start_server(live.app)
     wait_status(dash_duo, "live")
-    assert dash_duo.find_element(f"#{ids.STATUS} .source-badge").text == "SIMULATED"  # not "binance"
+    # The line is re-rendered whenever its text changes: read it through wait_until (a node
+    # replaced between find and read is read again).
+    wait_until(lambda: dash_duo.find_element(f"#{ids.STATUS} .source-badge").text == "SIMULATED",
+               message="the SIMULATED badge, not 'binance'")
     assert text_by_id(dash_duo, ids.STATUS_BANNER) == ""
     assert not dash_duo.find_element(f"#{ids.STATUS_BANNER}").is_displayed()
     reason = ("HTTP 451: Binance refuses connections from your location (restricted region); try "
@@ -509,7 +512,7 @@ def test_status_when_feed_fails_then_red_vendor_named_and_whole_reason_in_banner
               "in a permitted region")
     live.feed.fail(reason)  # what the engine does on a fatal vendor reply
     wait_status(dash_duo, "failed")
-    assert status_dot(dash_duo) == "dot dot-red"
+    wait_until(lambda: status_dot(dash_duo) == "dot dot-red", message="the red dot")
     banner = wait_until(lambda: text_by_id(dash_duo, ids.STATUS_BANNER), message="the banner")
     assert banner == "binance feed failed" + reason  # whole, not clipped
     assert dash_duo.find_element(f"#{ids.STATUS_BANNER}").is_displayed()
