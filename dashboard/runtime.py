@@ -243,16 +243,16 @@ def _start_source(rt: Runtime, config: RunConfig, probe: Any) -> tuple[Any, list
 
 def _start_exchange(rt: Runtime, config: RunConfig, symbols: list[str]) -> list[str]:
     # Start the embedded exchange; return the symbols to subscribe (defaults filled in).
+    from feed.exchange.process import ExchangeProcess
     from feed.exchange.server import EmbeddedExchange
 
     kline = config.kline_streams
     # As fast as possible, the exchange gets a process (and a core) of its own, so it
     # does not take the engine's turns on the GIL (feed.exchange.process).
     own_process = bool(config.replay) and config.speed == 0 and config.faults is None
-    if own_process:
-        from feed.exchange.process import ExchangeProcess as EmbeddedExchange  # noqa: F811
+    exchange_class = ExchangeProcess if own_process else EmbeddedExchange
     try:
-        rt.exchange = EmbeddedExchange(
+        rt.exchange = exchange_class(
             replay_files=list(config.replay), speed=config.speed, symbols=symbols or None,
             sim_rate=config.sim_rate, faults=config.faults, klines=kline is not None,
             history_s=0.0 if config.replay else min(config.backfill_s, 3600.0),
