@@ -39,3 +39,46 @@ def runtime():
     yield start
     for rt in reversed(started):
         rt.stop()
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """Start a private ``redis-server`` on a free loopback port for one test; yield its URL.
+
+    No persistence (``--save ''``, no AOF); the server is killed at teardown. Skips when
+    ``redis-server`` is missing, except under CI=true (``scripts/test.sh`` installs it).
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        msg = "redis-server not installed (scripts/test.sh installs Debian's redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path), "--daemonize", "no", "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(5)
