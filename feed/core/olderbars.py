@@ -45,9 +45,9 @@ def trade_frame(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
     if "ts_ns" in names:
         ts, in_bars = columns["ts_ns"], columns["in_bars"]
     else:  # tradebuffer columns: in_bars is a flag bit
-        from feed.core.tradebuffer import _IN_BARS
+        from feed.core.tradebuffer import IN_BARS
 
-        ts, in_bars = columns["ts"], (columns["flags"] & _IN_BARS) != 0
+        ts, in_bars = columns["ts"], (columns["flags"] & IN_BARS) != 0
     frame = pd.DataFrame({
         "ts_ns": np.asarray(ts, np.int64), "price": np.asarray(columns["price"], np.float64),
         "size": np.asarray(columns["size"], np.float64), "side": np.asarray(columns["side"], np.int8),

@@ -41,20 +41,21 @@ import numpy as np
 
 from feed.core.models import BarSpec, Trade
 
-__all__ = ["TradeBuffer", "TradeView", "CHUNK", "COLUMNS", "estimate_held"]
+__all__ = ["TradeBuffer", "TradeView", "CHUNK", "COLUMNS", "HAS_ID", "IN_BARS", "estimate_held"]
 
 #: Trades gathered as objects before they are sealed into a columnar chunk.
 CHUNK = 4096
 #: Column names and dtypes of a sealed chunk (see the module docstring).
 COLUMNS = (("ts", np.int64), ("price", np.float64), ("size", np.float64), ("id", np.int64),
            ("recv", np.int64), ("side", np.int8), ("flags", np.int8), ("count", np.int64))
-_HAS_ID, _IN_BARS = 1, 2
+#: Bits of the ``flags`` column: the trade has a vendor id; the trade counts in bars.
+HAS_ID, IN_BARS = 1, 2
 
 
 def _seal(trades: Sequence[Trade]) -> tuple[np.ndarray, ...]:
     # Trade objects -> one chunk of columns (one pass over the objects).
     rows = [(t.ts_ns, t.price, t.size, -1 if t.trade_id is None else t.trade_id, t.recv_ns, t.side,
-             (0 if t.trade_id is None else _HAS_ID) | (_IN_BARS if t.in_bars else 0), t.count)
+             (0 if t.trade_id is None else HAS_ID) | (IN_BARS if t.in_bars else 0), t.count)
             for t in trades]
     cols = list(zip(*rows)) if rows else [()] * len(COLUMNS)
     return tuple(np.array(c, dtype=dt) for c, (_, dt) in zip(cols, COLUMNS))
@@ -67,7 +68,7 @@ def _slice(chunk: tuple[np.ndarray, ...], lo: int, hi: int | None = None) -> tup
 def _objects(symbol: str, chunk: tuple[np.ndarray, ...]) -> list[Trade]:
     # One chunk of columns -> Trade objects, oldest first.
     ts, price, size, tid, recv, side, flags, count = (c.tolist() for c in chunk)
-    return [Trade(symbol, t, p, s, d, i if f & _HAS_ID else None, r, bool(f & _IN_BARS), n)
+    return [Trade(symbol, t, p, s, d, i if f & HAS_ID else None, r, bool(f & IN_BARS), n)
             for t, p, s, i, r, d, f, n in zip(ts, price, size, tid, recv, side, flags, count)]
 
 
