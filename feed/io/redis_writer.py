@@ -1,0 +1,574 @@
+"""The collector's side of the Redis boundary: publish each engine cycle to Redis.
+
+:class:`RedisPublisher` is fed by the engine worker (:meth:`RedisPublisher.on_cycle`, an
+O(1) enqueue that never blocks) and drains on a thread of its own: each pass writes every
+cycle queued meanwhile with ONE pipeline (``transaction=False``): the trades of
+``P:trades:S``, the closed bars of the default spec, the forming bar, the book (at most
+every 100 ms, when it changed), the meta (at most every 250 ms, when it changed) and, once
+a second, the heartbeat and the renewal of the symbols' owner keys (key layout:
+:mod:`feed.io.bus`).
+
+Redis down or slow: the pass fails, is counted and retried with back-off (0.1 s doubling to
+2 s) with the same cycles plus those queued meanwhile; the engine goes on. When more than
+``queue_cycles`` cycles wait, new ones are dropped and counted: the collector's health turns
+``degraded`` and says readers may be missing trades. A Redis that restarted empty gets
+what is published from then on (streams restart; readers skip trades they hold).
+
+:class:`CommandConsumer` tails ``P:commands`` (subscribe / unsubscribe asked from a
+dashboard) on another thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import orjson
+
+from feed.io.bus import (
+    HEARTBEAT_S, HEARTBEAT_TTL_S, TRADES_APPENDED, TRADES_INSERTED, Keys, decode_command,
+    encode_bar, encode_depth, encode_trades,
+)
+
+__all__ = ["RedisPublisher", "CommandConsumer", "OwnershipError", "claim_symbol", "release_symbol",
+           "DEFAULT_RETENTION_S", "BOOK_EVERY_S", "META_EVERY_S"]
+
+log = logging.getLogger("tickscope.redis")
+
+#: Default retention of the trade and bar streams, seconds of wall time (``MINID ~``).
+DEFAULT_RETENTION_S = 24 * 3600.0
+#: The book is written at most this often, seconds.
+BOOK_EVERY_S = 0.1
+#: The meta key is written at most this often, seconds.
+META_EVERY_S = 0.25
+_OWNER_TTL_MS = int(HEARTBEAT_TTL_S * 1000)
+_BACKOFF_MAX_S = 2.0
+
+# Renew the owner key when it is still ours, claim it when it is gone (a Redis restarted
+# empty, an expiry during a pause); return the owner afterwards.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return ARGV[1] end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1] end
+return v
+"""
+# Delete the owner key only while it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class OwnershipError(Exception):
+    """A symbol is owned by another live collector (``symbol``, ``owner``)."""
+
+    def __init__(self, symbol: str, owner: str) -> None:
+        super().__init__(f"{symbol} is owned by the live collector {owner!r}")
+        self.symbol = symbol
+        self.owner = owner
+
+
+def claim_symbol(client: Any, keys: Keys, symbol: str, name: str) -> None:
+    """Claim ``symbol`` for collector ``name`` (``SET P:owner:S NAME NX PX ttl``); a key
+    already holding ``name`` is renewed.
+
+    Raises
+    ------
+    OwnershipError
+        If another collector owns it (its key has not expired).
+    redis.RedisError
+        If Redis cannot be reached.
+    """
+    owner = client.eval(_RENEW, 1, keys.owner(symbol), name, _OWNER_TTL_MS)
+    owner = owner.decode("utf-8", "replace") if isinstance(owner, bytes) else str(owner)
+    if owner != name:
+        raise OwnershipError(symbol, owner)
+
+
+def release_symbol(client: Any, keys: Keys, symbol: str, name: str) -> None:
+    """Delete ``P:owner:S`` if it still names ``name``."""
+    client.eval(_RELEASE, 1, keys.owner(symbol), name)
+
+
+class _BarCursor:
+    # What of one symbol's default-spec series was published: closed bars up to index
+    # ``n`` of generation ``gen``, recent rows by start (a revised bar is published again).
+    __slots__ = ("gen", "n", "rows")
+
+    def __init__(self) -> None:
+        self.gen = None
+        self.n = 0
+        self.rows: dict[int, dict] = {}
+
+
+class RedisPublisher:
+    """Publishes one engine's cycles to Redis (see the module docstring).
+
+    Parameters
+    ----------
+    engine : feed.io.engine.Engine
+        The engine whose cycles come in through :meth:`on_cycle`; its readers
+        (``bar_series``, ``depth``, ``health``, ...) are called from the publisher thread.
+    client : redis.Redis
+        A client of the target Redis (``decode_responses`` off).
+    name : str
+        This collector's name (``P:collector:NAME``, ``P:owner:S`` values).
+    keys : Keys
+        The key layout under the chosen prefix.
+    retention_s : float
+        Stream entries older than this (wall time) are trimmed (``MINID ~``); 0: no trim.
+    queue_cycles : int
+        Cycles that may wait for Redis; more are dropped and counted.
+    info : dict, optional
+        Extra heartbeat fields (``vendor``, ``source``); ``source["progress"]`` may be a
+        callable returning the replay's progress (0..1).
+    """
+
+    def __init__(self, engine: Any, client: Any, name: str, keys: Keys, *,
+                 retention_s: float = DEFAULT_RETENTION_S, queue_cycles: int = 10_000,
+                 info: dict | None = None) -> None:
+        self.engine = engine
+        self.client = client
+        self.name = name
+        self.keys = keys
+        self.retention_ms = int(retention_s * 1000)
+        self.info = dict(info or {})
+        self.spec = str(engine.default_spec)
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_cycles)
+        self._pending: list = []  # cycles taken off the queue, not yet written
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bars: dict[str, _BarCursor] = {}
+        self._book_sent: dict[str, bytes] = {}
+        self._meta_sent: dict[str, bytes] = {}
+        self._decimals: dict[str, tuple[int, int]] = {}
+        self._book_at = self._meta_at = self._beat_at = 0.0
+        self._renew = client.register_script(_RENEW)
+        self.host = socket.gethostname()
+        # Counters (written by the publisher thread, except dropped_* by the engine worker).
+        self.dropped_cycles = 0
+        self.dropped_trades = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.entries = 0
+        self.trades_published = 0
+        self.passes = 0
+        self.lost_symbols: dict[str, str] = {}  # symbol -> the collector that took it
+        self._last_drop_at: float | None = None
+        self._connected = True
+
+    # -- the engine worker's side: O(1), never blocks -------------------------------------
+
+    def on_cycle(self, fx: Any) -> None:
+        """Queue one engine cycle's trades (``fx.persist``, ``fx.inserted``) for Redis;
+        counted as dropped when ``queue_cycles`` cycles wait already."""
+        persist = fx.persist
+        inserted = getattr(fx, "inserted", None)
+        if not persist and not inserted:
+            return
+        try:
+            self._queue.put_nowait((list(persist), list(inserted or ())))
+        except queue.Full:
+            self.dropped_cycles += 1
+            self.dropped_trades += len(persist) + len(inserted or ())
+            self._last_drop_at = time.monotonic()
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> "RedisPublisher":
+        """Start the publisher thread; return self."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tickscope-redis", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0, *, release: bool = True) -> None:
+        """Write what is queued (one last pass, if Redis answers), remove the heartbeat
+        and, with ``release``, the owner keys still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        try:
+            self._pass(force=True)
+        except Exception as exc:
+            log.warning("last Redis write failed: %s", exc)
+        if release:
+            try:
+                for s in self.engine.symbols():
+                    release_symbol(self.client, self.keys, s, self.name)
+                self.client.delete(self.keys.collector(self.name))
+            except Exception as exc:
+                log.warning("could not release the owner keys: %s", exc)
+
+    def wait_published(self, timeout: float = 10.0) -> bool:
+        """Block until every queued cycle is written; False on timeout (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.empty() and not self._pending:
+                time.sleep(0.15)  # one more pass: bars closed by the last cycle
+                if self._queue.empty() and not self._pending:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    # -- health -----------------------------------------------------------------------------
+
+    def degraded(self) -> bool:
+        """True while cycles were dropped within the last minute, or Redis cannot be written."""
+        at = self._last_drop_at
+        return (at is not None and time.monotonic() - at < 60.0) or not self._connected
+
+    def stats(self) -> dict:
+        """Return the publisher's figures (the ``redis`` object of the collector's health):
+        ``{"connected", "queued_cycles", "dropped_cycles", "dropped_trades", "errors",
+        "last_error", "entries", "trades", "degraded", "lost_symbols"}``."""
+        return {
+            "connected": self._connected, "queued_cycles": self._queue.qsize() + len(self._pending),
+            "dropped_cycles": self.dropped_cycles, "dropped_trades": self.dropped_trades,
+            "errors": self.errors, "last_error": self.last_error, "entries": self.entries,
+            "trades": self.trades_published, "degraded": self.degraded(),
+            "lost_symbols": dict(self.lost_symbols),
+        }
+
+    def annotate(self, body: dict) -> None:
+        """Add the publisher's figures to an engine health body (``body["redis"]``); while
+        degraded, turn an ``ok`` status ``degraded`` and say why in ``reasons``."""
+        st = self.stats()
+        body["redis"] = st
+        if not st["degraded"]:
+            return
+        if body.get("status") == "ok":
+            body["status"] = "degraded"
+        why = (f"Redis: {self.dropped_trades:,} trades dropped (publisher queue full): "
+               "readers may be missing trades") if self.dropped_cycles else ""
+        if not self._connected:
+            why = (why + "; " if why else "") + f"Redis: cannot write ({self.last_error})"
+        body.setdefault("reasons", []).append(why)
+
+    # -- the publisher thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                first = self._queue.get(timeout=BOOK_EVERY_S)
+                self._pending.append(first)
+            except queue.Empty:
+                pass
+            try:
+                self._pass()
+            except Exception as exc:  # Redis down or slow; a bug: logged the same way
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if self._connected:
+                    log.warning("cannot write to Redis (%s); retrying with back-off", self.last_error)
+                self._connected = False
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            if not self._connected:
+                log.info("writing to Redis again")
+            self._connected = True
+            backoff = 0.1
+
+    def _drain(self) -> None:
+        pending = self._pending
+        while True:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                return
+
+    def _pass(self, force: bool = False) -> None:
+        # One pipeline: the queued cycles' trades, bars, book, meta, heartbeat.
+        self._drain()
+        pending = self._pending
+        mono = time.monotonic()
+        pipe = self.client.pipeline(transaction=False)
+        trim = self._trim_args()
+        n_entries = n_trades = 0
+        for symbol, kind, trades in _runs(pending):
+            pipe.xadd(self.keys.trades(symbol), {"k": kind, "d": encode_trades(trades)}, **trim)
+            n_entries += 1
+            n_trades += len(trades)
+        symbols = self.engine.symbols()
+        bar_commits = [self._bars_step(pipe, s, trim) for s in symbols]
+        book_commits = meta_commits = ()
+        if force or mono - self._book_at >= BOOK_EVERY_S:
+            book_commits = [c for s in symbols if (c := self._book_step(pipe, s)) is not None]
+        if force or mono - self._meta_at >= META_EVERY_S:
+            status = self.engine.status()
+            meta_commits = [c for s in symbols if (c := self._meta_step(pipe, s, status)) is not None]
+        beat = force or mono - self._beat_at >= HEARTBEAT_S
+        if beat:
+            self._beat(pipe, symbols)
+        if not len(pipe):
+            return
+        results = pipe.execute(raise_on_error=False)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed and len(failed) == len(results):
+            raise failed[0]
+        # Commit what was written.
+        self._pending = []
+        self.entries += n_entries
+        self.trades_published += n_trades
+        self.passes += 1
+        for commit in (*bar_commits, *book_commits, *meta_commits):
+            if commit is not None:
+                commit()
+        if book_commits or force or mono - self._book_at >= BOOK_EVERY_S:
+            self._book_at = mono
+        if meta_commits or force or mono - self._meta_at >= META_EVERY_S:
+            self._meta_at = mono
+        if beat:
+            self._beat_at = mono
+            self._check_owners(symbols, results[-len(symbols):] if symbols else [])
+        if failed:
+            log.warning("%d of %d Redis commands failed: %s", len(failed), len(results), failed[0])
+            self.errors += 1
+            self.last_error = str(failed[0])[:300]
+
+    def _trim_args(self) -> dict:
+        if self.retention_ms <= 0:
+            return {}
+        return {"minid": max(0, time.time_ns() // 1_000_000 - self.retention_ms), "approximate": True}
+
+    def _bars_step(self, pipe: Any, symbol: str, trim: dict) -> Callable[[], None] | None:
+        # Closed bars of the default spec not yet published (and revised ones), the forming bar.
+        cur = self._bars.get(symbol) or _BarCursor()
+        try:
+            series = self.engine.bar_series(symbol, self.spec, since=cur.n if cur.gen is not None else 0)
+        except (KeyError, ValueError):  # unsubscribed meanwhile
+            return None
+        if cur.gen is not None and series.generation != cur.gen:
+            # Bars already handed out changed (a late trade, a rebuild): look again at all.
+            series = self.engine.bar_series(symbol, self.spec, since=0)
+        self._decimals[symbol] = (series.price_decimals, series.size_decimals)
+        rows = dict(cur.rows)
+        key = self.keys.bars(symbol, self.spec)
+        for bar in series.closed:
+            row = encode_bar(bar)
+            if rows.get(bar.start_ns) != row:
+                pipe.xadd(key, row, **trim)
+                rows[bar.start_ns] = row
+        if len(rows) > 512:  # revisions reach back a few bars at most
+            for start in sorted(rows)[:-256]:
+                del rows[start]
+        forming = self.keys.forming(symbol)
+        if series.current is not None:
+            pipe.set(forming, orjson.dumps(series.current.as_dict()))
+        else:
+            pipe.delete(forming)
+        gen, n = series.generation, series.n_closed
+
+        def commit() -> None:
+            new = _BarCursor()
+            new.gen, new.n, new.rows = gen, n, rows
+            self._bars[symbol] = new
+        return commit
+
+    def _book_step(self, pipe: Any, symbol: str) -> Callable[[], None] | None:
+        view = self.engine.depth(symbol, 50)
+        if view is None:
+            return None
+        data = encode_depth(view)
+        if self._book_sent.get(symbol) == data:
+            return None
+        pipe.set(self.keys.book(symbol), data)
+        return lambda: self._book_sent.__setitem__(symbol, data)
+
+    def _meta_step(self, pipe: Any, symbol: str, status: Any) -> Callable[[], None] | None:
+        try:
+            total, marks = self.engine.gap_marks_since(symbol, 0)
+            # verify() builds the 1m series; only worth it when verification is on.
+            verify = self.engine.verify(symbol) if self.engine.config.market.kline_check else None
+        except (KeyError, ValueError):
+            return None
+        st = status.symbols.get(symbol)
+        dec = self._decimals.get(symbol, (0, 0))
+        body = {
+            "gaps": {"total": total, "marks": [list(m) for m in marks]},
+            "verify": verify,
+            "decimals": {"price": dec[0], "size": dec[1]},
+            "symbol": st.as_json() if st is not None else None,
+        }
+        data = orjson.dumps(body, default=str)
+        if self._meta_sent.get(symbol) == data:
+            return None
+        pipe.set(self.keys.meta(symbol), data)
+        return lambda: self._meta_sent.__setitem__(symbol, data)
+
+    def heartbeat_body(self, symbols: list[str]) -> dict:
+        """Return the JSON body of ``P:collector:NAME`` (see ``feed.io.bus``)."""
+        source = dict(self.info.get("source") or {})
+        progress = source.get("progress")
+        if callable(progress):
+            try:
+                source["progress"] = progress()
+            except Exception:
+                source["progress"] = None
+        health = self.engine.health()  # with self.annotate's figures
+        return {
+            "name": self.name, "pid": os.getpid(), "host": self.host, "symbols": symbols,
+            "clock_ns": self.engine.clock_ns(), "beat_ns": time.time_ns(), "health": health,
+            "vendor": self.info.get("vendor"), "source": source, "default_spec": self.spec,
+        }
+
+    def _beat(self, pipe: Any, symbols: list[str]) -> None:
+        body = orjson.dumps(self.heartbeat_body(symbols), default=str)
+        pipe.set(self.keys.collector(self.name), body, px=int(HEARTBEAT_TTL_S * 1000))
+        pipe.sadd(self.keys.collectors, self.name)
+        for s in symbols:  # last: _check_owners reads their replies
+            self._renew(keys=[self.keys.owner(s)], args=[self.name, _OWNER_TTL_MS], client=pipe)
+
+    def _check_owners(self, symbols: list[str], replies: list) -> None:
+        # A symbol another collector took (our key expired during a long pause): stop
+        # publishing it rather than write into its streams beside the owner.
+        for s, owner in zip(symbols, replies):
+            if isinstance(owner, Exception):
+                continue
+            owner = owner.decode("utf-8", "replace") if isinstance(owner, bytes) else str(owner)
+            if owner != self.name:
+                log.error("%s is now owned by the collector %r: unsubscribing it here", s, owner)
+                self.lost_symbols[s] = owner
+                try:
+                    self.engine.unsubscribe(s)
+                except Exception:
+                    log.exception("could not unsubscribe %s", s)
+
+
+def _runs(pending: list) -> list[tuple[str, bytes, list]]:
+    # (symbol, kind, trades) entries of queued cycles, in order: consecutive cycles' trades
+    # of one symbol and kind go in one entry (appending them one by one is the same).
+    out: list[tuple[str, bytes, list]] = []
+    last: dict[str, tuple[bytes, list]] = {}
+    for persist, inserted in pending:
+        for kind, trades in ((TRADES_APPENDED, persist), (TRADES_INSERTED, inserted)):
+            for t in trades:
+                run = last.get(t.symbol)
+                if run is None or run[0] != kind:
+                    run = (kind, [])
+                    last[t.symbol] = run
+                    out.append((t.symbol, kind, run[1]))
+                run[1].append(t)
+    return out
+
+
+class CommandConsumer:
+    """Reads ``P:commands`` from the moment it starts; subscribes and unsubscribes symbols.
+
+    ``subscribe``: taken when the entry names this collector or none, the adapter accepts
+    the symbol and the owner key can be claimed; ``unsubscribe``: taken by the owner, which
+    releases the key. Entries that do not decode (missing fields, a 10 MB symbol, an
+    unknown op) and symbols the vendor refuses are counted (``bad``, ``refused``) and skipped.
+    """
+
+    def __init__(self, engine: Any, client: Any, name: str, keys: Keys) -> None:
+        self.engine = engine
+        self.client = client
+        self.name = name
+        self.keys = keys
+        self.bad = 0
+        self.refused = 0
+        self.taken = 0
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cursor = "$"
+
+    def start(self) -> "CommandConsumer":
+        """Note the stream's last id (commands from now on count) and start the thread."""
+        try:
+            last = self.client.xrevrange(self.keys.commands, count=1)
+            self._cursor = last[0][0] if last else "0-0"
+        except Exception as exc:
+            log.warning("cannot read %s yet: %s", self.keys.commands, exc)
+        self._thread = threading.Thread(target=self._run, name="tickscope-commands", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def stats(self) -> dict:
+        """``{"taken", "bad", "refused", "errors"}``: commands carried out, skipped as
+        malformed, refused (symbol, ownership), failed reads."""
+        return {"taken": self.taken, "bad": self.bad, "refused": self.refused, "errors": self.errors}
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                reply = self.client.xread({self.keys.commands: self._cursor}, count=100, block=500)
+            except Exception as exc:
+                self.errors += 1
+                log.debug("reading commands failed: %s", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = 0.1
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._cursor = entry_id
+                    self.handle(fields)
+
+    def handle(self, fields: dict) -> None:
+        """Carry out one command entry (see the class docstring); never raises."""
+        try:
+            op, text, target = decode_command(fields)
+        except Exception:
+            self.bad += 1
+            log.warning("skipped a malformed command entry (%d so far)", self.bad)
+            return
+        if target and target != self.name:
+            return
+        try:
+            symbol = self.engine.normalize_symbol(text)
+        except ValueError as exc:
+            self.refused += 1
+            log.info("command %s %r refused: %s", op, text[:64], exc)
+            return
+        try:
+            if op == "subscribe":
+                self._subscribe(symbol)
+            elif symbol in self.engine.symbols():
+                self.engine.unsubscribe(symbol)
+                release_symbol(self.client, self.keys, symbol, self.name)
+                self.taken += 1
+                log.info("unsubscribed %s (command)", symbol)
+        except Exception as exc:
+            self.errors += 1
+            log.warning("command %s %s failed: %s", op, symbol, exc)
+
+    def _subscribe(self, symbol: str) -> None:
+        if symbol in self.engine.symbols():
+            return
+        try:
+            self.engine.adapter.validate_subscription([*self.engine.symbols(), symbol])
+        except ValueError as exc:
+            self.refused += 1
+            log.info("not subscribing %s: %s", symbol, exc)
+            return
+        try:
+            claim_symbol(self.client, self.keys, symbol, self.name)
+        except OwnershipError as exc:
+            log.info("not subscribing %s: %s", symbol, exc)
+            return
+        try:
+            self.engine.subscribe(symbol)
+        except ValueError as exc:
+            self.refused += 1
+            release_symbol(self.client, self.keys, symbol, self.name)
+            log.info("not subscribing %s: %s", symbol, exc)
+            return
+        self.taken += 1
+        log.info("subscribed %s (command)", symbol)
