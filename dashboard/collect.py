@@ -215,14 +215,16 @@ def main(argv: list[str]) -> int:
     parser = build_collect_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    # Handlers first: a signal during start-up (owner keys already claimed) still stops
+    # cleanly, once the start is done.
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
     try:
         col = _start(args, {})
     except UsageError as exc:
         print(f"tickscope collect: error: {exc}", file=sys.stderr)
         return 2
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
     print(f"tickscope collect: {col.name} publishing {','.join(col.runtime.engine.symbols())} to "
           f"{redact_url(args.redis)} (prefix {col.keys.prefix}; Ctrl+C to stop)", flush=True)
     try:
