@@ -198,13 +198,37 @@ def _start(args: argparse.Namespace, runtime_options: dict) -> Collector:
     if not name or len(name) > 100 or any(c.isspace() for c in name):
         raise UsageError(f"--name: 1 to 100 characters without spaces, not {name!r}")
     client = connect(args.redis)
-    if client.exists(keys.collector(name)):
+    if _name_alive(client.get(keys.collector(name))):
         raise UsageError(f"--name: a live collector named {name!r} already publishes to this Redis; "
                          "choose another name")
     col = Collector(client, keys, name, retention, args.redis)
     col.runtime = start_runtime(config, serve=False, before_feed=col._before_feed, **runtime_options)
     col.commands = CommandConsumer(col.runtime.engine, client, name, keys).start()
+    col.publisher.commands = col.commands
     return col
+
+
+def _name_alive(beat: bytes | None) -> bool:
+    # A heartbeat of this name is alive unless it is this host's and its process is gone
+    # (killed a moment ago: its key has not expired yet, and a restart takes over).
+    if beat is None:
+        return False
+    import orjson
+
+    try:
+        body = orjson.loads(beat)
+        host, pid = body["host"], int(body["pid"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return True
+    if host != socket.gethostname() or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def main(argv: list[str]) -> int:

@@ -157,6 +157,31 @@ def test_second_collector_of_an_owned_symbol_exits_2_until_the_owner_dies_and_it
             third.wait(10)
 
 
+def test_collector_killed_and_restarted_under_its_name_takes_over_at_once(redis_url, hft_data):
+    # The usual restart after a crash: same name, before the old heartbeat expired.
+    replay = str(hft_data / SPOT_BTC)
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys()
+    procs = [spawn("--redis", redis_url, "--name", "again", "--replay", replay, "--speed", "0")]
+    try:
+        wait_for(lambda: r.get(keys.collector("again")), 60, "the heartbeat")
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(10)
+        procs.append(spawn("--redis", redis_url, "--name", "again", "--replay", replay, "--speed", "0"))
+        import orjson
+
+        wait_for(lambda: orjson.loads(r.get(keys.collector("again")) or b'{"pid": 0}')["pid"] == procs[1].pid,
+                 60, "the restarted collector's heartbeat")
+        assert r.get(keys.owner("BTCUSDT")) == b"again" and procs[1].poll() is None
+        procs[1].send_signal(signal.SIGTERM)
+        assert procs[1].wait(30) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
 def test_collect_with_a_bad_url_or_unreachable_redis_says_so_and_exits_2(hft_data):
     replay = str(hft_data / SPOT_BTC)
     with socket.socket() as s:

@@ -147,6 +147,10 @@ class RedisPublisher:
         self._book_sent: dict[str, bytes] = {}
         self._meta_sent: dict[str, bytes] = {}
         self._decimals: dict[str, tuple[int, int]] = {}
+        self._forming_sent: dict[str, bytes | None] = {}
+        self._owned: set[str] = set()  # symbols whose owner key the last beat renewed
+        #: The command consumer whose figures the heartbeat carries (set by the collector).
+        self.commands: Any = None
         self._book_at = self._meta_at = self._beat_at = 0.0
         self._renew = client.register_script(_RENEW)
         self.host = socket.gethostname()
@@ -360,17 +364,19 @@ class RedisPublisher:
         if len(rows) > 512:  # revisions reach back a few bars at most
             for start in sorted(rows)[:-256]:
                 del rows[start]
-        forming = self.keys.forming(symbol)
-        if series.current is not None:
-            pipe.set(forming, orjson.dumps(series.current.as_dict()))
-        else:
-            pipe.delete(forming)
+        forming = orjson.dumps(series.current.as_dict()) if series.current is not None else None
+        if forming != self._forming_sent.get(symbol, b""):
+            if forming is not None:
+                pipe.set(self.keys.forming(symbol), forming)
+            else:
+                pipe.delete(self.keys.forming(symbol))
         gen, n = series.generation, series.n_closed
 
         def commit() -> None:
             new = _BarCursor()
             new.gen, new.n, new.rows = gen, n, rows
             self._bars[symbol] = new
+            self._forming_sent[symbol] = forming
         return commit
 
     def _book_step(self, pipe: Any, symbol: str) -> Callable[[], None] | None:
@@ -418,18 +424,22 @@ class RedisPublisher:
             "name": self.name, "pid": os.getpid(), "host": self.host, "symbols": symbols,
             "clock_ns": self.engine.clock_ns(), "beat_ns": time.time_ns(), "health": health,
             "vendor": self.info.get("vendor"), "source": source, "default_spec": self.spec,
+            "commands": self.commands.stats() if self.commands is not None else None,
         }
 
     def _beat(self, pipe: Any, symbols: list[str]) -> None:
         body = orjson.dumps(self.heartbeat_body(symbols), default=str)
         pipe.set(self.keys.collector(self.name), body, px=int(HEARTBEAT_TTL_S * 1000))
         pipe.sadd(self.keys.collectors, self.name)
+        for s in self._owned.difference(symbols):  # unsubscribed meanwhile (a vendor refusal)
+            pipe.eval(_RELEASE, 1, self.keys.owner(s), self.name)
         for s in symbols:  # last: _check_owners reads their replies
             self._renew(keys=[self.keys.owner(s)], args=[self.name, _OWNER_TTL_MS], client=pipe)
 
     def _check_owners(self, symbols: list[str], replies: list) -> None:
         # A symbol another collector took (our key expired during a long pause): stop
         # publishing it rather than write into its streams beside the owner.
+        self._owned = set(symbols)
         for s, owner in zip(symbols, replies):
             if isinstance(owner, Exception):
                 continue
@@ -437,6 +447,7 @@ class RedisPublisher:
             if owner != self.name:
                 log.error("%s is now owned by the collector %r: unsubscribing it here", s, owner)
                 self.lost_symbols[s] = owner
+                self._owned.discard(s)
                 try:
                     self.engine.unsubscribe(s)
                 except Exception:
