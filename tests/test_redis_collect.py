@@ -304,7 +304,7 @@ class _EngineStub:
 
 
 def test_publisher_queue_overflow_is_counted_and_shown_degraded(redis_url):
-    pub = RedisPublisher(_EngineStub(), redis.Redis.from_url(redis_url), "c", Keys(), queue_cycles=2)
+    pub = RedisPublisher(_EngineStub(), redis.Redis.from_url(redis_url), "c", Keys(), queue_trades=5)
     t = Trade("BTCUSDT", 1, 1.0, 1.0, 1, 1, 1, True, 1)
     for _ in range(3):
         pub.on_cycle(Effects(persist=[t, t]))
@@ -313,4 +313,18 @@ def test_publisher_queue_overflow_is_counted_and_shown_degraded(redis_url):
     body = {"status": "ok", "reasons": []}
     pub.annotate(body)
     assert body["status"] == "degraded" and body["redis"]["dropped_trades"] == 2
+    assert body["redis"]["queued_trades"] == 4
     assert any("missing trades" in why for why in body["reasons"])
+
+
+def test_a_backlog_is_split_into_entries_readers_accept_in_order():
+    from feed.io.redis_writer import MAX_ENTRY_TRADES, _runs
+
+    btc = [Trade("BTCUSDT", i, 1.0, 1.0, 1, i, i, True, 1) for i in range(MAX_ENTRY_TRADES + 5)]
+    eth = [Trade("ETHUSDT", i, 2.0, 1.0, 1, i, i, True, 1) for i in range(3)]
+    old = [Trade("BTCUSDT", 0, 1.0, 1.0, 1, -1, 0, True, 1)]
+    runs = _runs([(btc[:7] + eth[:1], []), (btc[7:], old), (eth[1:], [])])
+    assert [(s, k, len(ts)) for s, k, ts in runs] == [
+        ("BTCUSDT", TRADES_APPENDED, MAX_ENTRY_TRADES), ("ETHUSDT", TRADES_APPENDED, 3),
+        ("BTCUSDT", TRADES_APPENDED, 5), ("BTCUSDT", TRADES_INSERTED, 1)]
+    assert [t for s, k, ts in runs if s == "BTCUSDT" and k == TRADES_APPENDED for t in ts] == btc

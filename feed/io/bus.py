@@ -21,7 +21,8 @@ key                    type    what
                                (:func:`encode_trades`); ``MAXLEN ~`` retention; the entry
                                id is the readers' cursor
 ``P:bars:S:SPEC``      stream  closed bars of the collector's default spec, one entry per
-                               bar (:func:`encode_bar`)
+                               bar (:func:`encode_bar`); a closed bar revised by a late
+                               trade is written again: the last entry of a start wins
 ``P:forming:S``        string  the bar in progress of the default spec (JSON) or absent
 ``P:book:S``           string  the book's top levels (:func:`encode_depth`)
 ``P:meta:S``           string  per-symbol state readers cannot rebuild from trades: gap

@@ -10,7 +10,7 @@ a second, the heartbeat and the renewal of the symbols' owner keys (key layout:
 
 Redis down or slow: the pass fails, is counted and retried with back-off (0.1 s doubling to
 2 s) with the same cycles plus those queued meanwhile; the engine goes on. When more than
-``queue_cycles`` cycles wait, new ones are dropped and counted: the collector's health turns
+``queue_trades`` trades wait, new cycles are dropped and counted: the collector's health turns
 ``degraded`` and says readers may be missing trades. A Redis that restarted empty gets
 what is published from then on (streams restart; readers skip trades they hold).
 
@@ -122,15 +122,16 @@ class RedisPublisher:
         The key layout under the chosen prefix.
     retention_s : float
         Stream entries older than this (wall time) are trimmed (``MINID ~``); 0: no trim.
-    queue_cycles : int
-        Cycles that may wait for Redis; more are dropped and counted.
+    queue_trades : int
+        Trades that may wait for Redis (queued or being retried); the cycles beyond are
+        dropped and counted.
     info : dict, optional
         Extra heartbeat fields (``vendor``, ``source``); ``source["progress"]`` may be a
         callable returning the replay's progress (0..1).
     """
 
     def __init__(self, engine: Any, client: Any, name: str, keys: Keys, *,
-                 retention_s: float = DEFAULT_RETENTION_S, queue_cycles: int = 10_000,
+                 retention_s: float = DEFAULT_RETENTION_S, queue_trades: int = 1_000_000,
                  info: dict | None = None) -> None:
         self.engine = engine
         self.client = client
@@ -139,7 +140,12 @@ class RedisPublisher:
         self.retention_ms = int(retention_s * 1000)
         self.info = dict(info or {})
         self.spec = str(engine.default_spec)
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_cycles)
+        self.queue_trades = queue_trades
+        # Trades queued by the engine worker and written by the publisher thread: each
+        # counter has one writer, so their difference is exact.
+        self._in_trades = 0
+        self._out_trades = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list = []  # cycles taken off the queue, not yet written
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,17 +176,19 @@ class RedisPublisher:
 
     def on_cycle(self, fx: Any) -> None:
         """Queue one engine cycle's trades (``fx.persist``, ``fx.inserted``) for Redis;
-        counted as dropped when ``queue_cycles`` cycles wait already."""
+        counted as dropped when ``queue_trades`` trades wait already."""
         persist = fx.persist
         inserted = getattr(fx, "inserted", None)
         if not persist and not inserted:
             return
-        try:
-            self._queue.put_nowait((list(persist), list(inserted or ())))
-        except queue.Full:
+        n = len(persist) + len(inserted or ())
+        if self._in_trades - self._out_trades + n > self.queue_trades:
             self.dropped_cycles += 1
-            self.dropped_trades += len(persist) + len(inserted or ())
+            self.dropped_trades += n
             self._last_drop_at = time.monotonic()
+            return
+        self._in_trades += n
+        self._queue.put((list(persist), list(inserted or ())))
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -230,10 +238,10 @@ class RedisPublisher:
 
     def stats(self) -> dict:
         """Return the publisher's figures (the ``redis`` object of the collector's health):
-        ``{"connected", "queued_cycles", "dropped_cycles", "dropped_trades", "errors",
+        ``{"connected", "queued_trades", "dropped_cycles", "dropped_trades", "errors",
         "last_error", "entries", "trades", "degraded", "lost_symbols"}``."""
         return {
-            "connected": self._connected, "queued_cycles": self._queue.qsize() + len(self._pending),
+            "connected": self._connected, "queued_trades": self._in_trades - self._out_trades,
             "dropped_cycles": self.dropped_cycles, "dropped_trades": self.dropped_trades,
             "errors": self.errors, "last_error": self.last_error, "entries": self.entries,
             "trades": self.trades_published, "degraded": self.degraded(),
@@ -322,6 +330,7 @@ class RedisPublisher:
         self._pending = []
         self.entries += n_entries
         self.trades_published += n_trades
+        self._out_trades += n_trades
         self.passes += 1
         for commit in (*bar_commits, *book_commits, *meta_commits):
             if commit is not None:
@@ -454,6 +463,11 @@ class RedisPublisher:
                     log.exception("could not unsubscribe %s", s)
 
 
+#: Trades in one stream entry at most (about 1 MB encoded; readers refuse entries over
+#: ``feed.io.bus.MAX_ENTRY_BYTES``): a backlog written after an outage is split.
+MAX_ENTRY_TRADES = 10_000
+
+
 def _runs(pending: list) -> list[tuple[str, bytes, list]]:
     # (symbol, kind, trades) entries of queued cycles, in order: consecutive cycles' trades
     # of one symbol and kind go in one entry (appending them one by one is the same).
@@ -463,7 +477,7 @@ def _runs(pending: list) -> list[tuple[str, bytes, list]]:
         for kind, trades in ((TRADES_APPENDED, persist), (TRADES_INSERTED, inserted)):
             for t in trades:
                 run = last.get(t.symbol)
-                if run is None or run[0] != kind:
+                if run is None or run[0] != kind or len(run[1]) >= MAX_ENTRY_TRADES:
                     run = (kind, [])
                     last[t.symbol] = run
                     out.append((t.symbol, kind, run[1]))
