@@ -18,7 +18,7 @@ of one machine). A private ``redis-server`` on a loopback port (no persistence) 
 run. Prints trades/s of each (median of the runs), how far behind the engine the reader
 finished, and redis / in-process. Run::
 
-    python benchmarks/bench_redis_ingest.py [--trades 200000] [--repeat 3]
+    python benchmarks/bench_redis_ingest.py [--trades 200000] [--repeat 3] [--no-reader]
 """
 
 from __future__ import annotations
@@ -81,25 +81,28 @@ def in_process(n: int, tmp: Path) -> float:
     return n / (t1 - t0)
 
 
-def through_redis(n: int, tmp: Path, url: str, run: int) -> tuple[float, float, float]:
+def through_redis(n: int, tmp: Path, url: str, run: int, with_reader: bool = True) -> tuple[float, float, float]:
     """Receive ``n`` frames through a collector and a reader process; return (trades/s to
-    the reader, trades/s to the engine, seconds the reader finished after the engine)."""
+    the reader, trades/s to the engine, seconds the reader finished after the engine).
+    Without the reader: (nan, trades/s to the engine, nan)."""
     from dashboard.collect import start_collector
 
     prefix = f"bench{run}"
     reader = subprocess.Popen([sys.executable, __file__, "--reader", url, prefix, str(n)],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT) if with_reader else None
     hose = Firehose(n)
     col = start_collector(["--redis", url, "--name", f"bench-{run}", "--redis-prefix", prefix,
                            "--redis-retention", "0", *_feed_args(hose, Path(tempfile.mkdtemp(dir=tmp)))])
     try:
         t0, t_engine = _first_and_all(col.runtime.engine, n)
+        if reader is None:
+            return float("nan"), n / (t_engine - t0), float("nan")
         out, _ = reader.communicate(timeout=600)
         t_reader = float(out.split()[-1])
     finally:
         col.stop()
         hose.close()
-        if reader.poll() is None:
+        if reader is not None and reader.poll() is None:
             reader.kill()
     pub = col.publisher.stats()
     if pub["dropped_cycles"] or pub["errors"]:
@@ -131,6 +134,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trades", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--no-reader", action="store_true",
+                   help="also time the collector with no reader process (what the reader's CPU costs "
+                        "the collector on a small machine)")
     args = p.parse_args()
     logging.basicConfig(level=logging.ERROR)
     exe = shutil.which("redis-server")
@@ -138,7 +144,7 @@ def main() -> int:
         print("redis-server is not installed (scripts/test.sh installs it)", file=sys.stderr)
         return 2
     port = _free_port()
-    runs: dict[str, list[float]] = {"in-process": [], "redis": [], "redis-engine": [], "lag": []}
+    runs: dict[str, list[float]] = {"in-process": [], "redis": [], "redis-engine": [], "lag": [], "alone": []}
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                    "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"],
@@ -155,6 +161,9 @@ def main() -> int:
                 print(f"run {i + 1}: in-process {runs['in-process'][-1]:,.0f}/s  through Redis "
                       f"{to_reader:,.0f}/s (its engine {to_engine:,.0f}/s; reader done {lag * 1000:,.0f} ms "
                       "after the engine)")
+                if args.no_reader:
+                    runs["alone"].append(through_redis(args.trades, Path(tmp), url, 100 + i, False)[1])
+                    print(f"       collector with no reader: its engine {runs['alone'][-1]:,.0f}/s")
         finally:
             server.kill()
             server.wait(5)
@@ -163,6 +172,8 @@ def main() -> int:
     print(f"{'in-process engine (baseline)':<44}{ip:>20,.0f}")
     print(f"{'collector engine, publishing to Redis':<44}{re_:>20,.0f}")
     print(f"{'collector + Redis + reader decoding':<44}{rd:>20,.0f}")
+    if runs["alone"]:
+        print(f"{'collector engine, no reader running':<44}{statistics.median(runs['alone']):>20,.0f}")
     print(f"reader finished {statistics.median(runs['lag']) * 1000:,.0f} ms after the engine (median)")
     print(f"ratio through Redis / in-process: {rd / ip:.2f}x; collector engine / in-process: {re_ / ip:.2f}x")
     return 0

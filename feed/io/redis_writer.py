@@ -46,6 +46,8 @@ DEFAULT_RETENTION_S = 24 * 3600.0
 BOOK_EVERY_S = 0.1
 #: The meta key is written at most this often, seconds.
 META_EVERY_S = 0.25
+#: ``P:commands`` is trimmed to about this many entries by every heartbeat.
+COMMANDS_KEPT = 1000
 _OWNER_TTL_MS = int(HEARTBEAT_TTL_S * 1000)
 _BACKOFF_MAX_S = 2.0
 
@@ -440,6 +442,8 @@ class RedisPublisher:
         body = orjson.dumps(self.heartbeat_body(symbols), default=str)
         pipe.set(self.keys.collector(self.name), body, px=int(HEARTBEAT_TTL_S * 1000))
         pipe.sadd(self.keys.collectors, self.name)
+        # Commands are read as they come: the stream needs only its recent entries.
+        pipe.xtrim(self.keys.commands, maxlen=COMMANDS_KEPT, approximate=True)
         for s in self._owned.difference(symbols):  # unsubscribed meanwhile (a vendor refusal)
             pipe.eval(_RELEASE, 1, self.keys.owner(s), self.name)
         for s in symbols:  # last: _check_owners reads their replies
