@@ -81,7 +81,8 @@ def spawn(*argv: str) -> subprocess.Popen:
 
 
 def test_collect_replay_publishes_exactly_the_engines_trades_bars_book_and_a_heartbeat(redis_url, hft_data, collectors):
-    col = collectors("--redis", redis_url, "--name", "c1", "--replay", str(hft_data / SPOT_BTC), "--speed", "0")
+    col = collectors("--redis", redis_url, "--name", "c1", "--replay", str(hft_data / SPOT_BTC), "--speed", "0",
+                     "--utc-offset", "+08:00")
     rt = col.runtime
     assert rt.app is None  # no web server
     assert rt.exchange.finished.wait(120) and rt.engine.wait_idle(60, quiet_s=1.0)
@@ -111,6 +112,8 @@ def test_collect_replay_publishes_exactly_the_engines_trades_bars_book_and_a_hea
     assert body["name"] == "c1" and body["symbols"] == ["BTCUSDT"] and body["pid"] == os.getpid()
     assert body["health"]["counters"]["trades"] == len(held) and body["default_spec"] == "1m"
     assert body["health"]["redis"]["connected"] and body["source"]["kind"] == "replay"
+    assert body["market"]["clock"] == "exchange" and body["market"]["max_trades"] == rt.engine.config.market.max_trades
+    assert body["market"]["bar_options"]["utc_offset"] == "+08:00" and body["market"]["bar_options"]["empty"] == "gap"
     assert 0 < r.pttl(keys.collector("c1")) <= HEARTBEAT_TTL_S * 1000
     assert r.get(keys.owner("BTCUSDT")) == b"c1" and r.sismember(keys.collectors, "c1")
     # A clean stop removes the heartbeat and releases the owner key at once.

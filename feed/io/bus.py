@@ -30,7 +30,8 @@ key                    type    what
 ``P:owner:S``          string  name of the collector that owns S (``SET NX``, TTL renewed
                                by its heartbeat)
 ``P:collector:NAME``   string  the collector's heartbeat: pid, host, symbols, health and
-                               status JSON, engine clock; TTL ``HEARTBEAT_TTL_S``
+                               status JSON, engine clock, ``market`` (its bar rules and
+                               limits, ``MarketConfig`` fields); TTL ``HEARTBEAT_TTL_S``
 ``P:collectors``       set     every collector name seen (a missing heartbeat = stale)
 ``P:commands``         stream  subscribe / unsubscribe asked from a dashboard
                                (:func:`encode_command`)

@@ -46,6 +46,9 @@ DEFAULT_RETENTION_S = 24 * 3600.0
 BOOK_EVERY_S = 0.1
 #: The meta key is written at most this often, seconds.
 META_EVERY_S = 0.25
+#: ``MarketConfig`` fields published in the heartbeat's ``market`` object.
+MARKET_FIELDS = ("clock", "default_spec", "max_trades", "max_bars", "close_grace_s", "max_series",
+                 "max_rebuild_bars")
 #: ``P:commands`` is trimmed to about this many entries by every heartbeat.
 COMMANDS_KEPT = 1000
 _OWNER_TTL_MS = int(HEARTBEAT_TTL_S * 1000)
@@ -436,7 +439,18 @@ class RedisPublisher:
             "clock_ns": self.engine.clock_ns(), "beat_ns": time.time_ns(), "health": health,
             "vendor": self.info.get("vendor"), "source": source, "default_spec": self.spec,
             "commands": self.commands.stats() if self.commands is not None else None,
+            "market": self.market_json(),
         }
+
+    def market_json(self) -> dict:
+        """Return the engine's bar rules and limits (``feed.core.config.MarketConfig``
+        fields ``clock``, ``default_spec``, ``max_trades``, ``max_bars``, ``close_grace_s``,
+        ``max_series``, ``max_rebuild_bars`` and ``bar_options``, the ``make_aggregator``
+        keywords): a reader builds bars of any spec with the same rules."""
+        m = self.engine.config.market
+        out = {k: getattr(m, k) for k in MARKET_FIELDS}
+        out["bar_options"] = dict(m.bar_options)
+        return out
 
     def _beat(self, pipe: Any, symbols: list[str]) -> None:
         body = orjson.dumps(self.heartbeat_body(symbols), default=str)
