@@ -331,3 +331,36 @@ def test_a_backlog_is_split_into_entries_readers_accept_in_order():
         ("BTCUSDT", TRADES_APPENDED, MAX_ENTRY_TRADES), ("ETHUSDT", TRADES_APPENDED, 3),
         ("BTCUSDT", TRADES_APPENDED, 5), ("BTCUSDT", TRADES_INSERTED, 1)]
     assert [t for s, k, ts in runs if s == "BTCUSDT" and k == TRADES_APPENDED for t in ts] == btc
+
+
+def test_a_closed_bar_revised_by_a_late_trade_is_published_again_and_the_last_entry_is_the_engines(redis_url):
+    from benchmarks.firehose import trade_json
+    from feed.core.config import EngineConfig, MarketConfig
+    from feed.core.events import RawMessage
+    from feed.io.engine import Engine
+    from feed.vendors.binance import BinanceAdapter
+
+    engine = Engine(BinanceAdapter("spot"), EngineConfig(market=MarketConfig(clock="exchange")))
+    engine.subscribe("BTCUSDT")
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys()
+    pub = RedisPublisher(engine, r, "t", keys).start()
+    engine.attach_publisher(pub)
+    try:
+        base = 1_723_161_600_000  # a whole minute, ms
+        engine.process([RawMessage(0, trade_json(1, base + 1_000)), RawMessage(0, trade_json(2, base + 61_000))])
+        assert pub.wait_published(10)
+        first = r.xrange(keys.bars("BTCUSDT", "1m"))
+        assert [decode_bar(f)["trade_count"] for _id, f in first] == [1]
+        # 1.5 s older than the newest trade: within the tolerance, it revises the closed bar.
+        engine.process([RawMessage(0, trade_json(3, base + 59_500))])
+        assert pub.wait_published(10)
+        raw = [{k.decode(): v.decode() for k, v in f.items()} for _id, f in r.xrange(keys.bars("BTCUSDT", "1m"))]
+        closed = engine.bar_series("BTCUSDT", "1m").closed
+        assert len(closed) == 1 and closed[0].trade_count == 2
+        assert [decode_bar(e)["start"] for e in raw] == [base * 1_000_000] * 2
+        assert raw[-1] == encode_bar(closed[0]) and raw[0] != raw[-1]
+        appended, _ = stream_trades(r, keys.trades("BTCUSDT"), "BTCUSDT")
+        assert [t.trade_id for t in appended] == [1, 2, 3]
+    finally:
+        pub.stop()

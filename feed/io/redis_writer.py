@@ -102,13 +102,15 @@ def release_symbol(client: Any, keys: Keys, symbol: str, name: str) -> None:
 
 class _BarCursor:
     # What of one symbol's default-spec series was published: closed bars up to index
-    # ``n`` of generation ``gen``, recent rows by start (a revised bar is published again).
+    # ``n`` of generation ``gen``, and a digest of each bar's row by start, so that after
+    # a new generation (a late trade revised a bar, history rebuilt the series) exactly
+    # the bars that changed are published again.
     __slots__ = ("gen", "n", "rows")
 
     def __init__(self) -> None:
         self.gen = None
         self.n = 0
-        self.rows: dict[int, dict] = {}
+        self.rows: dict[int, int] = {}
 
 
 class RedisPublisher:
@@ -315,6 +317,8 @@ class RedisPublisher:
             n_entries += 1
             n_trades += len(trades)
         symbols = self.engine.symbols()
+        for gone in self._bars.keys() - set(symbols):
+            del self._bars[gone]
         bar_commits = [self._bars_step(pipe, s, trim) for s in symbols]
         book_commits = meta_commits = ()
         if force or mono - self._book_at >= BOOK_EVERY_S:
@@ -364,20 +368,19 @@ class RedisPublisher:
             series = self.engine.bar_series(symbol, self.spec, since=cur.n if cur.gen is not None else 0)
         except (KeyError, ValueError):  # unsubscribed meanwhile
             return None
-        if cur.gen is not None and series.generation != cur.gen:
-            # Bars already handed out changed (a late trade, a rebuild): look again at all.
+        if cur.gen is not None and (series.generation != cur.gen or series.n_closed < cur.n):
+            # Bars already handed out changed (a late trade, a rebuild, the symbol
+            # subscribed again): look again at all.
             series = self.engine.bar_series(symbol, self.spec, since=0)
         self._decimals[symbol] = (series.price_decimals, series.size_decimals)
-        rows = dict(cur.rows)
+        rows, changed = cur.rows, {}
         key = self.keys.bars(symbol, self.spec)
         for bar in series.closed:
             row = encode_bar(bar)
-            if rows.get(bar.start_ns) != row:
+            digest = hash(tuple(row.values()))
+            if rows.get(bar.start_ns) != digest:
                 pipe.xadd(key, row, **trim)
-                rows[bar.start_ns] = row
-        if len(rows) > 512:  # revisions reach back a few bars at most
-            for start in sorted(rows)[:-256]:
-                del rows[start]
+                changed[bar.start_ns] = digest
         forming = orjson.dumps(series.current.as_dict()) if series.current is not None else None
         if forming != self._forming_sent.get(symbol, b""):
             if forming is not None:
@@ -387,10 +390,15 @@ class RedisPublisher:
         gen, n = series.generation, series.n_closed
 
         def commit() -> None:
-            new = _BarCursor()
-            new.gen, new.n, new.rows = gen, n, rows
-            self._bars[symbol] = new
+            # After the write only: a failed pass sends the same bars again.
+            cur.gen, cur.n = gen, n
+            rows.update(changed)
+            if len(rows) > keep:  # bars the series no longer holds
+                for start in sorted(rows)[:len(rows) - keep]:
+                    del rows[start]
+            self._bars[symbol] = cur
             self._forming_sent[symbol] = forming
+        keep = self.engine.config.market.max_bars + 64
         return commit
 
     def _book_step(self, pipe: Any, symbol: str) -> Callable[[], None] | None:
