@@ -8,7 +8,7 @@ Usage::
 
 The run is the one ``tickscope`` starts (:func:`dashboard.runtime.start_runtime`, without
 the Dash app); each engine cycle is published by :class:`feed.io.redis_writer.RedisPublisher`
-and ``P:commands`` is followed by :class:`feed.io.redis_writer.CommandConsumer` (layout:
+and ``P:commands`` is followed by :class:`feed.io.redis_commands.CommandConsumer` (layout:
 :mod:`feed.io.bus`). Each symbol is owned by one collector (``P:owner:S``): a symbol a
 live collector owns already, a bad URL or an unreachable Redis is one message and exit
 code 2. SIGTERM or SIGINT stops the feed, writes what is queued, removes the heartbeat and
@@ -118,7 +118,8 @@ class Collector:
     def _before_feed(self, rt: Any, symbols: list[str]) -> None:
         # Claim the symbols, then attach the publisher: before any trade is applied.
         from dashboard.sourcebadge import source_info
-        from feed.io.redis_writer import OwnershipError, RedisPublisher, claim_symbol, release_symbol
+        from feed.io.redis_commands import OwnershipError, claim_symbol, release_symbol
+        from feed.io.redis_writer import RedisPublisher
 
         import redis
 
@@ -155,7 +156,7 @@ class Collector:
             self.runtime.stop()
         if self.publisher is not None:
             self.publisher.stop()
-        from feed.io.redis_writer import release_symbol
+        from feed.io.redis_commands import release_symbol
 
         for s in {*symbols, *self._claimed}:
             try:
@@ -183,7 +184,7 @@ def start_collector(argv: list[str], **runtime_options: Any) -> Collector:
 
 def _start(args: argparse.Namespace, runtime_options: dict) -> Collector:
     from feed.io.bus import Keys
-    from feed.io.redis_writer import CommandConsumer
+    from feed.io.redis_commands import CommandConsumer
 
     from .cli import config_from_args
     from .runtime import start_runtime

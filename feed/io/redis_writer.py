@@ -14,8 +14,8 @@ Redis down or slow: the pass fails, is counted and retried with back-off (0.1 s 
 ``degraded`` and says readers may be missing trades. A Redis that restarted empty gets
 what is published from then on (streams restart; readers skip trades they hold).
 
-:class:`CommandConsumer` tails ``P:commands`` (subscribe / unsubscribe asked from a
-dashboard) on another thread.
+Symbol ownership and the command stream (``P:commands``) are in
+:mod:`feed.io.redis_commands`.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from typing import Any, Callable
 import orjson
 
 from feed.io.bus import (
-    HEARTBEAT_S, HEARTBEAT_TTL_S, TRADES_APPENDED, TRADES_INSERTED, Keys, decode_command,
-    encode_bar, encode_depth, encode_trades,
+    HEARTBEAT_S, HEARTBEAT_TTL_S, TRADES_APPENDED, TRADES_INSERTED, Keys, encode_bar, encode_depth,
+    encode_trades,
 )
+from feed.io.redis_commands import BACKOFF_MAX_S, OWNER_TTL_MS, RELEASE_SCRIPT, RENEW_SCRIPT, release_symbol
 
-__all__ = ["RedisPublisher", "CommandConsumer", "OwnershipError", "claim_symbol", "release_symbol",
-           "DEFAULT_RETENTION_S", "BOOK_EVERY_S", "META_EVERY_S"]
+__all__ = ["RedisPublisher", "DEFAULT_RETENTION_S", "BOOK_EVERY_S", "META_EVERY_S", "MAX_ENTRY_TRADES"]
 
 log = logging.getLogger("tickscope.redis")
 
@@ -51,53 +51,6 @@ MARKET_FIELDS = ("clock", "default_spec", "max_trades", "max_bars", "close_grace
                  "max_rebuild_bars")
 #: ``P:commands`` is trimmed to about this many entries by every heartbeat.
 COMMANDS_KEPT = 1000
-_OWNER_TTL_MS = int(HEARTBEAT_TTL_S * 1000)
-_BACKOFF_MAX_S = 2.0
-
-# Renew the owner key when it is still ours, claim it when it is gone (a Redis restarted
-# empty, an expiry during a pause); return the owner afterwards.
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return ARGV[1] end
-if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1] end
-return v
-"""
-# Delete the owner key only while it is still ours.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-class OwnershipError(Exception):
-    """A symbol is owned by another live collector (``symbol``, ``owner``)."""
-
-    def __init__(self, symbol: str, owner: str) -> None:
-        super().__init__(f"{symbol} is owned by the live collector {owner!r}")
-        self.symbol = symbol
-        self.owner = owner
-
-
-def claim_symbol(client: Any, keys: Keys, symbol: str, name: str) -> None:
-    """Claim ``symbol`` for collector ``name`` (``SET P:owner:S NAME NX PX ttl``); a key
-    already holding ``name`` is renewed.
-
-    Raises
-    ------
-    OwnershipError
-        If another collector owns it (its key has not expired).
-    redis.RedisError
-        If Redis cannot be reached.
-    """
-    owner = client.eval(_RENEW, 1, keys.owner(symbol), name, _OWNER_TTL_MS)
-    owner = owner.decode("utf-8", "replace") if isinstance(owner, bytes) else str(owner)
-    if owner != name:
-        raise OwnershipError(symbol, owner)
-
-
-def release_symbol(client: Any, keys: Keys, symbol: str, name: str) -> None:
-    """Delete ``P:owner:S`` if it still names ``name``."""
-    client.eval(_RELEASE, 1, keys.owner(symbol), name)
 
 
 class _BarCursor:
@@ -165,7 +118,7 @@ class RedisPublisher:
         #: The command consumer whose figures the heartbeat carries (set by the collector).
         self.commands: Any = None
         self._book_at = self._meta_at = self._beat_at = 0.0
-        self._renew = client.register_script(_RENEW)
+        self._renew = client.register_script(RENEW_SCRIPT)
         self.host = socket.gethostname()
         # Counters (written by the publisher thread, except dropped_* by the engine worker).
         self.dropped_cycles = 0
@@ -289,7 +242,7 @@ class RedisPublisher:
                     log.warning("cannot write to Redis (%s); retrying with back-off", self.last_error)
                 self._connected = False
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             if not self._connected:
                 log.info("writing to Redis again")
@@ -467,9 +420,9 @@ class RedisPublisher:
         # Commands are read as they come: the stream needs only its recent entries.
         pipe.xtrim(self.keys.commands, maxlen=COMMANDS_KEPT, approximate=True)
         for s in self._owned.difference(symbols):  # unsubscribed meanwhile (a vendor refusal)
-            pipe.eval(_RELEASE, 1, self.keys.owner(s), self.name)
+            pipe.eval(RELEASE_SCRIPT, 1, self.keys.owner(s), self.name)
         for s in symbols:  # last: _check_owners reads their replies
-            self._renew(keys=[self.keys.owner(s)], args=[self.name, _OWNER_TTL_MS], client=pipe)
+            self._renew(keys=[self.keys.owner(s)], args=[self.name, OWNER_TTL_MS], client=pipe)
 
     def _check_owners(self, symbols: list[str], replies: list) -> None:
         # A symbol another collector took (our key expired during a long pause): stop
@@ -509,117 +462,3 @@ def _runs(pending: list) -> list[tuple[str, bytes, list]]:
                     out.append((t.symbol, kind, run[1]))
                 run[1].append(t)
     return out
-
-
-class CommandConsumer:
-    """Reads ``P:commands`` from the moment it starts; subscribes and unsubscribes symbols.
-
-    ``subscribe``: taken when the entry names this collector or none, the adapter accepts
-    the symbol and the owner key can be claimed; ``unsubscribe``: taken by the owner, which
-    releases the key. Entries that do not decode (missing fields, a 10 MB symbol, an
-    unknown op) and symbols the vendor refuses are counted (``bad``, ``refused``) and skipped.
-    """
-
-    def __init__(self, engine: Any, client: Any, name: str, keys: Keys) -> None:
-        self.engine = engine
-        self.client = client
-        self.name = name
-        self.keys = keys
-        self.bad = 0
-        self.refused = 0
-        self.taken = 0
-        self.errors = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._cursor = "$"
-
-    def start(self) -> "CommandConsumer":
-        """Note the stream's last id (commands from now on count) and start the thread."""
-        try:
-            last = self.client.xrevrange(self.keys.commands, count=1)
-            self._cursor = last[0][0] if last else "0-0"
-        except Exception as exc:
-            log.warning("cannot read %s yet: %s", self.keys.commands, exc)
-        self._thread = threading.Thread(target=self._run, name="tickscope-commands", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 3.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def stats(self) -> dict:
-        """``{"taken", "bad", "refused", "errors"}``: commands carried out, skipped as
-        malformed, refused (symbol, ownership), failed reads."""
-        return {"taken": self.taken, "bad": self.bad, "refused": self.refused, "errors": self.errors}
-
-    def _run(self) -> None:
-        backoff = 0.1
-        while not self._stop.is_set():
-            try:
-                reply = self.client.xread({self.keys.commands: self._cursor}, count=100, block=500)
-            except Exception as exc:
-                self.errors += 1
-                log.debug("reading commands failed: %s", exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            backoff = 0.1
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    self._cursor = entry_id
-                    self.handle(fields)
-
-    def handle(self, fields: dict) -> None:
-        """Carry out one command entry (see the class docstring); never raises."""
-        try:
-            op, text, target = decode_command(fields)
-        except Exception:
-            self.bad += 1
-            log.warning("skipped a malformed command entry (%d so far)", self.bad)
-            return
-        if target and target != self.name:
-            return
-        try:
-            symbol = self.engine.normalize_symbol(text)
-        except ValueError as exc:
-            self.refused += 1
-            log.info("command %s %r refused: %s", op, text[:64], exc)
-            return
-        try:
-            if op == "subscribe":
-                self._subscribe(symbol)
-            elif symbol in self.engine.symbols():
-                self.engine.unsubscribe(symbol)
-                release_symbol(self.client, self.keys, symbol, self.name)
-                self.taken += 1
-                log.info("unsubscribed %s (command)", symbol)
-        except Exception as exc:
-            self.errors += 1
-            log.warning("command %s %s failed: %s", op, symbol, exc)
-
-    def _subscribe(self, symbol: str) -> None:
-        if symbol in self.engine.symbols():
-            return
-        try:
-            self.engine.adapter.validate_subscription([*self.engine.symbols(), symbol])
-        except ValueError as exc:
-            self.refused += 1
-            log.info("not subscribing %s: %s", symbol, exc)
-            return
-        try:
-            claim_symbol(self.client, self.keys, symbol, self.name)
-        except OwnershipError as exc:
-            log.info("not subscribing %s: %s", symbol, exc)
-            return
-        try:
-            self.engine.subscribe(symbol)
-        except ValueError as exc:
-            self.refused += 1
-            release_symbol(self.client, self.keys, symbol, self.name)
-            log.info("not subscribing %s: %s", symbol, exc)
-            return
-        self.taken += 1
-        log.info("subscribed %s (command)", symbol)
