@@ -148,7 +148,8 @@ class RedisPublisher:
             self._last_drop_at = time.monotonic()
             return
         self._in_trades += n
-        self._queue.put((list(persist), list(inserted or ())))
+        # The lists are the cycle's own (a new Effects per apply): queued as they are.
+        self._queue.put((persist, inserted or ()))
 
     # -- life cycle --------------------------------------------------------------------------
 
