@@ -204,7 +204,9 @@ def _start(args: argparse.Namespace, runtime_options: dict) -> Collector:
                          "choose another name")
     col = Collector(client, keys, name, retention, args.redis)
     col.runtime = start_runtime(config, serve=False, before_feed=col._before_feed, **runtime_options)
-    col.commands = CommandConsumer(col.runtime.engine, client, name, keys).start()
+    exchange = col.runtime.exchange  # the embedded one serves only the symbols it plays or simulates
+    serves = (lambda s: exchange.serves(s, "trade")) if exchange is not None else None
+    col.commands = CommandConsumer(col.runtime.engine, client, name, keys, serves).start()
     col.publisher.commands = col.commands
     return col
 

@@ -116,6 +116,10 @@ def test_collect_replay_publishes_exactly_the_engines_trades_bars_book_and_a_hea
     assert body["market"]["bar_options"]["utc_offset"] == "+08:00" and body["market"]["bar_options"]["empty"] == "gap"
     assert 0 < r.pttl(keys.collector("c1")) <= HEARTBEAT_TTL_S * 1000
     assert r.get(keys.owner("BTCUSDT")) == b"c1" and r.sismember(keys.collectors, "c1")
+    # A symbol the replay does not hold is left to another collector, never claimed.
+    r.xadd(keys.commands, encode_command("subscribe", "ETHUSDT"))
+    wait_for(lambda: col.commands.stats()["refused"] == 1, 10, "the command refused")
+    assert rt.engine.symbols() == ["BTCUSDT"] and r.get(keys.owner("ETHUSDT")) is None
     # A clean stop removes the heartbeat and releases the owner key at once.
     col.stop()
     assert r.get(keys.collector("c1")) is None and r.get(keys.owner("BTCUSDT")) is None

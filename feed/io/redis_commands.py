@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from feed.io.bus import HEARTBEAT_TTL_S, Keys, decode_command
 
@@ -82,10 +82,16 @@ class CommandConsumer:
     the symbol and the owner key can be claimed; ``unsubscribe``: taken by the owner, which
     releases the key. Entries that do not decode (missing fields, a 10 MB symbol, an
     unknown op) and symbols the vendor refuses are counted (``bad``, ``refused``) and skipped.
+
+    ``serves``, when given, tells whether this collector's source can deliver a symbol (a
+    replay holds only the symbols recorded): a symbol it cannot is left to another
+    collector, never claimed.
     """
 
-    def __init__(self, engine: Any, client: Any, name: str, keys: Keys) -> None:
+    def __init__(self, engine: Any, client: Any, name: str, keys: Keys,
+                 serves: Callable[[str], bool] | None = None) -> None:
         self.engine = engine
+        self.serves = serves
         self.client = client
         self.name = name
         self.keys = keys
@@ -169,6 +175,8 @@ class CommandConsumer:
             return
         try:
             self.engine.adapter.validate_subscription([*self.engine.symbols(), symbol])
+            if self.serves is not None and not self.serves(symbol):
+                raise ValueError("this collector's source does not serve it")
         except ValueError as exc:
             self.refused += 1
             log.info("not subscribing %s: %s", symbol, exc)
