@@ -203,7 +203,11 @@ def _start(args: argparse.Namespace, runtime_options: dict) -> Collector:
         raise UsageError(f"--name: a live collector named {name!r} already publishes to this Redis; "
                          "choose another name")
     col = Collector(client, keys, name, retention, args.redis)
-    col.runtime = start_runtime(config, serve=False, before_feed=col._before_feed, **runtime_options)
+    try:
+        col.runtime = start_runtime(config, serve=False, before_feed=col._before_feed, **runtime_options)
+    except BaseException:
+        col.stop()  # a publisher already started: its thread and owner keys
+        raise
     exchange = col.runtime.exchange  # the embedded one serves only the symbols it plays or simulates
     serves = (lambda s: exchange.serves(s, "trade")) if exchange is not None else None
     col.commands = CommandConsumer(col.runtime.engine, client, name, keys, serves).start()
