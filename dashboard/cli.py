@@ -9,6 +9,7 @@ Usage::
               [--retention-days D] [--retention-mb M] [--record FILE] [--stale-after S]
               [--host 127.0.0.1] [--port 8050]
     tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [-o OUT]
+    tickscope serve --redis URL [--redis-prefix P] [--host H] [--port N] [--workers N]
 
 With no arguments it starts the embedded local exchange (a seeded market simulator) on
 loopback, connects the ordinary Binance adapter to it and serves the dashboard. With
@@ -219,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         from feed.io.convert import main as bars_main
 
         return bars_main(argv[1:])
+    if argv[:1] == ["serve"]:  # dashboards reading Redis, under gunicorn (dashboard/serve.py)
+        from .serve import main as serve_main
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
