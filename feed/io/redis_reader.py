@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -630,8 +631,8 @@ class RedisReader:
     def health(self) -> dict:
         """Return ``/api/health``: the merged status's JSON, ``collectors`` (``{NAME:
         {"alive", "symbols", "counters", "last_beat", ...}}``), each symbol's ``collector``
-        and ``stale``, and ``reader`` (this worker's replica: trades held, entries
-        skipped as bad, read errors)."""
+        and ``stale``, and ``reader`` (this worker's replica: its pid, trades held per
+        symbol, duplicates skipped, entries skipped as bad, read errors)."""
         status = self.status()
         with self._lock:
             beats = self._beats_list()
@@ -639,7 +640,7 @@ class RedisReader:
             held = {s: self._replica.n_trades(s) for s in self._held}
             duplicates = self._replica.duplicates()
         body = health_body(status, beats, owners)
-        body["reader"] = {"trades_held": held, "duplicates_skipped": duplicates,
+        body["reader"] = {"pid": os.getpid(), "trades_held": held, "duplicates_skipped": duplicates,
                           "bad_entries": dict(self.bad_entries), "read_errors": self.read_errors}
         return body
 
