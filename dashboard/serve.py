@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
@@ -90,6 +91,15 @@ def make_server_app(url: str, prefix: str, bar_options: dict, interval_ms: int =
     reader = RedisReader(url, prefix, default_bar_options=bar_options).start()
     app = create_app(reader, interval_ms=interval_ms, source=reader.source_info)
     app.server.config["TICKSCOPE_READER"] = reader
+    pid = str(os.getpid())
+
+    @app.server.after_request
+    def _worker(response):
+        # Which worker answered: for operators behind a proxy, and for the tests that must
+        # see every worker's replica agree.
+        response.headers["X-Tickscope-Worker"] = pid
+        return response
+
     return app.server
 
 

@@ -41,6 +41,15 @@ def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def http_get_worker(url: str, timeout: float = 10.0) -> tuple[int, bytes, str]:
+    """Return (status, body, the ``X-Tickscope-Worker`` pid that answered)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read(), resp.headers.get("X-Tickscope-Worker", "")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("X-Tickscope-Worker", "")
+
+
 def http_json(url: str) -> dict:
     status, body = http_get(url)
     assert status == 200, (status, body[:300])
