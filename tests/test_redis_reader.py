@@ -220,3 +220,41 @@ def test_reader_subscribe_writes_a_command_and_fails_clearly_without_a_collector
             reader.normalize_symbol("BTC USDT; DROP")
     finally:
         reader.stop()
+
+
+# -- the pure parts: heartbeats merged -----------------------------------------------------------
+
+
+def test_heartbeats_when_merged_give_worst_state_summed_counters_and_symbols_in_order():
+    from feed.core.collectors import iso_to_ns, market_of, merge_status, parse_beat
+
+    a = parse_beat("a", orjson.loads(beat("a", ["BTCUSDT", "SOLUSDT"], T0, state="live", kind="live",
+                                          counters={"trades": 3, "malformed": 1})))
+    b = parse_beat("b", orjson.loads(beat("b", ["ETHUSDT"], T0 + 5, state="reconnecting", kind="live",
+                                          counters={"trades": 4, "bogus": 9})))
+    status = merge_status([(a, True), (b, True)], ["BTCUSDT", "SOLUSDT", "ETHUSDT"], clock_ns=T0 + 5)
+    assert status.state == "reconnecting"
+    assert status.counters.trades == 7 and status.counters.malformed == 1
+    assert list(status.symbols) == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]
+    assert status.symbols["ETHUSDT"].last_trade_ts_ns == iso_to_ns("2024-08-09T00:00:01.000Z") == T0 + 1_000_000_000
+    stale = merge_status([(a, True), (b, False)], ["BTCUSDT", "SOLUSDT", "ETHUSDT"], now_ns=b.beat_ns + 7 * 10**9)
+    assert stale.state == "stale" and stale.detail == "collector b stale (no heartbeat for 7 s): ETHUSDT"
+    assert merge_status([], []).state == "connecting"
+    # a replay collector runs on the exchange clock; a published market config wins
+    assert market_of(parse_beat("r", orjson.loads(beat("r", [], 0))), BAR_OPTIONS).clock == "exchange"
+    assert market_of(a, BAR_OPTIONS).clock == "wall" and market_of(a, BAR_OPTIONS).bar_options == BAR_OPTIONS
+    published = parse_beat("p", {"symbols": [], "market": {"clock": "exchange", "close_grace_s": 1.5,
+                                                           "bar_options": {"empty": "flat"}, "max_trades": 10}})
+    cfg = market_of(published, BAR_OPTIONS)
+    assert (cfg.clock, cfg.close_grace_s, dict(cfg.bar_options), cfg.max_trades) == ("exchange", 1.5, {"empty": "flat"}, 10)
+    forged = parse_beat("f", {"symbols": [], "market": {"max_trades": -5, "clock": "moon"}})
+    assert market_of(forged, BAR_OPTIONS).max_trades == MarketConfig().max_trades
+
+
+@pytest.mark.parametrize("body", [[], "x", {"symbols": "BTCUSDT"}, {"symbols": [1]}, {"symbols": ["x" * 65]},
+                                  {"symbols": ["S"] * 1001}])
+def test_heartbeat_when_forged_is_refused(body):
+    from feed.core.collectors import parse_beat
+
+    with pytest.raises(ValueError):
+        parse_beat("f", body)
