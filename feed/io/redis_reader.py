@@ -39,6 +39,8 @@ __all__ = ["RedisReader", "ReaderUnavailable", "READ_COUNT"]  # READ_COUNT: from
 log = logging.getLogger("tickscope.redis_reader")
 
 _SUBSCRIBE_WAIT_S = 4.0
+#: Entries ``P:commands`` keeps (``MAXLEN ~``): commands are read as they come.
+_COMMANDS_KEPT = 1000
 
 
 class ReaderUnavailable(ConnectionError):
@@ -183,7 +185,7 @@ class RedisReader(ReplicaTail):
         symbol = self.normalize_symbol(text)
         if symbol in self.symbols():
             return symbol
-        self._redis.xadd(self.keys.commands, encode_command("subscribe", symbol), maxlen=10_000, approximate=True)
+        self._redis.xadd(self.keys.commands, encode_command("subscribe", symbol), maxlen=_COMMANDS_KEPT, approximate=True)
         deadline = time.monotonic() + _SUBSCRIBE_WAIT_S
         while time.monotonic() < deadline:
             if self._thread is None:
@@ -202,7 +204,7 @@ class RedisReader(ReplicaTail):
             held = self._held.get(symbol)
             owner = held.owner if held is not None else ""
         self._redis.xadd(self.keys.commands, encode_command("unsubscribe", symbol, owner),
-                         maxlen=10_000, approximate=True)
+                         maxlen=_COMMANDS_KEPT, approximate=True)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and symbol in self.symbols():
             time.sleep(0.05)
