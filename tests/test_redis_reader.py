@@ -258,3 +258,27 @@ def test_heartbeat_when_forged_is_refused(body):
 
     with pytest.raises(ValueError):
         parse_beat("f", body)
+
+
+def test_reader_when_history_is_put_in_place_inserts_it_and_rebuilds_every_series(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys("t5")
+    trades = make_trades("BTCUSDT", 2000, seed=21)
+    trades.sort(key=lambda t: t.ts_ns)
+    trades = [Trade(t.symbol, t.ts_ns, t.price, t.size, t.side, 1000 + i, t.recv_ns) for i, t in enumerate(trades)]
+    missing = trades[800:900]  # a trade-id gap the collector repaired from REST history
+    publish(r, keys, "c1", "BTCUSDT", [trades[:800], trades[900:]], state="replay-finished")
+    reader = RedisReader(redis_url, "t5", default_bar_options=BAR_OPTIONS).start()
+    try:
+        assert wait_for(lambda: len(reader.trades("BTCUSDT", 10**6)) == 1900)
+        before = reader.bar_series("BTCUSDT", "1m")
+        r.xadd(keys.trades("BTCUSDT"), {"k": b"i", "d": encode_trades(missing)})
+        assert wait_for(lambda: len(reader.trades("BTCUSDT", 10**6)) == 2000)
+        assert reader.trades("BTCUSDT", 10**6) == trades
+        after = reader.bar_series("BTCUSDT", "1m")
+        assert after.generation == before.generation + 1  # readers redraw
+        whole = engine_market([trades], ["1m", "100t"], "BTCUSDT")
+        assert after.closed == whole.bar_series("BTCUSDT", BarSpec.from_str("1m")).closed
+        assert reader.bar_series("BTCUSDT", "100t").closed == whole.bar_series("BTCUSDT", BarSpec.from_str("100t")).closed
+    finally:
+        reader.stop()
