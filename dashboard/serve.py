@@ -100,6 +100,12 @@ def make_server_app(url: str, prefix: str, bar_options: dict, interval_ms: int =
         response.headers["X-Tickscope-Worker"] = pid
         return response
 
+    # Dash registers the script files a page may load while rendering the page itself; a
+    # worker that never rendered it refuses them ("not a registered library") when another
+    # worker served the page. Rendering it once here registers them in every worker.
+    index = app.server.test_client().get("/")
+    if index.status_code != 200:
+        raise RuntimeError(f"the dashboard page did not render (HTTP {index.status_code})")
     return app.server
 
 

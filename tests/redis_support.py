@@ -32,6 +32,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def http_get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     """Return (status, body) of a GET (errors as their status)."""
     try:
@@ -96,15 +104,22 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.
 
 
 @contextlib.contextmanager
-def serve(redis_url: str, *extra: str, workers: int = 2, log_path: Path | None = None):
-    """Run ``tickscope serve --redis URL --workers N`` on a free port; yield its base URL."""
+def serve(redis_url: str, *extra: str, workers: int = 2, log_path: Path | None = None,
+          wait_path: str | None = "/api/health"):
+    """Run ``tickscope serve --redis URL --workers N`` on a free port; yield its base URL
+    once ``wait_path`` answers 200 (None: once the port accepts connections, so that no
+    worker has served a request yet)."""
     port = free_port()
     proc = tickscope("serve", "--redis", redis_url, "--port", str(port), "--workers", str(workers),
                      "--log-level", "WARNING", *extra, log_path=log_path)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: proc.poll() is not None or http_get(base + "/api/health", 2)[0] == 200,
-                   timeout=60, message="serve answering")
+        if wait_path is None:
+            wait_until(lambda: proc.poll() is not None or _accepts(port), timeout=60, message="serve listening")
+            time.sleep(1.0)  # the workers have booted
+        else:
+            wait_until(lambda: proc.poll() is not None or http_get(base + wait_path, 2)[0] == 200,
+                       timeout=60, message="serve answering")
         assert proc.poll() is None, f"serve exited with {proc.returncode}"
         yield base
     finally:

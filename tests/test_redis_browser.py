@@ -27,6 +27,10 @@ def candle_state(dash_duo) -> tuple | None:
     return g["layout"]["title"] or "", len(closed.get("x") or []), closes[-1] if closes else None
 
 
+def depth_title(dash_duo) -> str:
+    return ((graph(dash_duo, ids.DEPTH) or {}).get("layout") or {}).get("title") or ""
+
+
 def select_symbol(dash_duo, symbol: str) -> None:
     dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value=symbol)
 
@@ -57,8 +61,12 @@ def test_serve_page_when_two_symbols_publish_shows_both_updating_and_a_stale_col
             wait_until(lambda: "collector c-eth stale" in status_text(dash_duo), 20,
                        message="the stale collector named in the status line")
             assert "ETHUSDT" in status_text(dash_duo)
+            wait_until(lambda: "ETHUSDT" in depth_title(dash_duo) and "stale: feed stale" in depth_title(dash_duo),
+                       15, message="the stale collector's book marked stale")
             select_symbol(dash_duo, "BTCUSDT")
             wait_updating(dash_duo, "BTCUSDT")  # the other symbol keeps updating
+            wait_until(lambda: "BTCUSDT" in depth_title(dash_duo) and "stale" not in depth_title(dash_duo),
+                       15, message="the live collector's book not marked stale")
             assert dash_duo.get_logs() in (None, []) or not [
                 e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"]
     finally:

@@ -282,3 +282,21 @@ def test_reader_when_history_is_put_in_place_inserts_it_and_rebuilds_every_serie
         assert reader.bar_series("BTCUSDT", "100t").closed == whole.bar_series("BTCUSDT", BarSpec.from_str("100t")).closed
     finally:
         reader.stop()
+
+
+def test_reader_symbol_state_is_its_collectors(redis_url):
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys("t6")
+    publish(r, keys, "a", "BTCUSDT", [make_trades("BTCUSDT", 20)])
+    publish(r, keys, "b", "ETHUSDT", [make_trades("ETHUSDT", 20, seed=2)], ttl_s=0.5)
+    reader = RedisReader(redis_url, "t6", default_bar_options=BAR_OPTIONS).start()
+    try:
+        assert wait_for(lambda: reader.health()["collectors"].get("b", {}).get("alive") is False)
+        status = reader.status()
+        assert status.state == "stale"
+        assert reader.symbol_state("BTCUSDT", status) == "live"
+        assert reader.symbol_state("ETHUSDT", status) == "stale"
+        assert reader.symbol_state("XRPUSDT", status) == "stale"  # not held: the whole feed's
+        assert reader.depth("ETHUSDT").synced is False
+    finally:
+        reader.stop()

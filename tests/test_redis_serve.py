@@ -140,3 +140,22 @@ def test_serve_when_redis_is_unreachable_says_so_and_exits_2(tmp_path):
 def test_serve_when_arguments_are_bad_exits_2(argv, tmp_path):
     proc = tickscope("serve", *argv, log_path=tmp_path / "serve.log")
     assert proc.wait(30) == 2
+
+
+def test_serve_when_a_page_loads_every_worker_serves_its_scripts_at_once(redis_url, tmp_path):
+    # A browser asks for a page's scripts at once; a worker must answer them even if its
+    # first requests are these (Dash registers them while setting up: a race otherwise).
+    import re
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dashboard.app import create_app
+    from feed.io.redis_reader import RedisReader
+
+    page = create_app(RedisReader(redis_url)).server.test_client().get("/").data.decode()
+    scripts = re.findall(r'<script src="(/_dash-component-suites/[^"]+)"', page)
+    assert len(scripts) > 3
+    for _ in range(3):
+        with serve(redis_url, workers=WORKERS, log_path=tmp_path / "serve.log", wait_path=None) as base:
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda src: http_get_worker(base + src)[0], scripts * 4))
+            assert answers == [200] * len(answers)

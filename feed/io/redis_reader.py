@@ -325,6 +325,18 @@ class RedisReader(ReplicaTail):
             meta = {s: h.status for s, h in self._held.items() if h.status is not None}
         return merge_status(beats, symbols, symbol_meta=meta, clock_ns=clock, now_ns=time.time_ns())
 
+    def symbol_state(self, symbol: str | None, status: Status) -> str:
+        """Return the feed state of ``symbol``'s collector (``stale`` while its heartbeat is
+        missing), or ``status.state`` for a symbol not held: the chart and book of a symbol
+        whose collector is alive are not marked stale because another collector is."""
+        with self._lock:
+            held = self._held.get(symbol or "")
+            got = self._beats.get(held.owner) if held is not None else None
+        if got is None:
+            return status.state
+        beat, alive, _ = got
+        return beat.state if alive else "stale"
+
     def health(self) -> dict:
         """Return ``/api/health``: the merged status's JSON, ``collectors`` (``{NAME:
         {"alive", "symbols", "counters", "last_beat", ...}}``), each symbol's ``collector``
