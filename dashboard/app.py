@@ -1,15 +1,19 @@
-"""The Dash application: ``create_app(engine)``.
+"""The Dash application: ``create_app(reader)``.
 
 Tiny on purpose (the dmc-docs ``run.py`` pattern): the layout comes from
 ``layout.create_layout``, callbacks from ``callbacks.register`` and HTTP routes from
-``api.register_routes``, each given the engine as an argument.
+``api.register_routes``, each given the reader as an argument. The reader is the
+market-state boundary (``feed.io.bus.MarketReader``): the engine itself in-process, or a
+``feed.io.redis_reader.RedisReader`` under ``tickscope serve``. Nothing the app keeps
+between requests lives in the server process but caches any worker can rebuild: state
+that must follow a page lives in its ``dcc.Store`` components.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import dash
 
@@ -30,28 +34,30 @@ def _callback_failed(exc: Exception) -> None:
 
 
 def create_app(
-    engine: Any,
+    reader: Any,
     *,
     interval_ms: int = 250,
     max_points: int = callbacks.MAX_POINTS,
     keep_points: int = callbacks.KEEP_POINTS,
-    source: dict | None = None,
+    source: dict | Callable[[], dict | None] | None = None,
     session_tz: str | None = None,
 ) -> dash.Dash:
-    """Return the dashboard app reading ``engine``.
+    """Return the dashboard app reading ``reader``.
 
     Parameters
     ----------
-    engine : feed.io.engine.Engine
-        Source of every figure, the status line and the exports.
+    reader : feed.io.bus.MarketReader
+        Source of every figure, the status line and the exports: a
+        ``feed.io.engine.Engine`` (in-process) or a ``feed.io.redis_reader.RedisReader``.
     interval_ms : int, default 250
         Period of the live-update timer, milliseconds.
     max_points, keep_points : int
         Cap of closed bars in the candle chart and bars kept by the redraw the cap forces
         (see ``dashboard.callbacks``).
-    source : dict, optional
+    source : dict or callable, optional
         Where the data comes from (``dashboard.sourcebadge.source_info``), shown as the
-        status line's badge (``SIMULATED``, ``REPLAY x10``, ``Binance USD-M``).
+        status line's badge (``SIMULATED``, ``REPLAY x10``, ``Binance USD-M``); a callable
+        returning it is asked on every refresh (the collectors' sources under ``serve``).
     session_tz : str, optional
         The exchange session's IANA zone (``--session-tz``), offered as a chart time zone.
 
@@ -79,10 +85,10 @@ def create_app(
     )
     # A function, so every page load lists the symbols subscribed by then.
     app.layout = lambda: layout.create_layout(
-        symbols=engine.symbols(), default_spec=engine.default_spec, interval_ms=interval_ms,
+        symbols=reader.symbols(), default_spec=reader.default_spec, interval_ms=interval_ms,
         session_tz=session_tz,
     )
-    callbacks.register(app, engine, max_points=max_points, keep_points=keep_points, source=source)
+    callbacks.register(app, reader, max_points=max_points, keep_points=keep_points, source=source)
     guard.install(app)  # a body that is not one of these callbacks' is answered 400
-    api.register_routes(app.server, engine)
+    api.register_routes(app.server, reader)
     return app

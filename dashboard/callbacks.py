@@ -185,10 +185,13 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         status_store, pending = inputs.status_store(status_store), inputs.subscribe_store(pending)
         options = inputs.symbol_options(options)
         status = engine.status()
+        # The selected symbol's own feed state where the reader knows it (under ``serve`` one
+        # collector may be stale while the others are live), else the whole feed's.
+        state = engine.symbol_state(symbol, status) if hasattr(engine, "symbol_state") else status.state
         out = (
             *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label,
-                                    state=status.state, tz=timezones.resolve(zone, browser_zone)),
-            *updates.depth_update(engine, symbol, depth_store, status.state),
+                                    state=state, tz=timezones.resolve(zone, browser_zone)),
+            *updates.depth_update(engine, symbol, depth_store, state),
             *updates.status_update(engine, symbol, status_store, pending, options, now=time.time(),
                                    source=source, status=status),
         )

@@ -10,6 +10,7 @@ Usage::
               [--host 127.0.0.1] [--port 8050]
     tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [-o OUT]
     tickscope collect --redis URL [--name NAME] [--redis-prefix P] [--redis-retention D] [feed options]
+    tickscope serve --redis URL [--redis-prefix P] [--host H] [--port N] [--workers N]
 
 With no arguments it starts the embedded local exchange (a seeded market simulator) on
 loopback, connects the ordinary Binance adapter to it and serves the dashboard. With
@@ -230,10 +231,14 @@ def main(argv: list[str] | None = None) -> int:
         from feed.io.convert import main as bars_main
 
         return bars_main(argv[1:])
-    if argv[:1] == ["collect"]:
+    if argv[:1] == ["collect"]:  # a feed publishing to Redis, no web server (dashboard/collect.py)
         from .collect import main as collect_main
 
         return collect_main(argv[1:])
+    if argv[:1] == ["serve"]:  # dashboards reading Redis, under gunicorn (dashboard/serve.py)
+        from .serve import main as serve_main
+
+        return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)

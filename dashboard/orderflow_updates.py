@@ -25,7 +25,9 @@ Updates, per view (the page's ``STATE`` store says what the browser holds):
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import os
 import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -338,6 +340,9 @@ def _crc(value: Any) -> str:
 # -- flow chart -------------------------------------------------------------------------------
 
 
+_MODEL_SERIAL = itertools.count(1)
+
+
 class FlowCache:
     """The flow models of the views asked for: at most ``size`` (least recently used
     dropped), so the cache stays small whatever the browsers ask for."""
@@ -370,6 +375,11 @@ class FlowModel:
 
     def __init__(self, engine: Any, symbol: str, spec: BarSpec, emas: tuple[int, ...]) -> None:
         self.symbol, self.spec, self.emas = symbol, spec, emas
+        # Names this model in the page's flow state: the page patches only a figure drawn
+        # from this very model. Unique across worker processes too (``id()`` is not: forked
+        # workers allocate at the same addresses), so a request served by another worker
+        # of ``tickscope serve`` redraws instead of patching a figure it did not draw.
+        self.token = f"{os.getpid()}-{next(_MODEL_SERIAL)}"
         alignment = {k: v for k, v in bar_options(engine).items()
                      if k in ("utc_offset", "session_tz", "session_open")}
         self.series = FlowSeries(emas, keep=FLOW_BARS, **alignment)
@@ -475,7 +485,7 @@ def flow_update(engine: Any, symbol: str, spec: BarSpec, s: Settings, anchor: An
     cur = head.current
     cur_sig = None if cur is None else [cur.close, cur.high, cur.low, cur.volume, cur.trade_count]
     view = [symbol, str(spec), list(s.emas), s.cvd_session, s.vwap_bar, anchor if s.vwap_bar else None,
-            model.seen, id(model)]
+            model.seen, model.token]
     if state.get("view") == view and state.get("cur") == cur_sig:
         return no_update, state
     rows = list(model.series.rows)[-len(model.bars):] if model.bars else []

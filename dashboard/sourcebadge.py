@@ -73,14 +73,16 @@ _TITLES = {
 }
 
 
-def source_badge(info: dict | None, *, state: str = "", clock_ns: int | None = None,
-                 url: str = "") -> html.Span | None:
+def source_badge(info: dict | Callable[[], dict | None] | None, *, state: str = "",
+                 clock_ns: int | None = None, url: str = "") -> html.Span | None:
     """Return the badge for :func:`source_info`'s ``info`` (None without one).
 
     Parameters
     ----------
-    info : dict or None
-        From :func:`source_info`.
+    info : dict, callable or None
+        From :func:`source_info`, or a callable returning it now (``tickscope serve``:
+        the collectors' sources, ``RedisReader.source_info``, whose ``progress`` is a
+        number rather than a callable).
     state : str
         ``Engine.status().state``; ``replay-finished`` shows 100 %.
     clock_ns : int, optional
@@ -88,6 +90,8 @@ def source_badge(info: dict | None, *, state: str = "", clock_ns: int | None = N
     url : str
         The feed's endpoint, named in the tooltip.
     """
+    if callable(info):
+        info = info()
     if not info:
         return None
     kind = info.get("kind", "live")
@@ -95,7 +99,12 @@ def source_badge(info: dict | None, *, state: str = "", clock_ns: int | None = N
     title = _TITLES.get(kind, "")
     if kind == "replay":
         progress = info.get("progress")
-        fraction = 1.0 if state == "replay-finished" else (progress() if callable(progress) else None)
+        if state == "replay-finished":
+            fraction = 1.0
+        elif callable(progress):
+            fraction = progress()
+        else:  # a collector's published share played (a number), if any
+            fraction = float(progress) if type(progress) in (int, float) and 0 <= progress <= 1 else None
         clock = replay_clock(clock_ns)
         if clock:
             parts.append(html.Span(clock, className="source-clock"))

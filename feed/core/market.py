@@ -666,3 +666,85 @@ class MarketState:
         """Return ``(symbol, {"price_decimals", "size_decimals"})`` of symbols with trades."""
         return [(st.symbol, {"price_decimals": st.price_dp, "size_decimals": st.size_dp})
                 for st in self._symbols.values() if st.n_trades]
+
+    # -- replica: a reader's copy fed from a collector's published tape -----------------------
+    # Used by feed.core.replica only (dashboard workers of ``tickscope serve``). The writer's
+    # methods above stay as they are; these reuse them so bars are built by the same code.
+
+    def replica_append(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
+        """Append trades a collector appended to ``symbol``'s tape, in its order, then close
+        time bars by ``clock_ns`` (the collector's clock, UTC ns); return the trades taken.
+
+        A trade whose id is at or below the last id held is a duplicate (a collector that
+        restarted replays its start) and is skipped; trades without an id are never skipped.
+        No other check is made: the collector already decided what its tape holds.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        st = self._symbols[symbol]
+        fx = Effects()
+        taken = 0
+        for trade in trades:
+            tid = trade.trade_id
+            if tid is not None and st.last_trade_id is not None and tid <= st.last_trade_id:
+                self._counts["duplicates"] += 1
+                continue
+            self._take(st, trade, fx)
+            taken += 1
+        self.replica_close(symbol, clock_ns)
+        return taken
+
+    def replica_insert(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
+        """Put trades a collector put in place (history: backfill, gap repair) into
+        ``symbol``'s tape and rebuild every series of the symbol; return the trades kept.
+
+        A rebuilt series' generation is the symbol's count of inserts, so every reader of
+        the same stream hands out the same generation (a page served by several workers
+        does not redraw for nothing).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        st = self._symbols[symbol]
+        new = sorted((t for t in trades if t.trade_id is not None), key=lambda t: t.trade_id)
+        kept = st.insert_trades(new)
+        if kept:
+            self._rebuild_series(st, clock_ns)
+            for agg in st.series.values():
+                agg.generation = st.inserts
+        return len(kept)
+
+    def replica_close(self, symbol: str, clock_ns: int) -> None:
+        """Close ``symbol``'s time bars whose interval ended ``close_grace_s`` before
+        ``clock_ns`` (UTC ns)."""
+        st = self._symbols.get(symbol)
+        if st is None:
+            return
+        now = clock_ns - self._grace_ns
+        for agg in st.series.values():
+            agg.on_clock(now)
+
+    def replica_install(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
+        """:meth:`install_series` with the series' generation set to the symbol's count of
+        inserts (see :meth:`replica_insert`)."""
+        self.install_series(seed, agg, clock_ns)
+        st = self._symbols.get(seed.symbol)
+        if st is not None and seed.spec in st.series:
+            st.series[seed.spec].generation = st.inserts
+
+    def replica_set_decimals(self, symbol: str, price_dp: int, size_dp: int) -> None:
+        """Set ``symbol``'s price and size decimals to the collector's (0..12 each)."""
+        st = self._symbols.get(symbol)
+        if st is not None:
+            st.price_dp = min(max(int(price_dp), 0), 12)
+            st.size_dp = min(max(int(size_dp), 0), 12)
+
+    def replica_last_ts(self, symbol: str) -> int | None:
+        """Return the newest exchange time in ``symbol``'s tape, UTC ns (None: no trade)."""
+        st = self._symbols.get(symbol)
+        return st.last_trade_ts_ns if st is not None else None

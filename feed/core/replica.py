@@ -1,0 +1,187 @@
+"""A reader's replica of collectors' market state: per-symbol tapes and bar series rebuilt
+from the trades the collectors publish, with the engine's own code.
+
+Each dashboard worker of ``tickscope serve`` (``feed.io.redis_reader``) holds one. Every
+symbol gets a :class:`~feed.core.market.MarketState` of its own, configured like the
+market state of the collector that owns it (bar options, close grace, limits), so the
+tape is the collector's tape and a bar series of any spec is built and updated by
+``MarketState.build_series`` / ``make_aggregator`` exactly as in the collector.
+
+Time bars are closed by a clock handed in per symbol (UTC ns). The reader passes the
+newest exchange time of the entries applied while it catches up with a stream, and the
+collector's published clock once it has caught up, so a backlog read long after it was
+written closes bars as the collector did and not all at once.
+
+Pure: no threads, no I/O, no clock. Not thread-safe: the reader serialises access.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from feed.core.bars import BarAggregator
+from feed.core.config import MarketConfig
+from feed.core.market import MarketState
+from feed.core.models import BarSpec, Trade
+from feed.core.tradebuffer import TradeView
+from feed.core.views import BarSeries, SeriesSeed
+
+__all__ = ["Replica", "replica_config"]
+
+
+class _NoVendor:
+    # The market state asks its adapter a few pure questions; a replica parses nothing,
+    # fetches nothing and never decides about trade ids (the collector did).
+    name = "replica"
+    consecutive_trade_ids = False
+    serves_history = False
+
+    @staticmethod
+    def redact(text: str) -> str:
+        return text
+
+    @staticmethod
+    def is_fatal_reply(reply) -> bool:
+        return False
+
+    @staticmethod
+    def rejected_symbols(reply) -> tuple:
+        return ()
+
+    @staticmethod
+    def snapshot_url(symbol: str) -> None:
+        return None
+
+
+def replica_config(collector: MarketConfig) -> MarketConfig:
+    """Return the market config of a replica symbol owned by a collector running
+    ``collector``: its bar rules and limits, with the wall clock mode so that the clock
+    handed in (the collector's) is the one bars close by, and no history or kline check."""
+    return MarketConfig(
+        clock="wall", default_spec=collector.default_spec, max_trades=collector.max_trades,
+        max_bars=collector.max_bars, bar_options=collector.bar_options,
+        close_grace_s=collector.close_grace_s, max_series=collector.max_series,
+        max_rebuild_bars=collector.max_rebuild_bars,
+    )
+
+
+@dataclass
+class _Held:
+    market: MarketState
+    config: MarketConfig  # the collector's
+
+
+class Replica:
+    """Symbols held by a reader, each with its own market state (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+
+    # -- symbols -------------------------------------------------------------------------
+
+    def hold(self, symbol: str, config: MarketConfig) -> bool:
+        """Hold ``symbol`` with its collector's ``config``; False if already held with an
+        equal config (a different one starts the symbol over: its bars would differ)."""
+        held = self._held.get(symbol)
+        if held is not None and held.config == config:
+            return False
+        market = MarketState(replica_config(config), _NoVendor())
+        market.add_symbol(symbol)
+        self._held[symbol] = _Held(market, config)
+        return True
+
+    def drop(self, symbol: str) -> bool:
+        """Forget ``symbol``; False if it was not held."""
+        return self._held.pop(symbol, None) is not None
+
+    def symbols(self) -> list[str]:
+        """Return the symbols held, in the order first held."""
+        return list(self._held)
+
+    def __contains__(self, symbol: object) -> bool:
+        return symbol in self._held
+
+    def config(self, symbol: str) -> MarketConfig:
+        """Return the collector's market config of ``symbol`` (KeyError if not held)."""
+        return self._held[symbol].config
+
+    # -- the tape ------------------------------------------------------------------------
+
+    def append(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
+        """Append trades (``MarketState.replica_append``); return those taken."""
+        return self._held[symbol].market.replica_append(symbol, trades, clock_ns)
+
+    def insert(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
+        """Put history trades in place (``MarketState.replica_insert``); return those kept."""
+        return self._held[symbol].market.replica_insert(symbol, trades, clock_ns)
+
+    def on_clock(self, symbol: str, clock_ns: int) -> None:
+        """Close ``symbol``'s time bars by ``clock_ns`` (UTC ns)."""
+        held = self._held.get(symbol)
+        if held is not None:
+            held.market.replica_close(symbol, clock_ns)
+
+    def set_decimals(self, symbol: str, price_dp: int, size_dp: int) -> None:
+        """Use the collector's price and size decimals for ``symbol``."""
+        held = self._held.get(symbol)
+        if held is not None:
+            held.market.replica_set_decimals(symbol, price_dp, size_dp)
+
+    def last_ts(self, symbol: str) -> int | None:
+        """Return the newest exchange time held for ``symbol``, UTC ns (None: none)."""
+        held = self._held.get(symbol)
+        return held.market.replica_last_ts(symbol) if held is not None else None
+
+    def duplicates(self) -> int:
+        """Return appended trades skipped as duplicates, over every symbol."""
+        return sum(h.market.count("duplicates") for h in self._held.values())
+
+    # -- reads (copies) ------------------------------------------------------------------
+
+    def bar_series(self, symbol: str, spec: BarSpec, since: int = 0) -> BarSeries | None:
+        """``MarketState.bar_series`` of ``symbol`` (None: build one from :meth:`seed`).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        return self._held[symbol].market.bar_series(symbol, spec, since)
+
+    def seed(self, symbol: str, spec: BarSpec, clock_ns: int) -> SeriesSeed | None:
+        """``MarketState.series_seed`` (KeyError if not held)."""
+        return self._held[symbol].market.series_seed(symbol, spec, clock_ns)
+
+    def build(self, seed: SeriesSeed) -> BarAggregator:
+        """``MarketState.build_series`` with the symbol's rules; call without the lock.
+
+        Raises
+        ------
+        KeyError
+            If the symbol is not held. ValueError: a spec too costly for the trades held.
+        """
+        return self._held[seed.symbol].market.build_series(seed)
+
+    def install(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
+        """``MarketState.replica_install``; nothing when the symbol was dropped meanwhile."""
+        held = self._held.get(seed.symbol)
+        if held is not None:
+            held.market.replica_install(seed, agg, clock_ns)
+
+    def trade_view(self, symbol: str) -> TradeView:
+        """Return a lock-free view of ``symbol``'s tape (KeyError if not held)."""
+        return self._held[symbol].market.trade_view(symbol)
+
+    def trades(self, symbol: str, limit: int = 100) -> list[Trade]:
+        """Return the last ``limit`` trades of ``symbol``, oldest first ([] if not held)."""
+        held = self._held.get(symbol)
+        return held.market.trades(symbol, limit) if held is not None else []
+
+    def n_trades(self, symbol: str) -> int:
+        """Return trades applied to ``symbol``'s tape (0 if not held)."""
+        held = self._held.get(symbol)
+        if held is None:
+            return 0
+        status = held.market.symbol_status().get(symbol)
+        return status.trades if status is not None else 0

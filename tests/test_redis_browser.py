@@ -1,0 +1,74 @@
+"""Browser test of ``tickscope serve`` (headless chromium, dash_duo's driver): the page
+served by gunicorn workers reading Redis shows both symbols updating, and a collector
+that stops beating is named stale on the page.
+
+A real redis-server (``redis_url``), ``tickscope serve --workers 2`` in its own processes,
+and a publisher writing what a live collector writes (``tests.redis_support``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard import candles, ids
+from tests.redis_support import LivePublisher, serve
+from tests.test_browser import dash_duo, graph, status_text, wait_until  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+
+def candle_state(dash_duo) -> tuple | None:
+    """(title, closed bars drawn, last close drawn) of the candle chart, or None."""
+    g = graph(dash_duo, ids.CANDLES)
+    if not g or len(g["data"]) <= candles.TRACE_LIVE:
+        return None
+    closed = g["data"][candles.TRACE_CANDLES]
+    live = g["data"][candles.TRACE_LIVE]
+    closes = (closed.get("close") or []) + (live.get("close") or [])
+    return g["layout"]["title"] or "", len(closed.get("x") or []), closes[-1] if closes else None
+
+
+def depth_title(dash_duo) -> str:
+    return ((graph(dash_duo, ids.DEPTH) or {}).get("layout") or {}).get("title") or ""
+
+
+def select_symbol(dash_duo, symbol: str) -> None:
+    dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value=symbol)
+
+
+def wait_updating(dash_duo, symbol: str) -> None:
+    """Wait until the chart shows ``symbol`` and then draws more closed bars."""
+    first = wait_until(lambda: (s := candle_state(dash_duo)) and symbol in s[0] and s[1] >= 1 and s,
+                       30, message=f"{symbol} candles")
+    wait_until(lambda: (s := candle_state(dash_duo)) and symbol in s[0] and s[1] >= first[1] + 2,
+               30, message=f"{symbol} candles updating")
+
+
+def test_serve_page_when_two_symbols_publish_shows_both_updating_and_a_stale_collector(redis_url, dash_duo, tmp_path):
+    btc = LivePublisher(redis_url, ["BTCUSDT"], name="c-btc")
+    eth = LivePublisher(redis_url, ["ETHUSDT"], name="c-eth")
+    btc.start()
+    eth.start()
+    try:
+        with serve(redis_url, workers=2, log_path=tmp_path / "serve.log") as base:
+            dash_duo.driver.get(base + "/")
+            dash_duo.wait_for_element(f"#{ids.CANDLES}", timeout=30)
+            wait_updating(dash_duo, "BTCUSDT")  # the first symbol is selected at load (1s bars)
+            select_symbol(dash_duo, "ETHUSDT")
+            wait_updating(dash_duo, "ETHUSDT")
+            wait_until(lambda: "live" in status_text(dash_duo), 15, message="status live")
+            eth.halt.set()  # the ETHUSDT collector stops: its heartbeat expires (5 s TTL)
+            eth.join(5)
+            wait_until(lambda: "collector c-eth stale" in status_text(dash_duo), 20,
+                       message="the stale collector named in the status line")
+            assert "ETHUSDT" in status_text(dash_duo)
+            wait_until(lambda: "ETHUSDT" in depth_title(dash_duo) and "stale: feed stale" in depth_title(dash_duo),
+                       15, message="the stale collector's book marked stale")
+            select_symbol(dash_duo, "BTCUSDT")
+            wait_updating(dash_duo, "BTCUSDT")  # the other symbol keeps updating
+            wait_until(lambda: "BTCUSDT" in depth_title(dash_duo) and "stale" not in depth_title(dash_duo),
+                       15, message="the live collector's book not marked stale")
+            assert dash_duo.get_logs() in (None, []) or not [
+                e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"]
+    finally:
+        btc.halt.set()
+        eth.halt.set()
