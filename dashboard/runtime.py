@@ -325,7 +325,13 @@ def _watch_replay(rt: Runtime) -> None:
     # Tell the engine when the recorded session has played out, once it drained the queue.
     rt.exchange.finished.wait()
     rt.engine.wait_idle(timeout=60, quiet_s=1.0)
-    rt.engine.mark_source_finished()
+    import time
+
+    from feed.core.events import SourceFinished
+
+    # Through the queue, so the market state also asks for the trades after the newest
+    # received (lost unseen if the connection was down when the session ended).
+    rt.engine.submit_control(SourceFinished(time.time_ns()))
     if rt.feed is not None:
         # Nothing more will come: silence is expected now, not a dead connection.
         rt.feed.stale_after_s = None

@@ -299,6 +299,7 @@ def expected(n: int, mult: int) -> np.ndarray:
     out["trade_id"] = k
     out["in_bars"] = k % 5 != 0
     out["recv_ns"] = T0 + k + 1
+    out["count"] = 1
     return out
 
 

@@ -13,9 +13,12 @@ Rules
   history equal the bars of the underlying trades: no hole, no double count.
 * Rows outside the range, rows already applied for the request (a page fetched twice)
   and rows older than a backfill's ``start_ns`` are skipped.
+* A tail request (every id after the newest held, asked when a replay source has played
+  out) is a repair whose end is unknown: what it finds counts as ``repaired`` (a gap seen
+  and repaired at once), and finding nothing is no failure.
 * Progress and outcome per request are kept in :class:`HistoryLedger` for the page and
   ``/api/health``: ``backfilled`` (trades fetched at start), ``repaired`` (trades
-  recovered in gaps), calls and weight, and why a gap stays a gap.
+  recovered in gaps and tails), calls and weight, and why a gap stays a gap.
 
 Pure: no I/O, no clock (times come in the events).
 """
@@ -26,10 +29,13 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from feed.core.events import HistoryFailed, HistoryPage, HistoryRequest
 from feed.core.models import AggTrade, Trade, iso_ms
 
-__all__ = ["RequestProgress", "HistoryLedger", "trades_from_aggregates", "MAX_REPAIR_IDS"]
+__all__ = ["RequestProgress", "HistoryLedger", "trades_from_aggregates", "MAX_REPAIR_IDS", "in_id_order",
+           "not_held"]
 
 #: A gap of more trade ids than this is not fetched (it would take thousands of calls).
 MAX_REPAIR_IDS = 2_000_000
@@ -66,6 +72,8 @@ class RequestProgress:
                "pages": self.pages, "calls": self.calls, "weight": self.weight}
         if r.kind == "repair":
             out.update(from_id=r.lo_id, to_id=r.hi_id, missing=self.missing)
+        elif r.kind == "tail":
+            out.update(from_id=r.lo_id, since=iso_ms(r.start_ns))
         else:
             out.update(since=iso_ms(r.start_ns), oldest=iso_ms(self.oldest_ns) if self.oldest_ns else None)
         if self.error:
@@ -122,6 +130,36 @@ def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | No
     return out, total
 
 
+def in_id_order(trades: Sequence[Trade]) -> Sequence[Trade]:
+    """Return ``trades`` (a vendor's with consecutive ids) in id order, each id once.
+
+    The store keeps arrival order, and history put in place (backfill, gap repair) arrives
+    after newer live trades; a trade stored twice (two runs fetching the same ids) must not
+    count twice. Trades without an id keep their order (nothing to sort by).
+    """
+    ids = [t.trade_id for t in trades]
+    if None in ids or all(a < b for a, b in zip(ids, ids[1:])):
+        return trades
+    out: list[Trade] = []
+    last = None
+    for t in sorted(trades, key=lambda t: t.trade_id):  # stable: the first stored copy wins
+        if t.trade_id != last:
+            out.append(t)
+            last = t.trade_id
+    return out
+
+
+def not_held(new: list[Trade], held_ids) -> list[Trade]:
+    """Return the trades of ``new`` whose ids are not among ``held_ids`` (a sorted int64
+    array: the tape of a vendor with consecutive ids is kept in id order), in order."""
+    if not new or not len(held_ids):
+        return new
+    ids = np.fromiter((t.trade_id for t in new), np.int64, len(new))
+    pos = np.minimum(np.searchsorted(held_ids, ids), len(held_ids) - 1)
+    dup = held_ids[pos] == ids
+    return [t for t, d in zip(new, dup.tolist()) if not d] if dup.any() else new
+
+
 @dataclass
 class HistoryLedger:
     """Every history request's progress, and the counters ``backfilled`` / ``repaired``."""
@@ -134,7 +172,8 @@ class HistoryLedger:
 
     def open(self, request: HistoryRequest) -> RequestProgress:
         """Start tracking ``request``; return its progress."""
-        p = RequestProgress(request, missing=0 if request.lo_id is None else request.hi_id - request.lo_id + 1)
+        # A tail's ids are unknown until fetched: none is missing until then.
+        p = RequestProgress(request, missing=request.hi_id - request.lo_id + 1 if request.kind == "repair" else 0)
         if request.kind == "backfill":
             self.backfills[request.symbol] = p
         else:

@@ -15,7 +15,9 @@ Paging (shared/vendor-protocols.md "REST history"):
   by ``fromId`` in pages of ``page_limit`` (at most 1000) until an aggregate older than
   the backfill start.
 * Repair, oldest first: a window from the trade before the gap (under one hour), then
-  forward by ``fromId`` until an aggregate past the gap's last id.
+  forward by ``fromId`` until an aggregate past the gap's last id. A tail (ids after the
+  newest trade held, open-ended) pages the same way until a short page: the vendor's
+  newest; an empty window means there is nothing after it.
 
 Rate limits: the ``X-MBX-USED-WEIGHT-1M`` header is read after every call; past
 ``weight_budget`` the fetcher waits for the next minute. HTTP 429 and 418 wait as
@@ -217,6 +219,9 @@ class HistoryFetcher:
         full = False
         lo_ms = start_ms
         while not rows:
+            if lo_ms > end_ms and req.kind == "tail":
+                self._page(req, [], calls, True)  # nothing after the newest trade held
+                return
             if lo_ms > end_ms:
                 raise HistoryError(f"the vendor's history holds no trade between the gap's ends "
                                    f"(ids {req.lo_id}..{req.hi_id})")

@@ -11,7 +11,9 @@ On disk (one diskcache directory, i.e. one SQLite database in WAL mode)
 key                        value
 =========================  ==============================================================
 ``trades/<symbol>/<seq>``  one batch (bytes, ``feed.io.store_format``: a 28-byte header
-                           and ``TRADE_DTYPE`` records, 42 bytes a trade)
+                           and ``TRADE_DTYPE`` records, 46 bytes a trade, in
+                           arrival order: live trades, and history (backfill, gap
+                           repair) when it was put in place)
 ``manifest``               JSON ``{"version": 1, "symbols": {symbol: {"first", "next",
                            "count", "bytes"}}}``: the live batch numbers are
                            ``first <= seq < next``, in arrival order
