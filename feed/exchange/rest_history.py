@@ -135,6 +135,14 @@ class SymbolHistory:
                 del col[:drop]
             self.first_a += drop
 
+    def extend(self, newer: "SymbolHistory") -> None:
+        """Append ``newer``'s aggregates (all after this one's by trade id), renumbered on
+        from this one's: for a past made after live trades were already held."""
+        if self.l and newer.f and newer.f[0] <= self.l[-1]:
+            raise ValueError(f"trade ids overlap: {newer.f[0]} after {self.l[-1]}")
+        for name in ("T", "p", "q", "f", "l", "m"):
+            getattr(self, name).extend(getattr(newer, name))
+
     def row(self, i: int) -> dict:
         """Return aggregate ``i`` (position) as Binance's JSON row."""
         return {"a": self.first_a + i, "p": self.p[i], "q": _dec(self.q[i]), "f": self.f[i],
@@ -213,6 +221,8 @@ class History:
         self._window = -1  # index of the current window
         self._used = 0  # weight used in it
         self._refusals = 0  # 429s answered in it
+        # lower-case symbol -> function making its past trades (simulator), run on first use
+        self._past: dict[str, Callable[[], list]] = {}
         #: Requests answered, weight charged and 429/418 refusals, for tests and reports.
         self.stats = {"requests": 0, "weight": 0, "refused": 0}
 
@@ -223,6 +233,26 @@ class History:
         if h is None:
             h = self.symbols[key] = SymbolHistory()
         h.add(trade_id, ts_ms, price, qty, buyer_maker)
+
+    def add_past(self, symbol: str, make: Callable[[], list]) -> None:
+        """Hold ``make`` for ``symbol``: it returns the trades before the first one held,
+        oldest first, as :meth:`add` takes them, and is called when the symbol's history
+        is first asked for (making them costs time nobody should wait for at start)."""
+        self._past[symbol.lower()] = make
+
+    def _make_past(self, key: str) -> None:
+        # The past goes in before any aggregate of the symbol was served, so aggregate
+        # ids handed out never change.
+        make = self._past.pop(key, None)
+        if make is None:
+            return
+        past = SymbolHistory()
+        for row in make():
+            past.add(*row)
+        held = self.symbols.get(key)
+        if held is not None:
+            past.extend(held)
+        self.symbols[key] = past
 
     def add_trade_event(self, symbol: str, d: dict) -> None:
         """Hold a Binance ``trade`` event body (``t, p, q, T, m[, X]``); others are ignored."""
@@ -250,6 +280,8 @@ class History:
             if refusal is not None:
                 return refusal
             start, end = _int(query, "startTime", 0), _int(query, "endTime", 0)
+            if self._past:
+                self._make_past(symbol.lower())
             h = self.symbols.get(symbol.lower())
             if h is None:
                 raise _Refused(400, ERR_INVALID_SYMBOL, "Invalid symbol.")
