@@ -264,6 +264,7 @@ def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
     from tests.helpers import make_status
 
     history = {"backfilled": 1200, "repaired": 30, "calls": 3, "repairs_fetching": 0,
+               "symbols": {"BTCUSDT": {"backfilled": 1200, "repaired": 30}, "ETHUSDT": {"backfilled": 0, "repaired": 0}},
                "backfill": {"BTCUSDT": {"kind": "backfill", "state": "fetching", "trades": 1200, "calls": 2,
                                         "weight": 8, "since": "2024-08-08T23:00:00.000Z",
                                         "oldest": "2024-08-08T23:41:05.120Z"}},
@@ -274,7 +275,10 @@ def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
     assert "history" in text and "fetching 1,200 trades · back to 23:41:05 · 30 repaired" in text
     assert "ids 5..9: 5 still missing: endpoint unavailable: HTTP 503" in item.title
     assert "warn" in item.className
-    assert history_item(None, "BTCUSDT") is None and history_item(history, "ETHUSDT") is not None
+    assert history_item(None, "BTCUSDT") is None
+    assert history_item(history, "ETHUSDT") is None  # repaired per symbol: none of ETHUSDT's
+    history["symbols"]["ETHUSDT"]["repaired"] = 4
+    assert "4 repaired" in " ".join(str(c.children) for c in history_item(history, "ETHUSDT").children)
     children = status_children(make_status(history=history), "BTCUSDT")
     assert any(getattr(c, "title", "") == item.title for c in children)
 

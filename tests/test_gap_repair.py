@@ -62,6 +62,11 @@ def test_skipped_ids_are_repaired_exactly_gaps_back_to_zero_and_marks_say_repair
         marks = rt.engine.gap_marks("BTCUSDT")
         assert len(marks) == len(skipped) // 3 and all(missing == 0 for _, missing in marks)
         assert health["history"]["unrepaired"] == []
+        assert health["history"]["symbols"]["BTCUSDT"]["repaired"] == len(skipped)  # per symbol
+        from dashboard.statusline import history_item
+
+        item = history_item(rt.engine.status().history, "BTCUSDT")
+        assert f"{len(skipped):,} repaired" in " ".join(str(c.children) for c in item.children)
         check_minutes(rt)
         # Export follows: /api/bars holds the repaired minute's trade count.
         csv_text = rt.app.server.test_client().get("/api/bars?symbol=BTCUSDT&bar=1m").get_data(as_text=True)

@@ -169,6 +169,8 @@ class HistoryLedger:
     backfilled: int = 0
     repaired: int = 0
     calls: int = 0
+    #: symbol -> {"backfilled", "repaired"}: the counters per symbol
+    per_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def open(self, request: HistoryRequest) -> RequestProgress:
         """Start tracking ``request``; return its progress."""
@@ -213,10 +215,13 @@ class HistoryLedger:
         if trades:
             oldest = trades[0].ts_ns
             p.oldest_ns = oldest if p.oldest_ns is None else min(p.oldest_ns, oldest)
+        mine = self.per_symbol.setdefault(p.request.symbol, {"backfilled": 0, "repaired": 0})
         if p.request.kind == "backfill":
             self.backfilled += ids
+            mine["backfilled"] += ids
         else:
             self.repaired += ids
+            mine["repaired"] += ids
             p.missing = max(0, p.missing - ids)
         if page.done:
             p.state = "done"
@@ -234,9 +239,11 @@ class HistoryLedger:
         return [p.as_json() for p in self.repairs if p.state != "fetching" and p.missing]
 
     def as_json(self) -> dict:
-        """Return the ledger for ``/api/health`` (``history``) and the status line."""
+        """Return the ledger for ``/api/health`` (``history``) and the status line:
+        ``backfilled`` / ``repaired`` over every symbol and per symbol (``symbols``)."""
         return {
             "backfilled": self.backfilled, "repaired": self.repaired, "calls": self.calls,
+            "symbols": {s: dict(v) for s, v in self.per_symbol.items()},
             "backfill": {s: p.as_json() for s, p in self.backfills.items()},
             "repairs_fetching": sum(1 for p in self.repairs if p.state == "fetching"),
             "unrepaired": self.unrepaired(),
