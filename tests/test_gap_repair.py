@@ -65,6 +65,13 @@ def test_skipped_ids_are_repaired_exactly_gaps_back_to_zero_and_marks_say_repair
         assert health["history"]["symbols"]["BTCUSDT"]["repaired"] == len(skipped)  # per symbol
         from dashboard.statusline import history_item
 
+        from dashboard.candle_data import gap_columns
+
+        # The chart's gap marks have all turned into the smaller "repaired" marks.
+        cols = gap_columns(marks, rt.engine.bars_frame("BTCUSDT", "1m"), "1m")
+        heads = [t for t in cols["text"][1::3]]
+        assert len(heads) == len(marks) and all(t.startswith("repaired:") for t in heads)
+        assert set(cols["size"][1::3]) == {4}
         item = history_item(rt.engine.status().history, "BTCUSDT")
         assert f"{len(skipped):,} repaired" in " ".join(str(c.children) for c in item.children)
         check_minutes(rt)
