@@ -24,6 +24,8 @@ joins the previous aggregate when it follows it by id with the same time (ms), p
 taker side, as one taker order's fills at one price do; futures trades whose ``X`` is not
 ``MARKET`` are not aggregated (Binance leaves insurance-fund and ADL fills out of
 aggregates and klines). Bars from these aggregates therefore equal bars from the trades.
+(Binance's USD-M page words its rule as fills "in 100ms with the same price and the same
+taking side"; any such rule keeps ids ``f..l`` consecutive, which is all clients rely on.)
 
 What is uncertain about Binance (and what this server does):
 
@@ -31,9 +33,14 @@ What is uncertain about Binance (and what this server does):
   current ones are silent. Here both filters apply.
 * startTime without endTime (or the reverse): Binance documents only the pair. Here a
   lone bound filters on its side only.
-* Weights: spot aggTrades 4 (2024 docs; 1 in older ones), USD-M 20; klines spot 2, USD-M
-  by limit (1 / 2 / 5 / 10). Spot limit 6000 a minute, USD-M 2400 (docs disagree over
-  time): clients must read the header rather than trust a table, and so must tickscope.
+* Weights: spot aggTrades 4 (2024 docs; 2 in 2018, 1 in a later connector's docs: uncertain),
+  USD-M 20 (current USD-M page); klines spot 2, USD-M by limit (1 / 2 / 5 / 10). Spot limit
+  6000 a minute, USD-M 2400 (docs disagree over time): clients must read the header rather
+  than trust a table, and so must tickscope (``feed.io.backfill`` lists the sources).
+* The weight window: fixed windows of ``window_s`` aligned to the clock here; whether
+  Binance's minute is a calendar minute or rolling is uncertain.
+* ``Retry-After``: seconds to the end of the window, on 429 and 418 alike (Binance: for a
+  429 the wait that prevents a ban, for a 418 until the ban ends, bans 2 min to 3 days).
 * A ``limit`` above the maximum: Binance answers -1100/-1130 on some endpoints and caps
   on others; here it is refused with ``-1130``.
 

@@ -23,13 +23,40 @@ Rate limits: the ``X-MBX-USED-WEIGHT-1M`` header is read after every call; past
 ``weight_budget`` the fetcher waits for the next minute. HTTP 429 and 418 wait as
 ``Retry-After`` says (418 is Binance's ban: a wait beyond ``max_wait_s`` gives up with the
 reason). Other failures retry with backoff ``max_attempts`` times, then give up.
-Uncertain: whether the weight window is a calendar minute or rolling (Binance says
-"per minute"); waiting for the next calendar minute is right for the former and safe for
-the latter only with the 429 handling behind it. Binance warns that combining ``fromId``
-with a time window can time out, so the fetcher never combines them. A third-party USD-M
-client notes that time-window queries reach back only about 48 hours (not in Binance's
-page; unverified): anchors are always near the first live trade, and a repair older than
-``--backfill`` is not attempted.
+
+Facts, with their source, and what is uncertain
+-----------------------------------------------
+(shared/vendor-protocols.md "REST history"; Binance's pages read through the search tool
+on 2026-12-03; "uncertain" marks what a page does not settle.)
+
+* Page limit: ``limit`` default 500, at most 1000, for spot and USD-M aggTrades
+  (developers.binance.com, USD-M "Compressed-Aggregate-Trades-List"; spot "market" page).
+* Time window: with both ``startTime`` and ``endTime`` the span must be under one hour
+  (else -1127), so every window here is at most ``HOUR_MS - 1``. Sending ``fromId`` with
+  a time window "might cause response timeout" (USD-M page): never combined here.
+* Weights: USD-M aggTrades 20 (USD-M page). Spot aggTrades is uncertain: 2 (2018
+  changelog), 1 (binance_spot_connector_rust docs), 4 (third-party tools quoting the 2024
+  docs); the current spot page only says "consumes IP-based request weight". So the
+  fetcher trusts the header, never a table. Per-minute limits: spot 6000 (1200 in older
+  docs), USD-M 2400 -- also uncertain, hence ``weight_budget`` well below either.
+* The weight window: the header is "the current used weight for the IP for all request
+  rate limiters" over ``1M``; whether that minute is a calendar minute or rolling is
+  uncertain. Waiting for the next calendar minute is right for the former and safe for
+  the latter only with the 429 handling behind it.
+* ``Retry-After`` (seconds) comes with 429 and 418: for a 429 the wait that prevents a
+  ban, for a 418 the time until the ban ends; bans grow from 2 minutes to 3 days for
+  repeat offenders (Binance spot "Limits", quoted in dev.binance.vision threads). A 403
+  is the web application firewall (``feed.io.policy`` counts it fatal: the request is
+  given up at once with the reason, never hammered).
+* How far back: COIN-M's page says futures trade history "not older than one year"; a
+  third-party USD-M client says time windows reach back only about 48 hours (unverified).
+  Anchors are always near the first live trade, and a repair older than ``--backfill`` is
+  not attempted.
+* Aggregation rule: spot aggregates "fill at the time, from the same taker order, with the
+  same price"; the USD-M page says "market trades that fill in 100ms with the same price
+  and the same taking side", and only MARKET trades (no insurance-fund or ADL fills). Both
+  hold consecutive trade ids ``f..l``, which is all ``feed.core.history`` relies on: bars
+  from them equal bars from the trades either way.
 """
 
 from __future__ import annotations
