@@ -346,3 +346,27 @@ def test_store_when_writer_killed_9_keeps_every_flushed_batch_intact(tmp_path):
             assert s.count("AAA") == s.count("BBB")
         finally:
             s.close(flush=False)
+
+
+def test_store_when_history_put_in_place_keeps_aggregate_counts_and_reads_version_1_batches(tmp_path):
+    from feed.core.history import in_id_order
+    from feed.io.store_format import _HEADER, TRADE_DTYPE_V1, unpack_batch
+
+    live = [Trade("BTCUSDT", T0 + i, 100.0, 1.0, BUY, 10 + i, T0 + i) for i in range(5)]
+    repaired = Trade("BTCUSDT", T0 - 5, 99.0, 3.0, SELL, 9, 0, True, 4)  # an aggregate of ids 6..9
+    with TradeStore(tmp_path / "s") as store:
+        store.extend(live)
+        store.flush()
+        store.extend([repaired, live[2]])  # history after newer live trades; one id again
+        store.flush()
+        loaded = store.load("BTCUSDT")
+        # A version-1 batch (42-byte records, no count) written by an older tickscope.
+        old = np.zeros(1, TRADE_DTYPE_V1)
+        old[0] = (T0 + 100, 101.0, 2.0, 1, 20, True, T0 + 100)
+        blob = _HEADER.pack(b"TSB1", 1, TRADE_DTYPE_V1.itemsize, 1, T0 + 100, T0 + 100) + old.tobytes()
+        assert unpack_batch(blob)["count"].tolist() == [1]
+        assert unpack_batch(blob)["trade_id"].tolist() == [20]
+    assert [t.trade_id for t in loaded] == [10, 11, 12, 13, 14, 9, 12]  # arrival order
+    assert loaded[5].count == 4 and loaded[5].recv_ns == 0
+    restored = in_id_order(loaded)
+    assert [t.trade_id for t in restored] == [9, 10, 11, 12, 13, 14] and restored[0].count == 4
