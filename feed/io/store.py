@@ -246,7 +246,10 @@ class TradeStore:
 
     def load_arrays(self, symbol: str, *, since_ns: int | None = None,
                     limit: int | None = None) -> np.ndarray:
-        """Return the trades of ``symbol`` as a ``TRADE_DTYPE`` array, in arrival order.
+        """Return the trades of ``symbol`` as a ``TRADE_DTYPE`` array, in arrival order --
+        except that trades put in place by REST history (backfill, gap repair: ``recv_ns``
+        0), stored after newer live ones, are returned in trade-id order among them, each
+        id once (so bars built from the array equal the repaired bars, none late).
 
         The fast path for rebuilding bars: no ``Trade`` objects. Includes buffered trades.
         Unreadable batches are skipped (see :attr:`bad_batches`).
@@ -281,7 +284,7 @@ class TradeStore:
         out = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
         if limit is not None and len(out) > limit:
             out = out[len(out) - limit:]
-        return out
+        return _history_in_place(out)
 
     def load(self, symbol: str, *, since_ns: int | None = None,
              limit: int | None = None) -> list[Trade]:
@@ -422,3 +425,18 @@ class TradeStore:
 
     def __repr__(self) -> str:
         return f"TradeStore({self.directory!r})"
+
+
+def _history_in_place(arr: np.ndarray) -> np.ndarray:
+    # History arrives after newer live trades; with ids on every trade (a vendor with
+    # consecutive ids) id order is the tape's order. Without history, arrival order stays.
+    if not len(arr) or not (arr["recv_ns"] == 0).any():
+        return arr
+    ids = arr["trade_id"]
+    if (ids == NO_TRADE_ID).any() or not (ids[1:] <= ids[:-1]).any():  # no id, or in order already
+        return arr
+    order = np.argsort(ids, kind="stable")
+    arr = arr[order]
+    first = np.ones(len(arr), bool)
+    first[1:] = arr["trade_id"][1:] != arr["trade_id"][:-1]  # the first stored copy of an id
+    return arr[first]
