@@ -30,7 +30,11 @@ Rules it owns
   trade of a symbol with an empty tape asks for ``backfill_s`` of trades before it; a
   trade-id jump asks for the missing ids (``repair_gaps``). Pages of aggregate trades are
   put in place (``feed.core.history``) and every series of the symbol is rebuilt; a
-  repaired gap's mark and ``gaps`` count drop by the trades recovered.
+  repaired gap's mark and ``gaps`` count drop by the trades recovered. When a replay
+  source has played out, the trades after each symbol's newest are asked for (a tail:
+  lost while the connection was down at the end, no later id jump reveals them); they
+  move the replay clock on. Trades put in place go out in ``Effects.inserted`` (stored,
+  published) besides ``Effects.persist`` (live trades).
 """
 
 from __future__ import annotations
