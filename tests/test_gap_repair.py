@@ -223,9 +223,10 @@ def test_repairs_are_stored_a_restart_on_the_same_data_dir_restores_the_repaired
     finally:
         rt.stop()
     (directory,) = (tmp_path / "replay").iterdir()
-    with TradeStore(directory) as store:  # every id once, repaired ones included
-        ids = store.load_arrays("BTCUSDT")["trade_id"]
-        assert len(ids) == len(set(ids.tolist())) and sorted(ids.tolist()) != ids.tolist()
+    with TradeStore(directory) as store:  # every id once, in id order, repaired ones included
+        arr = store.load_arrays("BTCUSDT")
+        assert arr["trade_id"].tolist() == sorted(set(arr["trade_id"].tolist()))
+        assert int(arr["count"][arr["recv_ns"] == 0].sum()) == health["counters"]["repaired"]
     # The same session again on the same data dir: restored first (the repaired bars at
     # once), then every replayed trade is one already held.
     rt = start_runtime(config_from_argv(argv), feed_options=FAST_FEED)
@@ -241,3 +242,24 @@ def test_repairs_are_stored_a_restart_on_the_same_data_dir_restores_the_repaired
         assert after.drop(columns="closed").equals(before.drop(columns="closed"))
     finally:
         rt.stop()
+
+
+def test_two_gaps_in_one_aggregate_each_get_their_ids_and_the_bar_its_whole_size_in_either_order():
+    from feed.core.history import trades_from_aggregates
+    from feed.core.models import BUY, AggTrade
+
+    # Fills 35..43 are one aggregate (one taker order, one price, one time). 39..40 were
+    # skipped; 42..43 were lost in a dropped connection; 35..38, 41 and 44 are held.
+    row = AggTrade(7, 100.0, 9.0, 35, 43, 10**18, BUY)
+    held = {35: 1.0, 36: 1.0, 37: 1.0, 38: 1.0, 41: 1.0, 44: 1.0}
+    for first, second in (((39, 40), (42, 43)), ((42, 43), (39, 40))):
+        ids, sizes, counts = sorted(held), [held[i] for i in sorted(held)], [1] * len(held)
+        got = {}
+        for lo, hi in (first, second):
+            (t,), n = trades_from_aggregates("X", (row,), lo, hi, None, ids, sizes, None, held_counts=counts)
+            assert n == 2 and t.count == 2 and t.trade_id == hi
+            got[lo] = t.size
+            k = sorted(ids + [hi]).index(hi)
+            ids, sizes, counts = ids[:k] + [hi] + ids[k:], sizes[:k] + [t.size] + sizes[k:], counts[:k] + [2] + counts[k:]
+        assert abs(sum(got.values()) - (9.0 - 5.0)) < 1e-12  # the bar gets the aggregate's whole size
+        assert abs(got[first[0]] - 2.0) < 1e-12  # the first a share by its count of missing ids

@@ -83,7 +83,8 @@ class RequestProgress:
 
 def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | None, hi: int,
                            start_ns: int | None, held_ids: Sequence[int], held_sizes: Sequence[float],
-                           seen: tuple[int, int] | None) -> tuple[list[Trade], int]:
+                           seen: tuple[int, int] | None, *,
+                           held_counts: Sequence[int] | None = None) -> tuple[list[Trade], int]:
     """Return ``(trades, ids)``: the part of ``rows`` inside ids ``[lo, hi]`` as trades
     sorted by id, and how many exchange trade ids they hold.
 
@@ -102,6 +103,17 @@ def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | No
         aggregates; the columns of ``TradeBuffer.snapshot().columns()`` serve as they are.
     seen : (int, int) or None
         Aggregate ids already applied for this request (inclusive), skipped.
+    held_counts : sequence, optional
+        Exchange trades each held trade holds (``count`` column; default 1 each).
+
+    Notes
+    -----
+    A straddling aggregate whose other fills up to the newest held are not all held either
+    (two gaps in one aggregate: a skipped id and a dropped connection) cannot say how its
+    missing size splits between the requests: each gets a share by its count of missing
+    ids, and the last one the rest. Every fill of an aggregate has its time, so the bar
+    gets the whole size either way; counts are exact. Fills after the newest held are
+    taken to come live with their own sizes.
     """
     out: list[Trade] = []
     total = 0
@@ -117,13 +129,24 @@ def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | No
         n = b - a + 1
         size = row.size
         if n != row.last_id - row.first_id + 1:
-            # Straddles the range: the fills outside it were received; take the rest.
+            # Straddles the range: the fills outside it held are taken off; fills outside
+            # it that are missing too (another gap) keep their share of what is left.
             i = bisect.bisect_left(held_ids, row.first_id)
             j = bisect.bisect_right(held_ids, row.last_id)
-            held = sum(float(z) for tid, z in zip(held_ids[i:j], held_sizes[i:j]) if not a <= tid <= b)
+            held = held_n = 0
+            for k in range(i, j):
+                if not a <= held_ids[k] <= b:
+                    held += float(held_sizes[k])
+                    held_n += 1 if held_counts is None else int(held_counts[k])
             size = row.size - held
             if size <= row.size * 1e-12:
                 continue  # every fill of it is held already
+            # Missing outside the range: ids up to the newest held that are not held (ids
+            # after it are still to come live, with their own sizes).
+            top = min(row.last_id, int(held_ids[-1])) if len(held_ids) else row.first_id - 1
+            elsewhere = (top - row.first_id + 1) - max(0, min(b, top) - a + 1) - held_n
+            if elsewhere > 0:
+                size *= n / (n + elsewhere)
         out.append(Trade(symbol, row.ts_ns, row.price, size, row.side, b, 0, True, n))
         total += n
     out.sort(key=lambda t: t.trade_id)

@@ -350,7 +350,7 @@ class MarketState:
         held = st.trades.snapshot().columns()
         new, _ = trades_from_aggregates(
             req.symbol, item.rows, req.lo_id, req.hi_id, req.start_ns if req.kind == "backfill" else None,
-            held["id"], held["size"], progress.last_agg_ids)
+            held["id"], held["size"], progress.last_agg_ids, held_counts=held["count"])
         new = not_held(new, held["id"])  # e.g. a tail page racing a live trade: never twice
         kept = st.insert_trades(new)
         fx.inserted.extend(kept)
