@@ -53,7 +53,7 @@ class Runtime:
         self.feed = None
         self.fetcher = None
         self.history = None  # feed.io.backfill.HistoryFetcher (backfill, gap repair)
-        self.vendor_candles = None  # feed.io.backfill.VendorCandleSeeder (TickDB seed)
+        self.vendor_candles = None  # feed.io.vendor_candles.VendorCandleSeeder (TickDB seed)
         self.store = None
         self.recorder = None
         self.app = None
@@ -170,7 +170,7 @@ def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) ->
     key = api_key()
     if config.vendor_name not in ("alltick", "itick") or not key or config.backfill == 0:
         return None
-    from feed.io.backfill import VendorCandleSeeder
+    from feed.io.vendor_candles import VendorCandleSeeder
 
     try:
         seeder = VendorCandleSeeder(rt.engine, os.environ.get("TICKDB_BASE_URL") or TICKDB_BASE, key,
