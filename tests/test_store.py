@@ -370,3 +370,5 @@ def test_store_when_history_put_in_place_keeps_aggregate_counts_and_reads_versio
     assert [t.trade_id for t in loaded] == [9, 10, 11, 12, 13, 14]
     assert loaded[0].count == 4 and loaded[0].recv_ns == 0 and loaded[3].recv_ns == T0 + 2
     assert in_id_order([*live, repaired, live[2]]) == [repaired, *live]
+    with TradeStore(tmp_path / "s") as store:  # the newest is the newest live trade, not the last stored
+        assert store.last_trade("BTCUSDT") == (T0 + 4, 100.0, 14)

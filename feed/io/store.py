@@ -81,6 +81,7 @@ log = logging.getLogger("tickscope.store")
 _MAX_BATCH_TRADES = 100_000  # ~4 MB; a flush splits anything larger
 _SUBSCRIBED_KEY = "subscribed"
 _MAX_SUBSCRIBED = 1000  # symbols restored at most (a damaged list cannot flood the vendor)
+_LAST_SCAN = 10_000  # stored trades read for the newest one (history may be stored after it)
 
 
 class TradeStore:
@@ -391,8 +392,10 @@ class TradeStore:
     def last_trade(self, symbol: str) -> tuple[int, float, int | None] | None:
         """Return ``(ts_ns, price, trade_id)`` of the newest stored or buffered trade of
         ``symbol`` (exchange time UTC ns, quote currency, vendor id or None), or None when
-        there is none. Reads one batch at most."""
-        arr = self.load_arrays(symbol, limit=1)
+        there is none. Reads the newest few batches only: history put in place (older
+        trades) may have been stored last, so the newest by trade id among the last
+        ``_LAST_SCAN`` stored wins."""
+        arr = self.load_arrays(symbol, limit=_LAST_SCAN)  # in id order when history is among them
         if not len(arr):
             return None
         row = arr[-1]
