@@ -254,8 +254,11 @@ class History:
         if make is None:
             return
         past = SymbolHistory()
-        for row in make():
-            past.add(*row)
+        try:
+            for row in make():
+                past.add(*row)
+        except ValueError:  # a past that cannot be made: the history starts with the live trades
+            return
         held = self.symbols.get(key)
         if held is not None:
             past.extend(held)
