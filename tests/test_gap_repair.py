@@ -2,7 +2,8 @@
 injection are fetched back from its REST history and put in place; every covered minute
 of a recorded USD-M session equals Binance's official kline again, ``gaps`` returns to 0
 and ``repaired`` equals the ids injected. A gap that cannot be repaired stays a gap and
-says why."""
+says why. The end of a replay fetches the tail a dropped connection lost; two gaps in one
+aggregate each get their ids; repairs are stored, and a restart restores them."""
 
 from __future__ import annotations
 
