@@ -53,7 +53,7 @@ class Runtime:
         self.feed = None
         self.fetcher = None
         self.history = None  # feed.io.backfill.HistoryFetcher (backfill, gap repair)
-        self.vendor_candles = None  # feed.io.backfill.VendorCandleSeeder (TickDB seed)
+        self.vendor_candles = None  # feed.io.vendor_candles.VendorCandleSeeder (TickDB seed)
         self.store = None
         self.recorder = None
         self.app = None
@@ -187,7 +187,7 @@ def _start_vendor_candles(rt: Runtime, config: RunConfig, symbols: list[str]) ->
     key = api_key()
     if config.vendor_name not in ("alltick", "itick") or not key or config.backfill == 0:
         return None
-    from feed.io.backfill import VendorCandleSeeder
+    from feed.io.vendor_candles import VendorCandleSeeder
 
     try:
         seeder = VendorCandleSeeder(rt.engine, os.environ.get("TICKDB_BASE_URL") or TICKDB_BASE, key,
@@ -342,7 +342,13 @@ def _watch_replay(rt: Runtime) -> None:
     # Tell the engine when the recorded session has played out, once it drained the queue.
     rt.exchange.finished.wait()
     rt.engine.wait_idle(timeout=60, quiet_s=1.0)
-    rt.engine.mark_source_finished()
+    import time
+
+    from feed.core.events import SourceFinished
+
+    # Through the queue, so the market state also asks for the trades after the newest
+    # received (lost unseen if the connection was down when the session ended).
+    rt.engine.submit_control(SourceFinished(time.time_ns()))
     if rt.feed is not None:
         # Nothing more will come: silence is expected now, not a dead connection.
         rt.feed.stale_after_s = None

@@ -224,8 +224,9 @@ def history_item(history: Mapping | None, symbol: str | None) -> html.Span | Non
 
     "history fetching 12,400 trades · back to 13:46:05" while the backfill runs, "history
     12,400 trades since 13:46:05" when done, "history failed" (amber, the reason in the
-    tooltip); with ``repaired`` trades recovered in gaps, "· 30 repaired" is added and the
-    gaps that could not be repaired are listed in the tooltip with their reason.
+    tooltip); with trades of ``symbol`` recovered in gaps (``symbols[symbol]["repaired"]``),
+    "· 30 repaired" is added, and the gaps that could not be repaired are listed in the
+    tooltip with their reason.
 
     Parameters
     ----------
@@ -237,7 +238,10 @@ def history_item(history: Mapping | None, symbol: str | None) -> html.Span | Non
     if not history or not symbol:
         return None
     p = (history.get("backfill") or {}).get(symbol)
-    repaired = int(history.get("repaired") or 0)
+    per_symbol = history.get("symbols")
+    # The symbol's own repairs; a ledger without per-symbol figures gives the total.
+    repaired = int(((per_symbol.get(symbol) or {}).get("repaired") if isinstance(per_symbol, Mapping)
+                    else history.get("repaired")) or 0)
     unrepaired = [u for u in history.get("unrepaired") or () if u.get("symbol") == symbol]
     if p is None and not repaired and not unrepaired:
         return None

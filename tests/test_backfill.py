@@ -113,6 +113,32 @@ def test_rest_history_over_http_weights_range_errors_and_429_then_418_with_retry
         ex.stop()
 
 
+def test_simulator_past_is_made_only_when_history_is_asked_and_joins_the_live_ids_and_price():
+    from feed.exchange.instruments import instrument_for
+    from feed.exchange.sim_past import past_rows
+
+    inst = instrument_for("BTCUSDT")
+    end_ns = 1_700_000_000 * S
+    rows = past_rows(inst, end_ns=end_ns, span_s=600, last_id=5000, end_ticks=6_000_000, seed=7)
+    assert rows == past_rows(inst, end_ns=end_ns, span_s=600, last_id=5000, end_ticks=6_000_000, seed=7)
+    ids = [r[0] for r in rows]
+    assert ids[-1] == 5000 and ids == list(range(ids[0], 5001)) and len(rows) > 600 * inst.trades_per_s * 0.8
+    assert all(end_ns // MS - 600_000 <= r[1] < end_ns // MS for r in rows)
+    assert [r[1] for r in rows] == sorted(r[1] for r in rows)
+    assert abs(float(rows[-1][2]) / 60_000 - 1) < 0.01  # the walk ends at the start price
+    h = History()
+    h.add("BTCUSDT", 5001, end_ns // MS + 3, "60000.00", "0.5", False)  # the first live trade
+    made = []
+    h.add_past("BTCUSDT", lambda: made.append(1) or rows)
+    assert not made  # nothing made at start
+    resp = h.respond("/api/v3/aggTrades", {"symbol": ["BTCUSDT"], "fromId": ["1"], "limit": ["1000"]})
+    page = json.loads(resp.body)
+    assert resp.status_code == 200 and made == [1] and page[0]["a"] == 1 and page[0]["f"] == ids[0]
+    resp = h.respond("/api/v3/aggTrades", {"symbol": ["BTCUSDT"], "limit": ["2"]})
+    newest = json.loads(resp.body)
+    assert made == [1] and newest[-1]["f"] == 5001 and newest[-2]["l"] == 5000  # no hole, no overlap
+
+
 # -- aggregate trades into bars ----------------------------------------------------------
 
 
@@ -135,7 +161,8 @@ def test_backfill_duration_parses_and_defaults_per_source():
     for bad in ("abc", "-5m", "30x", "8d"):
         with pytest.raises(UsageError, match="--backfill"):
             parse_duration(bad, "--backfill")
-    assert config_from_argv([]).backfill_s == 0  # the simulator: off by default for now
+    assert config_from_argv([]).backfill_s == 1800  # the simulator: the default start opens with history
+    assert config_from_argv(["--sim-rate", "2"]).backfill_s == 0
     assert config_from_argv(["--vendor", "binance"]).backfill_s == 3600
     assert config_from_argv(["--vendor", "binance", "--backfill", "0"]).backfill_s == 0
     assert config_from_argv(["--backfill", "30m"]).backfill_s == 1800
@@ -204,22 +231,25 @@ def test_backfill_started_mid_session_every_covered_minute_equals_the_official_k
             engine.stop()
 
 
-def test_simulator_start_with_backfill_opens_with_history_equal_to_the_exchange_klines(tmp_path):
+def test_simulator_default_start_opens_with_half_an_hour_of_history_equal_to_the_exchange_klines(tmp_path):
     from dashboard.runtime import start_runtime
 
-    rt = start_runtime(config_from_argv(["--symbols", "BTCUSDT", "--backfill", "10m", "--data-dir", str(tmp_path)]),
-                       feed_options=FAST_FEED)
+    started_ns = time.time_ns()
+    rt = start_runtime(config_from_argv(["--symbols", "BTCUSDT", "--data-dir", str(tmp_path)]), feed_options=FAST_FEED)
     try:
         wait_for(lambda: ((rt.engine.health()["history"] or {}).get("backfill", {}).get("BTCUSDT") or {})
                  .get("state") == "done", 30, "the backfill to finish")
         assert rt.engine.wait_idle(10)
         health = rt.engine.health()
-        assert health["counters"]["backfilled"] > 100
+        assert health["counters"]["backfilled"] > 1000 and health["counters"]["gaps"] == 0
         series = rt.engine.bar_series("BTCUSDT", "1m")
+        # Half an hour before the start (the made-up past is a Poisson process: the first
+        # trade is within seconds of its start).
+        assert abs(series.closed[0].start_ns - (started_ns - 1800 * S)) < 2 * 60 * S
         status, _, rows = get(f"{rt.exchange.rest_url}/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000")
         klines = {r[0] * MS: r for r in rows}
         closed = series.closed[1:]  # the first minute is cut by the backfill's start
-        assert len(closed) >= 8
+        assert len(closed) >= 28
         for bar in closed:
             k = klines[bar.start_ns]
             row = {"open": k[1], "high": k[2], "low": k[3], "close": k[4], "volume": k[5], "count": k[8],
@@ -234,6 +264,7 @@ def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
     from tests.helpers import make_status
 
     history = {"backfilled": 1200, "repaired": 30, "calls": 3, "repairs_fetching": 0,
+               "symbols": {"BTCUSDT": {"backfilled": 1200, "repaired": 30}, "ETHUSDT": {"backfilled": 0, "repaired": 0}},
                "backfill": {"BTCUSDT": {"kind": "backfill", "state": "fetching", "trades": 1200, "calls": 2,
                                         "weight": 8, "since": "2024-08-08T23:00:00.000Z",
                                         "oldest": "2024-08-08T23:41:05.120Z"}},
@@ -244,7 +275,10 @@ def test_status_line_shows_backfill_progress_repairs_and_why_a_gap_stays():
     assert "history" in text and "fetching 1,200 trades · back to 23:41:05 · 30 repaired" in text
     assert "ids 5..9: 5 still missing: endpoint unavailable: HTTP 503" in item.title
     assert "warn" in item.className
-    assert history_item(None, "BTCUSDT") is None and history_item(history, "ETHUSDT") is not None
+    assert history_item(None, "BTCUSDT") is None
+    assert history_item(history, "ETHUSDT") is None  # repaired per symbol: none of ETHUSDT's
+    history["symbols"]["ETHUSDT"]["repaired"] = 4
+    assert "4 repaired" in " ".join(str(c.children) for c in history_item(history, "ETHUSDT").children)
     children = status_children(make_status(history=history), "BTCUSDT")
     assert any(getattr(c, "title", "") == item.title for c in children)
 

@@ -584,9 +584,9 @@ def test_export_when_not_zoomed_on_replay_tick_bars_then_csv_holds_every_bar(rep
 
 
 def test_history_when_default_start_then_status_shows_backfill_and_candles_carry_exact_marks(runtime, dash_duo):
-    # The simulator with --backfill 10m: the backfilled minutes are verified against the
-    # exchange's REST klines and marked above their candles.
-    rt = runtime("--bar", "1m", "--symbols", "BTCUSDT", "--backfill", "10m")
+    # The simulator with no --backfill (30 min by default): the backfilled minutes are
+    # verified against the exchange's REST klines and marked above their candles.
+    rt = runtime("--bar", "1m", "--symbols", "BTCUSDT")
     dash_duo.start_server(rt.app)
     wait_candles(dash_duo, "BTCUSDT")
     status = wait_status(dash_duo, "trades since", timeout=30)

@@ -299,6 +299,7 @@ def expected(n: int, mult: int) -> np.ndarray:
     out["trade_id"] = k
     out["in_bars"] = k % 5 != 0
     out["recv_ns"] = T0 + k + 1
+    out["count"] = 1
     return out
 
 
@@ -345,3 +346,29 @@ def test_store_when_writer_killed_9_keeps_every_flushed_batch_intact(tmp_path):
             assert s.count("AAA") == s.count("BBB")
         finally:
             s.close(flush=False)
+
+
+def test_store_when_history_put_in_place_keeps_aggregate_counts_and_reads_version_1_batches(tmp_path):
+    from feed.core.history import in_id_order
+    from feed.io.store_format import _HEADER, TRADE_DTYPE_V1, unpack_batch
+
+    live = [Trade("BTCUSDT", T0 + i, 100.0, 1.0, BUY, 10 + i, T0 + i) for i in range(5)]
+    repaired = Trade("BTCUSDT", T0 - 5, 99.0, 3.0, SELL, 9, 0, True, 4)  # an aggregate of ids 6..9
+    with TradeStore(tmp_path / "s") as store:
+        store.extend(live)
+        store.flush()
+        store.extend([repaired, live[2]])  # history after newer live trades; one id again
+        store.flush()
+        loaded = store.load("BTCUSDT")
+        # A version-1 batch (42-byte records, no count) written by an older tickscope.
+        old = np.zeros(1, TRADE_DTYPE_V1)
+        old[0] = (T0 + 100, 101.0, 2.0, 1, 20, True, T0 + 100)
+        blob = _HEADER.pack(b"TSB1", 1, TRADE_DTYPE_V1.itemsize, 1, T0 + 100, T0 + 100) + old.tobytes()
+        assert unpack_batch(blob)["count"].tolist() == [1]
+        assert unpack_batch(blob)["trade_id"].tolist() == [20]
+    # History put in place comes back in id order, each id once (live-only: arrival order).
+    assert [t.trade_id for t in loaded] == [9, 10, 11, 12, 13, 14]
+    assert loaded[0].count == 4 and loaded[0].recv_ns == 0 and loaded[3].recv_ns == T0 + 2
+    assert in_id_order([*live, repaired, live[2]]) == [repaired, *live]
+    with TradeStore(tmp_path / "s") as store:  # the newest is the newest live trade, not the last stored
+        assert store.last_trade("BTCUSDT") == (T0 + 4, 100.0, 14)

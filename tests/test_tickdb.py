@@ -10,7 +10,7 @@ import time
 import pytest
 
 from feed.core.models import MalformedMessage
-from feed.io.backfill import VendorCandleSeeder
+from feed.io.vendor_candles import VendorCandleSeeder
 from feed.vendors.alltick import AllTickAdapter
 from feed.vendors.tickdb import kline_url, tickdb_symbol
 from feed.vendors.tickdb_wire import TickdbError, parse_kline_answer

@@ -92,3 +92,24 @@ def test_estimate_held_when_view_agrees_with_the_list_estimate():
             assert estimate_held(s, view, empty) == pytest.approx(estimate_bars(s, trades, empty))
     assert estimate_held(BarSpec.from_str("1m"), TradeBuffer("X", 5).snapshot()) == 0.0
     assert tradebuffer.TradeView("X", (), []).columns()["ts"].size == 0
+
+
+def test_insert_when_backfill_pages_come_newest_first_they_go_in_whole_and_views_stay_valid():
+    buf = TradeBuffer("BTCUSDT", 100 * CHUNK)
+    live = list(range(10 * CHUNK, 10 * CHUNK + CHUNK + 7))  # a sealed chunk and a tail
+    buf.extend(_trade(i) for i in live)
+    before = buf.snapshot()
+    # Pages of 1000 older and older, the oldest page overlapping one id already put in.
+    for hi in range(10 * CHUNK, 0, -1000):
+        page = [_trade(i) for i in range(max(0, hi - 1000), hi)]
+        assert buf.insert(page) == len(page)
+    assert buf.insert([_trade(0), _trade(5000)]) == 0  # held already
+    assert [t.trade_id for t in buf.snapshot()] == list(range(0, 10 * CHUNK + CHUNK + 7))
+    assert [t.trade_id for t in before] == live  # the view taken before is unchanged
+    # Ids inside the sealed part and past the tail, in one call.
+    buf2 = TradeBuffer("BTCUSDT", 100 * CHUNK)
+    held = [i for i in range(3 * CHUNK) if i % 97]
+    buf2.extend(_trade(i) for i in held)
+    missing = [i for i in range(3 * CHUNK + 5) if i % 97 == 0 or i >= 3 * CHUNK]
+    assert buf2.insert([_trade(i) for i in reversed(missing)]) == len(missing)
+    assert [t.trade_id for t in buf2.snapshot()] == list(range(3 * CHUNK + 5))

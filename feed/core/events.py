@@ -146,9 +146,12 @@ class HistoryRequest:
 
     Parameters
     ----------
-    kind : {"backfill", "repair", "klines"}
-        Backfill before the first live trade, repair of a trade-id gap, or the vendor's
-        final 1m klines of ``[start_ns, end_ns)`` (for verification; ids unused).
+    kind : {"backfill", "repair", "tail", "klines"}
+        Backfill before the first live trade, repair of a trade-id gap, the tail (every
+        trade after the newest held, ids from ``lo_id`` on: asked when a replay source has
+        played out, since trades published while the connection was down at its end are
+        followed by no live trade whose id jump would reveal them), or the vendor's final
+        1m klines of ``[start_ns, end_ns)`` (for verification; ids unused).
     symbol : str
     lo_id : int or None
         First trade id wanted; None for a backfill (bounded by ``start_ns`` instead).
@@ -270,6 +273,10 @@ class Effects:
         Symbols the vendor refused, to unsubscribe again.
     persist : list of Trade
         Trades applied, in order, for the trade store.
+    inserted : list of Trade
+        Trades REST history put in place this cycle (backfill, gap repair, tail), in the
+        order inserted; each once (ids already held are never inserted). Not in
+        ``persist``: the engine stores both; other consumers (a publisher) read both.
     malformed_logs : list of (reason, detail, sample)
         Rate-limited samples of malformed input to log (already redacted).
     snapshot_outcomes : list of (symbol, bool)
@@ -284,6 +291,7 @@ class Effects:
     fail: str | None = None
     unsubscribe: list[tuple[str, str]] = field(default_factory=list)
     persist: list = field(default_factory=list)
+    inserted: list = field(default_factory=list)
     malformed_logs: list[tuple[str, str, str]] = field(default_factory=list)
     snapshot_outcomes: list[tuple[str, bool]] = field(default_factory=list)
     history: list[HistoryRequest] = field(default_factory=list)

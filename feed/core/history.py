@@ -13,9 +13,12 @@ Rules
   history equal the bars of the underlying trades: no hole, no double count.
 * Rows outside the range, rows already applied for the request (a page fetched twice)
   and rows older than a backfill's ``start_ns`` are skipped.
+* A tail request (every id after the newest held, asked when a replay source has played
+  out) is a repair whose end is unknown: what it finds counts as ``repaired`` (a gap seen
+  and repaired at once), and finding nothing is no failure.
 * Progress and outcome per request are kept in :class:`HistoryLedger` for the page and
   ``/api/health``: ``backfilled`` (trades fetched at start), ``repaired`` (trades
-  recovered in gaps), calls and weight, and why a gap stays a gap.
+  recovered in gaps and tails), calls and weight, and why a gap stays a gap.
 
 Pure: no I/O, no clock (times come in the events).
 """
@@ -26,10 +29,13 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from feed.core.events import HistoryFailed, HistoryPage, HistoryRequest
 from feed.core.models import AggTrade, Trade, iso_ms
 
-__all__ = ["RequestProgress", "HistoryLedger", "trades_from_aggregates", "MAX_REPAIR_IDS"]
+__all__ = ["RequestProgress", "HistoryLedger", "trades_from_aggregates", "MAX_REPAIR_IDS", "in_id_order",
+           "not_held"]
 
 #: A gap of more trade ids than this is not fetched (it would take thousands of calls).
 MAX_REPAIR_IDS = 2_000_000
@@ -66,6 +72,8 @@ class RequestProgress:
                "pages": self.pages, "calls": self.calls, "weight": self.weight}
         if r.kind == "repair":
             out.update(from_id=r.lo_id, to_id=r.hi_id, missing=self.missing)
+        elif r.kind == "tail":
+            out.update(from_id=r.lo_id, since=iso_ms(r.start_ns))
         else:
             out.update(since=iso_ms(r.start_ns), oldest=iso_ms(self.oldest_ns) if self.oldest_ns else None)
         if self.error:
@@ -75,7 +83,8 @@ class RequestProgress:
 
 def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | None, hi: int,
                            start_ns: int | None, held_ids: Sequence[int], held_sizes: Sequence[float],
-                           seen: tuple[int, int] | None) -> tuple[list[Trade], int]:
+                           seen: tuple[int, int] | None, *,
+                           held_counts: Sequence[int] | None = None) -> tuple[list[Trade], int]:
     """Return ``(trades, ids)``: the part of ``rows`` inside ids ``[lo, hi]`` as trades
     sorted by id, and how many exchange trade ids they hold.
 
@@ -94,6 +103,17 @@ def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | No
         aggregates; the columns of ``TradeBuffer.snapshot().columns()`` serve as they are.
     seen : (int, int) or None
         Aggregate ids already applied for this request (inclusive), skipped.
+    held_counts : sequence, optional
+        Exchange trades each held trade holds (``count`` column; default 1 each).
+
+    Notes
+    -----
+    A straddling aggregate whose other fills up to the newest held are not all held either
+    (two gaps in one aggregate: a skipped id and a dropped connection) cannot say how its
+    missing size splits between the requests: each gets a share by its count of missing
+    ids, and the last one the rest. Every fill of an aggregate has its time, so the bar
+    gets the whole size either way; counts are exact. Fills after the newest held are
+    taken to come live with their own sizes.
     """
     out: list[Trade] = []
     total = 0
@@ -109,17 +129,58 @@ def trades_from_aggregates(symbol: str, rows: tuple[AggTrade, ...], lo: int | No
         n = b - a + 1
         size = row.size
         if n != row.last_id - row.first_id + 1:
-            # Straddles the range: the fills outside it were received; take the rest.
+            # Straddles the range: the fills outside it held are taken off; fills outside
+            # it that are missing too (another gap) keep their share of what is left.
             i = bisect.bisect_left(held_ids, row.first_id)
             j = bisect.bisect_right(held_ids, row.last_id)
-            held = sum(float(z) for tid, z in zip(held_ids[i:j], held_sizes[i:j]) if not a <= tid <= b)
+            held = held_n = 0
+            for k in range(i, j):
+                if not a <= held_ids[k] <= b:
+                    held += float(held_sizes[k])
+                    held_n += 1 if held_counts is None else int(held_counts[k])
             size = row.size - held
             if size <= row.size * 1e-12:
                 continue  # every fill of it is held already
+            # Missing outside the range: ids up to the newest held that are not held (ids
+            # after it are still to come live, with their own sizes).
+            top = min(row.last_id, int(held_ids[-1])) if len(held_ids) else row.first_id - 1
+            elsewhere = (top - row.first_id + 1) - max(0, min(b, top) - a + 1) - held_n
+            if elsewhere > 0:
+                size *= n / (n + elsewhere)
         out.append(Trade(symbol, row.ts_ns, row.price, size, row.side, b, 0, True, n))
         total += n
     out.sort(key=lambda t: t.trade_id)
     return out, total
+
+
+def in_id_order(trades: Sequence[Trade]) -> Sequence[Trade]:
+    """Return ``trades`` (a vendor's with consecutive ids) in id order, each id once.
+
+    The store keeps arrival order, and history put in place (backfill, gap repair) arrives
+    after newer live trades; a trade stored twice (two runs fetching the same ids) must not
+    count twice. Trades without an id keep their order (nothing to sort by).
+    """
+    ids = [t.trade_id for t in trades]
+    if None in ids or all(a < b for a, b in zip(ids, ids[1:])):
+        return trades
+    out: list[Trade] = []
+    last = None
+    for t in sorted(trades, key=lambda t: t.trade_id):  # stable: the first stored copy wins
+        if t.trade_id != last:
+            out.append(t)
+            last = t.trade_id
+    return out
+
+
+def not_held(new: list[Trade], held_ids) -> list[Trade]:
+    """Return the trades of ``new`` whose ids are not among ``held_ids`` (a sorted int64
+    array: the tape of a vendor with consecutive ids is kept in id order), in order."""
+    if not new or not len(held_ids):
+        return new
+    ids = np.fromiter((t.trade_id for t in new), np.int64, len(new))
+    pos = np.minimum(np.searchsorted(held_ids, ids), len(held_ids) - 1)
+    dup = held_ids[pos] == ids
+    return [t for t, d in zip(new, dup.tolist()) if not d] if dup.any() else new
 
 
 @dataclass
@@ -131,10 +192,13 @@ class HistoryLedger:
     backfilled: int = 0
     repaired: int = 0
     calls: int = 0
+    #: symbol -> {"backfilled", "repaired"}: the counters per symbol
+    per_symbol: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def open(self, request: HistoryRequest) -> RequestProgress:
         """Start tracking ``request``; return its progress."""
-        p = RequestProgress(request, missing=0 if request.lo_id is None else request.hi_id - request.lo_id + 1)
+        # A tail's ids are unknown until fetched: none is missing until then.
+        p = RequestProgress(request, missing=request.hi_id - request.lo_id + 1 if request.kind == "repair" else 0)
         if request.kind == "backfill":
             self.backfills[request.symbol] = p
         else:
@@ -174,10 +238,13 @@ class HistoryLedger:
         if trades:
             oldest = trades[0].ts_ns
             p.oldest_ns = oldest if p.oldest_ns is None else min(p.oldest_ns, oldest)
+        mine = self.per_symbol.setdefault(p.request.symbol, {"backfilled": 0, "repaired": 0})
         if p.request.kind == "backfill":
             self.backfilled += ids
+            mine["backfilled"] += ids
         else:
             self.repaired += ids
+            mine["repaired"] += ids
             p.missing = max(0, p.missing - ids)
         if page.done:
             p.state = "done"
@@ -195,9 +262,11 @@ class HistoryLedger:
         return [p.as_json() for p in self.repairs if p.state != "fetching" and p.missing]
 
     def as_json(self) -> dict:
-        """Return the ledger for ``/api/health`` (``history``) and the status line."""
+        """Return the ledger for ``/api/health`` (``history``) and the status line:
+        ``backfilled`` / ``repaired`` over every symbol and per symbol (``symbols``)."""
         return {
             "backfilled": self.backfilled, "repaired": self.repaired, "calls": self.calls,
+            "symbols": {s: dict(v) for s, v in self.per_symbol.items()},
             "backfill": {s: p.as_json() for s, p in self.backfills.items()},
             "repairs_fetching": sum(1 for p in self.repairs if p.state == "fetching"),
             "unrepaired": self.unrepaired(),

@@ -30,7 +30,11 @@ Rules it owns
   trade of a symbol with an empty tape asks for ``backfill_s`` of trades before it; a
   trade-id jump asks for the missing ids (``repair_gaps``). Pages of aggregate trades are
   put in place (``feed.core.history``) and every series of the symbol is rebuilt; a
-  repaired gap's mark and ``gaps`` count drop by the trades recovered.
+  repaired gap's mark and ``gaps`` count drop by the trades recovered. When a replay
+  source has played out, the trades after each symbol's newest are asked for (a tail:
+  lost while the connection was down at the end, no later id jump reveals them); they
+  move the replay clock on. Trades put in place go out in ``Effects.inserted`` (stored,
+  published) besides ``Effects.persist`` (live trades).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from feed.core.events import (
     HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, VendorCandles, SnapshotBody, SnapshotFailed,
     SourceFinished,
 )
-from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, trades_from_aggregates
+from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, in_id_order, not_held, trades_from_aggregates
 from feed.core.verify import MINUTE_NS, Verifier
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
@@ -67,6 +71,8 @@ _REPLIES_KEPT = 50
 #: A forward jump of more trade ids than this is suspect until the next trade confirms it.
 MAX_ID_JUMP = 100_000
 _INT64_MAX = (1 << 63) - 1
+#: How far past the newest trade held a tail request looks (one REST time window), ns.
+_TAIL_SPAN_NS = 3600 * _NS - 1_000_000
 
 
 class MarketState:
@@ -137,6 +143,8 @@ class MarketState:
         if symbol in self._symbols:
             return False
         st = SymbolState(symbol, self.config.max_trades)
+        if self._ids_consecutive:
+            restored = in_id_order(restored)
         st.restore(restored, meta)
         self._symbols[symbol] = st
         if self.klines is not None:
@@ -313,6 +321,17 @@ class MarketState:
             else:
                 self._ask_history(fx, req)
 
+    def _ask_tails(self, fx: Effects) -> None:
+        # The source has played out: trades it published while the connection was down at
+        # its end are followed by no live trade whose id jump would reveal them. Ask for
+        # whatever the vendor holds after the newest trade of each symbol (an hour at most).
+        if not (self._history_on and self.config.repair_gaps):
+            return
+        for st in self._symbols.values():
+            if st.last_trade_id is not None and st.last_trade_ts_ns is not None:
+                self._ask_history(fx, HistoryRequest("tail", st.symbol, st.last_trade_id + 1, _INT64_MAX,
+                                                     st.last_trade_ts_ns, st.last_trade_ts_ns + _TAIL_SPAN_NS))
+
     def _ask_history(self, fx: Effects, request: HistoryRequest) -> None:
         self.history.open(request)
         fx.history.append(request)
@@ -331,20 +350,27 @@ class MarketState:
         held = st.trades.snapshot().columns()
         new, _ = trades_from_aggregates(
             req.symbol, item.rows, req.lo_id, req.hi_id, req.start_ns if req.kind == "backfill" else None,
-            held["id"], held["size"], progress.last_agg_ids)
+            held["id"], held["size"], progress.last_agg_ids, held_counts=held["count"])
+        new = not_held(new, held["id"])  # e.g. a tail page racing a live trade: never twice
         kept = st.insert_trades(new)
+        fx.inserted.extend(kept)
         ids = sum(t.count for t in kept)
         self.history.note_page(progress, item, kept, ids)
         if req.kind == "repair" and ids:
             st.note_repaired(req.end_ns, ids)
             if self.verifier is not None:
                 self.verifier.note_repaired(req.symbol, req.end_ns, ids)
+        elif req.kind == "tail" and kept:
+            st.note_tail(kept, ids)
+            # The replay clock follows the newest exchange time: the tail moves it on, so
+            # the minutes it completed close.
+            self._exchange_clock_ns = max(self._exchange_clock_ns, st.last_trade_ts_ns)
         if kept:
             self._rebuild_stale.add(req.symbol)
         last = self._rebuild_due.get(req.symbol)
         # Rebuilding every series per page would redraw the chart per page: while a
         # backfill runs, at most once a second; always when a request is done.
-        if req.symbol in self._rebuild_stale and (item.done or req.kind == "repair" or last is None
+        if req.symbol in self._rebuild_stale and (item.done or req.kind != "backfill" or last is None
                                                   or now_ns - last >= _NS):
             self._rebuild_stale.discard(req.symbol)
             self._rebuild_due[req.symbol] = now_ns
@@ -471,6 +497,7 @@ class MarketState:
                 self._replies.append(VendorReply(False, item.message))
         elif t is SourceFinished:
             self.source_finished = True
+            self._ask_tails(fx)
         # FeedClosed: the following FeedOpened (or FeedError) says what matters.
 
     def _on_snapshot_failed(self, item: SnapshotFailed, fx: Effects, mono_ns: int) -> None:

@@ -136,6 +136,16 @@ class SymbolState:
                 marks[i] = (ts, max(0, missing - recovered))
                 return
 
+    def note_tail(self, kept: list[Trade], recovered: int) -> None:
+        """Take ``kept`` (trades after every one received, sorted by id, already in the
+        tape) as the newest: a gap nobody saw, counted and marked as repaired at once."""
+        last = kept[-1]
+        self.last_trade_id = max(self.last_trade_id or 0, last.trade_id)
+        self.last_trade_ts_ns = max(self.last_trade_ts_ns or 0, max(t.ts_ns for t in kept))
+        self.gaps += 1
+        self.repaired_trades += recovered
+        self.gap_marks.append((kept[0].ts_ns, 0))
+
     def record_gap(self, trade: Trade) -> None:
         """Count the ids missing before ``trade`` and mark the gap at its time."""
         missing = trade.trade_id - self.last_trade_id - 1

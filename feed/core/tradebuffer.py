@@ -198,35 +198,60 @@ class TradeBuffer:
         for t in new:
             if t.symbol != self.symbol:
                 raise ValueError(f"insert: trade of {t.symbol} into {self.symbol}'s trades")
+        new = [t for i, t in enumerate(new) if i == 0 or t.trade_id != new[i - 1].trade_id]
         if not new:
             return 0
-        done = 0
         chunks = list(self._chunks)
         if chunks:  # the first chunk seen through _start, so positions are simple
             chunks[0] = _slice(chunks[0], self._start)
-        for t in new:
-            tid = t.trade_id
-            if not chunks or tid > chunks[-1][3][-1]:  # newer than every sealed trade: the tail
-                tail_ids = [x.trade_id for x in self._tail]
-                pos = bisect.bisect_left(tail_ids, tid)
-                if pos < len(tail_ids) and tail_ids[pos] == tid:
-                    continue
-                self._tail.insert(pos, t)
-                done += 1
-                continue
-            k = next(i for i, c in enumerate(chunks) if tid <= c[3][-1])
-            chunk = chunks[k]
-            pos = int(np.searchsorted(chunk[3], tid))
-            if chunk[3][pos] == tid:
-                continue
-            chunks[k] = tuple(np.concatenate((c[:pos], r, c[pos:])) for c, r in zip(chunk, _seal([t])))
-            done += 1
-        self._chunks = deque(chunks)
+        # Sorted by id: those up to the newest sealed id go into chunks, the rest the tail.
+        split = 0
+        if chunks:
+            split = bisect.bisect_right([t.trade_id for t in new], int(chunks[-1][3][-1]))
+        done = self._insert_sealed(chunks, new[:split]) if split else 0
+        if split < len(new):
+            held = {x.trade_id for x in self._tail}
+            add = [t for t in new[split:] if t.trade_id not in held]
+            if add:
+                self._tail = sorted(self._tail + add, key=_id_of)
+                done += len(add)
+        self._chunks = deque(c for c in chunks if len(c[0]))
         self._start = 0
-        self._sealed = sum(len(c[0]) for c in chunks)
+        self._sealed = sum(len(c[0]) for c in self._chunks)
         if len(self._tail) >= CHUNK:
             self._seal_tail()
         self._trim()
+        return done
+
+    @staticmethod
+    def _insert_sealed(chunks: list, new: list[Trade]) -> int:
+        # Put ``new`` (sorted, unique ids, none above the newest sealed) into ``chunks``
+        # (replaced, never written): a block older than every trade held (a backfill page)
+        # becomes chunks of its own; the rest merge into the chunk their ids fall in.
+        oldest = int(chunks[0][3][0]) if len(chunks[0][0]) else None
+        ids = np.fromiter((t.trade_id for t in new), np.int64, len(new))
+        n_before = int(np.searchsorted(ids, oldest)) if oldest is not None else 0
+        done = first = 0
+        if n_before:
+            front = [_seal(new[i:min(i + CHUNK, n_before)]) for i in range(0, n_before, CHUNK)]
+            chunks[:0] = front
+            done, first = n_before, len(front)
+            new, ids = new[n_before:], ids[n_before:]
+        if not new:
+            return done
+        lasts = np.array([int(c[3][-1]) if len(c[0]) else -1 for c in chunks[first:]], np.int64)
+        dest = np.searchsorted(lasts, ids) + first  # the first chunk whose last id >= the id
+        for k in np.unique(dest).tolist():
+            sel = np.flatnonzero(dest == k)
+            chunk, gids = chunks[k], ids[sel]
+            pos = np.searchsorted(chunk[3], gids)
+            held = chunk[3][np.minimum(pos, len(chunk[3]) - 1)] == gids
+            keep = ~held
+            if not keep.any():
+                continue
+            add = _seal([new[i] for i in sel[keep].tolist()])
+            chunks[k] = tuple(np.insert(c, pos[keep], r) for c, r in zip(chunk, add))
+            done += int(keep.sum())
         return done
 
     def _seal_tail(self) -> None:

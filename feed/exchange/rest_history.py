@@ -24,6 +24,8 @@ joins the previous aggregate when it follows it by id with the same time (ms), p
 taker side, as one taker order's fills at one price do; futures trades whose ``X`` is not
 ``MARKET`` are not aggregated (Binance leaves insurance-fund and ADL fills out of
 aggregates and klines). Bars from these aggregates therefore equal bars from the trades.
+(Binance's USD-M page words its rule as fills "in 100ms with the same price and the same
+taking side"; any such rule keeps ids ``f..l`` consecutive, which is all clients rely on.)
 
 What is uncertain about Binance (and what this server does):
 
@@ -31,9 +33,14 @@ What is uncertain about Binance (and what this server does):
   current ones are silent. Here both filters apply.
 * startTime without endTime (or the reverse): Binance documents only the pair. Here a
   lone bound filters on its side only.
-* Weights: spot aggTrades 4 (2024 docs; 1 in older ones), USD-M 20; klines spot 2, USD-M
-  by limit (1 / 2 / 5 / 10). Spot limit 6000 a minute, USD-M 2400 (docs disagree over
-  time): clients must read the header rather than trust a table, and so must tickscope.
+* Weights: spot aggTrades 4 (2024 docs; 2 in 2018, 1 in a later connector's docs: uncertain),
+  USD-M 20 (current USD-M page); klines spot 2, USD-M by limit (1 / 2 / 5 / 10). Spot limit
+  6000 a minute, USD-M 2400 (docs disagree over time): clients must read the header rather
+  than trust a table, and so must tickscope (``feed.io.backfill`` lists the sources).
+* The weight window: fixed windows of ``window_s`` aligned to the clock here; whether
+  Binance's minute is a calendar minute or rolling is uncertain.
+* ``Retry-After``: seconds to the end of the window, on 429 and 418 alike (Binance: for a
+  429 the wait that prevents a ban, for a 418 until the ban ends, bans 2 min to 3 days).
 * A ``limit`` above the maximum: Binance answers -1100/-1130 on some endpoints and caps
   on others; here it is refused with ``-1130``.
 
@@ -135,6 +142,14 @@ class SymbolHistory:
                 del col[:drop]
             self.first_a += drop
 
+    def extend(self, newer: "SymbolHistory") -> None:
+        """Append ``newer``'s aggregates (all after this one's by trade id), renumbered on
+        from this one's: for a past made after live trades were already held."""
+        if self.l and newer.f and newer.f[0] <= self.l[-1]:
+            raise ValueError(f"trade ids overlap: {newer.f[0]} after {self.l[-1]}")
+        for name in ("T", "p", "q", "f", "l", "m"):
+            getattr(self, name).extend(getattr(newer, name))
+
     def row(self, i: int) -> dict:
         """Return aggregate ``i`` (position) as Binance's JSON row."""
         return {"a": self.first_a + i, "p": self.p[i], "q": _dec(self.q[i]), "f": self.f[i],
@@ -213,6 +228,8 @@ class History:
         self._window = -1  # index of the current window
         self._used = 0  # weight used in it
         self._refusals = 0  # 429s answered in it
+        # lower-case symbol -> function making its past trades (simulator), run on first use
+        self._past: dict[str, Callable[[], list]] = {}
         #: Requests answered, weight charged and 429/418 refusals, for tests and reports.
         self.stats = {"requests": 0, "weight": 0, "refused": 0}
 
@@ -223,6 +240,29 @@ class History:
         if h is None:
             h = self.symbols[key] = SymbolHistory()
         h.add(trade_id, ts_ms, price, qty, buyer_maker)
+
+    def add_past(self, symbol: str, make: Callable[[], list]) -> None:
+        """Hold ``make`` for ``symbol``: it returns the trades before the first one held,
+        oldest first, as :meth:`add` takes them, and is called when the symbol's history
+        is first asked for (making them costs time nobody should wait for at start)."""
+        self._past[symbol.lower()] = make
+
+    def _make_past(self, key: str) -> None:
+        # The past goes in before any aggregate of the symbol was served, so aggregate
+        # ids handed out never change.
+        make = self._past.pop(key, None)
+        if make is None:
+            return
+        past = SymbolHistory()
+        try:
+            for row in make():
+                past.add(*row)
+        except ValueError:  # a past that cannot be made: the history starts with the live trades
+            return
+        held = self.symbols.get(key)
+        if held is not None:
+            past.extend(held)
+        self.symbols[key] = past
 
     def add_trade_event(self, symbol: str, d: dict) -> None:
         """Hold a Binance ``trade`` event body (``t, p, q, T, m[, X]``); others are ignored."""
@@ -250,6 +290,8 @@ class History:
             if refusal is not None:
                 return refusal
             start, end = _int(query, "startTime", 0), _int(query, "endTime", 0)
+            if self._past:
+                self._make_past(symbol.lower())
             h = self.symbols.get(symbol.lower())
             if h is None:
                 raise _Refused(400, ERR_INVALID_SYMBOL, "Invalid symbol.")

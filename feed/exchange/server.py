@@ -217,9 +217,10 @@ class EmbeddedExchange(ServerThread):
             if not (isinstance(history_s, (int, float)) and 0 <= history_s <= 7 * 86400):
                 raise ValueError(f"history_s must be 0..604800 seconds, not {history_s!r}")
             self._source.history_s = float(history_s)
-            self._source.on_history_fill = self._history_fill
         #: REST history (aggregate trades, klines) of every trade played or simulated.
         self.history = History(history_weight_limit, history_window_s)
+        if not files:  # the simulator's past, made when the history is first asked for
+            self._source.on_history_past = self.history.add_past
         self.finished = threading.Event()
         self.error: BaseException | None = None
         # Connections and the routing of market messages to them (event-loop thread only).
@@ -367,11 +368,6 @@ class EmbeddedExchange(ServerThread):
         if body is None:
             return dialect.BACKEND_TIMEOUT.response()
         return json_response(200, body)
-
-    def _history_fill(self, symbol: str, inst, fill) -> None:
-        # A simulated trade from before the start: held for REST history only.
-        self.history.add(symbol, fill.trade_id, fill.ts_ns // 1_000_000, inst.format_price(fill.price_ticks),
-                         inst.format_qty(fill.qty_lots), fill.buyer_is_maker)
 
     # -- private: connections ----------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ from decimal import Decimal
 from feed.exchange.dialect import StreamError, dumps, split_stream
 from feed.exchange.fanout import Publisher
 from feed.exchange.instruments import instrument_for, quote_asset_of
+from feed.exchange.sim_past import MAX_PAST_S, past_rows
 from feed.exchange.simulator import MarketSimulator
 
 __all__ = ["SimSource", "SIM_CHANNELS", "SIM_KLINES", "check_sim_symbols"]
@@ -193,10 +195,11 @@ class SimSource:
         self._tops: dict[str, tuple[int, int, int, int]] = {}
         # Last wall-clock reading handed to a simulator (they refuse time going back).
         self._clock_ns = 0
-        # Seconds of past trades each market makes when it starts, handed to
-        # on_history_fill(symbol, instrument, fill) only (the exchange's REST history).
+        # Seconds of past trades each new market has, for the exchange's REST history
+        # only: on_history_past(symbol, make) is handed a function that makes them
+        # (``feed.exchange.sim_past``), called when the history is first asked for.
         self.history_s = 0.0
-        self.on_history_fill = None
+        self.on_history_past = None
 
     def _now(self) -> int:
         # Wall clock, UTC ns, never earlier than a previous reading (NTP may step back).
@@ -247,14 +250,13 @@ class SimSource:
                 inst = dataclasses.replace(inst, trades_per_s=inst.trades_per_s * self._rate)
             now = self._now()
             resume = self._resume.get(symbol)
+            market = MarketSimulator(symbol, start_ns=now, seed=self._seed, instrument=inst, resume=resume)
             # A market continued from a previous run has its real history in the store: no
-            # made-up past for it.
-            past_ns = int(self.history_s * 1e9) if self.on_history_fill is not None and not resume else 0
-            market = MarketSimulator(symbol, start_ns=now - past_ns, seed=self._seed, instrument=inst,
-                                     resume=resume)
-            if past_ns:
-                for fill in market.advance(now):
-                    self.on_history_fill(symbol, inst, fill)
+            # made-up past for it. Otherwise the past is made only if someone asks for it.
+            if self.history_s > 0 and self.on_history_past is not None and not resume:
+                self.on_history_past(symbol, functools.partial(
+                    past_rows, inst, end_ns=now, span_s=min(self.history_s, MAX_PAST_S),
+                    last_id=market.last_trade_id, end_ticks=market.fair_ticks, seed=self._seed))
             log.info("simulating %s%s", market.symbol,
                      f", continuing from price {resume[0]} and trade id {resume[1]}" if resume else "")
             self.markets[symbol] = market

@@ -230,6 +230,16 @@ class MarketSimulator:
         return self._next_event_ns
 
     @property
+    def last_trade_id(self) -> int:
+        """Return the id of the last trade made (the next one takes this + 1)."""
+        return self._trade_id
+
+    @property
+    def fair_ticks(self) -> int:
+        """Return the fair price, rounded to whole ticks."""
+        return max(1, round(self._fair))
+
+    @property
     def last_update_id(self) -> int:
         """Return the id of the last book change."""
         return self._update_id

@@ -15,19 +15,48 @@ Paging (shared/vendor-protocols.md "REST history"):
   by ``fromId`` in pages of ``page_limit`` (at most 1000) until an aggregate older than
   the backfill start.
 * Repair, oldest first: a window from the trade before the gap (under one hour), then
-  forward by ``fromId`` until an aggregate past the gap's last id.
+  forward by ``fromId`` until an aggregate past the gap's last id. A tail (ids after the
+  newest trade held, open-ended) pages the same way until a short page: the vendor's
+  newest; an empty window means there is nothing after it.
 
 Rate limits: the ``X-MBX-USED-WEIGHT-1M`` header is read after every call; past
 ``weight_budget`` the fetcher waits for the next minute. HTTP 429 and 418 wait as
 ``Retry-After`` says (418 is Binance's ban: a wait beyond ``max_wait_s`` gives up with the
 reason). Other failures retry with backoff ``max_attempts`` times, then give up.
-Uncertain: whether the weight window is a calendar minute or rolling (Binance says
-"per minute"); waiting for the next calendar minute is right for the former and safe for
-the latter only with the 429 handling behind it. Binance warns that combining ``fromId``
-with a time window can time out, so the fetcher never combines them. A third-party USD-M
-client notes that time-window queries reach back only about 48 hours (not in Binance's
-page; unverified): anchors are always near the first live trade, and a repair older than
-``--backfill`` is not attempted.
+
+Facts, with their source, and what is uncertain
+-----------------------------------------------
+(shared/vendor-protocols.md "REST history"; Binance's pages read through the search tool
+on 2026-12-03; "uncertain" marks what a page does not settle.)
+
+* Page limit: ``limit`` default 500, at most 1000, for spot and USD-M aggTrades
+  (developers.binance.com, USD-M "Compressed-Aggregate-Trades-List"; spot "market" page).
+* Time window: with both ``startTime`` and ``endTime`` the span must be under one hour
+  (else -1127), so every window here is at most ``HOUR_MS - 1``. Sending ``fromId`` with
+  a time window "might cause response timeout" (USD-M page): never combined here.
+* Weights: USD-M aggTrades 20 (USD-M page). Spot aggTrades is uncertain: 2 (2018
+  changelog), 1 (binance_spot_connector_rust docs), 4 (third-party tools quoting the 2024
+  docs); the current spot page only says "consumes IP-based request weight". So the
+  fetcher trusts the header, never a table. Per-minute limits: spot 6000 (1200 in older
+  docs), USD-M 2400 -- also uncertain, hence ``weight_budget`` well below either.
+* The weight window: the header is "the current used weight for the IP for all request
+  rate limiters" over ``1M``; whether that minute is a calendar minute or rolling is
+  uncertain. Waiting for the next calendar minute is right for the former and safe for
+  the latter only with the 429 handling behind it.
+* ``Retry-After`` (seconds) comes with 429 and 418: for a 429 the wait that prevents a
+  ban, for a 418 the time until the ban ends; bans grow from 2 minutes to 3 days for
+  repeat offenders (Binance spot "Limits", quoted in dev.binance.vision threads). A 403
+  is the web application firewall (``feed.io.policy`` counts it fatal: the request is
+  given up at once with the reason, never hammered).
+* How far back: COIN-M's page says futures trade history "not older than one year"; a
+  third-party USD-M client says time windows reach back only about 48 hours (unverified).
+  Anchors are always near the first live trade, and a repair older than ``--backfill`` is
+  not attempted.
+* Aggregation rule: spot aggregates "fill at the time, from the same taker order, with the
+  same price"; the USD-M page says "market trades that fill in 100ms with the same price
+  and the same taking side", and only MARKET trades (no insurance-fund or ADL fills). Both
+  hold consecutive trade ids ``f..l``, which is all ``feed.core.history`` relies on: bars
+  from them equal bars from the trades either way.
 """
 
 from __future__ import annotations
@@ -41,13 +70,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from feed.core.events import HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, VendorCandles
+from feed.core.events import HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest
 from feed.core.models import AggTrade, MalformedMessage
 from feed.core.pacing import backoff
 from feed.io.policy import classify_error, explain_error, http_status, retry_after_s
 from feed.vendors.binance_wire import parse_agg_trades_body, parse_klines_body
 
-__all__ = ["HistoryFetcher", "VendorCandleSeeder", "HistoryError", "HOUR_MS"]
+__all__ = ["HistoryFetcher", "HistoryError", "HOUR_MS"]
 
 log = logging.getLogger("tickscope.feed")
 
@@ -217,6 +246,9 @@ class HistoryFetcher:
         full = False
         lo_ms = start_ms
         while not rows:
+            if lo_ms > end_ms and req.kind == "tail":
+                self._page(req, [], calls, True)  # nothing after the newest trade held
+                return
             if lo_ms > end_ms:
                 raise HistoryError(f"the vendor's history holds no trade between the gap's ends "
                                    f"(ids {req.lo_id}..{req.hi_id})")
@@ -337,137 +369,3 @@ def _body_words(exc: BaseException) -> str:
     except Exception:  # noqa: BLE001 - best effort
         return ""
     return f" ({text})" if text else ""
-
-
-class VendorCandleSeeder:
-    """Fetch the vendor's own 1m candles (TickDB REST klines) for symbols without trade
-    history, on a daemon thread, and hand them to the sink as
-    :class:`~feed.core.events.VendorCandles` (newest window first, at most 1000 a call).
-
-    TickDB codes (``feed.vendors.tickdb_wire``): 3001 and 5xxx wait (``Retry-After`` when
-    sent) and retry ``max_attempts`` times; 1001/1002 (key), 2002 (symbol) and the other
-    refusals end that symbol's seed with the reason in words. The key goes in the
-    ``X-API-Key`` header only and never into an error or log.
-
-    Parameters
-    ----------
-    sink
-        The engine (``submit_control``).
-    base_url : str
-        TickDB's base (``https://api.tickdb.ai``; a loopback fake in tests).
-    api_key : str
-    duration_s : float
-        How far back to seed, seconds.
-    """
-
-    def __init__(self, sink: Any, base_url: str, api_key: str, duration_s: float, *,
-                 timeout_s: float = 10.0, max_attempts: int = 4, max_wait_s: float = 120.0) -> None:
-        from feed.vendors.tickdb import kline_url
-
-        kline_url(base_url, "X", 0, 1)  # checks the base URL now
-        self._sink = sink
-        self._base = base_url
-        self._key = api_key
-        self._duration_s = duration_s
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
-        self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.calls = 0
-
-    def seed(self, symbol: str) -> None:
-        """Queue ``symbol``'s seed (the thread starts on the first)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="vendor-candles", daemon=True)
-            self._thread.start()
-        self._queue.put(symbol)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker and wait up to ``timeout`` s."""
-        self._stop.set()
-        self._queue.put(None)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        from feed.vendors.tickdb_wire import TickdbError
-
-        while not self._stop.is_set():
-            symbol = self._queue.get()
-            if symbol is None:
-                break
-            try:
-                self._seed(symbol)
-            except (HistoryError, TickdbError, MalformedMessage) as exc:
-                words = exc.detail if isinstance(exc, MalformedMessage) else str(exc)
-                log.warning("vendor candles of %s: %s", symbol, words)
-                self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), words))
-            except Exception as exc:  # a bug must not kill the thread
-                log.exception("vendor candles of %s failed unexpectedly", symbol)
-                self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), f"internal error: {exc!r}"))
-
-    def _seed(self, symbol: str) -> None:
-        from feed.vendors.tickdb import kline_url
-        from feed.vendors.tickdb_wire import MAX_CANDLES, parse_kline_answer
-
-        now_ms = int(time.time() * 1000)
-        end_ms = now_ms - now_ms % 60_000
-        first_ms = end_ms - int(self._duration_s * 1000)
-        while end_ms > first_ms and not self._stop.is_set():
-            start_ms = max(first_ms, end_ms - MAX_CANDLES * 60_000)
-            body = self._get(kline_url(self._base, symbol, start_ms, end_ms - 1, MAX_CANDLES))
-            klines = [k for k in parse_kline_answer(symbol, body, time.time_ns())
-                      if start_ms * _MS <= k.start_ns < end_ms * _MS]
-            self._sink.submit_control(VendorCandles(time.time_ns(), symbol, tuple(klines)))
-            if not klines:
-                return  # nothing older is served
-            end_ms = start_ms
-
-    def _get(self, url: str) -> bytes:
-        from feed.vendors.tickdb_wire import TickdbError, parse_kline_answer
-
-        delays = backoff()
-        for attempt in range(1, self._max_attempts + 1):
-            request = urllib.request.Request(url, headers={"User-Agent": "tickscope", "X-API-Key": self._key})
-            try:
-                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                    body = response.read()
-                    retry_after = response.headers.get("Retry-After")
-                self.calls += 1
-            except urllib.error.HTTPError as exc:  # TickDB's code is in the body
-                body = exc.read(4096)
-                self.calls += 1
-                retry_after = retry_after_s(exc) or exc.headers.get("Retry-After")
-            except Exception as exc:  # noqa: BLE001 - network errors: retried below
-                body, retry_after = None, None
-                message = explain_error(exc, [self._key])
-            if body is not None:
-                try:
-                    parse_kline_answer("", body, 0)  # the code only; the caller parses the candles
-                    return body
-                except TickdbError as err:
-                    if err.fatal or not err.retry:
-                        raise
-                    message = str(err)
-                    floor = _seconds(retry_after)
-                except MalformedMessage:
-                    raise
-            else:
-                floor = None
-            wait = max(next(delays), floor or 0.0)
-            if attempt == self._max_attempts or wait > self._max_wait_s:
-                raise HistoryError(f"{message} (after {attempt} attempts)")
-            log.info("vendor candles: %s; retry in %.1f s", message, wait)
-            if self._stop.wait(wait):
-                raise HistoryError("stopping")
-        raise HistoryError("no attempt made")  # pragma: no cover
-
-
-def _seconds(value: object) -> float | None:
-    try:
-        s = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return s if s is not None and s >= 0 else None

@@ -599,8 +599,11 @@ class Engine:
 
     def _carry_out(self, fx: Effects) -> None:
         # Outside the lock: I/O and calls into the feed client.
-        if fx.persist and self.store is not None:
-            self.store.extend(fx.persist)  # an in-memory append; the keeper flushes
+        if self.store is not None:
+            if fx.persist:
+                self.store.extend(fx.persist)  # an in-memory append; the keeper flushes
+            if fx.inserted:  # history put in place: stored too, so a restart restores the repair
+                self.store.extend(fx.inserted)
         for reason, detail, sample in fx.malformed_logs:
             log.warning("malformed message (%s: %s), %d so far; sample %r",
                         reason, detail, sum(self.market.malformed.values()), sample)

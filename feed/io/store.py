@@ -11,7 +11,9 @@ On disk (one diskcache directory, i.e. one SQLite database in WAL mode)
 key                        value
 =========================  ==============================================================
 ``trades/<symbol>/<seq>``  one batch (bytes, ``feed.io.store_format``: a 28-byte header
-                           and ``TRADE_DTYPE`` records, 42 bytes a trade)
+                           and ``TRADE_DTYPE`` records, 46 bytes a trade, in
+                           arrival order: live trades, and history (backfill, gap
+                           repair) when it was put in place)
 ``manifest``               JSON ``{"version": 1, "symbols": {symbol: {"first", "next",
                            "count", "bytes"}}}``: the live batch numbers are
                            ``first <= seq < next``, in arrival order
@@ -79,6 +81,7 @@ log = logging.getLogger("tickscope.store")
 _MAX_BATCH_TRADES = 100_000  # ~4 MB; a flush splits anything larger
 _SUBSCRIBED_KEY = "subscribed"
 _MAX_SUBSCRIBED = 1000  # symbols restored at most (a damaged list cannot flood the vendor)
+_LAST_SCAN = 10_000  # stored trades read for the newest one (history may be stored after it)
 
 
 class TradeStore:
@@ -244,7 +247,10 @@ class TradeStore:
 
     def load_arrays(self, symbol: str, *, since_ns: int | None = None,
                     limit: int | None = None) -> np.ndarray:
-        """Return the trades of ``symbol`` as a ``TRADE_DTYPE`` array, in arrival order.
+        """Return the trades of ``symbol`` as a ``TRADE_DTYPE`` array, in arrival order --
+        except that trades put in place by REST history (backfill, gap repair: ``recv_ns``
+        0), stored after newer live ones, are returned in trade-id order among them, each
+        id once (so bars built from the array equal the repaired bars, none late).
 
         The fast path for rebuilding bars: no ``Trade`` objects. Includes buffered trades.
         Unreadable batches are skipped (see :attr:`bad_batches`).
@@ -279,7 +285,7 @@ class TradeStore:
         out = np.concatenate(parts) if len(parts) > 1 else parts[0].copy()
         if limit is not None and len(out) > limit:
             out = out[len(out) - limit:]
-        return out
+        return _history_in_place(out)
 
     def load(self, symbol: str, *, since_ns: int | None = None,
              limit: int | None = None) -> list[Trade]:
@@ -386,8 +392,10 @@ class TradeStore:
     def last_trade(self, symbol: str) -> tuple[int, float, int | None] | None:
         """Return ``(ts_ns, price, trade_id)`` of the newest stored or buffered trade of
         ``symbol`` (exchange time UTC ns, quote currency, vendor id or None), or None when
-        there is none. Reads one batch at most."""
-        arr = self.load_arrays(symbol, limit=1)
+        there is none. Reads the newest few batches only: history put in place (older
+        trades) may have been stored last, so the newest by trade id among the last
+        ``_LAST_SCAN`` stored wins."""
+        arr = self.load_arrays(symbol, limit=_LAST_SCAN)  # in id order when history is among them
         if not len(arr):
             return None
         row = arr[-1]
@@ -420,3 +428,18 @@ class TradeStore:
 
     def __repr__(self) -> str:
         return f"TradeStore({self.directory!r})"
+
+
+def _history_in_place(arr: np.ndarray) -> np.ndarray:
+    # History arrives after newer live trades; with ids on every trade (a vendor with
+    # consecutive ids) id order is the tape's order. Without history, arrival order stays.
+    if not len(arr) or not (arr["recv_ns"] == 0).any():
+        return arr
+    ids = arr["trade_id"]
+    if (ids == NO_TRADE_ID).any() or not (ids[1:] <= ids[:-1]).any():  # no id, or in order already
+        return arr
+    order = np.argsort(ids, kind="stable")
+    arr = arr[order]
+    first = np.ones(len(arr), bool)
+    first[1:] = arr["trade_id"][1:] != arr["trade_id"][:-1]  # the first stored copy of an id
+    return arr[first]

@@ -15,7 +15,9 @@ Errors
 Batch format
 ------------
 A 28-byte header (magic ``TSB1``, format version, record size, trade count, min and max
-``ts_ns``) followed by the packed records, ``TRADE_DTYPE`` (42 bytes a trade).
+``ts_ns``) followed by the packed records, ``TRADE_DTYPE`` (46 bytes a trade; version 1,
+``TRADE_DTYPE_V1`` without ``count``, 42 bytes, is still read). Records are in arrival
+order, which is not time or id order once history was put in place: readers sort.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from diskcache.core import MODE_BINARY, MODE_PICKLE, MODE_RAW, MODE_TEXT, UNKNOW
 
 from feed.core.models import Trade
 
-__all__ = ["StoreError", "StoreLocked", "StoreCorrupt", "TRADE_DTYPE", "NO_TRADE_ID", "PlainDisk",
+__all__ = ["StoreError", "StoreLocked", "StoreCorrupt", "TRADE_DTYPE", "TRADE_DTYPE_V1", "NO_TRADE_ID", "PlainDisk",
            "pack_batch", "pack_trades", "batch_header", "unpack_batch", "to_array", "to_trades", "parse_manifest",
            "empty_manifest"]
 
@@ -53,9 +55,9 @@ class StoreCorrupt(StoreError):
     planted); the message names the directory and what to do."""
 
 
-#: One stored trade. ``trade_id`` is ``NO_TRADE_ID`` when the vendor gave none; ``side`` is
-#: +1 buy / -1 sell / 0 unknown (taker side, as ``feed.core.models``); times are UTC ns.
-TRADE_DTYPE = np.dtype([
+#: A trade as format version 1 stored it (42 bytes): no ``count``, so every record held
+#: one exchange trade. Still read (``count`` 1).
+TRADE_DTYPE_V1 = np.dtype([
     ("ts_ns", "<i8"),
     ("price", "<f8"),
     ("size", "<f8"),
@@ -64,11 +66,19 @@ TRADE_DTYPE = np.dtype([
     ("in_bars", "?"),
     ("recv_ns", "<i8"),
 ])
+#: One stored trade (format version 2, 46 bytes). ``trade_id`` is ``NO_TRADE_ID`` when the
+#: vendor gave none; ``side`` is +1 buy / -1 sell / 0 unknown (taker side, as
+#: ``feed.core.models``); times are UTC ns; ``count`` is the exchange trades the record
+#: holds (``Trade.count``: 1, or ``l - f + 1`` for a Binance aggregate trade put in place
+#: by backfill or gap repair), so bars rebuilt after a restart count them right.
+TRADE_DTYPE = np.dtype(TRADE_DTYPE_V1.descr + [("count", "<u4")])
 #: ``trade_id`` stored for ``Trade.trade_id is None``.
 NO_TRADE_ID = int(np.iinfo(np.int64).min)
 
 _MAGIC = b"TSB1"
-_VERSION = 1
+_VERSION = 2
+#: Format versions read, with their record dtype.
+_DTYPES = {1: TRADE_DTYPE_V1, 2: TRADE_DTYPE}
 # magic, version, record size, trade count, min ts_ns, max ts_ns
 _HEADER = struct.Struct("<4sHHIqq")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -93,28 +103,40 @@ def batch_header(blob: object) -> tuple[int, int, int]:
     StoreCorrupt
         If ``blob`` is not bytes, has a foreign header, or its length disagrees with it.
     """
+    return _header(blob)[:3]
+
+
+def _header(blob: object) -> tuple[int, int, int, np.dtype]:
     if type(blob) is not bytes:
         raise StoreCorrupt(f"trade batch is a {type(blob).__name__}, not bytes")
     if len(blob) < _HEADER.size:
         raise StoreCorrupt(f"trade batch of {len(blob)} bytes is shorter than its header")
     magic, version, itemsize, n, lo, hi = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version != _VERSION or itemsize != TRADE_DTYPE.itemsize:
+    dtype = _DTYPES.get(version) if magic == _MAGIC else None
+    if dtype is None or itemsize != dtype.itemsize:
         raise StoreCorrupt(f"unknown trade batch format {magic!r} v{version} ({itemsize} B records)")
     if len(blob) != _HEADER.size + n * itemsize:
         raise StoreCorrupt(f"trade batch holds {len(blob)} bytes, header says {n} records")
-    return n, lo, hi
+    return n, lo, hi, dtype
 
 
 def unpack_batch(blob: object) -> np.ndarray:
-    """Return the records of a batch as a read-only ``TRADE_DTYPE`` array.
+    """Return the records of a batch as a ``TRADE_DTYPE`` array (read-only for the current
+    version; a version-1 batch is converted, ``count`` 1).
 
     Raises
     ------
     StoreCorrupt
         As :func:`batch_header`.
     """
-    n, _, _ = batch_header(blob)
-    return np.frombuffer(blob, TRADE_DTYPE, count=n, offset=_HEADER.size)
+    n, _, _, dtype = _header(blob)
+    arr = np.frombuffer(blob, dtype, count=n, offset=_HEADER.size)
+    if dtype is TRADE_DTYPE:
+        return arr
+    out = np.ones(n, TRADE_DTYPE)  # count 1: a version-1 record held one trade
+    for name in dtype.names:
+        out[name] = arr[name]
+    return out
 
 
 def to_array(trades: Sequence[Trade]) -> np.ndarray:
@@ -122,7 +144,7 @@ def to_array(trades: Sequence[Trade]) -> np.ndarray:
     whose values do not fit a record (an id beyond int64, a None price)."""
     rows = [
         (t.ts_ns, t.price, t.size, t.side, NO_TRADE_ID if t.trade_id is None else t.trade_id,
-         t.in_bars, t.recv_ns)
+         t.in_bars, t.recv_ns, t.count)
         for t in trades
     ]
     try:
@@ -155,8 +177,8 @@ def pack_trades(trades: Iterable[Trade], max_batch: int) -> list[tuple[bytes, in
 def to_trades(symbol: str, arr: np.ndarray) -> list[Trade]:
     """Return the records of ``arr`` as ``Trade`` objects of ``symbol``."""
     return [
-        Trade(symbol, ts, price, size, side, None if tid == NO_TRADE_ID else tid, recv, in_bars)
-        for ts, price, size, side, tid, in_bars, recv in arr.tolist()
+        Trade(symbol, ts, price, size, side, None if tid == NO_TRADE_ID else tid, recv, in_bars, count)
+        for ts, price, size, side, tid, in_bars, recv, count in arr.tolist()
     ]
 
 
