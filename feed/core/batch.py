@@ -172,7 +172,7 @@ def aggregate(
 def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> tuple[pd.DataFrame, int]:
     # Vectorised time bars with the streaming aggregator's late-trade rule; also returns
     # how many trades were late and left out (the aggregator's ``late``).
-    start, end = grid.buckets(ts)
+    start, end = _buckets(grid, ts)
     n = len(ts)
     n_late = 0
     # A trade is late when its bucket is before the newest bucket seen before it; with
@@ -195,12 +195,16 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> t
             exists = np.isin(start, start[on_time])
         use = on_time | (late & (prev_ts - ts <= tolerance) & exists)
         n_late = n - int(use.sum())
+        if end is None:
+            end = start + grid.interval_ns
         ts, price, size, side, start, end, late = (
             ts[use], price[use], size[use], side[use], start[use], end[use], late[use])
         n = len(ts)
     # Groups by bucket, in bucket order (late trades join their earlier bucket).
     if any_late and late.any():
         order = np.argsort(start, kind="stable")
+        if end is None:
+            end = start + grid.interval_ns
         ts, price, size, side, start, end, late = (
             ts[order], price[order], size[order], side[order], start[order], end[order], late[order])
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
@@ -208,7 +212,7 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> t
     group = np.repeat(np.arange(len(idx)), counts)
     frame = _group_frame(symbol, spec, price, size, side, idx, group, ts)
     frame["start"] = start[idx]
-    frame["end"] = end[idx]
+    frame["end"] = end[idx] if end is not None else start[idx] + grid.interval_ns
     frame["closed"] = True
     if empty == "flat":
         frame = _fill_flat(frame, grid)
@@ -245,13 +249,14 @@ def _group_frame(symbol, spec, price, size, side, idx, group, ts) -> pd.DataFram
     # arrive), close the latest (ties: last to arrive), as _add does.
     n = len(idx)
     last = np.r_[idx[1:], len(price)] - 1
-    if ts is not None and len(ts) > 1 and np.any(np.diff(ts) < 0):
+    if ts is not None and len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
         order = np.lexsort((np.arange(len(ts)), ts, group))  # by group, ts, arrival
         open_idx, close_idx = order[idx], order[last]
     else:
         open_idx, close_idx = idx, last
-    turnover = price * size
     volume = _seq_sum(size, group, n)
+    turnover = _seq_sum(price * size, group, n)
+    buy_volume, sell_volume = _taker_sums(size, side, group, n)
     frame = pd.DataFrame({
         "symbol": symbol,
         "bar": str(spec),
@@ -260,10 +265,10 @@ def _group_frame(symbol, spec, price, size, side, idx, group, ts) -> pd.DataFram
         "low": np.minimum.reduceat(price, idx),
         "close": price[close_idx],
         "volume": volume,
-        "turnover": _seq_sum(turnover, group, n),
+        "turnover": turnover,
         "trade_count": np.diff(np.r_[idx, len(price)]).astype(np.int64),
-        "buy_volume": _seq_sum(np.where(side == BUY, size, 0.0), group, n),
-        "sell_volume": _seq_sum(np.where(side == SELL, size, 0.0), group, n),
+        "buy_volume": buy_volume,
+        "sell_volume": sell_volume,
     })
     frame["vwap"] = np.where(volume > 0, frame["turnover"] / np.where(volume > 0, volume, 1.0), frame["close"])
     return frame
@@ -274,6 +279,31 @@ def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
     # aggregator adds them, so both paths give bit-identical floats. np.bincount adds
     # its weights in input order; np.add.reduceat would sum pairwise and differ.
     return np.bincount(group, weights=values, minlength=n)
+
+
+def _taker_sums(size: np.ndarray, side: np.ndarray, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    # Taker buy and sell volume per group in one pass: trade i adds to slot 3 * group +
+    # side + 1 (sell 0, unknown 1, buy 2), still left to right within each slot, so the
+    # sums equal the streaming aggregator's. A side other than -1/0/+1 is not a side.
+    if len(side) and (side.min() < SELL or side.max() > BUY):
+        return (_seq_sum(np.where(side == BUY, size, 0.0), group, n),
+                _seq_sum(np.where(side == SELL, size, 0.0), group, n))
+    key = group * 3
+    key += side
+    key += 1
+    sums = np.bincount(key, weights=size, minlength=3 * n).reshape(n, 3)
+    return sums[:, 2].copy(), sums[:, 0].copy()
+
+
+def _buckets(grid: EpochGrid | SessionGrid, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    # grid.buckets(ts) with end None for an epoch grid (end = start + interval, computed
+    # for the bars only): millions of trades need one array less, and in place.
+    if not isinstance(grid, EpochGrid):
+        return grid.buckets(ts)
+    start = np.subtract(ts, grid.origin_ns)
+    np.remainder(start, grid.interval_ns, out=start)
+    np.subtract(ts, start, out=start)
+    return start, None
 
 
 def _fill_flat(frame: pd.DataFrame, grid: EpochGrid | SessionGrid) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from feed.core.models import MalformedMessage, Trade
+from feed.io.fastcsv import read_binance_csv
 from feed.io.readers import RecordingError, fail_at, open_binary, recording_lines
 from feed.io.tradecolumns import TRADE_COLUMNS, ChunkState, convert_chunk, trade_frame
 from feed.vendors.binance import BinanceAdapter
@@ -197,7 +198,9 @@ def read_trades(
         parts, seen = _parquet_trades(p, want, progress)
     else:
         parts, seen = _csv_trades(p, fmt, want, progress)
-    frame = pd.concat(parts, ignore_index=True) if parts else trade_frame({})
+    # One part (a fast-path file, or a small one) is used as is: a concat would copy it.
+    frame = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts
+             else trade_frame({}))
     frame.attrs["symbols"] = sorted(seen)
     frame.attrs["format"] = fmt
     return frame
@@ -366,6 +369,11 @@ def _csv_trades(path: Path, fmt: str, want: str | None, progress: Callable[[int]
             reader_kw["dtype"] = {columns["ts"]: str}
         first_row_line = header_line + 1
     name_symbol = _symbol_from_name(path)
+    if fmt in _BINANCE_POSITIONS and header_line == 1:
+        fast = read_binance_csv(path, positions, reader_kw["skiprows"], len(names or ()), name_symbol,
+                                want, progress)
+        if fast is not None:
+            return fast
     state = ChunkState(path, first_row_line)
     parts, seen = [], set()
     try:
