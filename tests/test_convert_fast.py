@@ -77,7 +77,7 @@ def test_fast_read_when_file_is_clean_equals_general_reader(tmp_path, monkeypatc
     assert len(fast) == 3001 and fast["symbol"].iloc[0] == "BTCUSDT"
 
 
-def test_fast_read_when_gzipped_equals_general_reader(tmp_path, monkeypatch, split):
+def test_fast_read_when_gzipped_equals_general_reader(tmp_path, monkeypatch):
     path = tmp_path / "ETHUSDT-trades-2024-08-09.csv.gz"
     path.write_bytes(gzip.compress(trades_text(500).encode()))
     pd.testing.assert_frame_equal(read_trades(path), slow_read(monkeypatch, path), check_exact=True)
