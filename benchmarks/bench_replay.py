@@ -62,11 +62,12 @@ def baseline(files: list[Path]) -> tuple[int, float, float]:
 def full(files: list[Path], market: str, in_thread: bool = False) -> tuple[int, float, float, dict]:
     """Replay through the whole live path; return (messages, wall, cpu, health).
 
-    The clock runs from the engine's first batch to the end of its last one. The replay
-    starts as soon as the feed subscribes, which is inside ``start_runtime`` (before the
-    Dash app is built), so timing from its return would leave out whatever part of the
-    replay overlapped the start-up, and flatter the rate by a varying amount. CPU counts
-    the whole run (start-up included), so the CPU % is indicative only."""
+    The clock runs from the engine's first batch to the end of its last one holding
+    messages (the quiet wait and the stop are not replay). The replay starts as soon as
+    the feed subscribes, inside ``start_runtime``, so timing from its return would leave
+    out whatever part of the replay overlapped the rest of the start-up and flatter the
+    rate by a varying amount. CPU counts the whole run (start-up, the file scan and the
+    exchange process's imports included), so the CPU % is indicative only."""
     import feed.exchange.process as proc
     from feed.exchange.server import EmbeddedExchange
     from feed.io.engine import Engine
@@ -74,13 +75,15 @@ def full(files: list[Path], market: str, in_thread: bool = False) -> tuple[int, 
     saved, saved_process = proc.ExchangeProcess, Engine.process
     marks: list[float] = []
 
-    def timed_process(self, items):  # first batch start, then each batch's end
-        if not marks:
+    def timed_process(self, items):  # first batch start, then the end of the last one
+        if not marks:                 # that held messages (not the disconnect at stop)
             marks.append(time.perf_counter())
+        before = self.market.count("messages")
         saved_process(self, items)
         if len(marks) == 1:
-            marks.append(0.0)
-        marks[1] = time.perf_counter()
+            marks.append(time.perf_counter())
+        if self.market.count("messages") != before:
+            marks[1] = time.perf_counter()
 
     if in_thread:  # the runtime picks the process for --speed 0: hand it the thread class
         proc.ExchangeProcess = EmbeddedExchange
