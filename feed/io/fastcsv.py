@@ -130,8 +130,11 @@ def _parse(source: IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str,
     # cleanly with ``dtypes``: ParserError, ValueError (an empty cell in an int or bool
     # column), a row with another number of fields, ... all mean "take the slow path".
     try:
+        # No quotes in these files (QUOTE_NONE), and no NA markers: without the NA check
+        # of every field, an empty or "NaN" cell fails to convert or fails the checks
+        # below, and the slow path reports it.
         raw = pd.read_csv(source, header=None, skiprows=skip_rows, dtype=dtypes,
-                          encoding="utf-8", quoting=3)  # QUOTE_NONE: no quotes in these files
+                          encoding="utf-8", quoting=3, na_filter=False)
     except Exception:
         return None
     if len(raw) == 0 or raw.shape[1] != n_fields:
