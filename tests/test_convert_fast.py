@@ -1,6 +1,6 @@
 """The fast path of Binance public-data CSVs (feed.io.fastcsv): the same frame and bars as
-the general chunked reader, split in two halves on two processes or not, and every file it
-does not accept read by the general reader with its exact error message."""
+the general chunked reader, and every file it does not accept read by the general reader
+with its exact error message."""
 
 from __future__ import annotations
 
@@ -42,19 +42,6 @@ def trades_text(n: int, header: bool = False, agg: bool = False, seed: int = 3) 
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(params=["whole", "split"])
-def split(request, monkeypatch):
-    # "split": every file is parsed in two halves (the second by a forked child).
-    forks = []
-    if request.param == "split":
-        monkeypatch.setattr(fastcsv, "_SPLIT_BYTES", 1)
-        real_fork = fastcsv.os.fork
-        monkeypatch.setattr(fastcsv.os, "fork", lambda: forks.append(1) or real_fork())
-    yield request.param
-    if request.param == "split":
-        assert forks, "the file was not split"
-
-
 def slow_read(monkeypatch, path: Path) -> pd.DataFrame:
     with monkeypatch.context() as m:
         m.setattr(tradefiles, "read_binance_csv", lambda *a, **k: None)
@@ -63,7 +50,7 @@ def slow_read(monkeypatch, path: Path) -> pd.DataFrame:
 
 @pytest.mark.parametrize("header", [False, True])
 @pytest.mark.parametrize("agg", [False, True])
-def test_fast_read_when_file_is_clean_equals_general_reader(tmp_path, monkeypatch, split, header, agg):
+def test_fast_read_when_file_is_clean_equals_general_reader(tmp_path, monkeypatch, header, agg):
     path = tmp_path / f"BTCUSDT-{'aggTrades' if agg else 'trades'}-2024-08-09.csv"
     path.write_text(trades_text(3001, header=header, agg=agg))
     calls = []
@@ -83,7 +70,7 @@ def test_fast_read_when_gzipped_equals_general_reader(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(read_trades(path), slow_read(monkeypatch, path), check_exact=True)
 
 
-def test_bars_when_fast_and_general_readers_write_identical_csv(tmp_path, monkeypatch, split):
+def test_bars_when_fast_and_general_readers_write_identical_csv(tmp_path, monkeypatch):
     path = tmp_path / "BTCUSDT-trades-2024-08-09.csv"
     path.write_text(trades_text(5000, seed=11))
     assert main([str(path), "--bar", "1m", "-o", str(tmp_path / "fast.csv")]) == 0
@@ -107,7 +94,7 @@ def set_field(row: str, i: int, value: str) -> str:
     (lambda rows: rows.__setitem__(2700, set_field(rows[2700], 2, "")), 2701, "size missing"),
     (lambda rows: rows.__setitem__(10, set_field(rows[10], 4, "9")), 11, "timestamp"),
 ])
-def test_fast_read_when_row_is_bad_raises_the_general_readers_error(tmp_path, split, damage, line, problem):
+def test_fast_read_when_row_is_bad_raises_the_general_readers_error(tmp_path, damage, line, problem):
     rows = trades_text(3000).splitlines()
     damage(rows)
     path = tmp_path / "BTCUSDT-trades-2024-08-09.csv"

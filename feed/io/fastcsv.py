@@ -18,11 +18,6 @@ a result or an error message.
 
 from __future__ import annotations
 
-import io
-import os
-import signal
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -34,9 +29,6 @@ from feed.io.readers import open_binary
 from feed.io.tradecolumns import _EPOCH_UNITS
 
 __all__ = ["read_binance_csv"]
-
-# Plain files at least this big are parsed in two halves on two cores.
-_SPLIT_BYTES = 16 << 20
 
 
 def read_binance_csv(
@@ -86,7 +78,16 @@ def read_binance_csv(
     dtypes[positions["buyer_maker"]] = bool
     if n_fields > positions["buyer_maker"] + 1:
         dtypes[n_fields - 1] = bool  # is_best_match
-    col = _parse_split(path, skip_rows, dtypes, positions, n_fields)
+    try:
+        with open(path, "rb") as fh:
+            plain = fh.read(4)[:2] not in (b"\x1f\x8b", b"PK")
+        if plain:  # the C reader reads a path itself, without a Python read() per block
+            col = _parse(str(path), skip_rows, dtypes, positions, n_fields)
+        else:
+            with open_binary(path) as source:
+                col = _parse(source, skip_rows, dtypes, positions, n_fields)
+    except Exception:  # RecordingError, OSError (cannot open), zlib errors: slow path
+        return None
     if col is None:
         return None
     price, size, ts_raw = col["price"], col["size"], col["ts"]
@@ -124,7 +125,7 @@ def read_binance_csv(
     return ([frame] if n else []), seen
 
 
-def _parse(source: IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str, int],
+def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str, int],
            n_fields: int) -> dict[str, np.ndarray] | None:
     # The wanted columns of ``source`` (contiguous arrays), or None if it does not parse
     # cleanly with ``dtypes``: ParserError, ValueError (an empty cell in an int or bool
@@ -140,121 +141,6 @@ def _parse(source: IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str,
     if len(raw) == 0 or raw.shape[1] != n_fields:
         return None
     return {field: np.ascontiguousarray(raw[i].to_numpy()) for field, i in positions.items()}
-
-
-def _parse_split(path: Path, skip_rows: int, dtypes: dict, positions: dict[str, int],
-                 n_fields: int) -> dict[str, np.ndarray] | None:
-    # Parse the file, a big plain one in two halves on two cores: pandas' tokenizer holds
-    # the GIL, so the second half goes to a forked child (it has pandas imported already,
-    # and starts in milliseconds) that sends its columns back through a pipe. The halves
-    # meet at a line end; each is checked as a whole file would be.
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            plain = fh.read(4)[:2] not in (b"\x1f\x8b", b"PK")
-            mid = size // 2
-            fh.seek(mid)
-            fh.readline()
-            boundary = fh.tell()
-    except OSError:
-        return None
-    if not (plain and size >= _SPLIT_BYTES and boundary < size and _can_fork()):
-        try:
-            with open_binary(path) as source:
-                return _parse(source, skip_rows, dtypes, positions, n_fields)
-        except Exception:
-            return None
-    fields = list(positions)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: parse the second half, send it, and never return
-        code = 1
-        try:
-            os.close(r)
-            with _Range(path, boundary, size) as source:
-                cols = _parse(source, 0, dtypes, positions, n_fields)
-            with os.fdopen(w, "wb") as out:
-                if cols is None:
-                    out.write((-1).to_bytes(8, "little", signed=True))
-                else:
-                    out.write(len(cols[fields[0]]).to_bytes(8, "little", signed=True))
-                    for f in fields:
-                        out.write(memoryview(cols[f]).cast("B"))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    first = second = None
-    try:
-        with _Range(path, 0, boundary) as source:
-            first = _parse(source, skip_rows, dtypes, positions, n_fields)
-        with os.fdopen(r, "rb") as inp:
-            r = -1
-            second = _receive(inp, fields, first) if first is not None else None
-    finally:
-        if r >= 0:
-            os.close(r)
-        if first is None or second is None:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        os.waitpid(pid, 0)
-    if second is None:
-        return None
-    return {f: np.concatenate([first[f], second[f]]) for f in fields}
-
-
-def _receive(inp, fields: list[str], like: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    # The child's columns: a row count (-1: it could not parse), then each column's bytes.
-    head = inp.read(8)
-    if len(head) != 8:
-        return None
-    n = int.from_bytes(head, "little", signed=True)
-    if n < 0:
-        return None
-    out = {}
-    for f in fields:
-        arr = np.empty(n, like[f].dtype)
-        view = memoryview(arr).cast("B")
-        got = 0
-        while got < len(view):
-            k = inp.readinto(view[got:])
-            if not k:
-                return None
-            got += k
-        out[f] = arr
-    return out
-
-
-def _can_fork() -> bool:
-    # fork() is safe to use only in a process with one thread (a thread holding a lock at
-    # the fork would leave it held in the child forever); POSIX only.
-    return hasattr(os, "fork") and sys.platform != "darwin" and threading.active_count() == 1
-
-
-class _Range(io.RawIOBase):
-    # Bytes ``lo``..``hi`` of a file as a readable binary stream.
-
-    def __init__(self, path: Path, lo: int, hi: int) -> None:
-        self._fh = open(path, "rb", buffering=0)
-        self._fh.seek(lo)
-        self._left = hi - lo
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        if self._left <= 0:
-            return 0
-        view = memoryview(buf)[:self._left]
-        n = self._fh.readinto(view)
-        self._left -= n or 0
-        return n or 0
-
-    def close(self) -> None:
-        self._fh.close()
-        super().close()
 
 
 def _repeated_str(label: str, n: int) -> pd.Series:
