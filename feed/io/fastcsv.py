@@ -117,7 +117,8 @@ def read_binance_csv(
         "size": size,
         "side": np.where(col["buyer_maker"], np.int8(-1), np.int8(1)),
         "in_bars": np.ones(n, bool),
-        "trade_id": pd.array(col["trade_id"], dtype="Int64"),
+        # Ids are never missing here: an all-False mask, and no copy of the values.
+        "trade_id": pd.arrays.IntegerArray(col["trade_id"], np.zeros(n, bool)),
         "symbol": _repeated_str(label, n),
     }, copy=False)  # no copy: the columns are fresh, and consolidating them would copy
     if count is not None:
@@ -151,7 +152,8 @@ def _repeated_str(label: str, n: int) -> pd.Series:
     except ImportError:  # pragma: no cover - pandas' "str" dtype is Arrow-backed here
         return pd.Series(label, index=pd.RangeIndex(n), dtype="str")
     data = label.encode()
-    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    step = len(data)
+    offsets = np.arange(0, (n + 1) * step, step, dtype=np.int64) if step else np.zeros(n + 1, np.int64)
     arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
     return pd.Series(pd.arrays.ArrowStringArray(arr), dtype="str")
 
