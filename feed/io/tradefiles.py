@@ -23,7 +23,6 @@ from feed.core.models import MalformedMessage, Trade
 from feed.io.fastcsv import read_binance_csv
 from feed.io.readers import RecordingError, fail_at, open_binary, recording_lines
 from feed.io.tradecolumns import TRADE_COLUMNS, ChunkState, convert_chunk, trade_frame
-from feed.vendors.binance import BinanceAdapter
 
 __all__ = ["FORMATS", "TRADE_COLUMNS", "detect_format", "read_trades"]
 
@@ -296,6 +295,10 @@ def _recording_trades(path: Path, want: str | None, progress: Callable[[int], ob
     # trade message is an error here, unlike live, where it is counted and skipped.
     # The Binance parsers are the same for every market (futures' ``X`` sets in_bars per
     # message); USD-M reads spot and COIN-M captures as well.
+    # Imported here: `tickscope bars` on a CSV file (the big inputs) never needs the
+    # adapter, and its import is a noticeable part of a whole-process conversion.
+    from feed.vendors.binance import BinanceAdapter
+
     adapter = BinanceAdapter("usdm")
     ts, price, size, side, in_bars, tid, sym = [], [], [], [], [], [], []
     seen: set[str] = set()
