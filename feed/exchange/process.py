@@ -31,6 +31,13 @@ def _child(conn: Any, finished: Any, kwargs: dict) -> None:
         conn.send(("error", type(exc).__name__, str(exc)))
         return
     conn.send(("ok", ex.ws_url, ex.rest_url, list(ex.symbols)))
+    from feed.io.gctune import settle
+
+    # The same collector settings as the ingest process: a fast replay allocates a few
+    # short-lived objects per line (a parsed diff is hundreds), and default thresholds
+    # made the collector walk the heap every few hundred lines (several times the cost
+    # of the replay itself, measured).
+    settle()
 
     def mirror() -> None:
         ex.finished.wait()

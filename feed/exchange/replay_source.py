@@ -31,9 +31,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from feed.exchange.dialect import StreamError, dumps, stream_key
 from feed.exchange.fanout import Publisher
@@ -45,8 +47,9 @@ log = logging.getLogger(__name__)
 
 #: How long a REST depth request waits for a symbol's recorded snapshot, seconds.
 SNAPSHOT_WAIT_S = 10.0
-#: At speed 0 the replay yields to the event loop every this many lines.
-REPLAY_YIELD_EVERY = 64
+#: At speed 0 the replay yields to the event loop every this many lines (and whenever
+#: a connection's outbox is full): the writers then send what queued in one socket write.
+REPLAY_YIELD_EVERY = 512
 #: Malformed replay lines logged individually (the rest are only counted).
 BAD_LINES_LOGGED = 5
 
@@ -362,29 +365,50 @@ class ReplaySource:
         """Play every file once the first client subscribed; return when played out."""
         await self.start.wait()
         pacer = _Pacer(self._speed)
-        async for line in self._served_lines():
-            await pacer.wait(line.recv_ns)
+        paced = self._speed > 0
+        # As fast as possible, lines of streams no one takes (most of a capture is
+        # bookTicker) are dropped as they are read; paced, every served line still sets
+        # the pace (the clock starts at the first one), so they are dropped after it.
+        for line in self._served_lines(None if paced else out):
+            if line is None:  # every few lines: let the writers and the server run
+                await asyncio.sleep(0)
+                continue
+            if paced:
+                await pacer.wait(line.recv_ns)
             if line.snap is not None:
                 self.books[line.symbol].load_snapshot(line.snap)
                 continue
+            # A stream no one takes is not built into a message at all; diffs still
+            # follow the book the REST endpoint serves.
+            if line.channel != "depth" and not out.wanted(line.symbol, line.channel):
+                continue
             await self._play(out, line)
 
-    async def _served_lines(self) -> AsyncIterator[_Line]:
-        # The served lines in receive-time order, yielding to the loop every few lines.
+    def _served_lines(self, out: Publisher | None) -> Iterator[_Line | None]:
+        # The served lines in receive-time order, and None every REPLAY_YIELD_EVERY lines
+        # read (the caller yields to the loop then). With ``out``, lines of non-depth
+        # streams ``out`` does not want are left out here.
         last_depth: dict[int, str] = {}  # file index -> symbol of its last diff
+        keys: dict[str, tuple[str, str]] = {}  # stream name -> stream_key (a handful)
+        channels = self.channels
         lines = 0
         for recv_ns, index, raw in merge_recordings(self._paths):
             lines += 1
             self.played_lines = lines
             if lines % REPLAY_YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+                yield None
             if raw.startswith(_STREAM_HEAD):
                 end = raw.find('"', 11)
                 name = raw[11:end]
-                symbol, channel = stream_key(name)
+                key = keys.get(name)
+                if key is None:
+                    key = keys[name] = stream_key(name)
+                symbol, channel = key
                 if channel == "depth":
                     last_depth[index] = symbol
-                if symbol in self.channels:
+                elif out is not None and not out.wanted(symbol, channel):
+                    continue
+                if symbol in channels:
                     yield _Line(recv_ns, index, raw, symbol, channel, name, end)
             elif raw.startswith(_SNAPSHOT_HEAD):
                 snap = json.loads(raw)
@@ -401,10 +425,12 @@ class ReplaySource:
             return
         if line.channel == "depth" and line.symbol in self.books:
             try:
-                self.books[line.symbol].apply_diff(json.loads(data))
+                self.books[line.symbol].apply_diff(orjson.loads(data))
             except (ValueError, KeyError, TypeError) as exc:
                 # Forwarded as recorded all the same: clients meet it as live.
                 self._bad_line(line, "bad diff, book not updated", exc)
+            if not out.wanted(line.symbol, line.channel):
+                return
         await out.publish(line.symbol, line.channel, data, recorded_name=line.name, recorded_text=line.raw)
 
     def _bad_line(self, line: _Line, what: str, exc: Exception) -> None:

@@ -135,11 +135,11 @@ def convert(
                      **bar_options)
     if on_late is not None:
         on_late(int(bars.attrs.get("late", 0)))
-    used = trades[trades["in_bars"]] if len(trades) else trades
+    in_bars = trades["in_bars"].to_numpy(bool)
     if price_decimals is None:
-        price_decimals = _max_decimals_of(used["price"].to_numpy())
+        price_decimals = _max_decimals_of(_used(trades["price"].to_numpy(np.float64), in_bars))
     if size_decimals is None:
-        size_decimals = _max_decimals_of(used["size"].to_numpy())
+        size_decimals = _max_decimals_of(_used(trades["size"].to_numpy(np.float64), in_bars))
     text = bars_to_csv(bars, price_decimals=price_decimals, size_decimals=size_decimals)
     _write(text, out)
     return len(bars)
@@ -301,7 +301,7 @@ def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: 
     frames = [frames[i] for i in by_first]
     paths = [paths[i] for i in by_first]
     lengths = [len(f) for f in frames]
-    trades = pd.concat(frames, ignore_index=True)
+    trades = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     if not len(trades):
         if symbol and seen:
             raise RecordingError(f"{where}: no {symbol.upper()} trades; symbols found: {', '.join(seen)}")
@@ -322,6 +322,12 @@ def _check_overlap(trades: pd.DataFrame, file_index: np.ndarray, paths: list[Pat
     known = ids.notna().to_numpy()
     if not known.any():
         return
+    if known.all():
+        # Ids rising in file order (one exchange file, or files in sequence) cannot repeat;
+        # this is the usual case and costs one pass instead of a hash of every id.
+        arr = ids.to_numpy(np.int64)
+        if bool(np.all(arr[1:] > arr[:-1])):
+            return
     dup = ids[known].duplicated(keep=False).to_numpy()
     if not dup.any():
         return
@@ -355,7 +361,9 @@ def _max_decimals_of(values: np.ndarray) -> int:
     # rint(v * 10**d) recovers k while v * 10**d < 2**52, so rint(v * 10**d) / 10**d == v
     # (IEEE division is correctly rounded) holds exactly then, and fails for more digits.
     v = np.asarray(values, np.float64)
-    v = v[np.isfinite(v)]
+    finite = np.isfinite(v)
+    if not finite.all():
+        v = v[finite]
     start = 0
     if len(v) > 8192:
         # Start where a sample stops: below it some value fails already (and no value of
@@ -364,12 +372,38 @@ def _max_decimals_of(values: np.ndarray) -> int:
         bound = next((d for d in range(MAX_DECIMALS + 1) if top * 10.0**d >= 2.0**52), MAX_DECIMALS)
         start = min(_max_decimals_of(v[:8192]), bound)
     for d in range(start, MAX_DECIMALS + 1):
-        scaled = v * 10.0**d
-        if not len(v) or np.all(np.rint(scaled) / 10.0**d == v):
+        exact, big = _decimals_pass(v, d)
+        if exact:
             return d
-        if np.any(np.abs(scaled) >= 2.0**52):
+        if big:
             return d  # further digits are beyond a double's precision for these values
     return MAX_DECIMALS
+
+
+def _decimals_pass(v: np.ndarray, d: int) -> tuple[bool, bool]:
+    # (every value prints exactly with d decimals, some |v| * 10**d >= 2**52), tested in
+    # blocks that stay in cache: whole-array temporaries would be written to fresh memory.
+    scale = 10.0**d
+    exact, big = True, False
+    buf = np.empty(min(len(v), _DECIMALS_BLOCK))
+    for lo in range(0, len(v), _DECIMALS_BLOCK):
+        part = v[lo:lo + _DECIMALS_BLOCK]
+        scaled = np.multiply(part, scale, out=buf[:len(part)])
+        big = big or bool((np.abs(scaled) >= 2.0**52).any())
+        if exact:
+            exact = bool((np.rint(scaled) / scale == part).all())
+        if big and not exact:
+            break
+    return exact, big
+
+
+# Values per block of _decimals_pass.
+_DECIMALS_BLOCK = 1 << 16
+
+
+def _used(values: np.ndarray, in_bars: np.ndarray) -> np.ndarray:
+    # The values of trades that count in bars (all of them, as a rule: no copy then).
+    return values if in_bars.all() else values[in_bars]
 
 
 def _write(text: str, out: str | os.PathLike | IO[str] | None) -> None:

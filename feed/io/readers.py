@@ -100,6 +100,13 @@ def merge_recordings(paths: Iterable[str | os.PathLike]) -> Iterator[tuple[int, 
     Files are merged lazily (a heap over one iterator per file); ties keep file order and,
     within a file, line order.
     """
+    paths = list(paths)
+    if len(paths) == 1:  # nothing to merge: no heap, no key per line
+        return _tagged(paths[0], 0)
+    return _merged(paths)
+
+
+def _merged(paths: list) -> Iterator[tuple[int, int, str]]:
     # A generator function binds each file's index; a generator expression in the list
     # comprehension would see only the last index (late binding).
     iters = [_tagged(p, i) for i, p in enumerate(paths)]

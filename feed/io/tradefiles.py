@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from feed.core.models import MalformedMessage, Trade
+from feed.io.fastcsv import read_binance_csv
 from feed.io.readers import RecordingError, fail_at, open_binary, recording_lines
 from feed.io.tradecolumns import TRADE_COLUMNS, ChunkState, convert_chunk, trade_frame
-from feed.vendors.binance import BinanceAdapter
 
 __all__ = ["FORMATS", "TRADE_COLUMNS", "detect_format", "read_trades"]
 
@@ -197,7 +197,9 @@ def read_trades(
         parts, seen = _parquet_trades(p, want, progress)
     else:
         parts, seen = _csv_trades(p, fmt, want, progress)
-    frame = pd.concat(parts, ignore_index=True) if parts else trade_frame({})
+    # One part (a fast-path file, or a small one) is used as is: a concat would copy it.
+    frame = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts
+             else trade_frame({}))
     frame.attrs["symbols"] = sorted(seen)
     frame.attrs["format"] = fmt
     return frame
@@ -293,6 +295,10 @@ def _recording_trades(path: Path, want: str | None, progress: Callable[[int], ob
     # trade message is an error here, unlike live, where it is counted and skipped.
     # The Binance parsers are the same for every market (futures' ``X`` sets in_bars per
     # message); USD-M reads spot and COIN-M captures as well.
+    # Imported here: `tickscope bars` on a CSV file (the big inputs) never needs the
+    # adapter, and its import is a noticeable part of a whole-process conversion.
+    from feed.vendors.binance import BinanceAdapter
+
     adapter = BinanceAdapter("usdm")
     ts, price, size, side, in_bars, tid, sym = [], [], [], [], [], [], []
     seen: set[str] = set()
@@ -366,6 +372,11 @@ def _csv_trades(path: Path, fmt: str, want: str | None, progress: Callable[[int]
             reader_kw["dtype"] = {columns["ts"]: str}
         first_row_line = header_line + 1
     name_symbol = _symbol_from_name(path)
+    if fmt in _BINANCE_POSITIONS and header_line == 1:
+        fast = read_binance_csv(path, positions, reader_kw["skiprows"], len(names or ()), name_symbol,
+                                want, progress)
+        if fast is not None:
+            return fast
     state = ChunkState(path, first_row_line)
     parts, seen = [], set()
     try:

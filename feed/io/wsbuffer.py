@@ -33,10 +33,12 @@ import websocket
 from websocket._abnf import frame_buffer
 from websocket._dispatcher import Dispatcher
 
-__all__ = ["BufferedFrames", "BufferedApp", "install", "READ_SIZE"]
+__all__ = ["BufferedFrames", "BufferedApp", "install", "READ_SIZE", "CHECK_EVERY"]
 
 #: Bytes asked of the socket per ``recv``: a loopback or busy vendor link fills it.
 READ_SIZE = 256 * 1024
+#: Frames taken from the buffer between two ping-timeout checks of websocket-client.
+CHECK_EVERY = 64
 
 
 class BufferedFrames(frame_buffer):
@@ -135,11 +137,21 @@ class _BufferedDispatcher(Dispatcher):
         tls_pending = getattr(raw, "pending", None) or (lambda: 0)
         sel = selectors.DefaultSelector()
         sel.register(raw, selectors.EVENT_READ)
+        run = 0  # frames read from the buffer since the last ping-timeout check
         try:
             while app.keep_running:
-                if buffered() or tls_pending() or sel.select(self.ping_timeout):
+                if buffered():
                     if not read_callback():
                         break
+                    # The ping-timeout check costs more than taking a buffered frame:
+                    # within a burst, once every CHECK_EVERY frames (microseconds apart).
+                    run += 1
+                    if run < CHECK_EVERY:
+                        continue
+                elif tls_pending() or sel.select(self.ping_timeout):
+                    if not read_callback():
+                        break
+                run = 0
                 check_callback()
         finally:
             sel.close()
