@@ -9,6 +9,7 @@ Usage::
               [--retention-days D] [--retention-mb M] [--record FILE] [--stale-after S]
               [--host 127.0.0.1] [--port 8050]
     tickscope bars INPUT... --bar SPEC [--symbol S] [--format FMT] [-o OUT]
+    tickscope collect --redis URL [--name NAME] [--redis-prefix P] [--redis-retention D] [feed options]
     tickscope serve --redis URL [--redis-prefix P] [--host H] [--port N] [--workers N]
 
 With no arguments it starts the embedded local exchange (a seeded market simulator) on
@@ -73,7 +74,7 @@ import sys
 from .runconfig import RunConfig, UsageError
 from .sources import VENDORS
 
-__all__ = ["main", "build_parser", "config_from_args", "config_from_argv", "UsageError"]
+__all__ = ["main", "build_parser", "config_from_args", "config_from_argv", "setup_logging", "UsageError"]
 
 log = logging.getLogger("tickscope")
 
@@ -207,11 +208,21 @@ def config_from_argv(argv: list[str]) -> RunConfig:
     return config_from_args(build_parser().parse_args(argv))
 
 
+def setup_logging(level: str) -> None:
+    """Configure the log of a ``tickscope`` process at ``level`` (INFO, ...)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # websocket-client logs every disconnect at ERROR; the feed reports them itself.
+    logging.getLogger("websocket").setLevel(logging.CRITICAL)
+    logging.getLogger("feed.exchange.ws").setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``tickscope`` command; return the process exit code.
 
     ``tickscope bars ...`` is the offline converter (:func:`feed.io.convert.main`, which
-    owns its own arguments).
+    owns its own arguments); ``tickscope collect ...`` publishes to Redis with no web
+    server (:func:`dashboard.collect.main`).
     """
     from .runtime import start_runtime
 
@@ -220,16 +231,16 @@ def main(argv: list[str] | None = None) -> int:
         from feed.io.convert import main as bars_main
 
         return bars_main(argv[1:])
+    if argv[:1] == ["collect"]:
+        from .collect import main as collect_main
+
+        return collect_main(argv[1:])
     if argv[:1] == ["serve"]:  # dashboards reading Redis, under gunicorn (dashboard/serve.py)
         from .serve import main as serve_main
         return serve_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    # websocket-client logs every disconnect at ERROR; the feed reports them itself.
-    logging.getLogger("websocket").setLevel(logging.CRITICAL)
-    logging.getLogger("feed.exchange.ws").setLevel(logging.WARNING)
+    setup_logging(args.log_level)
     try:
         config = config_from_args(args)
         if config.host not in ("127.0.0.1", "localhost", "::1"):

@@ -90,6 +90,8 @@ def start_runtime(
     interval_ms: int = 250,
     feed_options: dict | None = None,
     engine_options: dict | None = None,
+    serve: bool = True,
+    before_feed: Any = None,
 ) -> Runtime:
     """Build and start the run ``config`` describes; return it.
 
@@ -104,6 +106,13 @@ def start_runtime(
         ``stale_after_s``, ...).
     engine_options : dict, optional
         Extra ``EngineConfig`` or ``MarketConfig`` fields (e.g. ``queue_size``).
+    serve : bool, default True
+        Build the Dash app (``Runtime.app``); False for a run with no web server
+        (``tickscope collect``).
+    before_feed : callable, optional
+        ``before_feed(runtime, symbols)``, called once the engine is built and before any
+        symbol is subscribed or the feed starts (``tickscope collect`` claims the symbols
+        and attaches its publisher there); what it raises stops the run.
 
     Returns
     -------
@@ -116,7 +125,6 @@ def start_runtime(
         For symbols the vendor refuses, a store or recording that cannot be opened, or a
         replay without the kline streams ``kline_check`` needs. Nothing is left running.
     """
-    from dashboard.app import create_app
     from dashboard.sourcebadge import source_info
     from feed.io.client import FeedClient
     from feed.io.snapshots import SnapshotFetcher
@@ -142,6 +150,12 @@ def start_runtime(
 
         rt.history = HistoryFetcher(rt.engine, adapter.history_url("aggTrades"))
     rt.engine.attach(rt.feed, rt.fetcher, rt.history)
+    if before_feed is not None:
+        try:
+            before_feed(rt, symbols)
+        except BaseException:
+            rt.stop()
+            raise
     rt.engine.start()
     for s in symbols:
         rt.engine.subscribe(s)
@@ -151,8 +165,11 @@ def start_runtime(
     if rt.exchange is not None and config.replay:
         rt._watch = threading.Thread(target=_watch_replay, args=(rt,), daemon=True)
         rt._watch.start()
-    rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange),
-                        session_tz=config.session_tz)
+    if serve:
+        from dashboard.app import create_app
+
+        rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange),
+                            session_tz=config.session_tz)
     from feed.io.gctune import settle
 
     settle()  # start-up is done: freeze its heap, rarer GC passes for the ingest

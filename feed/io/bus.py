@@ -21,7 +21,8 @@ key                    type    what
                                (:func:`encode_trades`); ``MAXLEN ~`` retention; the entry
                                id is the readers' cursor
 ``P:bars:S:SPEC``      stream  closed bars of the collector's default spec, one entry per
-                               bar (:func:`encode_bar`)
+                               bar (:func:`encode_bar`); a closed bar revised by a late
+                               trade is written again: the last entry of a start wins
 ``P:forming:S``        string  the bar in progress of the default spec (JSON) or absent
 ``P:book:S``           string  the book's top levels (:func:`encode_depth`)
 ``P:meta:S``           string  per-symbol state readers cannot rebuild from trades: gap
@@ -29,7 +30,8 @@ key                    type    what
 ``P:owner:S``          string  name of the collector that owns S (``SET NX``, TTL renewed
                                by its heartbeat)
 ``P:collector:NAME``   string  the collector's heartbeat: pid, host, symbols, health and
-                               status JSON, engine clock; TTL ``HEARTBEAT_TTL_S``
+                               status JSON, engine clock, ``market`` (its bar rules and
+                               limits, ``MarketConfig`` fields); TTL ``HEARTBEAT_TTL_S``
 ``P:collectors``       set     every collector name seen (a missing heartbeat = stale)
 ``P:commands``         stream  subscribe / unsubscribe asked from a dashboard
                                (:func:`encode_command`)
@@ -51,6 +53,7 @@ __all__ = [
     "MarketReader", "DEFAULT_PREFIX", "HEARTBEAT_S", "HEARTBEAT_TTL_S", "Keys",
     "TRADES_APPENDED", "TRADES_INSERTED", "encode_trades", "decode_trades",
     "encode_command", "decode_command", "MAX_ENTRY_BYTES",
+    "encode_bar", "decode_bar", "encode_depth", "decode_depth",
 ]
 
 #: Default key prefix; several deployments can share one Redis with different prefixes.
@@ -208,3 +211,90 @@ def decode_command(fields: dict) -> tuple[str, str, str]:
     op, symbol, collector = text("op"), text("symbol"), text("collector")
     encode_command(op, symbol, collector)  # the same checks
     return op, symbol, collector
+
+
+def encode_bar(bar: Any) -> dict[str, str]:
+    """Fields of one ``P:bars:S:SPEC`` entry: the columns of ``feed.core.models``
+    ``BAR_COLUMNS`` as text.
+
+    ``start``/``end`` UTC ns as decimal integers; floats as Python's shortest round-trip
+    ``repr`` (``nan`` for a series' first ``amplitude``/``change``), so they parse back to
+    the same bits; ``trade_count`` an integer; ``closed`` ``1`` or ``0``.
+    """
+    out = {}
+    for k, v in bar.as_dict().items():
+        out[k] = ("1" if v else "0") if isinstance(v, bool) else repr(v) if isinstance(v, float) else str(v)
+    return out
+
+
+_BAR_INTS = ("start", "end", "trade_count")
+_BAR_TEXT = ("symbol", "bar")
+
+
+def decode_bar(fields: dict) -> dict[str, Any]:
+    """Return one ``P:bars:S:SPEC`` entry (bytes or str keys and values) as a dict keyed
+    by ``BAR_COLUMNS``: str symbol and bar, int start/end (UTC ns) and trade_count, bool
+    closed, float the rest.
+
+    Raises
+    ------
+    ValueError
+        If a column is missing or does not parse.
+    """
+    from feed.core.models import BAR_COLUMNS
+
+    def text(key: str) -> str:
+        v = fields.get(key, fields.get(key.encode()))
+        if v is None:
+            raise ValueError(f"bar entry without {key!r}")
+        return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+    out: dict[str, Any] = {}
+    for k in BAR_COLUMNS:
+        v = text(k)
+        if k in _BAR_TEXT:
+            out[k] = v
+        elif k in _BAR_INTS:
+            out[k] = int(v)
+        elif k == "closed":
+            if v not in ("0", "1"):
+                raise ValueError(f"bar entry closed={v!r}")
+            out[k] = v == "1"
+        else:
+            out[k] = float(v)
+    return out
+
+
+def encode_depth(view: Any) -> bytes:
+    """JSON of a :class:`feed.core.views.DepthView` (``P:book:S``): its fields (``bids``
+    and ``asks`` as ``[[price, size], ...]``, best first) plus ``stale`` when the view
+    has it."""
+    import dataclasses
+
+    body = dataclasses.asdict(view)
+    return orjson.dumps(body)
+
+
+def decode_depth(data: bytes) -> Any:
+    """Return the :class:`feed.core.views.DepthView` of a ``P:book:S`` value.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` is not such a value.
+    """
+    import dataclasses
+
+    from feed.core.views import DepthView
+
+    if len(data) > MAX_ENTRY_BYTES:
+        raise ValueError("book value over the size limit")
+    try:
+        body = orjson.loads(data)
+        names = {f.name for f in dataclasses.fields(DepthView)}
+        kwargs = {k: body[k] for k in names if k in body}
+        for side in ("bids", "asks"):
+            kwargs[side] = [(float(p), float(q)) for p, q in kwargs.get(side) or []]
+        return DepthView(**kwargs)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a book value: {exc}") from None

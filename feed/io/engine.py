@@ -144,6 +144,7 @@ class Engine:
         self._feed: FeedControl | None = None
         self._fetcher: Any = None  # SnapshotFetcher, when attached
         self._history: Any = None  # feed.io.backfill.HistoryFetcher, when attached
+        self._publisher: Any = None  # feed.io.redis_writer.RedisPublisher, when attached
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # Exchange time -> applied, per trade (written by the worker, read by health()).
@@ -158,6 +159,12 @@ class Engine:
         self._feed = feed
         self._fetcher = fetcher
         self._history = history
+
+    def attach_publisher(self, publisher: Any) -> None:
+        """Attach a publisher (``feed.io.redis_writer.RedisPublisher``) whose ``on_cycle(fx)``
+        hears every cycle's effects on the worker thread: it must only enqueue (O(1),
+        never block). Its ``annotate(body)`` adds its figures to :meth:`health`."""
+        self._publisher = publisher
 
     def start(self) -> "Engine":
         """Start the worker thread; return self."""
@@ -488,6 +495,8 @@ class Engine:
         body = health_json(self.status())
         with self._latency_lock:
             body["latency_ms"] = self._latency.summary(time.time_ns())
+        if self._publisher is not None:
+            self._publisher.annotate(body)
         return body
 
     def _feed_status(self) -> FeedStatus | None:
@@ -558,6 +567,8 @@ class Engine:
             with self._latency_lock:
                 self._latency.record(applied_ns, [t.ts_ns for t in fx.persist])
         self._carry_out(fx)
+        if self._publisher is not None:
+            self._publisher.on_cycle(fx)
 
     def _input_of(self, item: QueueItem) -> MarketInput:
         kind = type(item)
@@ -621,6 +632,8 @@ class Engine:
             fx = self.market.on_clock(time.time_ns(), time.monotonic_ns())
             meta = self.market.decimals() if keeper is not None and keeper.flush_due(mono) else None
         self._carry_out(fx)
+        if self._publisher is not None:
+            self._publisher.on_cycle(fx)
         if keeper is not None:
             keeper.tick(mono, meta)
         if self._dropped != self._dropped_seen:
