@@ -1,10 +1,10 @@
 """Dashboard update latency under ``tickscope serve``: 1, 4 and 16 concurrent viewers on
 one worker against four workers.
 
-Set-up, all on loopback: a private ``redis-server``; a publisher (this process, a thread)
-writing what a live collector writes per the contract of ``feed.io.bus`` -- a cycle of
-trades of two symbols every 50 ms (``--rate`` trades/s in all), the book and meta keys,
-a heartbeat every second; and ``tickscope serve --workers W`` (its own processes).
+Set-up, all on loopback, each in its own processes: a private ``redis-server``; one
+``tickscope collect`` on the embedded market simulator (live, wall clock) publishing
+BTCUSDT and ETHUSDT (``--sim-rate`` times the simulator's usual activity); and
+``tickscope serve --workers W``.
 
 A viewer is what one open page does for its live update: every ``--interval-ms`` it POSTs
 ``/_dash-update-component`` with the body the page sends for the candle/depth/status
@@ -17,7 +17,7 @@ in flight. Latency is the round trip of one request (connection kept alive). The
 Prints p50 / p95 / max ms per (workers, viewers) and the ratio one worker / four
 workers at each viewer count (> 1: four workers answer faster). Run::
 
-    python benchmarks/bench_redis_viewers.py [--seconds 10] [--rate 200] [--workers 1 4]
+    python benchmarks/bench_redis_viewers.py [--seconds 10] [--sim-rate 1] [--workers 1 4]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import argparse
 import http.client
 import json
 import os
-import random
 import shutil
 import socket
 import statistics
@@ -39,12 +38,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-import orjson  # noqa: E402
-import redis  # noqa: E402
-
-from feed.core.models import BUY, SELL, Trade  # noqa: E402
-from feed.io.bus import HEARTBEAT_TTL_S, Keys, encode_trades  # noqa: E402
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -64,64 +57,6 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
-
-
-class Publisher(threading.Thread):
-    """A live collector's writes (trades, book, meta, heartbeat) for SYMBOLS."""
-
-    def __init__(self, url: str, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.r = redis.Redis.from_url(url)
-        self.keys = Keys()
-        self.rate = rate
-        self.stop = threading.Event()
-        self.ids = {s: 1 for s in SYMBOLS}
-        self.px = {"BTCUSDT": 60_000.0, "ETHUSDT": 2_500.0}
-        self.rng = random.Random(1)
-
-    def cycle(self, now_ns: int, n: int) -> None:
-        p = self.r.pipeline(transaction=False)
-        for s in SYMBOLS:
-            trades = []
-            for k in range(n):
-                self.px[s] = round(self.px[s] + self.rng.choice((-0.1, 0.0, 0.1)), 1)
-                trades.append(Trade(s, now_ns - (n - k) * 1000, self.px[s], round(self.rng.uniform(0.001, 1), 3),
-                                    self.rng.choice((BUY, SELL)), self.ids[s], now_ns))
-                self.ids[s] += 1
-            p.xadd(self.keys.trades(s), {"k": b"t", "d": encode_trades(trades)}, maxlen=200_000, approximate=True)
-            mid = self.px[s]
-            p.set(self.keys.book(s), orjson.dumps({
-                "ts_ns": now_ns, "bids": [[round(mid - 0.1 * (i + 1), 1), 1.0 + i] for i in range(50)],
-                "asks": [[round(mid + 0.1 * (i + 1), 1), 1.0 + i] for i in range(50)],
-                "best_bid": round(mid - 0.1, 1), "best_ask": round(mid + 0.1, 1), "mid": mid, "spread": 0.2,
-                "synced": True}))
-        p.execute()
-
-    def beat(self, now_ns: int) -> None:
-        p = self.r.pipeline(transaction=False)
-        p.sadd(self.keys.collectors, "bench")
-        p.set(self.keys.collector("bench"), orjson.dumps({
-            "name": "bench", "pid": os.getpid(), "host": "bench", "symbols": list(SYMBOLS), "clock_ns": now_ns,
-            "beat_ns": now_ns, "vendor": "binance", "default_spec": "1m",
-            "source": {"kind": "live", "label": "Binance spot", "speed": None, "progress": None},
-            "health": {"feed": {"state": "live", "detail": "", "messages_per_s": self.rate},
-                       "counters": {"trades": sum(self.ids.values())}, "queue_depth": 0, "symbols": {}}}),
-            px=int(HEARTBEAT_TTL_S * 1000))
-        for s in SYMBOLS:
-            p.set(self.keys.meta(s), orjson.dumps({"gaps": {"total": 0, "marks": []}, "verify": None,
-                                                   "decimals": {"price": 1, "size": 3}, "symbol": None}))
-        p.execute()
-
-    def run(self) -> None:
-        per_cycle = max(1, int(self.rate * 0.05 / len(SYMBOLS)))
-        next_beat = 0.0
-        while not self.stop.is_set():
-            now = time.time_ns()
-            self.cycle(now, per_cycle)
-            if time.monotonic() >= next_beat:
-                self.beat(now)
-                next_beat = time.monotonic() + 1.0
-            self.stop.wait(0.05)
 
 
 def tick_body_factory():
@@ -234,7 +169,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="length of one run (default 10)")
     ap.add_argument("--warmup-s", type=float, default=2.0)
     ap.add_argument("--interval-ms", type=float, default=250.0, help="the page's update interval (default 250)")
-    ap.add_argument("--rate", type=float, default=200.0, help="trades/s published over both symbols (default 200)")
+    ap.add_argument("--sim-rate", type=float, default=1.0, help="the simulator's activity, times its usual (default 1)")
     ap.add_argument("--viewers", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     args = ap.parse_args()
@@ -242,6 +177,7 @@ def main() -> None:
     if exe is None:
         sys.exit("redis-server is not installed (scripts/test.sh installs it)")
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
+    collector = None
     rport = free_port()
     redis_proc = subprocess.Popen([exe, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                                    "no", "--dir", tmp, "--loglevel", "warning"],
@@ -249,13 +185,18 @@ def main() -> None:
     url = f"redis://127.0.0.1:{rport}/0"
     try:
         wait_port(rport)
-        pub = Publisher(url, args.rate)
-        pub.start()
-        time.sleep(2.0)
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "dashboard", "collect", "--redis", url, "--name", "bench", "--symbols",
+             ",".join(SYMBOLS), "--sim-rate", str(args.sim_rate), "--data-dir", os.path.join(tmp, "data"),
+             "--backfill", "0", "--log-level", "WARNING"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(5.0)  # the simulator is live and a few bars exist
+        if collector.poll() is not None:
+            sys.exit(f"tickscope collect exited with {collector.returncode}")
         make, store_keys = tick_body_factory()
         results = {}
         print(f"live update round trip, ms ({args.seconds:g} s per run, a tick every {args.interval_ms:g} ms "
-              f"per viewer, {args.rate:g} trades/s published; cpus: {os.cpu_count()})")
+              f"per viewer, simulator x{args.sim_rate:g}; cpus: {os.cpu_count()}, load {os.getloadavg()[0]:.1f})")
         print(f"{'workers':>7} {'viewers':>7} {'requests':>8} {'p50':>8} {'p95':>8} {'max':>8} {'errors':>6}")
         for v in args.viewers:
             for w in args.workers:
@@ -268,8 +209,12 @@ def main() -> None:
                 ra, rb = results[(a, v)], results[(b, v)]
                 print(f"{v:>3} viewers: p50 {a} worker(s) / {b} workers = {ra['p50'] / rb['p50']:.2f}, "
                       f"p95 = {ra['p95'] / rb['p95']:.2f}")
-        pub.stop.set()
+        collector.terminate()
+        collector.wait(15)
     finally:
+        if collector is not None and collector.poll() is None:
+            collector.kill()
+            collector.wait(5)
         redis_proc.kill()
         redis_proc.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)

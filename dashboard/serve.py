@@ -168,5 +168,8 @@ def main(argv: list[str]) -> int:
         "bind": bind, "workers": args.workers, "threads": args.threads, "worker_class": "gthread",
         "timeout": 60, "graceful_timeout": 5, "loglevel": args.log_level.lower(),
         "accesslog": None, "preload_app": False, "proc_name": "tickscope-serve",
+        # gunicorn >= 25 opens a control socket at one fixed path per user: two serve
+        # instances (or a serve beside any other gunicorn) would take each other's.
+        "control_socket_disable": True,
     }).run()
     return 0

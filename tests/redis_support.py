@@ -1,27 +1,18 @@
-"""Helpers of the Redis tests: ``tickscope serve`` / ``collect`` processes on loopback,
-and a publisher writing what a live collector writes (``feed.io.bus`` contract)."""
+"""Helpers of the Redis tests: ``tickscope serve`` / ``collect`` processes on loopback."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-
-import orjson
-import redis
-
-from feed.core.models import BUY, SELL, Trade
-from feed.io.bus import HEARTBEAT_TTL_S, Keys, encode_trades
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,51 +115,3 @@ def serve(redis_url: str, *extra: str, workers: int = 2, log_path: Path | None =
         yield base
     finally:
         stop(proc)
-
-
-class LivePublisher(threading.Thread):
-    """What a live collector named ``name`` writes for ``symbols``: a cycle of trades every
-    50 ms, the book, meta, and a heartbeat every second (wall clock)."""
-
-    def __init__(self, url: str, symbols, name: str = "live", prefix: str = "tickscope", per_cycle: int = 3) -> None:
-        super().__init__(daemon=True)
-        self.r = redis.Redis.from_url(url)
-        self.keys = Keys(prefix)
-        self.symbols, self.name, self.per_cycle = list(symbols), name, per_cycle
-        self.halt = threading.Event()
-        self.ids = {s: 1 for s in self.symbols}
-        self.px = {s: 100.0 * (i + 1) for i, s in enumerate(self.symbols)}
-        self.rng = random.Random(5)
-
-    def run(self) -> None:
-        next_beat = 0.0
-        while not self.halt.is_set():
-            now = time.time_ns()
-            p = self.r.pipeline(transaction=False)
-            for s in self.symbols:
-                trades = []
-                for k in range(self.per_cycle):
-                    self.px[s] = round(self.px[s] + self.rng.choice((-0.1, 0.0, 0.1)), 1)
-                    trades.append(Trade(s, now - (self.per_cycle - k) * 1000, self.px[s],
-                                        round(self.rng.uniform(0.001, 1), 3), self.rng.choice((BUY, SELL)),
-                                        self.ids[s], now))
-                    self.ids[s] += 1
-                p.xadd(self.keys.trades(s), {"k": b"t", "d": encode_trades(trades)})
-                mid = self.px[s]
-                p.set(self.keys.book(s), orjson.dumps({
-                    "ts_ns": now, "bids": [[round(mid - 0.1 * (i + 1), 1), 1.0 + i] for i in range(20)],
-                    "asks": [[round(mid + 0.1 * (i + 1), 1), 1.0 + i] for i in range(20)],
-                    "best_bid": round(mid - 0.1, 1), "best_ask": round(mid + 0.1, 1), "mid": mid,
-                    "spread": 0.2, "synced": True}))
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + 1.0
-                p.sadd(self.keys.collectors, self.name)
-                p.set(self.keys.collector(self.name), orjson.dumps({
-                    "name": self.name, "pid": os.getpid(), "host": "test", "symbols": self.symbols,
-                    "clock_ns": now, "beat_ns": now, "vendor": "binance", "default_spec": "1s",
-                    "source": {"kind": "live", "label": "Binance spot", "speed": None, "progress": None},
-                    "health": {"feed": {"state": "live", "detail": "", "messages_per_s": 20.0},
-                               "counters": {"trades": sum(self.ids.values())}, "queue_depth": 0}}),
-                    px=int(HEARTBEAT_TTL_S * 1000))
-            p.execute()
-            self.halt.wait(0.05)

@@ -1,16 +1,19 @@
 """Browser test of ``tickscope serve`` (headless chromium, dash_duo's driver): the page
 served by gunicorn workers reading Redis shows both symbols updating, and a collector
-that stops beating is named stale on the page.
+that stops beating is named stale on the page while the other symbol keeps updating.
 
-A real redis-server (``redis_url``), ``tickscope serve --workers 2`` in its own processes,
-and a publisher writing what a live collector writes (``tests.redis_support``)."""
+A real redis-server (``redis_url``), two ``tickscope collect`` processes replaying recorded
+Binance spot sessions at recorded pace (one symbol each, 1s bars), and ``tickscope serve
+--workers 2``, all in their own processes."""
 
 from __future__ import annotations
 
 import pytest
 
 from dashboard import candles, ids
-from tests.redis_support import LivePublisher, serve
+import signal
+
+from tests.redis_support import serve, stop, tickscope
 from tests.test_browser import dash_duo, graph, status_text, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -43,11 +46,15 @@ def wait_updating(dash_duo, symbol: str) -> None:
                30, message=f"{symbol} candles updating")
 
 
-def test_serve_page_when_two_symbols_publish_shows_both_updating_and_a_stale_collector(redis_url, dash_duo, tmp_path):
-    btc = LivePublisher(redis_url, ["BTCUSDT"], name="c-btc")
-    eth = LivePublisher(redis_url, ["ETHUSDT"], name="c-eth")
-    btc.start()
-    eth.start()
+FILES = {"BTCUSDT": ("raw", "spot", "btcusdt_20240808.gz"), "ETHUSDT": ("raw", "spot", "ethusdt_20240808.gz")}
+
+
+def test_serve_page_when_two_collectors_publish_shows_both_updating_and_a_stale_collector(
+        redis_url, dash_duo, hft_data, tmp_path):
+    procs = {s: tickscope("collect", "--redis", redis_url, "--name", f"c-{s[:3].lower()}", "--replay",
+                          str(hft_data.joinpath(*f)), "--speed", "1", "--symbols", s, "--bar", "1s",
+                          "--log-level", "WARNING", log_path=tmp_path / f"collect-{s}.log")
+             for s, f in FILES.items()}
     try:
         with serve(redis_url, workers=2, log_path=tmp_path / "serve.log") as base:
             dash_duo.driver.get(base + "/")
@@ -55,9 +62,9 @@ def test_serve_page_when_two_symbols_publish_shows_both_updating_and_a_stale_col
             wait_updating(dash_duo, "BTCUSDT")  # the first symbol is selected at load (1s bars)
             select_symbol(dash_duo, "ETHUSDT")
             wait_updating(dash_duo, "ETHUSDT")
-            wait_until(lambda: "live" in status_text(dash_duo), 15, message="status live")
-            eth.halt.set()  # the ETHUSDT collector stops: its heartbeat expires (5 s TTL)
-            eth.join(5)
+            wait_until(lambda: "live" in status_text(dash_duo) and "REPLAY" in status_text(dash_duo), 15,
+                       message="status live, the collectors' source badge")
+            stop(procs["ETHUSDT"], signal.SIGKILL)  # the ETHUSDT collector dies: its heartbeat expires
             wait_until(lambda: "collector c-eth stale" in status_text(dash_duo), 20,
                        message="the stale collector named in the status line")
             assert "ETHUSDT" in status_text(dash_duo)
@@ -70,5 +77,5 @@ def test_serve_page_when_two_symbols_publish_shows_both_updating_and_a_stale_col
             assert dash_duo.get_logs() in (None, []) or not [
                 e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"]
     finally:
-        btc.halt.set()
-        eth.halt.set()
+        for p in procs.values():
+            stop(p)

@@ -159,3 +159,26 @@ def test_serve_when_a_page_loads_every_worker_serves_its_scripts_at_once(redis_u
             with ThreadPoolExecutor(16) as pool:
                 answers = list(pool.map(lambda src: http_get_worker(base + src)[0], scripts * 4))
             assert answers == [200] * len(answers)
+
+
+def test_reader_unsubscribe_and_subscribe_go_to_a_live_collector(redis_url, tmp_path):
+    # The embedded simulator's collector (BTCUSDT, ETHUSDT, SOLUSDT); a page of serve removes
+    # and adds a symbol through P:commands.
+    from feed.io.redis_reader import RedisReader
+
+    proc = tickscope("collect", "--redis", redis_url, "--name", "sim", "--data-dir", str(tmp_path / "data"),
+                     "--backfill", "0", "--log-level", "INFO", log_path=tmp_path / "collect.log")
+    reader = RedisReader(redis_url)
+    try:
+        reader.start()
+        wait_until(lambda: reader.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"], 60, message="the collector's symbols")
+        reader.unsubscribe("ETHUSDT")
+        wait_until(lambda: reader.symbols() == ["BTCUSDT", "SOLUSDT"], 15, message="ETHUSDT gone")
+        assert reader.subscribe("ethusdt") == "ETHUSDT"  # the collector claimed and subscribed it again
+        assert reader.symbols() == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]
+        n = len(reader.trades("ETHUSDT", 10**6))
+        wait_until(lambda: len(reader.trades("ETHUSDT", 10**6)) > n, 30, message="new ETHUSDT trades")
+        assert reader.health()["symbols"]["ETHUSDT"]["collector"] == "sim"
+    finally:
+        reader.stop()
+        stop(proc)

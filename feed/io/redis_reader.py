@@ -15,6 +15,7 @@ keeps what it holds meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -32,7 +33,7 @@ from feed.core.health import Status
 from feed.core.models import BarSpec, Trade
 from feed.core.views import BarSeries, DepthView
 from feed.io.bus import DEFAULT_PREFIX, encode_command
-from feed.io.redis_tail import READ_COUNT, ReplicaTail, _num, decode_depth_value
+from feed.io.redis_tail import READ_COUNT, ReplicaTail, decode_depth_value
 
 __all__ = ["RedisReader", "ReaderUnavailable", "READ_COUNT"]  # READ_COUNT: from feed.io.redis_tail
 
@@ -365,6 +366,7 @@ class RedisReader(ReplicaTail):
         src["label"] = " + ".join(labels)[:80]
         if src.get("kind") not in ("simulated", "replay", "live"):
             src["kind"] = "live"
-        progress = [p for p in (s.get("progress") for s in sources) if _num(p) is not None]
+        progress = [p for p in (s.get("progress") for s in sources)
+                    if type(p) in (int, float) and math.isfinite(p)]
         src["progress"] = min(progress) if progress else None
         return src
