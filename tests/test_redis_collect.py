@@ -123,6 +123,7 @@ def test_collect_replay_publishes_exactly_the_engines_trades_bars_book_and_a_hea
     # A clean stop removes the heartbeat and releases the owner key at once.
     col.stop()
     assert r.get(keys.collector("c1")) is None and r.get(keys.owner("BTCUSDT")) is None
+    assert not r.sismember(keys.collectors, "c1")  # left the deployment: not listed as stale
 
 
 def test_second_collector_of_an_owned_symbol_exits_2_until_the_owner_dies_and_its_key_expires(redis_url, hft_data):
@@ -368,3 +369,29 @@ def test_a_closed_bar_revised_by_a_late_trade_is_published_again_and_the_last_en
         assert [t.trade_id for t in appended] == [1, 2, 3]
     finally:
         pub.stop()
+
+
+def test_meta_when_verification_reports_bars_by_start_is_written_with_string_keys(redis_url):
+    # The verification report keys verdicts by bar start (ints); the meta write must not
+    # fail on them (orjson refuses non-string keys unless told).
+    from types import SimpleNamespace
+
+    import orjson
+
+    from feed.io.redis_writer import RedisPublisher
+
+    start = 1_723_161_600_000_000_000
+    report = {"symbol": "BTCUSDT", "interval": "1m", "counts": {"exact": 1, "differs": 0, "unverified": 0},
+              "reasons": {}, "differs": [], "verdicts": {start: "exact"}}
+    engine = SimpleNamespace(
+        config=SimpleNamespace(market=SimpleNamespace(kline_check="1m", max_bars=100)),
+        default_spec="1m", gap_marks_since=lambda symbol, since: (0, []), verify=lambda symbol: report)
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys()
+    pub = RedisPublisher(engine, r, "meta-test", keys)
+    pipe = r.pipeline(transaction=False)
+    commit = pub._meta_step(pipe, "BTCUSDT", SimpleNamespace(symbols={}))
+    assert commit is not None
+    pipe.execute()
+    body = orjson.loads(r.get(keys.meta("BTCUSDT")))
+    assert body["verify"]["verdicts"] == {str(start): "exact"} and body["gaps"] == {"total": 0, "marks": []}

@@ -176,6 +176,8 @@ class RedisPublisher:
                 for s in self.engine.symbols():
                     release_symbol(self.client, self.keys, s, self.name)
                 self.client.delete(self.keys.collector(self.name))
+                # A clean stop leaves the deployment: readers stop listing it as stale.
+                self.client.srem(self.keys.collectors, self.name)
             except Exception as exc:
                 log.warning("could not release the owner keys: %s", exc)
 
@@ -380,7 +382,8 @@ class RedisPublisher:
             "decimals": {"price": dec[0], "size": dec[1]},
             "symbol": st.as_json() if st is not None else None,
         }
-        data = orjson.dumps(body, default=str)
+        # Verification reports key bars by start (ints): JSON wants them as strings.
+        data = orjson.dumps(body, default=str, option=orjson.OPT_NON_STR_KEYS)
         if self._meta_sent.get(symbol) == data:
             return None
         pipe.set(self.keys.meta(symbol), data)
