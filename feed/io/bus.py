@@ -32,7 +32,8 @@ key                    type    what
 ``P:collector:NAME``   string  the collector's heartbeat: pid, host, symbols, health and
                                status JSON, engine clock, ``market`` (its bar rules and
                                limits, ``MarketConfig`` fields); TTL ``HEARTBEAT_TTL_S``
-``P:collectors``       set     every collector name seen (a missing heartbeat = stale)
+``P:collectors``       set     every collector name running or dead (a missing heartbeat =
+                               stale); a clean stop removes its name
 ``P:commands``         stream  subscribe / unsubscribe asked from a dashboard
                                (:func:`encode_command`)
 ====================== ======= ==========================================================
