@@ -19,7 +19,7 @@ from .bars import EmptyPolicy, make_aggregator
 from .models import BAR_COLUMNS, BUY, SELL, Bar, BarSpec, Trade
 from .timegrid import EpochGrid, SessionGrid, flat_starts, make_grid
 
-__all__ = ["aggregate", "bars_to_frame", "estimate_bars"]
+__all__ = ["aggregate", "bars_to_frame", "series_frame", "estimate_bars"]
 
 
 def bars_to_frame(bars: Sequence[Bar]) -> pd.DataFrame:
@@ -27,6 +27,17 @@ def bars_to_frame(bars: Sequence[Bar]) -> pd.DataFrame:
     if not bars:
         return pd.DataFrame({c: pd.Series(dtype=_DTYPES[c]) for c in BAR_COLUMNS})
     return pd.DataFrame([b.as_dict() for b in bars], columns=list(BAR_COLUMNS)).astype(_DTYPES)
+
+
+def series_frame(series) -> pd.DataFrame:
+    """Return a bar series' closed bars and the bar in progress (``feed.core.views.BarSeries``)
+    as :func:`bars_to_frame` does; ``attrs["price_decimals"]`` and ``attrs["size_decimals"]``
+    give the precision seen in the vendor's prices and sizes (the export's)."""
+    bars = series.closed + ([series.current] if series.current is not None else [])
+    frame = bars_to_frame(bars)
+    frame.attrs["price_decimals"] = series.price_decimals
+    frame.attrs["size_decimals"] = series.size_decimals
+    return frame
 
 
 _DTYPES = {

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from feed.core import olderbars
-from feed.core.batch import bars_to_frame
+from feed.core.batch import series_frame
 from feed.core.config import EngineConfig
 from feed.core.events import (
     ControlEvent, Effects, FeedControl, FeedStatus, Malformed, MarketInput, Parsed,
@@ -382,12 +382,7 @@ class Engine:
         KeyError, ValueError
             As :meth:`bar_series`.
         """
-        series = self.bar_series(symbol, spec)
-        bars = series.closed + ([series.current] if series.current is not None else [])
-        frame = bars_to_frame(bars)
-        frame.attrs["price_decimals"] = series.price_decimals
-        frame.attrs["size_decimals"] = series.size_decimals
-        return frame
+        return series_frame(self.bar_series(symbol, spec))
 
     def vendor_candles(self, symbol: str) -> list:
         """Return the vendor's own 1m candles (``feed.core.models.Kline``) held for

@@ -26,7 +26,7 @@ import pandas as pd
 import redis
 
 from feed.core import olderbars
-from feed.core.batch import bars_to_frame
+from feed.core.batch import series_frame
 from feed.core.collectors import Beat, health_body, merge_status
 from feed.core.config import MarketConfig
 from feed.core.health import Status
@@ -248,12 +248,7 @@ class RedisReader(ReplicaTail):
 
     def bars_frame(self, symbol: str, spec: BarSpec | str) -> pd.DataFrame:
         """As ``Engine.bars_frame`` (columns ``BAR_COLUMNS``, decimals in ``attrs``)."""
-        series = self.bar_series(symbol, spec)
-        bars = series.closed + ([series.current] if series.current is not None else [])
-        frame = bars_to_frame(bars)
-        frame.attrs["price_decimals"] = series.price_decimals
-        frame.attrs["size_decimals"] = series.size_decimals
-        return frame
+        return series_frame(self.bar_series(symbol, spec))
 
     def vendor_candles(self, symbol: str) -> list:
         """The vendor's own candles are not published: always []."""
