@@ -26,7 +26,7 @@ def test_restart_when_symbol_subscribed_from_the_page_then_back_in_the_dropdown(
         wait_candles(dash_duo, "BTCUSDT")
         set_input(dash_duo, f"#{ids.SUBSCRIBE_INPUT}", "adausdt")
         dash_duo.find_element(f"#{ids.SUBSCRIBE_BUTTON}").click()
-        wait_candles(dash_duo, "ADAUSDT", min_closed=2)
+        wait_candles(dash_duo, "ADAUSDT", min_closed=2, timeout=40)
         wait_for(lambda: first.engine.trades("ADAUSDT", 1), 15, "ADAUSDT trades")
         last_id = first.engine.trades("ADAUSDT", 1)[-1].trade_id
         dash_duo.driver.get("about:blank")  # leave the page before its server goes
@@ -41,7 +41,9 @@ def test_restart_when_symbol_subscribed_from_the_page_then_back_in_the_dropdown(
         dash_duo.start_server(second.app, port=free_port())
         wait_candles(dash_duo, "BTCUSDT")
         dash_duo.select_dcc_dropdown(f"#{ids.SYMBOL}", value="ADAUSDT")  # fails if it is not an option
-        wait_candles(dash_duo, "ADAUSDT", min_closed=2)
+        # The restored tape is rebuilt into the new series first: on a loaded 2-core
+        # machine that took longer than the default wait (the test failed there, never idle).
+        wait_candles(dash_duo, "ADAUSDT", min_closed=2, timeout=40)
         wait_for(lambda: second.engine.trades("ADAUSDT", 1)
                  and second.engine.trades("ADAUSDT", 1)[-1].trade_id > last_id, 30, "new ADAUSDT trades")
         assert second.engine.health()["counters"]["gaps"] == 0
