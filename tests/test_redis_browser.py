@@ -13,7 +13,7 @@ import pytest
 from dashboard import candles, ids
 import signal
 
-from tests.redis_support import serve, stop, tickscope
+from tests.redis_support import http_json, serve, stop, tickscope
 from tests.test_browser import dash_duo, graph, status_text, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -57,9 +57,15 @@ def test_serve_page_when_two_collectors_publish_shows_both_updating_and_a_stale_
              for s, f in FILES.items()}
     try:
         with serve(redis_url, workers=2, log_path=tmp_path / "serve.log") as base:
+            # Both collectors known to the workers before the page loads (its dropdown lists
+            # the symbols held then, in the order the collectors were first seen: either).
+            for _ in range(6):  # several answers: two workers, each with its own replica
+                wait_until(lambda: set(FILES) <= set(http_json(base + "/api/health")["symbols"]), 30,
+                           message="both symbols in /api/health")
             dash_duo.driver.get(base + "/")
             dash_duo.wait_for_element(f"#{ids.CANDLES}", timeout=30)
-            wait_updating(dash_duo, "BTCUSDT")  # the first symbol is selected at load (1s bars)
+            select_symbol(dash_duo, "BTCUSDT")
+            wait_updating(dash_duo, "BTCUSDT")  # 1s bars
             select_symbol(dash_duo, "ETHUSDT")
             wait_updating(dash_duo, "ETHUSDT")
             wait_until(lambda: "live" in status_text(dash_duo) and "REPLAY" in status_text(dash_duo), 15,
