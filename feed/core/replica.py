@@ -140,7 +140,7 @@ class Replica:
     # -- reads (copies) ------------------------------------------------------------------
 
     def bar_series(self, symbol: str, spec: BarSpec, since: int = 0) -> BarSeries | None:
-        """``MarketState.bar_series`` of ``symbol`` (None: build one from :meth:`seed`).
+        """``MarketState.bar_series`` of ``symbol`` (None: build one from :meth:`series_seed`).
 
         Raises
         ------
@@ -149,11 +149,11 @@ class Replica:
         """
         return self._held[symbol].market.bar_series(symbol, spec, since)
 
-    def seed(self, symbol: str, spec: BarSpec, clock_ns: int) -> SeriesSeed | None:
+    def series_seed(self, symbol: str, spec: BarSpec, clock_ns: int) -> SeriesSeed | None:
         """``MarketState.series_seed`` (KeyError if not held)."""
         return self._held[symbol].market.series_seed(symbol, spec, clock_ns)
 
-    def build(self, seed: SeriesSeed) -> BarAggregator:
+    def build_series(self, seed: SeriesSeed) -> BarAggregator:
         """``MarketState.build_series`` with the symbol's rules; call without the lock.
 
         Raises
@@ -163,7 +163,7 @@ class Replica:
         """
         return self._held[seed.symbol].market.build_series(seed)
 
-    def install(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
+    def install_series(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
         """``MarketState.replica_install``; nothing when the symbol was dropped meanwhile."""
         held = self._held.get(seed.symbol)
         if held is not None:

@@ -40,6 +40,7 @@ from feed.core.health import DEGRADED_FOR_S, Counters, Status, health_json
 from feed.core.latency import LatencyWindow
 from feed.core.market import MarketState
 from feed.core.models import BarSpec, MalformedMessage, Trade
+from feed.core.seriesbuild import series_or_build
 from feed.core.views import BarSeries, DepthView
 from feed.io.keeper import StoreKeeper
 
@@ -329,16 +330,7 @@ class Engine:
             If ``spec`` is not a valid bar spec.
         """
         spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
-        while True:
-            with self._lock:
-                series = self.market.bar_series(symbol, spec, since)
-                if series is not None:
-                    return series
-                seed = self.market.series_seed(symbol, spec, time.time_ns())
-            agg = self.market.build_series(seed) if seed is not None else None
-            with self._lock:
-                if agg is not None and symbol in self.market:
-                    self.market.install_series(seed, agg, time.time_ns())
+        return series_or_build(self._lock, self.market, symbol, spec, since, time.time_ns)
 
     def older_bars(self, symbol: str, spec: BarSpec | str, before_ns: int, limit: int = 500) -> pd.DataFrame:
         """Return up to ``limit`` time bars of ``spec`` ending at or before ``before_ns``

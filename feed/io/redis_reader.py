@@ -31,6 +31,7 @@ from feed.core.collectors import Beat, health_body, merge_status
 from feed.core.config import MarketConfig
 from feed.core.health import Status
 from feed.core.models import BarSpec, Trade
+from feed.core.seriesbuild import series_or_build
 from feed.core.views import BarSeries, DepthView
 from feed.io.bus import DEFAULT_PREFIX, encode_command
 from feed.io.redis_tail import READ_COUNT, ReplicaTail, decode_depth_value
@@ -220,16 +221,7 @@ class RedisReader(ReplicaTail):
             If ``symbol`` is not held. ValueError: a bad spec, or one too fine for the tape.
         """
         spec = BarSpec.from_str(spec) if isinstance(spec, str) else spec
-        while True:
-            with self._lock:
-                series = self._replica.bar_series(symbol, spec, since)
-                if series is not None:
-                    return series
-                seed = self._replica.seed(symbol, spec, self._clock_of(symbol))
-            agg = self._replica.build(seed) if seed is not None else None
-            with self._lock:
-                if agg is not None and symbol in self._replica:
-                    self._replica.install(seed, agg, self._clock_of(symbol))
+        return series_or_build(self._lock, self._replica, symbol, spec, since, lambda: self._clock_of(symbol))
 
     def older_bars(self, symbol: str, spec: BarSpec | str, before_ns: int, limit: int = 500) -> pd.DataFrame:
         """As ``Engine.older_bars``, from the tape held (Redis keeps no older trades).
