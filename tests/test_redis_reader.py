@@ -125,6 +125,9 @@ def test_reader_when_collector_published_cycles_bars_of_every_spec_equal_the_col
             assert theirs.n_closed == ours.n_closed
         assert reader.trades("BTCUSDT", 5) == trades[-5:]
         assert reader.gap_marks_since("BTCUSDT", 1) == (2, [(T0 + 9, 1)])
+        assert reader.gap_marks_since("BTCUSDT", 0) == (2, [(T0 + 5, 3), (T0 + 9, 1)])
+        with pytest.raises(ValueError):
+            reader.gap_marks_since("BTCUSDT", -1)
         frame = reader.bars_frame("BTCUSDT", "1m")
         assert frame.attrs["price_decimals"] == 1 and frame.attrs["size_decimals"] == 3
         health = reader.health()

@@ -55,7 +55,7 @@ from feed.core.verify import MINUTE_NS, Verifier
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
-from feed.core.symbol import SymbolState
+from feed.core.symbol import SymbolState, marks_since
 from feed.core.tradebuffer import TradeView, estimate_held
 from feed.core.views import BarSeries, DepthView, SeriesSeed
 
@@ -633,10 +633,8 @@ class MarketState:
         ValueError
             If ``since`` is negative.
         """
-        if since < 0:
-            raise ValueError(f"since must be >= 0, not {since}")
         st = self._symbols.get(symbol)
-        return st.gap_marks_since(since) if st is not None else (0, [])
+        return st.gap_marks_since(since) if st is not None else marks_since(0, (), since)
 
     def count(self, name: str) -> int:
         """Return one counter: messages, trades, reconnects, duplicates, server_shutdowns."""

@@ -17,7 +17,7 @@ from feed.core.models import BarSpec, Trade, decimals_of
 from feed.core.tradebuffer import TradeBuffer
 from feed.core.views import BarSeries, DepthView
 
-__all__ = ["SymbolState"]
+__all__ = ["SymbolState", "marks_since"]
 
 #: Trade-id gap marks kept per symbol.
 GAP_MARKS_KEPT = 1000
@@ -190,11 +190,9 @@ class SymbolState:
         return self.trades.last(limit)
 
     def gap_marks_since(self, since: int) -> tuple[int, list[tuple[int, int]]]:
-        """Return ``(total, marks with sequence index >= since still held)``."""
-        held = self.gap_marks
-        first = self.gaps - len(held)  # one mark per trade-id jump
-        skip = max(since - first, 0)
-        return self.gaps, [held[i] for i in range(skip, len(held))]
+        """Return ``(total, marks with sequence index >= since still held)``
+        (:func:`marks_since`; ValueError if ``since`` is negative)."""
+        return marks_since(self.gaps, self.gap_marks, since)
 
     def late(self) -> int:
         """Return the trades too late for their time bar in the worst series."""
@@ -207,3 +205,22 @@ class SymbolState:
             book_synced=self.book.synced, gaps=self.missing_trades, gap_events=self.gaps,
             book_resyncs=self.book.resyncs, book_sequence_gaps=self.book.sequence_gaps,
             book_crossed=self.book.crossed_resyncs)
+
+
+def marks_since(total: int, held: Sequence[tuple[int, int]], since: int) -> tuple[int, list[tuple[int, int]]]:
+    """Return ``(total, marks)``: the gap marks of ``held`` with sequence index >= ``since``.
+
+    Marks are numbered 0, 1, 2, ... in the order seen (one per trade-id jump); ``held``
+    is the newest ``len(held)`` of the ``total`` seen, oldest first. A reader that drew
+    marks ``0..since-1`` passes ``since`` and gets exactly the new ones: it missed some
+    (and must redraw) when ``total - len(marks) != since``.
+
+    Raises
+    ------
+    ValueError
+        If ``since`` is negative.
+    """
+    if since < 0:
+        raise ValueError(f"since must be >= 0, not {since}")
+    skip = max(since - (total - len(held)), 0)
+    return total, [held[i] for i in range(skip, len(held))]

@@ -32,6 +32,7 @@ from feed.core.config import MarketConfig
 from feed.core.health import Status
 from feed.core.models import BarSpec, Trade
 from feed.core.seriesbuild import series_or_build
+from feed.core.symbol import marks_since
 from feed.core.views import BarSeries, DepthView
 from feed.io.bus import DEFAULT_PREFIX, encode_command
 from feed.io.redis_tail import READ_COUNT, ReplicaTail, decode_depth_value
@@ -292,13 +293,10 @@ class RedisReader(ReplicaTail):
         ValueError
             If ``since`` is negative.
         """
-        if since < 0:
-            raise ValueError(f"since must be >= 0, not {since}")
         with self._lock:
             held = self._held.get(symbol)
             total, marks = held.gaps if held is not None else (0, [])
-        first = total - len(marks)
-        return total, marks[max(since - first, 0):]
+        return marks_since(total, marks, since)
 
     def _beats_list(self) -> list[tuple[Beat, bool]]:
         return [(b, alive) for b, alive, _ in self._beats.values()]
