@@ -34,7 +34,8 @@ Rules it owns
   source has played out, the trades after each symbol's newest are asked for (a tail:
   lost while the connection was down at the end, no later id jump reveals them); they
   move the replay clock on. Trades put in place go out in ``Effects.inserted`` (stored,
-  published) besides ``Effects.persist`` (live trades).
+  published) besides ``Effects.persist`` (live trades). These rules live in
+  ``feed.core.market_history``, mixed into :class:`MarketState`.
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ from feed.core.events import (
     HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest, PlannedDisconnect, VendorCandles, SnapshotBody, SnapshotFailed,
     SourceFinished,
 )
-from feed.core.history import MAX_REPAIR_IDS, HistoryLedger, in_id_order, not_held, trades_from_aggregates
+from feed.core.history import HistoryLedger, in_id_order
 from feed.core.verify import MINUTE_NS, Verifier
 from feed.core.health import SymbolStatus
 from feed.core.klinecheck import KlineChecker
+from feed.core.market_history import HistoryRules
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
 from feed.core.symbol import SymbolState, marks_since
 from feed.core.tradebuffer import TradeView, estimate_held
@@ -71,11 +73,9 @@ _REPLIES_KEPT = 50
 #: A forward jump of more trade ids than this is suspect until the next trade confirms it.
 MAX_ID_JUMP = 100_000
 _INT64_MAX = (1 << 63) - 1
-#: How far past the newest trade held a tail request looks (one REST time window), ns.
-_TAIL_SPAN_NS = 3600 * _NS - 1_000_000
 
 
-class MarketState:
+class MarketState(HistoryRules):
     """Per-symbol books, tapes and bar series; ``apply`` inputs, get effects back.
 
     Parameters
@@ -167,6 +167,17 @@ class MarketState:
         self._klines_asked.pop(symbol, None)
         return True
 
+    def state_of(self, symbol: str) -> SymbolState:
+        """Return ``symbol``'s state itself, not a copy (for :meth:`take` and
+        :meth:`rebuild_series`; ``feed.core.replica`` uses it).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        return self._symbols[symbol]
+
     # -- clock --------------------------------------------------------------------------
 
     def clock_ns(self, now_ns: int) -> int:
@@ -213,13 +224,13 @@ class MarketState:
                         self.verifier.on_kline(k)
             else:
                 self._apply_control(item, fx, mono_ns)
-        self._close_by_clock(now_ns)
+        self.close_bars(now_ns)
         self._ask_klines(now_ns, fx)
         return fx
 
     def on_clock(self, now_ns: int, mono_ns: int) -> Effects:
         """Close time bars whose interval has passed and ask for the snapshots books need."""
-        self._close_by_clock(now_ns)
+        self.close_bars(now_ns)
         fx = Effects()
         spacing_ns = int(self.config.snapshot_spacing_s * _NS)
         for st in self._symbols.values():
@@ -277,7 +288,7 @@ class MarketState:
             if tid is not None and not st.trades and self._history_on and self.config.backfill_s > 0:
                 self._ask_history(fx, HistoryRequest("backfill", st.symbol, None, tid - 1,
                                                      trade.ts_ns - int(self.config.backfill_s * _NS), trade.ts_ns))
-            self._take(st, trade, fx)
+            self.take(st, trade, fx)
             return
         if tid <= st.last_trade_id:
             self._counts["duplicates"] += 1
@@ -289,7 +300,7 @@ class MarketState:
             return
         if tid > st.last_trade_id + 1:
             self._gap(st, trade, fx)
-        self._take(st, trade, fx)
+        self.take(st, trade, fx)
 
     def _settle_suspect(self, st: SymbolState, trade: Trade, fx: Effects, mono_ns: int) -> None:
         # The trade after a far jump decides: one that follows it confirms the jump (a real
@@ -297,130 +308,19 @@ class MarketState:
         suspect, st.suspect = st.suspect, None
         if trade.trade_id == suspect.trade_id + 1:
             self._gap(st, suspect, fx)
-            self._take(st, suspect, fx)
+            self.take(st, suspect, fx)
         else:
             self._malformed("suspect_trade_id", f"{suspect.symbol} id {suspect.trade_id} after "
                             f"{st.last_trade_id}", None, fx, mono_ns)
 
-    def _gap(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
-        before = st.last_trade_ts_ns
-        lo = st.last_trade_id + 1
-        st.record_gap(trade)
-        if self.klines is not None:
-            self.klines.mark_incomplete(trade.symbol, before or trade.ts_ns, trade.ts_ns)
-        if self.verifier is not None:
-            self.verifier.note_gap(trade.symbol, before or trade.ts_ns, trade.ts_ns, trade.trade_id - lo)
-        if self._history_on and self.config.repair_gaps:
-            req = HistoryRequest("repair", st.symbol, lo, trade.trade_id - 1, before or trade.ts_ns, trade.ts_ns)
-            span_s = (req.end_ns - req.start_ns) / _NS
-            too_big = trade.trade_id - lo >= MAX_REPAIR_IDS or (self.config.backfill_s and span_s > self.config.backfill_s)
-            if too_big:  # e.g. a restart after hours: more than --backfill would fetch
-                self.history.note_failed(self.history.open(req), HistoryFailed(
-                    0, req, f"not fetched: the gap spans {span_s:,.0f} s / {trade.trade_id - lo:,} ids, more "
-                            "than --backfill allows"))
-            else:
-                self._ask_history(fx, req)
+    def rebuild_series(self, st: SymbolState, now_ns: int) -> None:
+        """Rebuild every bar series of ``st`` from its tape, after trades were put in place
+        inside it (history); ``now_ns`` is wall-clock UTC ns (see :meth:`clock_ns`).
 
-    def _ask_tails(self, fx: Effects) -> None:
-        # The source has played out: trades it published while the connection was down at
-        # its end are followed by no live trade whose id jump would reveal them. Ask for
-        # whatever the vendor holds after the newest trade of each symbol (an hour at most).
-        if not (self._history_on and self.config.repair_gaps):
-            return
-        for st in self._symbols.values():
-            if st.last_trade_id is not None and st.last_trade_ts_ns is not None:
-                self._ask_history(fx, HistoryRequest("tail", st.symbol, st.last_trade_id + 1, _INT64_MAX,
-                                                     st.last_trade_ts_ns, st.last_trade_ts_ns + _TAIL_SPAN_NS))
-
-    def _ask_history(self, fx: Effects, request: HistoryRequest) -> None:
-        self.history.open(request)
-        fx.history.append(request)
-
-    def _apply_history(self, item: HistoryPage | HistoryFailed, now_ns: int, fx: Effects) -> None:
-        # A page of aggregate trades (or a request given up): put the trades in place,
-        # count them, and rebuild the symbol's series from the tape.
-        req = item.request
-        st = self._symbols.get(req.symbol)
-        progress = self.history.find(req)
-        if st is None or progress is None:
-            return
-        if type(item) is HistoryFailed:
-            self.history.note_failed(progress, item)
-            return
-        held = st.trades.snapshot().columns()
-        new, _ = trades_from_aggregates(
-            req.symbol, item.rows, req.lo_id, req.hi_id, req.start_ns if req.kind == "backfill" else None,
-            held["id"], held["size"], progress.last_agg_ids, held_counts=held["count"])
-        new = not_held(new, held["id"])  # e.g. a tail page racing a live trade: never twice
-        kept = st.insert_trades(new)
-        fx.inserted.extend(kept)
-        ids = sum(t.count for t in kept)
-        self.history.note_page(progress, item, kept, ids)
-        if req.kind == "repair" and ids:
-            st.note_repaired(req.end_ns, ids)
-            if self.verifier is not None:
-                self.verifier.note_repaired(req.symbol, req.end_ns, ids)
-        elif req.kind == "tail" and kept:
-            st.note_tail(kept, ids)
-            # The replay clock follows the newest exchange time: the tail moves it on, so
-            # the minutes it completed close.
-            self._exchange_clock_ns = max(self._exchange_clock_ns, st.last_trade_ts_ns)
-        if kept:
-            self._rebuild_stale.add(req.symbol)
-        last = self._rebuild_due.get(req.symbol)
-        # Rebuilding every series per page would redraw the chart per page: while a
-        # backfill runs, at most once a second; always when a request is done.
-        if req.symbol in self._rebuild_stale and (item.done or req.kind != "backfill" or last is None
-                                                  or now_ns - last >= _NS):
-            self._rebuild_stale.discard(req.symbol)
-            self._rebuild_due[req.symbol] = now_ns
-            self._rebuild_series(st, now_ns)
-        if item.done and self.verifier is not None and progress.oldest_ns is not None:
-            # The vendor's klines of the minutes the history filled, for verification.
-            fx.history.append(HistoryRequest("klines", req.symbol, None, 0, progress.oldest_ns - progress.oldest_ns
-                                             % MINUTE_NS, req.end_ns))
-
-    def _on_vendor_candles(self, item: VendorCandles) -> None:
-        # Hold the vendor's candles of a held symbol (newest 20,000), or why there are none.
-        if item.symbol not in self._symbols:
-            return
-        if item.error:
-            self._vendor_errors[item.symbol] = item.error
-            self._replies.append(VendorReply(False, f"{item.symbol}: vendor candles: {item.error}",
-                                             symbols=(item.symbol,)))
-            return
-        held = self._vendor_candles.setdefault(item.symbol, {})
-        for k in item.klines:
-            held[k.start_ns] = k
-        while len(held) > 20_000:
-            del held[min(held)]
-
-    def vendor_candles(self, symbol: str) -> list[Kline]:
-        """Return the vendor's own 1m candles held for ``symbol``, oldest first ([] if none)."""
-        held = self._vendor_candles.get(symbol) or {}
-        return [held[s] for s in sorted(held)]
-
-    def _ask_klines(self, now_ns: int, fx: Effects) -> None:
-        # Without a live kline stream, ask the vendor's REST klines of the minutes closed
-        # (5 s ago, so the vendor has finalised them), once per minute per symbol.
-        if self.verifier is None or not self._history_on or self.config.kline_check == "1m":
-            return
-        upto = self.clock_ns(now_ns) - 5 * _NS
-        upto -= upto % MINUTE_NS  # start of the minute in progress 5 s ago
-        for st in self._symbols.values():
-            if st.last_trade_ts_ns is None:
-                continue
-            asked = self._klines_asked.get(st.symbol)
-            if asked is None:
-                self._klines_asked[st.symbol] = upto  # live minutes from here on
-                continue
-            if upto > asked:
-                self._klines_asked[st.symbol] = upto
-                fx.history.append(HistoryRequest("klines", st.symbol, None, 0, asked, upto))
-
-    def _rebuild_series(self, st: SymbolState, now_ns: int) -> None:
-        # Trades were put in place inside the tape: every series is rebuilt from it (a
-        # new generation, so readers redraw); one that has grown too big is dropped.
+        Each rebuilt series gets the next generation, so readers redraw; a series the tape
+        now makes too big for ``max_rebuild_bars`` is dropped. Also used by
+        ``feed.core.replica``.
+        """
         trades = st.trades.snapshot()
         for spec, old in list(st.series.items()):
             try:
@@ -431,8 +331,14 @@ class MarketState:
             agg.generation = old.generation + 1
             st.series[spec] = agg
 
-    def _take(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
-        # Apply a trade that passed every check: tape, series, kline check, store.
+    def take(self, st: SymbolState, trade: Trade, fx: Effects) -> None:
+        """Apply a trade that passed every check to ``st`` (from :meth:`state_of`): its
+        tape, series, decimals and counts, the engine clock, the kline check and
+        verification; it goes out in ``fx.persist``.
+
+        No check is made here: the writer's rules (:meth:`apply`) or, in a replica, the
+        collector (``feed.core.replica``) decided the trade belongs on the tape.
+        """
         if trade.trade_id is not None:
             st.last_trade_id = trade.trade_id
         self._counts["trades"] += 1
@@ -521,7 +427,10 @@ class MarketState:
         redact = self.adapter.redact
         fx.malformed_logs.append((reason, redact(str(detail))[:200], redact(text)))
 
-    def _close_by_clock(self, now_ns: int) -> None:
+    def close_bars(self, now_ns: int) -> None:
+        """Close every time bar whose interval ended ``close_grace_s`` before the engine
+        clock (:meth:`clock_ns` of ``now_ns``, wall-clock UTC ns); :meth:`apply` and
+        :meth:`on_clock` do it too."""
         now = self.clock_ns(now_ns) - self._grace_ns
         for st in self._symbols.values():
             for agg in st.series.values():
@@ -654,10 +563,6 @@ class MarketState:
             covered = oldest - oldest % MINUTE_NS + MINUTE_NS
         return self.verifier.report(symbol, bars, covered)
 
-    def history_json(self) -> dict:
-        """Return REST history progress and counters (``HistoryLedger.as_json``)."""
-        return self.history.as_json()
-
     def missing_trades(self) -> int:
         """Return trades missing across trade-id jumps, over every symbol held."""
         return sum(st.missing_trades for st in self._symbols.values())
@@ -691,85 +596,3 @@ class MarketState:
         """Return ``(symbol, {"price_decimals", "size_decimals"})`` of symbols with trades."""
         return [(st.symbol, {"price_decimals": st.price_dp, "size_decimals": st.size_dp})
                 for st in self._symbols.values() if st.n_trades]
-
-    # -- replica: a reader's copy fed from a collector's published tape -----------------------
-    # Used by feed.core.replica only (dashboard workers of ``tickscope serve``). The writer's
-    # methods above stay as they are; these reuse them so bars are built by the same code.
-
-    def replica_append(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
-        """Append trades a collector appended to ``symbol``'s tape, in its order, then close
-        time bars by ``clock_ns`` (the collector's clock, UTC ns); return the trades taken.
-
-        A trade whose id is at or below the last id held is a duplicate (a collector that
-        restarted replays its start) and is skipped; trades without an id are never skipped.
-        No other check is made: the collector already decided what its tape holds.
-
-        Raises
-        ------
-        KeyError
-            If ``symbol`` is not held.
-        """
-        st = self._symbols[symbol]
-        fx = Effects()
-        taken = 0
-        for trade in trades:
-            tid = trade.trade_id
-            if tid is not None and st.last_trade_id is not None and tid <= st.last_trade_id:
-                self._counts["duplicates"] += 1
-                continue
-            self._take(st, trade, fx)
-            taken += 1
-        self.replica_close(symbol, clock_ns)
-        return taken
-
-    def replica_insert(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
-        """Put trades a collector put in place (history: backfill, gap repair) into
-        ``symbol``'s tape and rebuild every series of the symbol; return the trades kept.
-
-        A rebuilt series' generation is the symbol's count of inserts, so every reader of
-        the same stream hands out the same generation (a page served by several workers
-        does not redraw for nothing).
-
-        Raises
-        ------
-        KeyError
-            If ``symbol`` is not held.
-        """
-        st = self._symbols[symbol]
-        new = sorted((t for t in trades if t.trade_id is not None), key=lambda t: t.trade_id)
-        kept = st.insert_trades(new)
-        if kept:
-            self._rebuild_series(st, clock_ns)
-            for agg in st.series.values():
-                agg.generation = st.inserts
-        return len(kept)
-
-    def replica_close(self, symbol: str, clock_ns: int) -> None:
-        """Close ``symbol``'s time bars whose interval ended ``close_grace_s`` before
-        ``clock_ns`` (UTC ns)."""
-        st = self._symbols.get(symbol)
-        if st is None:
-            return
-        now = clock_ns - self._grace_ns
-        for agg in st.series.values():
-            agg.on_clock(now)
-
-    def replica_install(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
-        """:meth:`install_series` with the series' generation set to the symbol's count of
-        inserts (see :meth:`replica_insert`)."""
-        self.install_series(seed, agg, clock_ns)
-        st = self._symbols.get(seed.symbol)
-        if st is not None and seed.spec in st.series:
-            st.series[seed.spec].generation = st.inserts
-
-    def replica_set_decimals(self, symbol: str, price_dp: int, size_dp: int) -> None:
-        """Set ``symbol``'s price and size decimals to the collector's (0..12 each)."""
-        st = self._symbols.get(symbol)
-        if st is not None:
-            st.price_dp = min(max(int(price_dp), 0), 12)
-            st.size_dp = min(max(int(size_dp), 0), 12)
-
-    def replica_last_ts(self, symbol: str) -> int | None:
-        """Return the newest exchange time in ``symbol``'s tape, UTC ns (None: no trade)."""
-        st = self._symbols.get(symbol)
-        return st.last_trade_ts_ns if st is not None else None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from feed.core.bars import BarAggregator
 from feed.core.config import MarketConfig
+from feed.core.events import Effects
 from feed.core.market import MarketState
 from feed.core.models import BarSpec, Trade
 from feed.core.tradebuffer import TradeView
@@ -70,6 +71,7 @@ def replica_config(collector: MarketConfig) -> MarketConfig:
 class _Held:
     market: MarketState
     config: MarketConfig  # the collector's
+    duplicates: int = 0  # appended trades skipped: their id was at or below the last held
 
 
 class Replica:
@@ -109,33 +111,79 @@ class Replica:
     # -- the tape ------------------------------------------------------------------------
 
     def append(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
-        """Append trades (``MarketState.replica_append``); return those taken."""
-        return self._held[symbol].market.replica_append(symbol, trades, clock_ns)
+        """Append trades a collector appended to ``symbol``'s tape, in its order, then close
+        time bars by ``clock_ns`` (the collector's clock, UTC ns); return the trades taken.
+
+        A trade whose id is at or below the last id held is a duplicate (a collector that
+        restarted replays its start) and is skipped; trades without an id are never skipped.
+        No other check is made: the collector already decided what its tape holds.
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        held = self._held[symbol]
+        market = held.market
+        st = market.state_of(symbol)
+        fx = Effects()  # what a collector would persist: the replica keeps nothing else
+        taken = 0
+        for trade in trades:
+            tid = trade.trade_id
+            if tid is not None and st.last_trade_id is not None and tid <= st.last_trade_id:
+                held.duplicates += 1
+                continue
+            market.take(st, trade, fx)
+            taken += 1
+        market.close_bars(clock_ns)
+        return taken
 
     def insert(self, symbol: str, trades: Sequence[Trade], clock_ns: int) -> int:
-        """Put history trades in place (``MarketState.replica_insert``); return those kept."""
-        return self._held[symbol].market.replica_insert(symbol, trades, clock_ns)
+        """Put trades a collector put in place (history: backfill, gap repair) into
+        ``symbol``'s tape and rebuild every series of the symbol; return the trades kept.
+
+        A rebuilt series' generation is the symbol's count of inserts, so every reader of
+        the same stream hands out the same generation (a page served by several workers
+        does not redraw for nothing).
+
+        Raises
+        ------
+        KeyError
+            If ``symbol`` is not held.
+        """
+        market = self._held[symbol].market
+        st = market.state_of(symbol)
+        new = sorted((t for t in trades if t.trade_id is not None), key=lambda t: t.trade_id)
+        kept = st.insert_trades(new)
+        if kept:
+            market.rebuild_series(st, clock_ns)
+            for agg in st.series.values():
+                agg.generation = st.inserts
+        return len(kept)
 
     def on_clock(self, symbol: str, clock_ns: int) -> None:
-        """Close ``symbol``'s time bars by ``clock_ns`` (UTC ns)."""
+        """Close ``symbol``'s time bars whose interval ended ``close_grace_s`` before
+        ``clock_ns`` (UTC ns)."""
         held = self._held.get(symbol)
         if held is not None:
-            held.market.replica_close(symbol, clock_ns)
+            held.market.close_bars(clock_ns)  # the replica's clock mode is "wall": clock_ns itself
 
     def set_decimals(self, symbol: str, price_dp: int, size_dp: int) -> None:
-        """Use the collector's price and size decimals for ``symbol``."""
+        """Use the collector's price and size decimals for ``symbol`` (0..12 each)."""
         held = self._held.get(symbol)
         if held is not None:
-            held.market.replica_set_decimals(symbol, price_dp, size_dp)
+            st = held.market.state_of(symbol)
+            st.price_dp = min(max(int(price_dp), 0), 12)
+            st.size_dp = min(max(int(size_dp), 0), 12)
 
     def last_ts(self, symbol: str) -> int | None:
         """Return the newest exchange time held for ``symbol``, UTC ns (None: none)."""
         held = self._held.get(symbol)
-        return held.market.replica_last_ts(symbol) if held is not None else None
+        return held.market.state_of(symbol).last_trade_ts_ns if held is not None else None
 
     def duplicates(self) -> int:
         """Return appended trades skipped as duplicates, over every symbol."""
-        return sum(h.market.count("duplicates") for h in self._held.values())
+        return sum(h.duplicates for h in self._held.values())
 
     # -- reads (copies) ------------------------------------------------------------------
 
@@ -164,10 +212,15 @@ class Replica:
         return self._held[seed.symbol].market.build_series(seed)
 
     def install_series(self, seed: SeriesSeed, agg: BarAggregator, clock_ns: int) -> None:
-        """``MarketState.replica_install``; nothing when the symbol was dropped meanwhile."""
+        """``MarketState.install_series``, with the series' generation set to the symbol's
+        count of inserts (see :meth:`insert`); nothing when the symbol was dropped meanwhile."""
         held = self._held.get(seed.symbol)
-        if held is not None:
-            held.market.replica_install(seed, agg, clock_ns)
+        if held is None:
+            return
+        held.market.install_series(seed, agg, clock_ns)
+        st = held.market.state_of(seed.symbol)
+        if seed.spec in st.series:
+            st.series[seed.spec].generation = st.inserts
 
     def trade_view(self, symbol: str) -> TradeView:
         """Return a lock-free view of ``symbol``'s tape (KeyError if not held)."""
