@@ -69,6 +69,22 @@ def _closed_port() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def engine_times(eng, n: int, clock=time.perf_counter) -> tuple[float, float]:
+    """Return ``clock()`` when ``eng`` (an ``Engine``) has received its first message and
+    when it has applied its ``n``-th trade, polling every 0.5 ms.
+
+    ``benchmarks/bench_redis_ingest.py`` passes ``time.time``: its reader process reads
+    the same wall clock.
+    """
+    t0 = None
+    while True:
+        if t0 is None and eng.market.count("messages"):
+            t0 = clock()
+        if eng.market.count("trades") >= n:
+            return t0, clock()
+        time.sleep(0.0005)
+
+
 def tickscope(n: int, tmp: Path) -> float:
     """Receive ``n`` frames through tickscope's live runtime; return trades/s."""
     from dashboard.cli import config_from_argv
@@ -81,15 +97,7 @@ def tickscope(n: int, tmp: Path) -> float:
     rt = start_runtime(cfg)
     try:
         eng = rt.engine
-        t0 = None
-        while True:
-            msgs = eng.market.count("messages")
-            if t0 is None and msgs:
-                t0 = time.perf_counter()
-            if eng.market.count("trades") >= n:
-                t1 = time.perf_counter()
-                break
-            time.sleep(0.0005)
+        t0, t1 = engine_times(eng, n)
         counters = eng.counters()
     finally:
         rt.stop()

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_ingest import _closed_port, engine_times  # noqa: E402
 from benchmarks.firehose import Firehose  # noqa: E402
 
 
@@ -46,24 +47,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _closed_port() -> str:
-    return f"http://127.0.0.1:{_free_port()}"  # nothing listens: snapshot requests fail at once
-
-
 def _feed_args(hose: Firehose, data_dir: Path) -> list[str]:
     return ["--vendor", "binance", "--url", hose.url, "--rest-url", _closed_port(),
             "--symbols", "BTCUSDT", "--data-dir", str(data_dir), "--log-level", "ERROR"]
-
-
-def _first_and_all(eng, n: int) -> tuple[float, float]:
-    # Wall times of the engine's first message and of its n-th trade applied.
-    t0 = None
-    while True:
-        if t0 is None and eng.market.count("messages"):
-            t0 = time.time()
-        if eng.market.count("trades") >= n:
-            return t0, time.time()
-        time.sleep(0.0005)
 
 
 def in_process(n: int, tmp: Path) -> float:
@@ -74,7 +60,7 @@ def in_process(n: int, tmp: Path) -> float:
     hose = Firehose(n)
     rt = start_runtime(config_from_argv(_feed_args(hose, Path(tempfile.mkdtemp(dir=tmp)))), serve=False)
     try:
-        t0, t1 = _first_and_all(rt.engine, n)
+        t0, t1 = engine_times(rt.engine, n, clock=time.time)  # wall: the reader's clock too
     finally:
         rt.stop()
         hose.close()
@@ -94,7 +80,7 @@ def through_redis(n: int, tmp: Path, url: str, run: int, with_reader: bool = Tru
     col = start_collector(["--redis", url, "--name", f"bench-{run}", "--redis-prefix", prefix,
                            "--redis-retention", "0", *_feed_args(hose, Path(tempfile.mkdtemp(dir=tmp)))])
     try:
-        t0, t_engine = _first_and_all(col.runtime.engine, n)
+        t0, t_engine = engine_times(col.runtime.engine, n, clock=time.time)
         if reader is None:
             return float("nan"), n / (t_engine - t0), float("nan")
         out, _ = reader.communicate(timeout=600)
