@@ -16,7 +16,7 @@ import pytest
 import websocket
 
 from feed.core.pacing import TokenBucket, backoff
-from feed.io.policy import classify_error, explain_error, retry_after_s, safe_url
+from feed.io.policy import classify_error, explain_error, retry_after_s, retry_wait, safe_url
 from feed.vendors._common import Secret, redact
 
 
@@ -192,3 +192,18 @@ def test_explain_error_when_vendor_hint_given_uses_it_with_the_wait():
 def test_redact_when_adapter_secret_url_quoted_masks_both_forms():
     assert redact("a%2Fbcd and a/bcd", Secret("a/bcd"), url_quoted=True) == "*** and ***"
     assert redact("abc", Secret("abc")) == "abc"  # too short to search for
+
+
+# retry_wait: the wait before a REST retry, or giving up
+
+
+def test_retry_wait_when_server_asks_longer_than_the_backoff_waits_that_long():
+    assert retry_wait(0.5, 7.0, 1, 4, 120.0) == 7.0
+    assert retry_wait(0.5, None, 1, 4, 120.0) == 0.5
+    assert retry_wait(2.0, 0.0, 3, 4, 120.0) == 2.0
+
+
+def test_retry_wait_when_attempts_or_accepted_wait_run_out_gives_up():
+    assert retry_wait(0.5, None, 4, 4, 120.0) is None  # the last attempt failed
+    assert retry_wait(0.5, 300.0, 1, 4, 120.0) is None  # a 418 ban longer than accepted
+    assert retry_wait(0.5, 120.0, 1, 4, 120.0) == 120.0

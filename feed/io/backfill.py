@@ -62,18 +62,16 @@ on 2026-12-03; "uncertain" marks what a page does not settle.)
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from feed.core.events import HistoryFailed, HistoryKlines, HistoryPage, HistoryRequest
 from feed.core.models import AggTrade, MalformedMessage
-from feed.core.pacing import backoff
-from feed.io.policy import classify_error, explain_error, http_status, retry_after_s
+from feed.io.policy import Retry, classify_error, explain_error, http_status, retry_after_s
+from feed.io.rest import HistoryError, RestWorker
 from feed.vendors.binance_wire import parse_agg_trades_body, parse_klines_body
 
 __all__ = ["HistoryFetcher", "HistoryError", "HOUR_MS"]
@@ -84,12 +82,9 @@ HOUR_MS = 3_600_000
 _MS = 1_000_000
 
 
-class HistoryError(Exception):
-    """A history request cannot go on; the message says why, in words."""
-
-
-class HistoryFetcher:
-    """Fetch REST aggregate trades for history requests on one daemon thread.
+class HistoryFetcher(RestWorker):
+    """Fetch REST aggregate trades for history requests on one daemon thread
+    (``feed.io.rest.RestWorker``).
 
     Parameters
     ----------
@@ -125,68 +120,42 @@ class HistoryFetcher:
             raise ValueError(f"page_limit must be 1..1000, not {page_limit!r}")
         if weight_budget < 1 or max_attempts < 1:
             raise ValueError("weight_budget and max_attempts must be >= 1")
+        super().__init__("history", timeout_s=timeout_s, max_attempts=max_attempts, max_wait_s=max_wait_s)
         self._sink = sink
         self._url = agg_trades_url
         # Vendor 1m klines endpoint (verification); default: beside the aggregate trades.
         self._klines_url = klines_url or agg_trades_url.rsplit("/", 1)[0] + "/klines"
         self._limit = page_limit
         self._budget = weight_budget
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
-        self._max_wait_s = max_wait_s
         self._clock = clock
-        self._queue: queue.Queue[HistoryRequest | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.calls = 0
         self.weight_max = 0
         self._used = 0  # weight the vendor last reported
         self._used_at = 0.0  # when, clock seconds
 
-    def start(self) -> "HistoryFetcher":
-        """Start the worker thread (idempotent); return self."""
-        with self._lock:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="history", daemon=True)
-                self._thread.start()
-        return self
-
     def request(self, request: HistoryRequest) -> None:
         """Queue ``request`` (served in order, one at a time)."""
-        self.start()
-        self._queue.put(request)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker (abandoning queued requests) and wait up to ``timeout`` s."""
-        self._stop.set()
-        self._queue.put(None)
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._put(request)
 
     # -- worker ------------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            req = self._queue.get()
-            if req is None:
-                break
-            try:
-                if req.kind == "backfill":
-                    self._backfill(req)
-                elif req.kind == "klines":
-                    self._klines(req)
-                else:
-                    self._repair(req)
-            except HistoryError as exc:
-                log.warning("history: %s %s given up: %s", req.kind, req.symbol, exc)
-                if req.kind == "klines":
-                    continue  # those minutes stay unverified
-                self._sink.submit_control(HistoryFailed(time.time_ns(), req, str(exc)))
-            except Exception as exc:  # a bug must not kill the thread
-                log.exception("history: %s %s failed unexpectedly", req.kind, req.symbol)
-                self._sink.submit_control(HistoryFailed(time.time_ns(), req, f"internal error: {exc!r}"))
+    def _serve(self, req: HistoryRequest) -> None:
+        if req.kind == "backfill":
+            self._backfill(req)
+        elif req.kind == "klines":
+            self._klines(req)
+        else:
+            self._repair(req)
+
+    def _give_up(self, req: HistoryRequest, exc: Exception) -> None:
+        if isinstance(exc, HistoryError):
+            log.warning("history: %s %s given up: %s", req.kind, req.symbol, exc)
+            if req.kind == "klines":
+                return  # those minutes stay unverified
+            self._sink.submit_control(HistoryFailed(time.time_ns(), req, str(exc)))
+        else:  # a bug must not kill the thread
+            log.error("history: %s %s failed unexpectedly", req.kind, req.symbol, exc_info=exc)
+            self._sink.submit_control(HistoryFailed(time.time_ns(), req, f"internal error: {exc!r}"))
 
     def _page(self, req: HistoryRequest, rows: list[AggTrade], calls: int, done: bool) -> None:
         self._sink.submit_control(HistoryPage(time.time_ns(), req, tuple(rows), done, calls, self._used))
@@ -305,38 +274,24 @@ class HistoryFetcher:
     def _call(self, base: str, symbol: str, params: dict) -> bytes:
         # One GET with retries, rate limits and the weight header; returns the body.
         query = {"symbol": symbol, **{k: str(v) for k, v in params.items()}}
-        url = f"{base}?{urllib.parse.urlencode(query)}"
-        delays = backoff()
-        for attempt in range(1, self._max_attempts + 1):
-            self._respect_budget()
-            if self._stop.is_set():
-                raise HistoryError("stopping")
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "tickscope"})
-                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                    body = response.read()
-                    self._note_weight(response.headers.get("X-MBX-USED-WEIGHT-1M"))
-                self.calls += 1
-            except Exception as exc:  # noqa: BLE001 - classified below
-                headers = getattr(exc, "headers", None)
-                if headers is not None:
-                    self._note_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
-                message = explain_error(exc)
-                status = http_status(exc)
-                wait = next(delays)
-                floor = retry_after_s(exc)
-                if floor is not None:
-                    wait = max(wait, floor)
-                if status == 400 or classify_error(exc) == "fatal":
-                    raise HistoryError(f"the vendor refused the request: {message}{_body_words(exc)}") from None
-                if attempt == self._max_attempts or wait > self._max_wait_s:
-                    raise HistoryError(f"endpoint unavailable: {message} (after {attempt} attempts)") from None
-                log.info("history: %s: %s; retry in %.1f s", symbol, message, wait)
-                if self._stop.wait(wait):
-                    raise HistoryError("stopping") from None
-                continue
+        return self.get(f"{base}?{urllib.parse.urlencode(query)}", {}, self._judge, f"history: {symbol}",
+                        before=self._respect_budget)
+
+    def _judge(self, body: bytes | None, headers: Mapping[str, str] | None,
+               exc: BaseException | None) -> bytes | Retry:
+        # Binance: note the used weight either way; a 400 or a fatal error is given up at
+        # once with the vendor's words, anything else retried (429/418 after Retry-After).
+        if exc is None:
+            self._note_weight(headers.get("X-MBX-USED-WEIGHT-1M"))
+            self.calls += 1
             return body
-        raise HistoryError("no attempt made")  # pragma: no cover - the loop returns or raises
+        exc_headers = getattr(exc, "headers", None)
+        if exc_headers is not None:
+            self._note_weight(exc_headers.get("X-MBX-USED-WEIGHT-1M"))
+        message = explain_error(exc)
+        if http_status(exc) == 400 or classify_error(exc) == "fatal":
+            raise HistoryError(f"the vendor refused the request: {message}{_body_words(exc)}")
+        return Retry(message, retry_after_s(exc), prefix="endpoint unavailable: ")
 
     def _note_weight(self, header: str | None) -> None:
         try:

@@ -4,7 +4,9 @@ Pure functions over the exceptions websocket-client and urllib raise (the websoc
 library's ``process_exception`` split), tested without sockets:
 :func:`classify_error` decides retry or give up, :func:`retry_after_s` how long the server
 asked us to wait, :func:`explain_error` says why in one line without secrets, and
-:func:`safe_url` / :func:`url_secrets` keep tokens out of what is shown.
+:func:`safe_url` / :func:`url_secrets` keep tokens out of what is shown. For REST calls
+retried in a loop (``feed.io.rest``), :class:`Retry` is a judged answer worth another try
+and :func:`retry_wait` the wait before it, or giving up.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import socket
 import ssl
 import urllib.error
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,7 +25,7 @@ import websocket
 from feed.vendors._common import SECRET_NAME, redact
 
 __all__ = ["Verdict", "classify_error", "retry_after_s", "explain_error", "http_status",
-           "safe_url", "url_secrets"]
+           "safe_url", "url_secrets", "Retry", "retry_wait"]
 
 Verdict = Literal["retry", "fatal"]
 
@@ -181,3 +184,46 @@ def url_secrets(url: str) -> list[str]:
         if value and SECRET_NAME.search(name):
             found.append(value)
     return [s for s in found if s]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A REST answer (or error) worth another attempt.
+
+    Attributes
+    ----------
+    message : str
+        Why, in one line without secrets (logged with each retry, and in the error when
+        the attempts run out).
+    floor_s : float or None
+        Least wait the server asked for (``Retry-After``), seconds; None: no floor.
+    prefix : str
+        Words put before ``message`` when giving up (e.g. ``"endpoint unavailable: "``).
+    """
+
+    message: str
+    floor_s: float | None = None
+    prefix: str = ""
+
+
+def retry_wait(delay_s: float, floor_s: float | None, attempt: int, max_attempts: int,
+               max_wait_s: float) -> float | None:
+    """Return the wait before the next attempt, seconds, or None to give up.
+
+    Parameters
+    ----------
+    delay_s : float
+        The back-off's next delay (``feed.core.pacing.backoff``).
+    floor_s : float or None
+        Least wait the server asked for (:attr:`Retry.floor_s`).
+    attempt : int
+        The attempt that just failed, from 1.
+    max_attempts : int
+        Attempts allowed in all.
+    max_wait_s : float
+        Longest wait accepted (a 418 ban can last days): a longer one gives up at once.
+    """
+    wait = max(delay_s, floor_s or 0.0)
+    if attempt >= max_attempts or wait > max_wait_s:
+        return None
+    return wait

@@ -6,18 +6,15 @@ drawn apart from tickscope's own bars (``feed.vendors.tickdb`` has the wire rule
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 import urllib.error
-import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from feed.core.events import VendorCandles
 from feed.core.models import MalformedMessage
-from feed.core.pacing import backoff
-from feed.io.backfill import HistoryError
-from feed.io.policy import explain_error, retry_after_s
+from feed.io.policy import Retry, explain_error, retry_after_s
+from feed.io.rest import HistoryError, RestWorker
 
 __all__ = ["VendorCandleSeeder"]
 
@@ -25,9 +22,9 @@ log = logging.getLogger("tickscope.feed")
 _MS = 1_000_000
 
 
-class VendorCandleSeeder:
+class VendorCandleSeeder(RestWorker):
     """Fetch the vendor's own 1m candles (TickDB REST klines) for symbols without trade
-    history, on a daemon thread, and hand them to the sink as
+    history, on a daemon thread (``feed.io.rest.RestWorker``), and hand them to the sink as
     :class:`~feed.core.events.VendorCandles` (newest window first, at most 1000 a call).
 
     TickDB codes (``feed.vendors.tickdb_wire``): 3001 and 5xxx wait (``Retry-After`` when
@@ -51,50 +48,29 @@ class VendorCandleSeeder:
         from feed.vendors.tickdb import kline_url
 
         kline_url(base_url, "X", 0, 1)  # checks the base URL now
+        super().__init__("vendor-candles", timeout_s=timeout_s, max_attempts=max_attempts, max_wait_s=max_wait_s)
         self._sink = sink
         self._base = base_url
         self._key = api_key
         self._duration_s = duration_s
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
-        self._max_wait_s = max_wait_s
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.calls = 0
 
     def seed(self, symbol: str) -> None:
         """Queue ``symbol``'s seed (the thread starts on the first)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="vendor-candles", daemon=True)
-            self._thread.start()
-        self._queue.put(symbol)
+        self._put(symbol)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the worker and wait up to ``timeout`` s."""
-        self._stop.set()
-        self._queue.put(None)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
+    def _give_up(self, symbol: str, exc: Exception) -> None:
         from feed.vendors.tickdb_wire import TickdbError
 
-        while not self._stop.is_set():
-            symbol = self._queue.get()
-            if symbol is None:
-                break
-            try:
-                self._seed(symbol)
-            except (HistoryError, TickdbError, MalformedMessage) as exc:
-                words = exc.detail if isinstance(exc, MalformedMessage) else str(exc)
-                log.warning("vendor candles of %s: %s", symbol, words)
-                self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), words))
-            except Exception as exc:  # a bug must not kill the thread
-                log.exception("vendor candles of %s failed unexpectedly", symbol)
-                self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), f"internal error: {exc!r}"))
+        if isinstance(exc, (HistoryError, TickdbError, MalformedMessage)):
+            words = exc.detail if isinstance(exc, MalformedMessage) else str(exc)
+            log.warning("vendor candles of %s: %s", symbol, words)
+            self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), words))
+        else:  # a bug must not kill the thread
+            log.error("vendor candles of %s failed unexpectedly", symbol, exc_info=exc)
+            self._sink.submit_control(VendorCandles(time.time_ns(), symbol, (), f"internal error: {exc!r}"))
 
-    def _seed(self, symbol: str) -> None:
+    def _serve(self, symbol: str) -> None:
         from feed.vendors.tickdb import kline_url
         from feed.vendors.tickdb_wire import MAX_CANDLES, parse_kline_answer
 
@@ -112,43 +88,29 @@ class VendorCandleSeeder:
             end_ms = start_ms
 
     def _get(self, url: str) -> bytes:
+        return self.get(url, {"X-API-Key": self._key}, self._judge, "vendor candles")
+
+    def _judge(self, body: bytes | None, headers: Mapping[str, str] | None,
+               exc: BaseException | None) -> bytes | Retry:
+        # TickDB's code is in the body, an HTTP error's too: 3001 and 5xxx are retried
+        # (after Retry-After when sent), other refusals raise TickdbError at once.
         from feed.vendors.tickdb_wire import TickdbError, parse_kline_answer
 
-        delays = backoff()
-        for attempt in range(1, self._max_attempts + 1):
-            request = urllib.request.Request(url, headers={"User-Agent": "tickscope", "X-API-Key": self._key})
-            try:
-                with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
-                    body = response.read()
-                    retry_after = response.headers.get("Retry-After")
-                self.calls += 1
-            except urllib.error.HTTPError as exc:  # TickDB's code is in the body
-                body = exc.read(4096)
-                self.calls += 1
-                retry_after = retry_after_s(exc) or exc.headers.get("Retry-After")
-            except Exception as exc:  # noqa: BLE001 - network errors: retried below
-                body, retry_after = None, None
-                message = explain_error(exc, [self._key])
-            if body is not None:
-                try:
-                    parse_kline_answer("", body, 0)  # the code only; the caller parses the candles
-                    return body
-                except TickdbError as err:
-                    if err.fatal or not err.retry:
-                        raise
-                    message = str(err)
-                    floor = _seconds(retry_after)
-                except MalformedMessage:
-                    raise
-            else:
-                floor = None
-            wait = max(next(delays), floor or 0.0)
-            if attempt == self._max_attempts or wait > self._max_wait_s:
-                raise HistoryError(f"{message} (after {attempt} attempts)")
-            log.info("vendor candles: %s; retry in %.1f s", message, wait)
-            if self._stop.wait(wait):
-                raise HistoryError("stopping")
-        raise HistoryError("no attempt made")  # pragma: no cover
+        if isinstance(exc, urllib.error.HTTPError):
+            body = exc.read(4096)
+            retry_after = retry_after_s(exc) or exc.headers.get("Retry-After")
+        elif exc is not None:  # network errors
+            return Retry(explain_error(exc, [self._key]))
+        else:
+            retry_after = headers.get("Retry-After")
+        self.calls += 1
+        try:
+            parse_kline_answer("", body, 0)  # the code only; the caller parses the candles
+        except TickdbError as err:
+            if err.fatal or not err.retry:
+                raise
+            return Retry(str(err), _seconds(retry_after))
+        return body
 
 
 def _seconds(value: object) -> float | None:
