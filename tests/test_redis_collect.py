@@ -395,3 +395,67 @@ def test_meta_when_verification_reports_bars_by_start_is_written_with_string_key
     pipe.execute()
     body = orjson.loads(r.get(keys.meta("BTCUSDT")))
     assert body["verify"]["verdicts"] == {str(start): "exact"} and body["gaps"] == {"total": 0, "marks": []}
+
+
+def test_collect_with_history_on_publishes_its_verification_without_kline_check(redis_url, tmp_path, collectors):
+    # REST history is on by default against a vendor serving it (here the embedded
+    # simulator's REST, its default start: half an hour of history): the engine verifies
+    # its 1m bars against the vendor's REST klines, and the meta must carry that report
+    # too (what the page of ``tickscope serve`` draws as marks), though --kline-check is
+    # not given.
+    import orjson
+
+    from feed.io.redis_reader import RedisReader
+
+    col = collectors("--redis", redis_url, "--name", "sim", "--symbols", "BTCUSDT", "--data-dir", str(tmp_path))
+    engine = col.runtime.engine
+    assert not engine.config.market.kline_check and engine.market.verifier is not None
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys()
+
+    def published():
+        report = orjson.loads(r.get(keys.meta("BTCUSDT")) or b"{}").get("verify")
+        return report if report and report["counts"]["exact"] > 0 else None
+
+    report = wait_for(published, 60, "a published verification with exact bars")
+    ours = engine.verify("BTCUSDT")
+    exact = {start for start, verdict in report["verdicts"].items() if verdict == "exact"}
+    assert exact <= {str(start) for start, verdict in ours["verdicts"].items() if verdict == "exact"}
+    reader = RedisReader(redis_url).start()
+    try:
+        got = wait_for(lambda: "BTCUSDT" in reader.symbols() and reader.verify("BTCUSDT"), 20,
+                       "the reader's copy of the verification")
+        assert got["counts"]["exact"] > 0
+    finally:
+        reader.stop()
+
+
+def test_meta_verification_is_rebuilt_at_most_every_verify_every_s_and_on_a_forced_pass(redis_url):
+    from types import SimpleNamespace
+
+    from feed.io.redis_writer import VERIFY_EVERY_S
+
+    built = []
+
+    def verify(symbol):
+        built.append(symbol)
+        return {"symbol": symbol, "counts": {"exact": len(built)}, "verdicts": {}}
+
+    engine = SimpleNamespace(
+        config=SimpleNamespace(market=SimpleNamespace(kline_check=None, max_bars=100)),
+        market=SimpleNamespace(verifier=object()),  # on because history is on
+        default_spec="1m", gap_marks_since=lambda symbol, since: (0, []), verify=verify)
+    r = redis.Redis.from_url(redis_url)
+    pub = RedisPublisher(engine, r, "meta-test", Keys())
+    status = SimpleNamespace(symbols={})
+    for mono, force, expected in ((100.0, False, 1), (100.5, False, 1), (100.0 + VERIFY_EVERY_S - 0.01, False, 1),
+                                  (100.0 + VERIFY_EVERY_S, False, 2), (100.0 + VERIFY_EVERY_S + 0.1, True, 3)):
+        pipe = r.pipeline(transaction=False)
+        pub._meta_step(pipe, "BTCUSDT", status, mono, force)
+        pipe.execute()
+        assert len(built) == expected, (mono, force)
+    engine.market.verifier = None  # verification off: never built, never published
+    pipe = r.pipeline(transaction=False)
+    pub._meta_step(pipe, "BTCUSDT", status, 200.0, True)
+    pipe.execute()
+    assert len(built) == 3

@@ -4,8 +4,8 @@
 O(1) enqueue that never blocks) and drains on a thread of its own: each pass writes every
 cycle queued meanwhile with ONE pipeline (``transaction=False``): the trades of
 ``P:trades:S``, the closed bars of the default spec, the forming bar, the book (at most
-every 100 ms, when it changed), the meta (at most every 250 ms, when it changed) and, once
-a second, the heartbeat and the renewal of the symbols' owner keys (key layout:
+every 100 ms, when it changed), the meta (at most every 250 ms, when it changed; its
+verification report, built under the engine lock, at most every 2 s) and, once a second, the heartbeat and the renewal of the symbols' owner keys (key layout:
 :mod:`feed.io.bus`).
 
 Redis down or slow: the pass fails, is counted and retried with back-off (0.1 s doubling to
@@ -36,7 +36,8 @@ from feed.io.bus import (
 )
 from feed.io.redis_commands import BACKOFF_MAX_S, OWNER_TTL_MS, RELEASE_SCRIPT, RENEW_SCRIPT, release_symbol
 
-__all__ = ["RedisPublisher", "DEFAULT_RETENTION_S", "BOOK_EVERY_S", "META_EVERY_S", "MAX_ENTRY_TRADES"]
+__all__ = ["RedisPublisher", "DEFAULT_RETENTION_S", "BOOK_EVERY_S", "META_EVERY_S", "VERIFY_EVERY_S",
+           "MAX_ENTRY_TRADES"]
 
 log = logging.getLogger("tickscope.redis")
 
@@ -46,6 +47,9 @@ DEFAULT_RETENTION_S = 24 * 3600.0
 BOOK_EVERY_S = 0.1
 #: The meta key is written at most this often, seconds.
 META_EVERY_S = 0.25
+#: The verification report in the meta is rebuilt at most this often per symbol, seconds:
+#: it reads every 1m bar held under the engine lock.
+VERIFY_EVERY_S = 2.0
 #: ``MarketConfig`` fields published in the heartbeat's ``market`` object.
 MARKET_FIELDS = ("clock", "default_spec", "max_trades", "max_bars", "close_grace_s", "max_series",
                  "max_rebuild_bars")
@@ -112,6 +116,7 @@ class RedisPublisher:
         self._bars: dict[str, _BarCursor] = {}
         self._book_sent: dict[str, bytes] = {}
         self._meta_sent: dict[str, bytes] = {}
+        self._verify: dict[str, tuple[float, dict | None]] = {}  # symbol -> (monotonic s built, report)
         self._decimals: dict[str, tuple[int, int]] = {}
         self._forming_sent: dict[str, bytes | None] = {}
         self._owned: set[str] = set()  # symbols whose owner key the last beat renewed
@@ -275,13 +280,15 @@ class RedisPublisher:
         symbols = self.engine.symbols()
         for gone in self._bars.keys() - set(symbols):
             del self._bars[gone]
+        for gone in self._verify.keys() - set(symbols):
+            del self._verify[gone]
         bar_commits = [self._bars_step(pipe, s, trim) for s in symbols]
         book_commits = meta_commits = ()
         if force or mono - self._book_at >= BOOK_EVERY_S:
             book_commits = [c for s in symbols if (c := self._book_step(pipe, s)) is not None]
         if force or mono - self._meta_at >= META_EVERY_S:
             status = self.engine.status()
-            meta_commits = [c for s in symbols if (c := self._meta_step(pipe, s, status)) is not None]
+            meta_commits = [c for s in symbols if (c := self._meta_step(pipe, s, status, mono, force)) is not None]
         beat = force or mono - self._beat_at >= HEARTBEAT_S
         if beat:
             self._beat(pipe, symbols)
@@ -367,11 +374,25 @@ class RedisPublisher:
         pipe.set(self.keys.book(symbol), data)
         return lambda: self._book_sent.__setitem__(symbol, data)
 
-    def _meta_step(self, pipe: Any, symbol: str, status: Any) -> Callable[[], None] | None:
+    def _verification(self, symbol: str, mono: float | None, force: bool) -> dict | None:
+        # The engine's verification report (/api/verify, the page's "verified" marks), when
+        # verification is on: with --kline-check, and whenever REST history is on (the
+        # vendor's REST klines). verify() builds the 1m series and reads every bar under the
+        # engine lock: at most every VERIFY_EVERY_S per symbol (mono None: now).
+        if not (self.engine.config.market.kline_check or self.engine.market.verifier is not None):
+            return None
+        built = self._verify.get(symbol)
+        if built is not None and mono is not None and not force and mono - built[0] < VERIFY_EVERY_S:
+            return built[1]
+        report = self.engine.verify(symbol)
+        self._verify[symbol] = (time.monotonic() if mono is None else mono, report)
+        return report
+
+    def _meta_step(self, pipe: Any, symbol: str, status: Any, mono: float | None = None,
+                   force: bool = False) -> Callable[[], None] | None:
         try:
             total, marks = self.engine.gap_marks_since(symbol, 0)
-            # verify() builds the 1m series; only worth it when verification is on.
-            verify = self.engine.verify(symbol) if self.engine.config.market.kline_check else None
+            verify = self._verification(symbol, mono, force)
         except (KeyError, ValueError):
             return None
         st = status.symbols.get(symbol)
