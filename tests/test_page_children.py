@@ -88,3 +88,17 @@ def test_tape_and_status_when_the_book_has_no_level_then_renderable(engine_witho
     status = engine_without_book.status()
     assert unrenderable(status_children(status, "BTCUSDT")) == []
     assert unrenderable(status_banner(status)) == []
+
+
+def test_alert_log_when_local_storage_holds_odd_entries_then_renderable_text():
+    from dashboard.orderflow_callbacks import _log_items
+
+    good = {"time": "2026-12-03T20:01:15.085Z", "kind": "size", "text": "BTCUSDT 2.5 at 60,000.5"}
+    forged = [good, {"time": ["a", {"props": {}, "type": "Span", "namespace": "dash_html_components"}],
+                     "kind": {"x": 1}, "text": [[1, 2]]}, "not an entry", None]
+    items = _log_items(forged)
+    assert unrenderable(items) == []
+    assert len(items) == 2
+    assert [c.children for c in items[0].children] == ["20:01:15.085", "size", "BTCUSDT 2.5 at 60,000.5"]
+    assert [c.children for c in items[1].children] == ["", "", ""]
+    assert _log_items({"not": "a list"}) == []
