@@ -104,9 +104,22 @@ function(n) {
 
 
 def _log_items(log: list | None) -> list:
-    return [html.Li([html.Span(a.get("time", "")[11:23], className="of-alert-time"),
-                     html.Span(a.get("kind", ""), className=f"of-alert-kind of-alert-{a.get('kind', '')}"),
-                     html.Span(a.get("text", ""))]) for a in (log or []) if isinstance(a, dict)]
+    # The log comes back from the browser's local storage (an older version's entries, or
+    # forged): every field is made text, so no list or dict ever reaches the page as a
+    # child (React error #31 would stop the page rendering, again on every reload).
+    items = []
+    for a in log if isinstance(log, list) else []:
+        if not isinstance(a, dict):
+            continue
+        kind = _text(a.get("kind"))
+        items.append(html.Li([html.Span(_text(a.get("time"))[11:23], className="of-alert-time"),
+                              html.Span(kind, className=f"of-alert-kind of-alert-{kind}"),
+                              html.Span(_text(a.get("text")))]))
+    return items
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def register_orderflow(app: Any, engine: Any) -> None:

@@ -237,13 +237,19 @@ def tape_update(engine: Any, symbol: str, s: Settings, state: dict | None) -> tu
 
 
 def ladder_update(engine: Any, symbol: str, spec: BarSpec, s: Settings, sig: str | None) -> tuple[Any, str]:
-    """Return (ladder table children or no_update, signature)."""
+    """Return (ladder table children or no_update, signature).
+
+    The children are a flat list of rows (``orderflow_figures.ladder_table``), the header
+    alone while the book has no level (not yet synced, or no book): dash-renderer turns
+    only the list's own items into components, so a list nested in it reaches React as
+    plain objects and the whole page fails to render (React error #31).
+    """
     view = engine.depth(symbol, s.ladder_levels)
     if view is None or not (view.bids or view.asks):
         new = f"none|{symbol}"
-        return (no_update if new == sig else [off.ladder_table(pd.DataFrame(
+        return (no_update if new == sig else off.ladder_table(pd.DataFrame(
             {"price": [], "bid_size": [], "ask_size": [], "volume": []}), best_bid=None, best_ask=None,
-            price_dp=2, size_dp=2)], new)
+            price_dp=2, size_dp=2), new)
     traded: dict[float, list] = {}
     series = engine.bar_series(symbol, spec, 2**62)
     cur = series.current

@@ -168,9 +168,11 @@ def start_runtime(
     if serve:
         from dashboard.app import create_app
 
-        # After the feed starts (as before): built before it, the page's first updates
+        # After the feed starts (as before). Built before it, the page's first updates
         # raced the first data and the renderer failed now and then (React error #31, in
-        # two browser tests about one run in three); the cause is not understood yet.
+        # two browser tests about one run in three): most likely a book without levels
+        # yet, whose DOM ladder was a list nested in the table's children (fixed in
+        # ``orderflow_updates.ladder_update``); the other order was not tried again.
         rt.app = create_app(rt.engine, interval_ms=interval_ms, source=source_info(config, rt.exchange),
                             session_tz=config.session_tz)
     from feed.io.gctune import settle
