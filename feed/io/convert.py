@@ -129,8 +129,7 @@ def convert(
             raise ValueError(f"{name} must be a whole number 0..18, not {value!r}")
     if type(late_tolerance_s) not in (int, float) or not 0 <= late_tolerance_s < 1e9:
         raise ValueError(f"late_tolerance_s must be >= 0 seconds, not {late_tolerance_s!r}")
-    trades = _read_all(paths, fmt, symbol, progress)
-    sym = str(trades["symbol"].iloc[0])
+    trades, sym = _read_all(paths, fmt, symbol, progress)
     bars = aggregate(trades, spec, symbol=sym, late_tolerance_ns=int(late_tolerance_s * 1e9),
                      **bar_options)
     if on_late is not None:
@@ -280,14 +279,17 @@ def _decimals_arg(text: str) -> int:
     return value
 
 
-def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: bool) -> pd.DataFrame:
-    # Every input's trades (of one symbol): files in the order of their first trade, each
-    # file's trades in file order (arrival order). Never sorted by time: the aggregator
-    # applies the live out-of-order rule to them.
+def _read_all(paths: list[Path], fmt: str | None, symbol: str | None,
+              progress: bool) -> tuple[pd.DataFrame, str]:
+    # Every input's trades (of one symbol) and that symbol: files in the order of their
+    # first trade, each file's trades in file order (arrival order). Never sorted by time:
+    # the aggregator applies the live out-of-order rule to them. The frames have no
+    # symbol column (one symbol is checked from each file's row_symbols instead).
     bar = _progress_bar(paths) if progress else None
     try:
         frames = [
-            read_trades(p, fmt=fmt, symbol=symbol, on_progress=bar.update if bar else None)
+            read_trades(p, fmt=fmt, symbol=symbol, on_progress=bar.update if bar else None,
+                        symbol_column=False)
             for p in paths
         ]
     finally:
@@ -306,14 +308,14 @@ def _read_all(paths: list[Path], fmt: str | None, symbol: str | None, progress: 
         if symbol and seen:
             raise RecordingError(f"{where}: no {symbol.upper()} trades; symbols found: {', '.join(seen)}")
         raise RecordingError(f"{where}: no trades found")
-    symbols = trades["symbol"].unique().tolist()
+    symbols = sorted({s for f in frames for s in f.attrs["row_symbols"]})
     if len(symbols) > 1:
         raise RecordingError(
-            f"{where}: trades of several symbols ({', '.join(sorted(symbols))}); choose one with --symbol"
+            f"{where}: trades of several symbols ({', '.join(symbols)}); choose one with --symbol"
         )
     file_index = np.repeat(np.arange(len(frames)), lengths)
     _check_overlap(trades, file_index, paths)
-    return trades
+    return trades, symbols[0]
 
 
 def _check_overlap(trades: pd.DataFrame, file_index: np.ndarray, paths: list[Path]) -> None:

@@ -31,7 +31,7 @@ import pandas as pd
 from feed.io.readers import open_binary
 from feed.io.tradecolumns import _EPOCH_UNITS
 
-__all__ = ["read_binance_csv"]
+__all__ = ["read_binance_csv", "repeated_str"]
 
 
 def read_binance_csv(
@@ -42,7 +42,7 @@ def read_binance_csv(
     name_symbol: str | None,
     want: str | None,
     progress: Callable[[int], object],
-) -> tuple[list[pd.DataFrame], set[str]] | None:
+) -> tuple[list[pd.DataFrame], set[str], str] | None:
     """Read a clean Binance trades/aggTrades CSV in one typed pass, or return None.
 
     Parameters
@@ -65,10 +65,12 @@ def read_binance_csv(
 
     Returns
     -------
-    (list of DataFrame, set of str) or None
-        The trade frame (``feed.io.tradecolumns.TRADE_COLUMNS``, plus ``count`` for
-        aggTrades) in a one-element list and the symbols seen, as
-        ``feed.io.tradefiles._csv_trades`` returns them; None when the file is not clean
+    (list of DataFrame, set of str, str) or None
+        The trade frame (``feed.io.tradecolumns.TRADE_COLUMNS`` without ``symbol``, plus
+        ``count`` for aggTrades) in a one-element list (empty for no trades), the symbols
+        seen, as ``feed.io.tradefiles._csv_trades`` returns them, and the symbol of every
+        row (the caller adds the column only if it wants it: millions of copies of one
+        string cost more than the rest of the frame); None when the file is not clean
         (the caller then reads it the slow way, which reports the problem).
     """
     if n_fields < max(positions.values()) + 1:
@@ -122,11 +124,10 @@ def read_binance_csv(
         "in_bars": np.ones(n, bool),
         # Ids are never missing here: an all-False mask, and no copy of the values.
         "trade_id": pd.arrays.IntegerArray(col["trade_id"], np.zeros(n, bool)),
-        "symbol": _repeated_str(label, n),
     }, copy=False)  # no copy: the columns are fresh, and consolidating them would copy
     if count is not None:
         frame["count"] = count
-    return ([frame] if n else []), seen
+    return ([frame] if n else []), seen, label
 
 
 def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str, int],
@@ -147,9 +148,12 @@ def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dic
     return {field: np.ascontiguousarray(raw[i].to_numpy()) for field, i in positions.items()}
 
 
-def _repeated_str(label: str, n: int) -> pd.Series:
-    # A "str" column of ``n`` times ``label``, built as one Arrow string array from its
-    # offsets and bytes; pandas would take (copy) a Python object per row.
+def repeated_str(label: str, n: int) -> pd.Series:
+    """Return a ``str`` Series of ``n`` times ``label`` (the symbol column of one file).
+
+    Built as one Arrow string array from its offsets and bytes; pandas would take (copy)
+    a Python object per row.
+    """
     try:
         import pyarrow as pa
     except ImportError:  # pragma: no cover - pandas' "str" dtype is Arrow-backed here
