@@ -29,6 +29,7 @@ A bad argument or file prints one line, ``tickscope bars: error: <file>:<line>: 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -363,40 +364,43 @@ def _max_decimals_of(values: np.ndarray) -> int:
     # rint(v * 10**d) recovers k while v * 10**d < 2**52, so rint(v * 10**d) / 10**d == v
     # (IEEE division is correctly rounded) holds exactly then, and fails for more digits.
     v = np.asarray(values, np.float64)
-    finite = np.isfinite(v)
-    if not finite.all():
-        v = v[finite]
+    if not len(v):
+        return 0
+    lo, hi = float(v.min()), float(v.max())  # NaN if any is NaN
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        v = v[np.isfinite(v)]
+        if not len(v):
+            return 0
+        lo, hi = float(v.min()), float(v.max())
+    # The largest |v| * 10**d is top * 10**d (rounding is monotonic), so whether any
+    # value is beyond the precision test's bound is known without a pass over them.
+    top = max(abs(lo), abs(hi))
     start = 0
     if len(v) > 8192:
         # Start where a sample stops: below it some value fails already (and no value of
         # all is beyond the precision test's bound there), so one or two passes remain.
-        top = float(np.abs(v).max())
         bound = next((d for d in range(MAX_DECIMALS + 1) if top * 10.0**d >= 2.0**52), MAX_DECIMALS)
         start = min(_max_decimals_of(v[:8192]), bound)
     for d in range(start, MAX_DECIMALS + 1):
-        exact, big = _decimals_pass(v, d)
-        if exact:
-            return d
-        if big:
-            return d  # further digits are beyond a double's precision for these values
+        if _decimals_pass(v, d) or top * 10.0**d >= 2.0**52:
+            return d  # exact; or further digits are beyond a double's precision here
     return MAX_DECIMALS
 
 
-def _decimals_pass(v: np.ndarray, d: int) -> tuple[bool, bool]:
-    # (every value prints exactly with d decimals, some |v| * 10**d >= 2**52), tested in
-    # blocks that stay in cache: whole-array temporaries would be written to fresh memory.
+def _decimals_pass(v: np.ndarray, d: int) -> bool:
+    # Every value prints exactly with d decimals; tested in blocks that stay in cache
+    # (whole-array temporaries would be written to fresh memory), stopping at the first
+    # block with a value that does not.
     scale = 10.0**d
-    exact, big = True, False
     buf = np.empty(min(len(v), _DECIMALS_BLOCK))
     for lo in range(0, len(v), _DECIMALS_BLOCK):
         part = v[lo:lo + _DECIMALS_BLOCK]
         scaled = np.multiply(part, scale, out=buf[:len(part)])
-        big = big or bool((np.abs(scaled) >= 2.0**52).any())
-        if exact:
-            exact = bool((np.rint(scaled) / scale == part).all())
-        if big and not exact:
-            break
-    return exact, big
+        np.rint(scaled, out=scaled)
+        np.divide(scaled, scale, out=scaled)
+        if not np.array_equal(scaled, part):
+            return False
+    return True
 
 
 # Values per block of _decimals_pass.

@@ -102,7 +102,7 @@ def read_binance_csv(
     unit = next((u for u in _EPOCH_UNITS if u[1] <= v0 < u[2]), None)
     if unit is None or not (ts_raw.min() >= unit[1] and ts_raw.max() < unit[2]):
         return None
-    ts = ts_raw * unit[3]
+    ts = np.multiply(ts_raw, unit[3], out=ts_raw)  # ours alone (see _parse): in place
     count = None
     if "first_id" in col:
         count = col["last_id"] - col["first_id"] + 1
@@ -120,7 +120,7 @@ def read_binance_csv(
         "ts_ns": ts,
         "price": price,
         "size": size,
-        "side": np.where(col["buyer_maker"], np.int8(-1), np.int8(1)),
+        "side": _sides(col["buyer_maker"]),
         "in_bars": np.ones(n, bool),
         # Ids are never missing here: an all-False mask, and no copy of the values.
         "trade_id": pd.arrays.IntegerArray(col["trade_id"], np.zeros(n, bool)),
@@ -145,7 +145,27 @@ def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dic
         return None
     if len(raw) == 0 or raw.shape[1] != n_fields:
         return None
-    return {field: np.ascontiguousarray(raw[i].to_numpy()) for field, i in positions.items()}
+    return {field: _owned(raw[i].to_numpy()) for field, i in positions.items()}
+
+
+def _owned(values: np.ndarray) -> np.ndarray:
+    # A column of the parsed frame as a writable contiguous array. pandas hands out
+    # read-only views (copy on write), but nothing else ever sees that frame, so its
+    # columns are ours to change in place instead of copying millions of values.
+    values = np.ascontiguousarray(values)
+    try:
+        values.flags.writeable = True
+    except ValueError:  # pragma: no cover - a view of memory pandas does not own
+        values = values.copy()
+    return values
+
+
+def _sides(buyer_maker: np.ndarray) -> np.ndarray:
+    # Taker side from Binance's is_buyer_maker: True (the buyer made, the taker sold)
+    # -> SELL (-1), False -> BUY (+1); as int8 arithmetic, one pass per step.
+    side = buyer_maker.view(np.int8) * np.int8(-2)
+    side += np.int8(1)
+    return side
 
 
 def repeated_str(label: str, n: int) -> pd.Series:
