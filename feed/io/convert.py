@@ -314,13 +314,13 @@ def _read_all(paths: list[Path], fmt: str | None, symbol: str | None,
         raise RecordingError(
             f"{where}: trades of several symbols ({', '.join(symbols)}); choose one with --symbol"
         )
-    file_index = np.repeat(np.arange(len(frames)), lengths)
-    _check_overlap(trades, file_index, paths)
+    _check_overlap(trades, lengths, paths)
     return trades, symbols[0]
 
 
-def _check_overlap(trades: pd.DataFrame, file_index: np.ndarray, paths: list[Path]) -> None:
+def _check_overlap(trades: pd.DataFrame, lengths: list[int], paths: list[Path]) -> None:
     # The same trade id twice means overlapping inputs: its volume would count twice.
+    # ``lengths``: rows of each of ``paths``, in the order of the rows of ``trades``.
     ids = trades["trade_id"]
     known = ids.notna().to_numpy()
     if not known.any():
@@ -336,7 +336,8 @@ def _check_overlap(trades: pd.DataFrame, file_index: np.ndarray, paths: list[Pat
         return
     rows = np.flatnonzero(known)[dup]
     tid = int(ids.iloc[rows[0]])
-    files = sorted({str(paths[i]) for i in file_index[rows[ids.iloc[rows].to_numpy() == tid]]})
+    file_of = np.searchsorted(np.cumsum(lengths), rows[ids.iloc[rows].to_numpy() == tid], side="right")
+    files = sorted({str(paths[i]) for i in file_of})
     raise RecordingError(
         f"{' and '.join(files)}: trade id {tid} appears more than once: the inputs overlap "
         f"(each trade must be given once)"
