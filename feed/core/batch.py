@@ -363,9 +363,12 @@ def _sums_by_slices(price: np.ndarray, size: np.ndarray, side: np.ndarray,
         group = np.repeat(np.arange(n), np.diff(np.r_[idx, len(price)]))
         buy, sell = _taker_sums(size, side, group, n)
         return _seq_sum(size, group, n), _seq_sum(price * size, group, n), buy, sell
-    volume, turnover, taker = np.zeros(n), np.zeros(n), np.zeros(3 * n)
+    # Volume and turnover in one pass as the real and imaginary parts of complex sums:
+    # complex addition adds the two parts separately, each a float64 addition, so each
+    # part is the same running sum as on its own.
+    sums, taker = np.zeros(n, np.complex128), np.zeros(3 * n)
     m = min(len(price), _BLOCK)
-    gbuf, kbuf, pbuf = np.empty(m, np.intp), np.empty(m, np.intp), np.empty(m)
+    gbuf, kbuf, zbuf = np.empty(m, np.intp), np.empty(m, np.intp), np.empty(m, np.complex128)
     add_at = np.add.at
     for lo in range(0, len(price), _BLOCK):
         hi = min(lo + _BLOCK, len(price))
@@ -377,15 +380,17 @@ def _sums_by_slices(price: np.ndarray, size: np.ndarray, side: np.ndarray,
         group = gbuf[:k]
         group[:] = np.repeat(np.arange(g0, g0 + len(lens)), lens)
         s = size[lo:hi]
-        add_at(volume, group, s)
-        add_at(turnover, group, np.multiply(price[lo:hi], s, out=pbuf[:k]))
+        z = zbuf[:k]
+        z.real = s
+        np.multiply(price[lo:hi], s, out=z.imag)
+        add_at(sums, group, z)
         # Taker side: slot 3 * group + side + 1 (sell 0, unknown 1, buy 2).
         key = np.multiply(group, 3, out=kbuf[:k])
         key += side[lo:hi]
         key += 1
         add_at(taker, key, s)
     taker = taker.reshape(n, 3)
-    return volume, turnover, taker[:, 2].copy(), taker[:, 0].copy()
+    return sums.real.copy(), sums.imag.copy(), taker[:, 2].copy(), taker[:, 0].copy()
 
 
 def _taker_sums(size: np.ndarray, side: np.ndarray, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
