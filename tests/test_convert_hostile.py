@@ -104,3 +104,39 @@ def test_bars_when_two_of_three_inputs_overlap_names_those_two(tmp_path, capsys)
     assert code == 2
     tid = rows[1500].split(",")[0]
     assert f"{paths[1]} and {paths[2]}: trade id {tid} appears more than once" in err
+
+
+def test_progress_when_reading_outlasts_the_delay_shows_every_byte_read_so_far(monkeypatch):
+    # The bar (and tqdm) only once an update comes after the delay, counting the bytes
+    # reported before it.
+    import sys
+    import types
+
+    import feed.io.convert as convert
+
+    made = []
+
+    class FakeTqdm:
+        def __init__(self, **kw):
+            self.n, self.closed, self.kw = 0, False, kw
+            made.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "tqdm", types.SimpleNamespace(tqdm=FakeTqdm))
+    clock = [100.0]
+    monkeypatch.setattr(convert.time, "monotonic", lambda: clock[0])
+    progress = convert._Progress(1000)
+    progress.update(300)
+    clock[0] += convert._PROGRESS_DELAY_S / 2
+    progress.update(200)
+    assert made == []
+    clock[0] += convert._PROGRESS_DELAY_S
+    progress.update(100)
+    progress.update(50)
+    progress.close()
+    assert len(made) == 1 and made[0].n == 650 and made[0].closed and made[0].kw["total"] == 1000

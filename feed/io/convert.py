@@ -33,6 +33,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
@@ -344,17 +345,42 @@ def _check_overlap(trades: pd.DataFrame, lengths: list[int], paths: list[Path]) 
     )
 
 
-def _progress_bar(paths: list[Path]):
-    # tqdm over input bytes on stderr; None when stderr is not a terminal.
+def _progress_bar(paths: list[Path]) -> _Progress | None:
+    # A progress bar over input bytes on stderr; None when stderr is not a terminal.
     if not sys.stderr.isatty():
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress is a nicety; conversion works without it
-        return None
-    total = sum(p.stat().st_size for p in paths if p.is_file())
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="reading",
-                file=sys.stderr, delay=_PROGRESS_DELAY_S, leave=False)
+    return _Progress(sum(p.stat().st_size for p in paths if p.is_file()))
+
+
+class _Progress:
+    # tqdm over ``total`` input bytes, created (and tqdm imported) only when an update
+    # comes after _PROGRESS_DELAY_S: a conversion done by then, as most are, never pays
+    # for importing tqdm. The bytes reported before are carried into the bar.
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.start = time.monotonic()
+        self.done = 0
+        self.bar = None
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is None:
+            if time.monotonic() - self.start < _PROGRESS_DELAY_S:
+                return
+            try:
+                from tqdm import tqdm
+            except ImportError:  # progress is a nicety; conversion works without it
+                self.start = float("inf")  # never try again
+                return
+            self.bar = tqdm(total=self.total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc="reading", file=sys.stderr, leave=False)
+            n = self.done
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _max_decimals_of(values: np.ndarray) -> int:
