@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -47,7 +47,7 @@ from feed.core.models import BarSpec
 from feed.io.readers import RecordingError
 from feed.io.tradefiles import FORMATS, read_trades
 
-__all__ = ["convert", "main", "build_parser", "MAX_DECIMALS"]
+__all__ = ["convert", "main", "build_parser", "exit_process", "MAX_DECIMALS"]
 
 PROG = "tickscope bars"
 
@@ -231,6 +231,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {late[0]} late trade{'' if late[0] == 1 else 's'} left out (more than "
               f"{args.late_tolerance:g} s older than the newest before; --late-tolerance)", file=sys.stderr)
     return 0
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the ``tickscope bars`` process with ``code`` once its output is out, skipping
+    the interpreter's teardown.
+
+    Tearing down pandas, numpy and pyarrow (freeing every module's objects, a last
+    garbage collection) costs about 0.08 s of a conversion that takes 0.7 s, after the
+    bars are written. The output file is closed and renamed by then and nothing here
+    registers exit handlers, so only the standard streams need flushing. For the command
+    only (``dashboard.cli.main`` with no arguments): a caller of :func:`main` keeps its
+    process.
+
+    Raises
+    ------
+    SystemExit
+        With ``code`` when a standard stream cannot be flushed (a closed pipe): the normal
+        exit then reports it as it always did.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 # -- private ----------------------------------------------------------------------------
