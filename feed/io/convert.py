@@ -434,8 +434,8 @@ def _max_decimals_of(values: np.ndarray) -> int:
         bound = next((d for d in range(MAX_DECIMALS + 1) if top * 10.0**d >= 2.0**52), MAX_DECIMALS)
         start = min(_max_decimals_of(v[:8192]), bound)
     for d in range(start, MAX_DECIMALS + 1):
-        if _decimals_pass(v, d) or top * 10.0**d >= 2.0**52:
-            return d  # exact; or further digits are beyond a double's precision here
+        if top * 10.0**d >= 2.0**52 or _decimals_pass(v, d):
+            return d  # further digits are beyond a double's precision here; or exact
     return MAX_DECIMALS
 
 
