@@ -311,7 +311,7 @@ def _group_frame(symbol, spec, price, size, side, idx, counts, ts) -> pd.DataFra
     else:
         open_idx, close_idx = idx, last
     if group is None and len(price) >= _LOOP_MIN_MEAN * n:
-        volume, turnover, buy_volume, sell_volume = _sums_by_slices(price, size, side, idx)
+        volume, turnover, buy_volume, sell_volume = _sums_by_blocks(price, size, side, idx)
     else:
         if group is None:
             group = np.repeat(np.arange(n), counts)
@@ -350,7 +350,7 @@ _LOOP_MIN_MEAN = 512
 _BLOCK = 1 << 16
 
 
-def _sums_by_slices(price: np.ndarray, size: np.ndarray, side: np.ndarray,
+def _sums_by_blocks(price: np.ndarray, size: np.ndarray, side: np.ndarray,
                     idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # volume, turnover, taker buy and sell volume per contiguous group (group g starts at
     # idx[g]), each summed left to right from 0.0 as the streaming aggregator adds them,
