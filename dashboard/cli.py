@@ -224,13 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     owns its own arguments); ``tickscope collect ...`` publishes to Redis with no web
     server (:func:`dashboard.collect.main`).
     """
+    whole_process = argv is None  # the command itself (console script, python -m), not a call
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bars"]:  # before any dashboard import: the converter needs none
+        from feed.io.convert import exit_process, main as bars_main
+
+        code = bars_main(argv[1:])
+        return exit_process(code) if whole_process else code
     from .runtime import start_runtime
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["bars"]:
-        from feed.io.convert import main as bars_main
-
-        return bars_main(argv[1:])
     if argv[:1] == ["collect"]:  # a feed publishing to Redis, no web server (dashboard/collect.py)
         from .collect import main as collect_main
 

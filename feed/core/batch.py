@@ -183,6 +183,17 @@ def aggregate(
 def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> tuple[pd.DataFrame, int]:
     # Vectorised time bars with the streaming aggregator's late-trade rule; also returns
     # how many trades were late and left out (the aggregator's ``late``).
+    in_order = _in_time_order(ts)
+    edges = _sorted_bar_starts(grid, ts) if in_order else None
+    if edges is not None:
+        # Times never fall back (a plain exchange file): no trade is late and every bar is
+        # one contiguous run of trades, found by binary search at the bar starts instead of
+        # a bucket (an int64 division) per trade.
+        idx, bar_start = edges
+        frame = _group_frame(symbol, spec, price, size, side, idx, np.diff(np.r_[idx, len(ts)]), None)
+        frame["start"] = bar_start
+        frame["end"] = bar_start + grid.interval_ns
+        return _finish_time_bars(frame, grid, empty), 0
     start, end = _buckets(grid, ts)
     n = len(ts)
     n_late = 0
@@ -220,14 +231,47 @@ def _time_bars(symbol, spec, ts, price, size, side, grid, empty, tolerance) -> t
             ts[order], price[order], size[order], side[order], start[order], end[order], late[order])
     idx = np.flatnonzero(np.r_[True, start[1:] != start[:-1]])
     counts = np.diff(np.r_[idx, n])
-    frame = _group_frame(symbol, spec, price, size, side, idx, counts, ts)
+    frame = _group_frame(symbol, spec, price, size, side, idx, counts, None if in_order else ts)
     frame["start"] = start[idx]
     frame["end"] = end[idx] if end is not None else start[idx] + grid.interval_ns
+    return _finish_time_bars(frame, grid, empty), n_late
+
+
+def _finish_time_bars(frame: pd.DataFrame, grid, empty) -> pd.DataFrame:
+    # Flat bars for empty intervals if asked, the last bar in progress, the derived
+    # columns, and BAR_COLUMNS in order with their dtypes.
     frame["closed"] = True
     if empty == "flat":
         frame = _fill_flat(frame, grid)
     frame.loc[frame.index[-1], "closed"] = False
-    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES), n_late
+    return _with_derived(frame)[list(BAR_COLUMNS)].reset_index(drop=True).astype(_DTYPES)
+
+
+def _in_time_order(ts: np.ndarray) -> bool:
+    # No trade older than the one before it (one pass, no temporary of the whole array).
+    for lo in range(0, len(ts), _BLOCK):
+        part = ts[lo:lo + _BLOCK + 1]
+        if bool((part[1:] < part[:-1]).any()):
+            return False
+    return True
+
+
+def _sorted_bar_starts(grid, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    # For times in order on an epoch grid: (index of each bar's first trade, bar start ns)
+    # of the non-empty intervals, by a binary search of every interval start between the
+    # first and last trade. None (take the per-trade path) on a session grid, or when
+    # the intervals outnumber the trades (sparse trades on a fine grid).
+    if not isinstance(grid, EpochGrid):
+        return None
+    first = int(grid.bucket(int(ts[0]))[0])
+    last = int(grid.bucket(int(ts[-1]))[0])
+    n_intervals = (last - first) // grid.interval_ns + 1
+    if n_intervals > len(ts):
+        return None
+    starts = first + grid.interval_ns * np.arange(n_intervals, dtype=np.int64)
+    pos = np.searchsorted(ts, starts, side="left")
+    used = np.flatnonzero(pos != np.r_[pos[1:], len(ts)])
+    return pos[used], starts[used]
 
 
 def _tick_bars(symbol, spec, ts, price, size, side, sessions) -> pd.DataFrame:
@@ -267,7 +311,7 @@ def _group_frame(symbol, spec, price, size, side, idx, counts, ts) -> pd.DataFra
     else:
         open_idx, close_idx = idx, last
     if group is None and len(price) >= _LOOP_MIN_MEAN * n:
-        volume, turnover, buy_volume, sell_volume = _sums_by_slices(price, size, side, idx)
+        volume, turnover, buy_volume, sell_volume = _sums_by_blocks(price, size, side, idx)
     else:
         if group is None:
             group = np.repeat(np.arange(n), counts)
@@ -299,30 +343,54 @@ def _seq_sum(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
 
 
 # Groups at least this long on average (a day of a busy symbol in 1m bars: thousands)
-# are summed slice by slice, in cache; shorter ones by bincount over a group index.
+# are summed block by block, in cache; shorter ones by bincount over a group index.
 _LOOP_MIN_MEAN = 512
 
+# Trades per block of the blocked passes (temporaries of this many values stay in cache).
+_BLOCK = 1 << 16
 
-def _sums_by_slices(price: np.ndarray, size: np.ndarray, side: np.ndarray,
+
+def _sums_by_blocks(price: np.ndarray, size: np.ndarray, side: np.ndarray,
                     idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    # volume, turnover, taker buy and sell volume per contiguous group, each a running sum
-    # left to right (np.add.accumulate is sequential; reduce and reduceat sum pairwise),
-    # so equal to the streaming aggregator's bit for bit, as _seq_sum is. Per slice, the
-    # temporaries stay in cache instead of four whole-array ones plus a group index.
+    # volume, turnover, taker buy and sell volume per contiguous group (group g starts at
+    # idx[g]), each summed left to right from 0.0 as the streaming aggregator adds them,
+    # so equal to it bit for bit, as _seq_sum is: np.add.at is unbuffered and applies its
+    # additions in index order (np.add.reduce and reduceat sum pairwise and would differ).
+    # The trades go through in blocks, so the group index, price x size and the taker
+    # key are block-sized temporaries in cache, not three whole-array ones.
     n = len(idx)
-    bounds = np.r_[idx, len(price)].tolist()
-    out = np.empty((4, n))
-    acc = np.add.accumulate
-    for g in range(n):
-        a, b = bounds[g], bounds[g + 1]
-        s, sd = size[a:b], side[a:b]
-        # 0.0 + (the running sum from the first value) is the running sum from 0.0, to
-        # the bit: the two differ only while every value so far is -0.0.
-        out[0, g] = 0.0 + acc(s)[-1]
-        out[1, g] = 0.0 + acc(price[a:b] * s)[-1]
-        out[2, g] = 0.0 + acc(np.where(sd == BUY, s, 0.0))[-1]
-        out[3, g] = 0.0 + acc(np.where(sd == SELL, s, 0.0))[-1]
-    return out[0], out[1], out[2], out[3]
+    if len(side) and (side.min() < SELL or side.max() > BUY):
+        group = np.repeat(np.arange(n), np.diff(np.r_[idx, len(price)]))
+        buy, sell = _taker_sums(size, side, group, n)
+        return _seq_sum(size, group, n), _seq_sum(price * size, group, n), buy, sell
+    # Volume and turnover in one pass as the real and imaginary parts of complex sums:
+    # complex addition adds the two parts separately, each a float64 addition, so each
+    # part is the same running sum as on its own.
+    sums, taker = np.zeros(n, np.complex128), np.zeros(3 * n)
+    m = min(len(price), _BLOCK)
+    gbuf, kbuf, zbuf = np.empty(m, np.intp), np.empty(m, np.intp), np.empty(m, np.complex128)
+    add_at = np.add.at
+    for lo in range(0, len(price), _BLOCK):
+        hi = min(lo + _BLOCK, len(price))
+        k = hi - lo
+        # Group of each trade of the block: the groups starting at or before it.
+        g0 = int(np.searchsorted(idx, lo, side="right")) - 1
+        g1 = int(np.searchsorted(idx, hi, side="left"))
+        lens = np.diff(np.r_[lo, idx[g0 + 1:g1], hi])
+        group = gbuf[:k]
+        group[:] = np.repeat(np.arange(g0, g0 + len(lens)), lens)
+        s = size[lo:hi]
+        z = zbuf[:k]
+        z.real = s
+        np.multiply(price[lo:hi], s, out=z.imag)
+        add_at(sums, group, z)
+        # Taker side: slot 3 * group + side + 1 (sell 0, unknown 1, buy 2).
+        key = np.multiply(group, 3, out=kbuf[:k])
+        key += side[lo:hi]
+        key += 1
+        add_at(taker, key, s)
+    taker = taker.reshape(n, 3)
+    return sums.real.copy(), sums.imag.copy(), taker[:, 2].copy(), taker[:, 0].copy()
 
 
 def _taker_sums(size: np.ndarray, side: np.ndarray, group: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

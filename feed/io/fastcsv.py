@@ -31,7 +31,7 @@ import pandas as pd
 from feed.io.readers import open_binary
 from feed.io.tradecolumns import _EPOCH_UNITS
 
-__all__ = ["read_binance_csv"]
+__all__ = ["read_binance_csv", "repeated_str"]
 
 
 def read_binance_csv(
@@ -42,7 +42,7 @@ def read_binance_csv(
     name_symbol: str | None,
     want: str | None,
     progress: Callable[[int], object],
-) -> tuple[list[pd.DataFrame], set[str]] | None:
+) -> tuple[list[pd.DataFrame], set[str], str] | None:
     """Read a clean Binance trades/aggTrades CSV in one typed pass, or return None.
 
     Parameters
@@ -65,10 +65,12 @@ def read_binance_csv(
 
     Returns
     -------
-    (list of DataFrame, set of str) or None
-        The trade frame (``feed.io.tradecolumns.TRADE_COLUMNS``, plus ``count`` for
-        aggTrades) in a one-element list and the symbols seen, as
-        ``feed.io.tradefiles._csv_trades`` returns them; None when the file is not clean
+    (list of DataFrame, set of str, str) or None
+        The trade frame (``feed.io.tradecolumns.TRADE_COLUMNS`` without ``symbol``, plus
+        ``count`` for aggTrades) in a one-element list (empty for no trades), the symbols
+        seen, as ``feed.io.tradefiles._csv_trades`` returns them, and the symbol of every
+        row (the caller adds the column only if it wants it: millions of copies of one
+        string cost more than the rest of the frame); None when the file is not clean
         (the caller then reads it the slow way, which reports the problem).
     """
     if n_fields < max(positions.values()) + 1:
@@ -100,7 +102,7 @@ def read_binance_csv(
     unit = next((u for u in _EPOCH_UNITS if u[1] <= v0 < u[2]), None)
     if unit is None or not (ts_raw.min() >= unit[1] and ts_raw.max() < unit[2]):
         return None
-    ts = ts_raw * unit[3]
+    ts = np.multiply(ts_raw, unit[3], out=ts_raw)  # ours alone (see _parse): in place
     count = None
     if "first_id" in col:
         count = col["last_id"] - col["first_id"] + 1
@@ -118,15 +120,14 @@ def read_binance_csv(
         "ts_ns": ts,
         "price": price,
         "size": size,
-        "side": np.where(col["buyer_maker"], np.int8(-1), np.int8(1)),
+        "side": _sides(col["buyer_maker"]),
         "in_bars": np.ones(n, bool),
         # Ids are never missing here: an all-False mask, and no copy of the values.
         "trade_id": pd.arrays.IntegerArray(col["trade_id"], np.zeros(n, bool)),
-        "symbol": _repeated_str(label, n),
     }, copy=False)  # no copy: the columns are fresh, and consolidating them would copy
     if count is not None:
         frame["count"] = count
-    return ([frame] if n else []), seen
+    return ([frame] if n else []), seen, label
 
 
 def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dict[str, int],
@@ -144,12 +145,35 @@ def _parse(source: str | IO[bytes], skip_rows: int, dtypes: dict, positions: dic
         return None
     if len(raw) == 0 or raw.shape[1] != n_fields:
         return None
-    return {field: np.ascontiguousarray(raw[i].to_numpy()) for field, i in positions.items()}
+    return {field: _owned(raw[i].to_numpy()) for field, i in positions.items()}
 
 
-def _repeated_str(label: str, n: int) -> pd.Series:
-    # A "str" column of ``n`` times ``label``, built as one Arrow string array from its
-    # offsets and bytes; pandas would take (copy) a Python object per row.
+def _owned(values: np.ndarray) -> np.ndarray:
+    # A column of the parsed frame as a writable contiguous array. pandas hands out
+    # read-only views (copy on write), but nothing else ever sees that frame, so its
+    # columns are ours to change in place instead of copying millions of values.
+    values = np.ascontiguousarray(values)
+    try:
+        values.flags.writeable = True
+    except ValueError:  # pragma: no cover - a view of memory pandas does not own
+        values = values.copy()
+    return values
+
+
+def _sides(buyer_maker: np.ndarray) -> np.ndarray:
+    # Taker side from Binance's is_buyer_maker: True (the buyer made, the taker sold)
+    # -> SELL (-1), False -> BUY (+1); as int8 arithmetic, one pass per step.
+    side = buyer_maker.view(np.int8) * np.int8(-2)
+    side += np.int8(1)
+    return side
+
+
+def repeated_str(label: str, n: int) -> pd.Series:
+    """Return a ``str`` Series of ``n`` times ``label`` (the symbol column of one file).
+
+    Built as one Arrow string array from its offsets and bytes; pandas would take (copy)
+    a Python object per row.
+    """
     try:
         import pyarrow as pa
     except ImportError:  # pragma: no cover - pandas' "str" dtype is Arrow-backed here

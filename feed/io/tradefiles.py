@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from feed.core.models import MalformedMessage, Trade
-from feed.io.fastcsv import read_binance_csv
+from feed.io.fastcsv import read_binance_csv, repeated_str
 from feed.io.readers import RecordingError, fail_at, open_binary, recording_lines
 from feed.io.tradecolumns import TRADE_COLUMNS, ChunkState, convert_chunk, trade_frame
 
@@ -131,6 +131,7 @@ def read_trades(
     fmt: str | None = None,
     symbol: str | None = None,
     on_progress: Callable[[int], object] | None = None,
+    symbol_column: bool = True,
 ) -> pd.DataFrame:
     """Return every trade in one file as a DataFrame with columns :data:`TRADE_COLUMNS`.
 
@@ -171,6 +172,10 @@ def read_trades(
         their symbol, it labels the trades.
     on_progress : callable, optional
         Called with the number of (compressed) file bytes consumed since the last call.
+    symbol_column : bool, default True
+        False leaves the ``symbol`` column out; ``attrs["row_symbols"]`` then lists the
+        distinct symbols of the rows returned. ``tickscope bars`` reads files of millions
+        of trades of one symbol, whose column would cost more than the rest of the frame.
 
     Returns
     -------
@@ -191,15 +196,25 @@ def read_trades(
         raise RecordingError(f"{p}: unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     want = symbol.strip().upper() if symbol else None
     progress = on_progress or (lambda n: None)
+    label = None  # the symbol of every row, when the reader gives one for all
     if fmt == "recording":
         parts, seen = _recording_trades(p, want, progress)
     elif fmt == "generic" and _is_parquet(p):
         parts, seen = _parquet_trades(p, want, progress)
     else:
-        parts, seen = _csv_trades(p, fmt, want, progress)
+        parts, seen, label = _csv_trades(p, fmt, want, progress)
     # One part (a fast-path file, or a small one) is used as is: a concat would copy it.
-    frame = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True) if parts
-             else trade_frame({}))
+    if not parts:
+        frame, label = trade_frame({}), None
+    else:
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    if label is not None:
+        if symbol_column:
+            frame.insert(TRADE_COLUMNS.index("symbol"), "symbol", repeated_str(label, len(frame)))
+        else:
+            frame.attrs["row_symbols"] = [label]
+    elif not symbol_column:
+        frame.attrs["row_symbols"] = sorted(frame.pop("symbol").unique().tolist())
     frame.attrs["symbols"] = sorted(seen)
     frame.attrs["format"] = fmt
     return frame
@@ -399,7 +414,7 @@ def _csv_trades(path: Path, fmt: str, want: str | None, progress: Callable[[int]
     except (UnicodeDecodeError, EOFError, OSError, zlib.error, zipfile.BadZipFile) as exc:
         # gzip raises BadGzipFile (an OSError), EOFError or zlib.error on damaged files.
         raise RecordingError(f"{path}: unreadable: {exc}") from None
-    return parts, seen
+    return parts, seen, None
 
 
 def _csv_header(path: Path) -> tuple[int, list[str] | None]:
