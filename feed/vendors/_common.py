@@ -15,9 +15,10 @@ import re
 from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
-from typing import TypeVar
+from typing import Annotated, TypeVar
 from urllib.parse import SplitResult, quote
 
+import msgspec
 import orjson
 
 from feed.core.models import MalformedMessage
@@ -63,10 +64,10 @@ MAX_NOTIONAL = 1e18  # price * size, quote currency
 # optional exponent. float() also takes "5_0", " 5 ", "infinity", "nan" and non-ASCII
 # digits; none of them is a price a vendor sends.
 _PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-# A plain decimal is exactly text that float() takes and that holds only these characters:
-# they leave out what float() takes besides (spaces, underscores, "inf", "nan", non-ASCII
-# digits). Checked over a whole side of a depth message at once (:func:`_text_levels`).
-_DECIMAL_CHARS = b"0123456789.eE+-"
+#: One side of depth levels as msgspec converts and checks it (:func:`_text_levels`).
+_SIDE = tuple[tuple[Annotated[float, msgspec.Meta(gt=0.0, lt=MAX_PRICE)],
+                    Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_SIZE)]], ...]
+_convert = msgspec.convert
 _LIST_ROWS = {list}
 
 #: What a parser raises for a present but unusable field (turned into ``bad_field``).
@@ -465,31 +466,20 @@ def _row_levels(rows: list, field: str, price: int | str, size: int | str, rank:
 
 
 def _text_levels(rows: list, price: int, size: int) -> tuple[tuple[float, float], ...] | None:
-    # The common case in one pass per check, each over a whole side at C speed: list rows
-    # whose price and size are plain-decimal text in range (every Binance depth message).
-    # None when anything is unusual (another row or value type, a short row, bad text, a
-    # value out of range): the caller's row-by-row loop then accepts the same levels or
-    # names the first bad row, so both paths take exactly the same input.
-    if set(map(type, rows)) != _LIST_ROWS:
+    # The common case in one C call: list rows [price, size] of JSON numbers or number
+    # text in range (every Binance depth message), converted and range-checked by msgspec
+    # (:data:`_SIDE`). None when anything is unusual (another row type, a row of another
+    # length, text msgspec does not read as a JSON number, a value out of range, NaN): the
+    # caller's row-by-row loop then accepts the same levels or names the first bad row.
+    # msgspec reads number text by the JSON grammar (a subset of the plain decimals, read
+    # to the same float) plus NaN and infinity words, which the ranges refuse; it may read
+    # a negative zero size as 0.0 where float() gives -0.0 (both delete the level).
+    if price != 0 or size != 1 or set(map(type, rows)) != _LIST_ROWS:
         return None
     try:
-        ps = list(map(itemgetter(price), rows))
-        qs = list(map(itemgetter(size), rows))
-    except IndexError:
+        return _convert(rows, _SIDE, strict=False)
+    except (msgspec.ValidationError, ValueError):  # ValueError: text that is not UTF-8
         return None
-    try:
-        # join() refuses anything but text; the commas it adds (no decimal holds one) must
-        # then be all that is left once the decimal characters are deleted.
-        text = ",".join(ps) + "," + ",".join(qs)
-        if text.encode().translate(None, _DECIMAL_CHARS) != b"," * (2 * len(rows) - 1):
-            return None
-        pf = list(map(float, ps))  # "1.2.3", "e5", "+" fail here; "1e999" is inf
-        qf = list(map(float, qs))
-    except (TypeError, ValueError):
-        return None
-    if not (0.0 < min(pf) and max(pf) < MAX_PRICE and 0.0 <= min(qf) and max(qf) < MAX_SIZE):
-        return None
-    return tuple(zip(pf, qf))
 
 
 def clean_symbol(text: object) -> str:
