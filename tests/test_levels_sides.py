@@ -17,7 +17,7 @@ import pytest
 from feed.core.models import MalformedMessage
 from feed.io.readers import merge_recordings
 from feed.vendors import _common
-from feed.vendors._common import levels
+from feed.vendors._common import level_sides, levels
 from tests.helpers import require_shared_data
 
 GOOD = ["61837.63", "0.014", "0", "0.00000000", "1", "+1.5", "1.", ".5", "1e3", "2.5E-2",
@@ -119,3 +119,54 @@ def test_recorded_depth_sides_take_the_one_pass_path_and_match():
         if sides >= 2_000:
             break
     assert sides >= 2_000
+
+
+def _side_by_side(d):
+    return levels(d["b"], "b"), levels(d["a"], "a")
+
+
+def test_random_depth_objects_match_side_by_side():
+    # level_sides (both sides in one call) against levels on each side in turn: the same
+    # levels, the same bad_level naming the same row, the same missing side.
+    rng = random.Random(8)
+    seen = set()
+    for _ in range(20_000):
+        d = {"e": "depthUpdate", "U": 1, "u": 2}
+        for key in ("b", "a"):
+            roll = rng.random()
+            if roll < 0.03:
+                continue  # a missing side
+            # Rows as JSON decodes them: lists (level_sides' contract; JSON has no tuples).
+            d[key] = None if roll < 0.05 else "x" if roll < 0.06 else [
+                list(r) if type(r) is tuple else r for r in _random_side(rng)]
+        try:
+            want = "ok", _side_by_side(d)
+        except KeyError as exc:
+            want = "missing", exc.args
+        except MalformedMessage as exc:
+            want = exc.reason, exc.detail
+        try:
+            got = "ok", level_sides(d, "b", "a")
+        except KeyError as exc:
+            got = "missing", exc.args
+        except MalformedMessage as exc:
+            got = exc.reason, exc.detail
+        assert got == want, d
+        seen.add(got[0])
+    assert seen == {"ok", "missing", "bad_level"}
+
+
+def test_recorded_depth_objects_take_the_one_call_path_and_match():
+    path = require_shared_data("binance-ws-captures-hftbacktest/raw/usdm/btcusdt_20240808.gz")
+    n = 0
+    kind = _common._SIDE_PAIRS.get(("b", "a")) or (level_sides({"b": [], "a": []}, "b", "a")
+                                                   and _common._SIDE_PAIRS[("b", "a")])
+    for _, _, raw in merge_recordings([path]):
+        if raw.startswith('{"stream"') and "@depth" in raw[:40]:
+            d = orjson.loads(raw)["data"]
+            pair = _common._convert(d, kind, strict=False)  # raises if the one call failed
+            assert (pair.b, pair.a) == level_sides(d, "b", "a") == _side_by_side(d)
+            n += 1
+            if n >= 2_000:
+                break
+    assert n >= 2_000

@@ -39,6 +39,7 @@ __all__ = [
     "MAX_SIZE",
     "MAX_NOTIONAL",
     "levels",
+    "level_sides",
     "clean_symbol",
     "load_object",
     "call_parser",
@@ -68,6 +69,8 @@ _PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]
 _SIDE = tuple[tuple[Annotated[float, msgspec.Meta(gt=0.0, lt=MAX_PRICE)],
                     Annotated[float, msgspec.Meta(ge=0.0, lt=MAX_SIZE)]], ...]
 _convert = msgspec.convert
+#: (bids key, asks key) -> msgspec struct of both sides (:func:`level_sides`).
+_SIDE_PAIRS: dict[tuple[str, str], type] = {}
 _LIST_ROWS = {list}
 
 #: What a parser raises for a present but unusable field (turned into ``bad_field``).
@@ -480,6 +483,45 @@ def _text_levels(rows: list, price: int, size: int) -> tuple[tuple[float, float]
         return _convert(rows, _SIDE, strict=False)
     except (msgspec.ValidationError, ValueError):  # ValueError: text that is not UTF-8
         return None
+
+
+def level_sides(d: dict, bids: str, asks: str) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """Return ``(levels(d[bids], bids), levels(d[asks], asks))``: both sides of a decoded
+    depth object with list rows (Binance ``b``/``a``, ``bids``/``asks``).
+
+    Both sides are converted and range-checked in one msgspec call when every row is a
+    ``[price, size]`` pair of numbers or number text in range (a whole diff in a few
+    microseconds); anything else goes through :func:`levels` side by side, which gives the
+    same levels or the same error.
+
+    Parameters
+    ----------
+    d : dict
+        A JSON object as a decoder returns it: rows are lists (a tuple row, which JSON
+        cannot express, would be read like a list here where :func:`levels` refuses it).
+    bids, asks : str
+        Keys of the two sides.
+
+    Returns
+    -------
+    tuple
+        ``(bid levels, ask levels)``, each as :func:`levels` returns it.
+
+    Raises
+    ------
+    KeyError
+        If a side is missing (the adapter's ``missing_field``), bids first.
+    MalformedMessage
+        ``bad_level`` as :func:`levels`, naming the first bad row of the first bad side.
+    """
+    kind = _SIDE_PAIRS.get((bids, asks))
+    if kind is None:
+        kind = _SIDE_PAIRS[bids, asks] = msgspec.defstruct("Sides", [(bids, _SIDE), (asks, _SIDE)])
+    try:
+        pair = _convert(d, kind, strict=False)
+    except (msgspec.ValidationError, ValueError):
+        return levels(d[bids], bids), levels(d[asks], asks)
+    return getattr(pair, bids), getattr(pair, asks)
 
 
 def clean_symbol(text: object) -> str:

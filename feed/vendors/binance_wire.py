@@ -36,6 +36,7 @@ from feed.vendors._common import (
     MAX_SIZE,
     call_parser,
     exchange_ns,
+    level_sides,
     levels,
     number,
     price,
@@ -153,10 +154,9 @@ def parse_depth_update(d: dict, symbol: str | None, recv_ns: int) -> BookDelta:
         raise MalformedMessage(
             "bad_update_id", f"depthUpdate E={ev!r} U={first!r} u={final!r} pu={pu!r}"
         )
-    return BookDelta(
-        symbol or d["s"], ev * _MS_TO_NS, first, final, pu,
-        levels(d["b"], "b"), levels(d["a"], "a"),
-    )
+    symbol = symbol or d["s"]  # before the levels: a missing symbol is reported first
+    bids, asks = level_sides(d, "b", "a")
+    return BookDelta(symbol, ev * _MS_TO_NS, first, final, pu, bids, asks)
 
 
 def parse_partial_depth(d: dict, symbol: str | None, recv_ns: int) -> BookSnapshot:
