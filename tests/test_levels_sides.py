@@ -1,6 +1,6 @@
 """Depth levels checked a side at a time take exactly what the row-by-row check takes.
 
-``feed.vendors._common.levels`` converts and range-checks a side of list rows in one
+``feed.vendors.depth_levels.levels`` converts and range-checks a side of list rows in one
 msgspec call and falls back to the row-by-row loop for anything unusual. Random sides mixing good
 values with every hostile value the row check refuses must give the same levels, or the
 same ``bad_level`` naming the same first bad row, as the row-by-row loop alone; and
@@ -16,8 +16,8 @@ import pytest
 
 from feed.core.models import MalformedMessage
 from feed.io.readers import merge_recordings
-from feed.vendors import _common
-from feed.vendors._common import level_sides, levels
+from feed.vendors import depth_levels
+from feed.vendors.depth_levels import level_sides, levels
 from tests.helpers import require_shared_data
 
 GOOD = ["61837.63", "0.014", "0", "0.00000000", "1", "+1.5", "1.", ".5", "1e3", "2.5E-2",
@@ -41,7 +41,7 @@ def _outcome(fn, rows, *args):
 
 
 def _row_by_row(rows, field, descending=None):
-    return _common._row_levels(rows, field, 0, 1, None, descending)
+    return depth_levels._row_levels(rows, field, 0, 1, None, descending)
 
 
 #: Characters of made-up number text: digits, the decimal marks and what float() or a
@@ -99,7 +99,7 @@ def test_each_hostile_value_is_refused_or_read_as_the_row_check_reads_it(value, 
 
 def test_a_clean_side_takes_the_one_pass_path():
     rows = [["61837.63", "1.5"], ["61837.62", "0.000"], ["61837.60", "2.25"]]
-    assert _common._text_levels(rows, 0, 1) == ((61837.63, 1.5), (61837.62, 0.0), (61837.60, 2.25))
+    assert depth_levels._text_levels(rows, 0, 1) == ((61837.63, 1.5), (61837.62, 0.0), (61837.60, 2.25))
     assert levels(rows, "b") == _row_by_row(rows, "b")
 
 
@@ -113,7 +113,7 @@ def test_recorded_depth_sides_take_the_one_pass_path_and_match():
         for key in ("b", "a"):
             rows = data[key]
             if rows:
-                fast = _common._text_levels(rows, 0, 1)
+                fast = depth_levels._text_levels(rows, 0, 1)
                 assert fast is not None and fast == _row_by_row(rows, key)
                 sides += 1
         if sides >= 2_000:
@@ -159,12 +159,12 @@ def test_random_depth_objects_match_side_by_side():
 def test_recorded_depth_objects_take_the_one_call_path_and_match():
     path = require_shared_data("binance-ws-captures-hftbacktest/raw/usdm/btcusdt_20240808.gz")
     n = 0
-    kind = _common._SIDE_PAIRS.get(("b", "a")) or (level_sides({"b": [], "a": []}, "b", "a")
-                                                   and _common._SIDE_PAIRS[("b", "a")])
+    kind = depth_levels._SIDE_PAIRS.get(("b", "a")) or (level_sides({"b": [], "a": []}, "b", "a")
+                                                   and depth_levels._SIDE_PAIRS[("b", "a")])
     for _, _, raw in merge_recordings([path]):
         if raw.startswith('{"stream"') and "@depth" in raw[:40]:
             d = orjson.loads(raw)["data"]
-            pair = _common._convert(d, kind, strict=False)  # raises if the one call failed
+            pair = depth_levels._convert(d, kind, strict=False)  # raises if the one call failed
             assert (pair.b, pair.a) == level_sides(d, "b", "a") == _side_by_side(d)
             n += 1
             if n >= 2_000:

@@ -36,14 +36,13 @@ from feed.vendors._common import (
     MAX_SIZE,
     call_parser,
     exchange_ns,
-    level_sides,
-    levels,
     number,
     price,
     size,
     trade_id,
     ts_to_ns,
 )
+from feed.vendors.depth_levels import level_sides, levels
 
 __all__ = [
     "parse_trade",
