@@ -27,6 +27,7 @@ the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -118,6 +119,7 @@ def main() -> int:
         print(f"bench_replay: no such file: {missing[0]}", file=sys.stderr)
         return 2
     runs: dict[str, list[tuple]] = {"baseline": [], "thread": [], "process": []}
+    load_before = os.getloadavg()
     for i in range(max(1, args.repeat)):  # alternated, so a load change hits all three
         runs["baseline"].append(baseline(args.files))
         runs["thread"].append(full(args.files, args.market, in_thread=True))
@@ -127,7 +129,9 @@ def main() -> int:
     (n_b, wall_b, cpu_b), (n_t, wall_t, cpu_t, _), (n_f, wall_f, cpu_f, health) = (
         sorted(r, key=lambda x: x[0] / x[1])[len(r) // 2] for r in runs.values())
     rate_b, rate_t, rate_f = n_b / wall_b, n_t / wall_t, n_f / wall_f
-    print(f"\ninput: {', '.join(f.name for f in args.files)} (median of {len(runs['baseline'])} runs)")
+    print(f"\ninput: {', '.join(f.name for f in args.files)} (median of {len(runs['baseline'])} runs; "
+          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after, "
+          f"{os.cpu_count()} CPUs: other processes share them)")
     print(f"{'path':<46}{'messages':>10}{'wall s':>9}{'msgs/s':>11}{'CPU s':>8}{'CPU %':>8}")
     for label, n, wall, cpu, rate in (
             ("baseline: adapter.parse loop (no I/O)", n_b, wall_b, cpu_b, rate_b),

@@ -417,25 +417,32 @@ class OrderBook:
 
     def _apply_levels(self, bid_rows, ask_rows) -> None:
         # Absolute sizes: set, insert (pushing the new price on the heap) or delete on 0.
-        side, heap = self._bids, self._bid_heap
-        for price, size in bid_rows:
-            if size == 0.0:
-                side.pop(price, None)
-            else:
-                if price not in side:
+        # setdefault inserts a new price and tells it from a known one in one lookup: it
+        # returns the size just given only when the price was new (a known price holding
+        # this very object would only add a duplicate heap entry, which the heap allows).
+        if bid_rows:
+            side, heap = self._bids, self._bid_heap
+            pop, setdefault = side.pop, side.setdefault
+            for price, size in bid_rows:
+                if not size:
+                    pop(price, None)
+                elif setdefault(price, size) is size:
                     heappush(heap, -price)
-                side[price] = size
-        if len(heap) > 2 * len(side) + _HEAP_SLACK:
-            heap[:] = [-p for p in side]
-            heapify(heap)
-        side, heap = self._asks, self._ask_heap
-        for price, size in ask_rows:
-            if size == 0.0:
-                side.pop(price, None)
-            else:
-                if price not in side:
+                else:
+                    side[price] = size
+            if len(heap) > 2 * len(side) + _HEAP_SLACK:
+                heap[:] = [-p for p in side]
+                heapify(heap)
+        if ask_rows:
+            side, heap = self._asks, self._ask_heap
+            pop, setdefault = side.pop, side.setdefault
+            for price, size in ask_rows:
+                if not size:
+                    pop(price, None)
+                elif setdefault(price, size) is size:
                     heappush(heap, price)
-                side[price] = size
-        if len(heap) > 2 * len(side) + _HEAP_SLACK:
-            heap[:] = list(side)
-            heapify(heap)
+                else:
+                    side[price] = size
+            if len(heap) > 2 * len(side) + _HEAP_SLACK:
+                heap[:] = list(side)
+                heapify(heap)

@@ -2,7 +2,8 @@
 
 Pure functions and one small value class; no adapter state. There is one implementation
 of each wire helper here: :func:`number` (prices and sizes), :func:`ts_to_ns` (exchange
-times) and :func:`levels` (depth levels of every vendor's row shape). The adapters
+times) and :func:`levels` (depth levels of every vendor's row shape, in
+:mod:`feed.vendors.depth_levels` with :func:`level_sides`; re-exported here). The adapters
 re-export what was public before (``feed.vendors.alltick.Secret``, ``ts_to_ns``).
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "MAX_SIZE",
     "MAX_NOTIONAL",
     "levels",
+    "level_sides",
     "clean_symbol",
     "load_object",
     "call_parser",
@@ -367,85 +369,6 @@ def check_window(ts_ns: int, recv_ns: int, window_ns: int | None, what: str) -> 
         raise MalformedMessage("time_out_of_window", f"{what} at {ts_ns} ns received at {recv_ns} ns")
 
 
-def levels(
-    rows: object,
-    field: str,
-    *,
-    price: int | str = 0,
-    size: int | str = 1,
-    rank: str | None = None,
-    descending: bool | None = None,
-) -> tuple[tuple[float, float], ...]:
-    """Return depth levels as ``((price, size), ...)``, checked.
-
-    One parser for every vendor's row shape: Binance ``[["61837.63", "1.5"], ...]``
-    (``price=0, size=1``), AllTick ``[{"price": .., "volume": ..}, ...]`` and iTick
-    ``[{"po": 1, "p": .., "v": .., "o": ..}, ...]`` (keys by name).
-
-    Parameters
-    ----------
-    rows : object
-        The wire list; None (a side the push left out) gives ``()``.
-    field : str
-        Its name, for error messages.
-    price, size : int or str
-        Position (list rows) or key (object rows) of the price and size. An object row
-        without a size has size 0 (FX and metals carry no real volume); a list row must
-        have both.
-    rank : str, optional
-        Key of the vendor's level rank (iTick ``po``): when every row has an int rank,
-        rows are ordered by it.
-    descending : bool, optional
-        Otherwise order by price, descending for bids (True) or ascending for asks
-        (False); None keeps the wire order (Binance sends best first).
-
-    Returns
-    -------
-    tuple of (float, float)
-        Price (quote currency, 0 < price < MAX_PRICE) and size (base units,
-        0 <= size < MAX_SIZE; 0 deletes a level in a diff); text must be a plain decimal.
-
-    Raises
-    ------
-    MalformedMessage
-        ``bad_level`` for anything unusable: not a list, a row of the wrong shape, a
-        missing price, a number that does not parse or is out of range.
-    """
-    if rows is None:
-        return ()
-    if type(rows) is not list:
-        raise MalformedMessage("bad_level", f"{field} is {type(rows).__name__}, not a list")
-    row_type = list if type(price) is int else dict
-    out = []
-    ranks = []
-    for row in rows:
-        if type(row) is not row_type:
-            raise MalformedMessage("bad_level", f"{field} row {row!r} is not a {row_type.__name__}")
-        # float() inline rather than number(): this loop runs for every level of every
-        # depth message. It takes the same JSON values (str, int, float) and bools are
-        # refused below; NaN and infinities fail the range check.
-        try:
-            pv = row[price]
-            qv = row[size] if row_type is list else row.get(size)
-            p = float(pv)
-            q = 0.0 if row_type is dict and (qv is None or qv == "") else float(qv)
-        except (KeyError, IndexError, TypeError, ValueError, OverflowError):
-            raise MalformedMessage("bad_level", f"{field} level {row!r}") from None
-        if (not (0.0 < p < MAX_PRICE and 0.0 <= q < MAX_SIZE) or type(pv) is bool or type(qv) is bool
-                or (type(pv) is str and _PLAIN_DECIMAL.fullmatch(pv) is None)
-                or (type(qv) is str and qv and _PLAIN_DECIMAL.fullmatch(qv) is None)):
-            raise MalformedMessage("bad_level", f"{field} level {row!r}")
-        out.append((p, q))
-        if rank is not None:
-            r = row.get(rank)
-            ranks.append(r if type(r) is int else None)
-    if ranks and None not in ranks:
-        out = [level for _, level in sorted(zip(ranks, out), key=lambda k: k[0])]
-    elif descending is not None:
-        out.sort(key=lambda level: level[0], reverse=descending)
-    return tuple(out)
-
-
 def clean_symbol(text: object) -> str:
     """Return a typed symbol upper-cased, stripped and without ``/`` (not yet validated).
 
@@ -500,3 +423,14 @@ def call_parser(where: str, parser: Callable[..., _T], *args: object) -> _T:
 def dumps(obj: object) -> str:
     """Return ``obj`` as compact JSON (a control frame)."""
     return json.dumps(obj, separators=(",", ":"))
+
+
+def __getattr__(name: str) -> object:
+    # levels and level_sides live in feed.vendors.depth_levels, which reads the ranges and
+    # the decimal pattern above: found there on first use, so neither module imports the
+    # other while it loads.
+    if name in ("levels", "level_sides"):
+        from feed.vendors import depth_levels
+
+        return getattr(depth_levels, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,13 +36,13 @@ from feed.vendors._common import (
     MAX_SIZE,
     call_parser,
     exchange_ns,
-    levels,
     number,
     price,
     size,
     trade_id,
     ts_to_ns,
 )
+from feed.vendors.depth_levels import level_sides, levels
 
 __all__ = [
     "parse_trade",
@@ -153,10 +153,9 @@ def parse_depth_update(d: dict, symbol: str | None, recv_ns: int) -> BookDelta:
         raise MalformedMessage(
             "bad_update_id", f"depthUpdate E={ev!r} U={first!r} u={final!r} pu={pu!r}"
         )
-    return BookDelta(
-        symbol or d["s"], ev * _MS_TO_NS, first, final, pu,
-        levels(d["b"], "b"), levels(d["a"], "a"),
-    )
+    symbol = symbol or d["s"]  # before the levels: a missing symbol is reported first
+    bids, asks = level_sides(d, "b", "a")
+    return BookDelta(symbol, ev * _MS_TO_NS, first, final, pu, bids, asks)
 
 
 def parse_partial_depth(d: dict, symbol: str | None, recv_ns: int) -> BookSnapshot:
