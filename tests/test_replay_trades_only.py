@@ -112,3 +112,48 @@ def test_replay_when_recording_has_trades_but_no_depth_bars_play_and_status_says
         assert status == 400 and body["code"] == -1121
     finally:
         rt.stop()
+
+
+# -- the market rule alone (pure: no sockets) ---------------------------------------------
+
+S = 1_000_000_000
+
+
+def _market(clock: str):
+    from feed.core.config import MarketConfig
+    from feed.core.market import MarketState
+    from feed.vendors.binance import BinanceAdapter
+
+    m = MarketState(MarketConfig(clock=clock, close_grace_s=0), BinanceAdapter("spot"))
+    m.add_symbol("BTCUSDT")
+    return m
+
+
+def test_market_when_replay_depth_answers_404_marks_book_absent_and_stops_asking():
+    from feed.core.events import Parsed, SnapshotFailed
+    from feed.core.health import BOOK_NOT_RECORDED
+    from feed.core.models import BookDelta
+
+    m = _market("exchange")
+    assert [s for s, _ in m.on_clock(0, 0).snapshots] == ["BTCUSDT"]
+    fx = m.apply([SnapshotFailed(0, "BTCUSDT", "HTTP 404", 404)], 0, 1 * S)
+    assert fx.unsubscribe == [] and m.refusals() == ()
+    status = m.symbol_status(2 * S)["BTCUSDT"]
+    assert status.book_absent == BOOK_NOT_RECORDED and status.book_unsynced_s is None
+    # No retry storm: minutes later nothing is asked for.
+    assert m.on_clock(0, 600 * S).snapshots == []
+    # Depth arriving after all lifts the mark and the book syncs as any book.
+    m.apply([Parsed(0, [BookDelta("BTCUSDT", 1, 10, 12, None, ((99.0, 1.0),), ())])], 0, 601 * S)
+    assert [s for s, _ in m.on_clock(0, 602 * S).snapshots] == ["BTCUSDT"]
+    assert m.symbol_status(602 * S)["BTCUSDT"].book_absent is None
+
+
+def test_market_when_live_depth_answers_404_keeps_retrying_as_a_failed_fetch():
+    from feed.core.events import SnapshotFailed
+
+    m = _market("wall")
+    m.on_clock(0, 0)
+    fx = m.apply([SnapshotFailed(0, "BTCUSDT", "HTTP 404", 404)], 0, 1 * S)
+    assert fx.unsubscribe == [] and "depth snapshot failed" in m.refusals()[-1]
+    assert m.symbol_status(2 * S)["BTCUSDT"].book_absent is None
+    assert [s for s, _ in m.on_clock(0, 600 * S).snapshots] == ["BTCUSDT"]
