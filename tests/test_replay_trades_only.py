@@ -157,3 +157,14 @@ def test_market_when_live_depth_answers_404_keeps_retrying_as_a_failed_fetch():
     assert fx.unsubscribe == [] and "depth snapshot failed" in m.refusals()[-1]
     assert m.symbol_status(2 * S)["BTCUSDT"].book_absent is None
     assert [s for s, _ in m.on_clock(0, 600 * S).snapshots] == ["BTCUSDT"]
+
+
+def test_symbol_status_when_read_back_from_json_keeps_book_absent_and_drops_hostile_values():
+    from feed.core.collectors import symbol_status
+    from feed.core.health import BOOK_NOT_RECORDED, SymbolStatus
+
+    status = SymbolStatus(trades=3, book_absent=BOOK_NOT_RECORDED)
+    assert symbol_status(status.as_json()) == status
+    for hostile in (5, ["x"], "", None):
+        assert symbol_status({**status.as_json(), "book_absent": hostile}).book_absent is None
+    assert len(symbol_status({"book_absent": "x" * 10_000}).book_absent) == 120
