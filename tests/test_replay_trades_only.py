@@ -107,7 +107,7 @@ def test_replay_when_recording_has_trades_but_no_depth_bars_play_and_status_says
         # while a symbol the recording lacks is still an invalid symbol.
         assert rt.exchange.serves("BTCUSDT", "trade") and not rt.exchange.serves("BTCUSDT", "depth")
         status, body = _get(f"{rt.exchange.rest_url}/api/v3/depth?symbol=BTCUSDT&limit=5")
-        assert status == 404 and "not in the recording" in body["msg"], body
+        assert status == 404 and "not in the recording" in body["msg"] and body["msg"].endswith("(recorded for this symbol: trade)"), body
         status, body = _get(f"{rt.exchange.rest_url}/api/v3/depth?symbol=ETHUSDT&limit=5")
         assert status == 400 and body["code"] == -1121
     finally:

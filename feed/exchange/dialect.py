@@ -13,6 +13,7 @@ from __future__ import annotations
 import http
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -280,18 +281,20 @@ BACKEND_TIMEOUT = RestError(503, REST_TIMEOUT, "Timeout waiting for response fro
                             "Send status unknown; execution status unknown.")
 
 
-def not_recorded(symbol: str) -> RestError:
+def not_recorded(symbol: str, recorded: Iterable[str] = ()) -> RestError:
     """Return the REST depth refusal of a replayed ``symbol`` whose recording holds no book.
 
     HTTP 404, body ``{"code":-9404,"msg":"BTCUSDT@depth is not in the recording: ..."}``.
     Binance has no such case (a listed symbol always has a book), so neither its 400
     ``-1121 Invalid symbol`` (a client unsubscribes the symbol: its trades are lost too)
     nor a 5xx (a client retries for ever) fits: 404 says the resource does not exist
-    here, and a replay client may stop asking (``feed.core.market``).
+    here, and a replay client may stop asking (``feed.core.market``). ``recorded``: the
+    symbol's recorded channels, named in the message.
     """
+    held = ", ".join(sorted(recorded)) or "nothing"
     return RestError(404, REST_NOT_RECORDED,
                      f"{symbol.upper()}@depth is not in the recording: no order book to serve "
-                     "(the recording holds this symbol's trades only)")
+                     f"(recorded for this symbol: {held})")
 
 
 def read_depth_query(query: dict[str, list[str]]) -> tuple[str, int]:

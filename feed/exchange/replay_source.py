@@ -371,7 +371,7 @@ class ReplaySource:
         """
         book = self.books.get(symbol)
         if book is None:
-            raise not_recorded(symbol)
+            raise not_recorded(symbol, self.channels.get(symbol, ()))
         if not book.ready.is_set():
             waits = [asyncio.ensure_future(book.ready.wait()), asyncio.ensure_future(self.stopping.wait())]
             await asyncio.wait(waits, timeout=SNAPSHOT_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
