@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from dash import html
 
-from feed.core.health import Status
+from feed.core.health import BOOK_NOT_RECORDED, Status
 
 from .sourcebadge import source_badge
 from .wording import detail_words, plain
@@ -200,6 +200,11 @@ def status_children(status: Status, symbol: str | None, *, dropping: bool = Fals
         item("last trade", format_age(age) if symbol else "–"),
         item("queue", f"{status.queue_depth:,}"),
     ]
+    absent = sym.book_absent if sym is not None else None
+    if absent:  # a fact of the source (a trades-only recording), not a fault: no warn colour
+        children.append(item("order book", "not in the recording" if absent == BOOK_NOT_RECORDED else absent,
+                             "", f"{symbol}: {absent}. The DOM ladder and depth chart stay empty; bars, "
+                             "tape, footprint, volume profile and delta come from its trades."))
     badge = kline_badge(status.kline_check, symbol, vendor=vendor)
     if badge is not None:
         children.append(badge)

@@ -141,12 +141,14 @@ def symbol_status(body: Any) -> SymbolStatus | None:
     if not isinstance(body, dict):
         return None
     unsynced = body.get("book_unsynced_s")
+    absent = body.get("book_absent")
     return SymbolStatus(
         trades=_int(body.get("trades")), last_trade_ts_ns=iso_to_ns(body.get("last_trade_ts")),
         book_synced=body.get("book_synced") is True, gaps=_int(body.get("gaps")),
         gap_events=_int(body.get("gap_events")), book_resyncs=_int(body.get("book_resyncs")),
         book_sequence_gaps=_int(body.get("book_sequence_gaps")), book_crossed=_int(body.get("book_crossed")),
         book_unsynced_s=float(unsynced) if type(unsynced) in (int, float) and math.isfinite(unsynced) else None,
+        book_absent=absent[:120] if isinstance(absent, str) and absent else None,
     )
 
 

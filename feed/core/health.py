@@ -16,13 +16,15 @@ from feed.core.events import FeedStatus
 from feed.core.models import iso_ms
 
 __all__ = ["Counters", "SymbolStatus", "StoreStatus", "Status", "health_state", "health_json",
-           "iso_or_none", "degraded_reasons", "DEGRADED_FOR_S", "UNSYNCED_DEGRADED_S"]
+           "iso_or_none", "degraded_reasons", "DEGRADED_FOR_S", "UNSYNCED_DEGRADED_S", "BOOK_NOT_RECORDED"]
 
 #: Seconds health stays "degraded" after the last message dropped on a full queue.
 DEGRADED_FOR_S = 60.0
 #: Seconds a book may buffer depth without a usable snapshot before health is "degraded"
 #: (a snapshot normally arrives within a second or two; retries back off to minutes).
 UNSYNCED_DEGRADED_S = 30.0
+#: ``SymbolStatus.book_absent`` of a replayed symbol whose recording holds no book.
+BOOK_NOT_RECORDED = "no order book in the recording"
 
 
 def iso_or_none(ts_ns: int | None) -> str | None:
@@ -65,7 +67,10 @@ class Counters:
 class SymbolStatus:
     """One symbol's figures: trades applied, newest trade time (UTC ns), book state and
     trade-id gaps (``gaps`` trades missing over ``gap_events`` jumps). ``book_unsynced_s``:
-    seconds the book has buffered depth without a usable snapshot (None: not waiting)."""
+    seconds the book has buffered depth without a usable snapshot (None: not waiting).
+    ``book_absent``: why the symbol has no book to keep, in words (``"no order book in the
+    recording"``: a replayed recording of its trades only); None while a book is kept.
+    An absent book is a fact of the source, not a fault: it never degrades health."""
 
     trades: int = 0
     last_trade_ts_ns: int | None = None
@@ -76,6 +81,7 @@ class SymbolStatus:
     book_sequence_gaps: int = 0
     book_crossed: int = 0
     book_unsynced_s: float | None = None
+    book_absent: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Return the symbol's object of the health JSON (``last_trade_ts`` as ISO-8601)."""

@@ -15,7 +15,11 @@ Rules it owns
   (``feed.core.book``); a REST snapshot is asked for, at most once per
   ``snapshot_spacing_s`` per symbol (and 4 s later after a failed fetch). A reconnect
   resyncs every book. A snapshot fetch answered HTTP 400 (the vendor does not know the
-  symbol) unsubscribes it.
+  symbol) unsubscribes it. In replay (exchange clock), one answered HTTP 404 means the
+  recording holds the symbol's trades but no book (``feed.exchange.replay_source``): the
+  book is marked absent (``SymbolStatus.book_absent``), no snapshot is asked for again
+  and health is not degraded; depth arriving after all lifts the mark. Live, a 404 stays
+  a failed fetch (a wrong URL), retried.
 * Clock: the engine clock is the wall clock (live) or the newest exchange time on any
   stream (replay). Time bars whose interval ended ``close_grace_s`` before the engine
   clock are closed on every apply and on every :meth:`MarketState.on_clock`.
@@ -53,7 +57,7 @@ from feed.core.events import (
 )
 from feed.core.history import HistoryLedger, in_id_order
 from feed.core.verify import MINUTE_NS, Verifier
-from feed.core.health import SymbolStatus
+from feed.core.health import BOOK_NOT_RECORDED, SymbolStatus
 from feed.core.klinecheck import KlineChecker
 from feed.core.market_history import HistoryRules
 from feed.core.models import BarSpec, BookDelta, BookSnapshot, Kline, MalformedMessage, Trade, VendorReply
@@ -237,6 +241,10 @@ class MarketState(HistoryRules):
             if not st.book.needs_snapshot:
                 self._unsynced_since.pop(st.symbol, None)
                 continue
+            if st.book_absent is not None:
+                if not st.book.buffered:  # the source has no book: nothing to ask for
+                    continue
+                st.book_absent = None  # depth arrived after all: sync it as any book
             if st.book.buffered:  # depth is arriving but cannot be applied: count the wait
                 self._unsynced_since.setdefault(st.symbol, mono_ns)
             if st.snapshot_due_ns is not None and mono_ns < st.snapshot_due_ns:
@@ -408,6 +416,12 @@ class MarketState(HistoryRules):
 
     def _on_snapshot_failed(self, item: SnapshotFailed, fx: Effects, mono_ns: int) -> None:
         st = self._symbols.get(item.symbol)
+        if item.status == 404 and self.config.clock == "exchange" and st is not None:
+            # The replay exchange's word for "this recording holds no book of the symbol"
+            # (feed.exchange.dialect.not_recorded): a fact of the recording, not a failure.
+            st.book_absent = BOOK_NOT_RECORDED
+            self._unsynced_since.pop(item.symbol, None)
+            return
         refused = item.status == 400  # Binance -1121 "Invalid symbol": the vendor does not list it
         if st is not None:
             st.snapshot_due_ns = mono_ns + _SNAPSHOT_FAILED_WAIT_NS + int(self.config.snapshot_spacing_s * _NS)

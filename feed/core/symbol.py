@@ -51,7 +51,7 @@ class SymbolState:
     __slots__ = (
         "symbol", "book", "trades", "series", "n_trades", "last_trade_ts_ns",
         "last_trade_id", "gaps", "missing_trades", "price_dp", "size_dp",
-        "snapshot_due_ns", "gap_marks", "suspect", "repaired_trades", "inserts",
+        "snapshot_due_ns", "gap_marks", "suspect", "repaired_trades", "inserts", "book_absent",
     )
 
     def __init__(self, symbol: str, max_trades: int) -> None:
@@ -71,6 +71,7 @@ class SymbolState:
         self.suspect: Trade | None = None  # a trade whose id jumped far ahead, unconfirmed
         self.repaired_trades = 0  # missing trades recovered from the vendor's history
         self.inserts = 0  # history inserts inside the tape (a series seeded before one is stale)
+        self.book_absent: str | None = None  # why no book is kept (the source has none), in words
 
     def restore(self, restored: Sequence[Trade], meta: dict | None) -> None:
         """Load stored trades (oldest first) and stored decimals."""
@@ -204,7 +205,7 @@ class SymbolState:
             trades=self.n_trades, last_trade_ts_ns=self.last_trade_ts_ns,
             book_synced=self.book.synced, gaps=self.missing_trades, gap_events=self.gaps,
             book_resyncs=self.book.resyncs, book_sequence_gaps=self.book.sequence_gaps,
-            book_crossed=self.book.crossed_resyncs)
+            book_crossed=self.book.crossed_resyncs, book_absent=self.book_absent)
 
 
 def marks_since(total: int, held: Sequence[tuple[int, int]], since: int) -> tuple[int, list[tuple[int, int]]]:

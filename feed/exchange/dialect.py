@@ -13,6 +13,7 @@ from __future__ import annotations
 import http
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +25,7 @@ __all__ = [
     "DEPTH_SPEEDS", "CONTROL_METHODS", "MAX_STREAMS_PER_CONNECTION", "StreamError",
     "ControlError", "ControlRequest", "RestError", "dumps", "split_stream", "stream_key",
     "stream_name_error", "url_streams", "read_control", "check_params", "ws_result",
-    "read_depth_query", "json_response", "rest_error", "BACKEND_TIMEOUT",
+    "read_depth_query", "json_response", "rest_error", "BACKEND_TIMEOUT", "not_recorded",
 ]
 
 # -- routes and channels ----------------------------------------------------------------
@@ -54,6 +55,8 @@ REST_TIMEOUT = -1007
 REST_ILLEGAL_CHARS = -1100
 REST_MANDATORY_PARAM = -1102
 REST_INVALID_SYMBOL = -1121
+#: tickscope's own code, not Binance's: a replayed symbol whose recording holds no book.
+REST_NOT_RECORDED = -9404
 
 _JSON_SEPARATORS = (",", ":")
 
@@ -276,6 +279,22 @@ class RestError(Exception):
 #: The reply to a depth request the source could not answer in time.
 BACKEND_TIMEOUT = RestError(503, REST_TIMEOUT, "Timeout waiting for response from backend server. "
                             "Send status unknown; execution status unknown.")
+
+
+def not_recorded(symbol: str, recorded: Iterable[str] = ()) -> RestError:
+    """Return the REST depth refusal of a replayed ``symbol`` whose recording holds no book.
+
+    HTTP 404, body ``{"code":-9404,"msg":"BTCUSDT@depth is not in the recording: ..."}``.
+    Binance has no such case (a listed symbol always has a book), so neither its 400
+    ``-1121 Invalid symbol`` (a client unsubscribes the symbol: its trades are lost too)
+    nor a 5xx (a client retries for ever) fits: 404 says the resource does not exist
+    here, and a replay client may stop asking (``feed.core.market``). ``recorded``: the
+    symbol's recorded channels, named in the message.
+    """
+    held = ", ".join(sorted(recorded)) or "nothing"
+    return RestError(404, REST_NOT_RECORDED,
+                     f"{symbol.upper()}@depth is not in the recording: no order book to serve "
+                     f"(recorded for this symbol: {held})")
 
 
 def read_depth_query(query: dict[str, list[str]]) -> tuple[str, int]:

@@ -16,6 +16,16 @@ alone. ``symbols`` limits the symbols served; files that mix markets for one sym
 and USD-M BTCUSDT) are refused. Any depth path (``/api/v3``, ``/fapi/v1``, ``/dapi/v1``)
 serves any recorded symbol.
 
+A subscription to a stream the recording lacks, of a recorded symbol (``btcusdt@depth``
+of a trades-only capture), is accepted and serves nothing, as Binance accepts any valid
+stream of a listed symbol. Refusing it would be less honest, not more: a client
+subscribes a symbol's streams in one request, reads a refusal as "the vendor does not
+list this symbol" and unsubscribes it, so the recorded trades would never play. What is
+missing is said where it is asked for: REST depth of such a symbol answers HTTP 404
+``"BTCUSDT@depth is not in the recording: ..."`` (``feed.exchange.dialect.not_recorded``),
+never a book invented or a timeout. An unknown symbol is still refused (WebSocket error
+2, REST 400 ``-1121 Invalid symbol``).
+
 Why :class:`ReplayBook` and not ``feed.core.book.OrderBook``: the replay plays the
 exchange, not a client. Its REST answer must be the recorded image itself: prices and
 sizes as the recorded strings (``"60000.10000000"``; ``OrderBook`` keeps floats, which
@@ -37,7 +47,7 @@ from pathlib import Path
 
 import orjson
 
-from feed.exchange.dialect import StreamError, dumps, stream_key
+from feed.exchange.dialect import StreamError, dumps, not_recorded, stream_key
 from feed.exchange.fanout import Publisher
 from feed.io.readers import RecordingError, merge_recordings, read_recording
 
@@ -316,17 +326,22 @@ class ReplaySource:
         return sorted(s.upper() for s in self.channels)
 
     def check(self, symbol: str, channel: str) -> None:
-        """Raise StreamError unless (symbol, channel) was recorded and is served."""
+        """Raise StreamError unless ``symbol`` is served (lower case).
+
+        Any channel of a served symbol is accepted, recorded or not (see the module
+        docstring: Binance accepts any valid stream of a listed symbol); an unrecorded one
+        plays nothing. :meth:`recorded` says which ones play.
+        """
         if symbol not in self.channels:
             raise StreamError(
                 f"unknown symbol {symbol!r}; this replay serves "
                 f"{', '.join(sorted(self.channels)) or 'nothing'}"
             )
-        if channel not in self.channels[symbol]:
-            raise StreamError(
-                f"{symbol}@{channel} is not in the recording (recorded: "
-                f"{', '.join(sorted(self.channels[symbol]))})"
-            )
+
+    def recorded(self, symbol: str, channel: str) -> bool:
+        """Return True if (symbol, channel) was recorded and is served (lower case,
+        channel as ``feed.exchange.dialect.stream_key`` gives it)."""
+        return channel in self.channels.get(symbol, ())
 
     @property
     def progress(self) -> float:
@@ -334,8 +349,9 @@ class ReplaySource:
         return min(self.played_lines / self.total_lines, 1.0) if self.total_lines else 1.0
 
     def has_symbol(self, symbol: str) -> bool:
-        """Return True if REST depth serves ``symbol``: it has a recorded diff stream."""
-        return symbol in self.books
+        """Return True if ``symbol`` is served (REST depth then answers a book, or
+        :meth:`depth` refuses it when it has no recorded diff stream)."""
+        return symbol in self.channels
 
     def on_subscribe(self, names: list[str]) -> None:
         """Start the playback clock (the first subscription does)."""
@@ -346,10 +362,16 @@ class ReplaySource:
         self.stopping.set()
 
     async def depth(self, symbol: str, limit: int) -> dict | None:
-        """Return the REST depth body now; waits for the recorded snapshot (None on timeout)."""
+        """Return the REST depth body now; waits for the recorded snapshot (None on timeout).
+
+        Raises
+        ------
+        feed.exchange.dialect.RestError
+            ``not_recorded`` (HTTP 404) when ``symbol``'s files hold no diff stream.
+        """
         book = self.books.get(symbol)
         if book is None:
-            return None
+            raise not_recorded(symbol, self.channels.get(symbol, ()))
         if not book.ready.is_set():
             waits = [asyncio.ensure_future(book.ready.wait()), asyncio.ensure_future(self.stopping.wait())]
             await asyncio.wait(waits, timeout=SNAPSHOT_WAIT_S, return_when=asyncio.FIRST_COMPLETED)

@@ -264,13 +264,20 @@ class EmbeddedExchange(ServerThread):
         return getattr(self._source, "progress", None)
 
     def serves(self, symbol: str, channel: str) -> bool:
-        """Return True if a subscription to ``<symbol>@<channel>`` would be served.
+        """Return True if a subscription to ``<symbol>@<channel>`` would be served data.
+
+        A replay accepts a subscription to any stream of a recorded symbol but plays only
+        the recorded ones: this says whether the stream was recorded.
 
         ``channel`` as in a stream name after the symbol (``"trade"``, ``"kline_1m"``);
         ``symbol`` in any case.
         """
+        key = symbol.lower(), stream_key(f"{symbol.lower()}@{channel}")[1]
+        recorded = getattr(self._source, "recorded", None)
+        if recorded is not None:  # the replay accepts more streams than it plays
+            return recorded(*key)
         try:
-            self._source.check(symbol.lower(), stream_key(f"{symbol.lower()}@{channel}")[1])
+            self._source.check(*key)
         except StreamError:
             return False
         return True
@@ -365,7 +372,10 @@ class EmbeddedExchange(ServerThread):
         key = symbol.lower()
         if not self._source.has_symbol(key):
             return rest_error(400, REST_INVALID_SYMBOL, "Invalid symbol.")
-        body = await self._source.depth(key, limit)
+        try:  # a replayed symbol without a recorded book is refused with its own words
+            body = await self._source.depth(key, limit)
+        except RestError as exc:
+            return exc.response()
         if body is None:
             return dialect.BACKEND_TIMEOUT.response()
         return json_response(200, body)
