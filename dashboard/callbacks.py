@@ -191,7 +191,7 @@ def _register_tick(app: Any, engine: Any, max_points: int, keep_points: int, sou
         out = (
             *updates.candles_update(engine, symbol, spec_text, candles_store, max_points, keep_points, label,
                                     state=state, tz=timezones.resolve(zone, browser_zone)),
-            *updates.depth_update(engine, symbol, depth_store, state),
+            *updates.depth_update(engine, symbol, depth_store, state, status),
             *updates.status_update(engine, symbol, status_store, pending, options, now=time.time(),
                                    source=source, status=status),
         )

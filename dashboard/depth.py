@@ -60,8 +60,9 @@ def depth_figure(
         Defaults to ``symbol``, so zoom survives updates until the symbol changes.
     stale : str
         Why the book may be out of date ("stale: feed reconnecting", "stale: book out of
-        sync", ``dashboard.wording.stale_reason``): written in the title and on the
-        mid/spread line, the curves dimmed. "" when it is current.
+        sync", ``dashboard.wording.stale_reason``), or a source's own words starting "no
+        order book" (a trades-only recording): written in the title and on the mid/spread
+        line (over an empty chart, in its middle), the curves dimmed. "" when it is current.
 
     Notes
     -----
@@ -75,8 +76,9 @@ def depth_figure(
     if stale:
         fig.update_traces(opacity=0.35)
     title = f"<b>{symbol}</b> depth"
-    if stale:
-        title += f" · <span style='color:#e0b341'>{stale}</span>"
+    if stale:  # amber for a fault; muted for a source that keeps no book (nothing to fix)
+        colour = "#7d8693" if stale.startswith("no order book") else "#e0b341"
+        title += f" · <span style='color:{colour}'>{stale}</span>"
     elif not synced:
         title += " · <span style='color:#e0b341'>resyncing</span>"
     layout = base_layout(uirevision if uirevision is not None else symbol)
@@ -147,7 +149,8 @@ def _depth_annotations(bids, asks, mid, spread, synced: bool, decimals: int, sta
         ))
     if not bids and not asks:
         annotations.append(dict(
-            text=(f"no order book: {stale.removeprefix('stale: ')}" if stale.startswith("stale: feed")
+            text=(stale if stale.startswith("no order book")
+                  else f"no order book: {stale.removeprefix('stale: ')}" if stale.startswith("stale: feed")
                   else "empty order book" if synced else "order book out of sync: fetching a fresh snapshot"),
             x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
             font=dict(size=13, color=MUTED),

@@ -292,12 +292,15 @@ def _draw_candles(symbol, spec, series, store, key, view, label, keep_points, to
 
 
 def depth_update(engine: Any, symbol: str | None, store: Any,
-                 state: str | None = None) -> tuple[Any, Any]:
+                 state: str | None = None, status: Any = None) -> tuple[Any, Any]:
     """Return (depth figure or patch, state store), or no_update twice when the book is
     unchanged (``depth.depth_delta``: a Patch of what changed while the frame is the same).
 
     ``state`` is the feed's (``Engine.status().state``): the book is marked stale while the
-    feed is not live or the book is not in sync (``wording.stale_reason``).
+    feed is not live or the book is not in sync (``wording.stale_reason``). ``status``
+    (``Engine.status()``, optional): a symbol whose source keeps no book
+    (``SymbolStatus.book_absent``, a trades-only recording) says so over its empty chart
+    instead of "out of sync".
     """
     view = engine.depth(symbol, DEPTH_LEVELS) if symbol else None
     if view is None:
@@ -306,6 +309,9 @@ def depth_update(engine: Any, symbol: str | None, store: Any,
             "no order book" if symbol else "subscribe a symbol to start")
     else:
         stale = stale_reason(state, view.synced) if state is not None else ""
+        sym = status.symbols.get(symbol) if status is not None else None
+        if sym is not None and sym.book_absent and not (view.bids or view.asks):
+            stale = sym.book_absent  # "no order book in the recording": a fact, not a fault
         figure, signature = depth.depth_delta(
             view.bids, view.asks, store, symbol=symbol, mid=view.mid, spread=view.spread,
             synced=view.synced, uirevision=symbol, stale=stale,

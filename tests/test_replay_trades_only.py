@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from dashboard.statusline import status_children
+from dashboard.updates import depth_update
 from feed.io.convert import main as bars_main
 from tests.helpers import run
 
@@ -102,6 +103,10 @@ def test_replay_when_recording_has_trades_but_no_depth_bars_play_and_status_says
         # The status line says so in words.
         words = _text(status_children(rt.engine.status(), "BTCUSDT"))
         assert "order book not in the recording" in words, words
+        # The depth chart says the same over its empty plot, not "out of sync".
+        figure, _ = depth_update(rt.engine, "BTCUSDT", None, rt.engine.status().state, rt.engine.status())
+        notes = " ".join(a["text"] for a in figure.layout.annotations) + " " + figure.layout.title.text
+        assert "no order book in the recording" in notes and "out of sync" not in notes, notes
 
         # The exchange accepted the depth stream; its REST depth says what is missing,
         # while a symbol the recording lacks is still an invalid symbol.

@@ -315,7 +315,8 @@ class BinanceAdapter(VendorBase):
         ``{"method":"SUBSCRIBE","params":[...],"id":n}`` with increasing ids and at most
         ``MAX_PARAMS_PER_MESSAGE`` streams per frame. The client must space them to
         ``max_messages_per_s``. Kline streams (``klines``) go in frames of their own, so a
-        server that refuses them (a replay without recorded klines) still serves trades.
+        server that refuses them still serves trades (the embedded replay accepts any
+        stream of a recorded symbol and plays what was recorded).
 
         Raises
         ------
