@@ -43,7 +43,8 @@ def _parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=8.0, help="seconds after page load before measuring")
     p.add_argument("--switch-to", default="ETHUSDT", help="symbol selected for the switch (default ETHUSDT)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds counted after the switch (default 3)")
-    p.add_argument("--verbose", action="store_true", help="list each switch response's outputs and sizes")
+    p.add_argument("--verbose", action="store_true",
+                   help="list each steady output's median size, and each switch response's outputs and sizes")
     p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
                    help="tickscope checkout to measure (default: this one)")
     return p.parse_args(argv)
@@ -183,6 +184,15 @@ def main(argv=None) -> int:
           f" {sw_dec:,} B decoded; {len(fulls)} carried a full candle figure"
           f" ({sum(r['wire'] for r in fulls):,} B wire, {sum(r['decoded'] or 0 for r in fulls):,} B decoded)")
     if args.verbose:
+        sizes: dict[str, list[int]] = {}
+        for r in steady:
+            for part in describe(r["body"]).split(", "):
+                name, _, n = part.rpartition(":")
+                if n.isdigit():
+                    sizes.setdefault(name, []).append(int(n))
+        print("steady outputs (decoded JSON bytes: median, in how many updates):")
+        for name, ns in sorted(sizes.items(), key=lambda kv: -statistics.median(kv[1])):
+            print(f"  {name:<48}{statistics.median(ns):>9,.0f} B  in {len(ns)}")
         for r in switch:
             print(f"  {r['wire']:8,} B wire  {r['decoded'] or 0:8,} B decoded  {describe(r['body'])}")
     return 0

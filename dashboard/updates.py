@@ -224,10 +224,14 @@ def _vendor_frame(engine, symbol: str, spec: BarSpec):
 
 def _verified_signature(verdicts: dict, vendor=None) -> int:
     # Changes when a bar gets a verdict or its verdict changes, or vendor candles arrive
-    # (a cheap stand-in for equality): those are drawn by a full figure.
+    # (a cheap stand-in for equality): those are drawn by a full figure. It goes to the
+    # browser in the candle store and comes back: a CRC-32, because the page keeps numbers
+    # as doubles (a 64-bit hash() came back rounded, never equal, and every update redrew
+    # the whole chart) and because hash() of text differs between processes (serve's workers).
     if not verdicts and vendor is None:
         return 0
-    return hash((tuple(sorted((k, v) for k, v in verdicts.items() if v)), 0 if vendor is None else len(vendor)))
+    text = repr((sorted((k, v) for k, v in verdicts.items() if v), 0 if vendor is None else len(vendor)))
+    return zlib.crc32(text.encode()) or 1
 
 
 def _patch_candles(engine, symbol, spec, store, key, label, max_points, total, marks) -> tuple | None:

@@ -116,6 +116,25 @@ def test_candles_tick_when_steady_then_full_once_then_patches_then_nothing():
     assert ext[0]["operation"] == "Extend" and len(ext[0]["params"]["value"]) == 3
 
 
+def through_the_page(store: dict) -> dict:
+    """``store`` as the page hands it back: the browser keeps every JSON number as a double."""
+    return json.loads(json.dumps(store), parse_int=lambda text: int(float(text)))
+
+
+def test_candles_tick_when_bars_verified_then_steady_updates_are_patches_after_the_page_round_trip():
+    eng = StubSeriesEngine()
+    eng.grow(40)
+    verdicts = {b.start_ns: "exact" for b in eng.closed[-5:]}
+    eng.verify = lambda symbol: {"verdicts": verdicts}
+    fig, store = tick_candles(eng, None)
+    assert isinstance(fig, go.Figure) and store["verified"]
+    eng.current.trade_count += 1
+    patch, store = tick_candles(eng, through_the_page(store))
+    assert isinstance(patch, Patch) and ("Assign", ("data",)) not in operations(patch)  # not a redraw
+    verdicts[eng.closed[-6].start_ns] = "differs"  # a new verdict: drawn by a redraw
+    redrawn(tick_candles(eng, through_the_page(store))[0])
+
+
 def redrawn(out) -> dict:
     """Assert ``out`` is a redraw in place (``candles.candles_redraw``); return its data as JSON."""
     assert isinstance(out, Patch)
